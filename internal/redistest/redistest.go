@@ -1,0 +1,612 @@
+// Package redistest gives tests a real Redis server. It never mocks Redis and
+// never skips: if no Redis can be obtained the test fails with instructions.
+//
+// The shared server returned by [Addr] and [Client] is resolved once per test
+// process, in this order:
+//
+//  1. The REDIS_ADDR environment variable (host:port), if set. The server must
+//     answer PING.
+//  2. A redis-server binary found on PATH: a private instance is started on a
+//     free loopback port with persistence disabled, in its own process group
+//     and (on Linux) with a parent-death signal so it dies with the test
+//     binary.
+//  3. testcontainers-go with the redis:7 image, but only when a Docker daemon
+//     answers a health check within a few seconds.
+//  4. Otherwise every test asking for Redis fails (t.Fatal) with a message
+//     explaining how to provide one.
+//
+// Packages using the shared server should stop it after the run with
+//
+//	func TestMain(m *testing.M) { redistest.Main(m) }
+//
+// Tests that need to stop, restart or configure their own server use
+// [StartServer], which always launches a dedicated local redis-server.
+//
+// Keys of different tests are kept apart with [Prefix]; the shared server is
+// never flushed.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
+)
+
+// HowTo is the advice included in every failure caused by Redis being
+// unavailable.
+const HowTo = "set REDIS_ADDR=host:port, or install redis-server " +
+	"(apt-get install redis-server; `make test` does this as root), " +
+	"or start a Docker daemon for testcontainers"
+
+const (
+	// startTimeout bounds how long a local redis-server may take to answer PING.
+	startTimeout = 10 * time.Second
+	// stopTimeout bounds how long a redis-server gets to exit after SIGTERM
+	// before it is killed.
+	stopTimeout = 5 * time.Second
+	// dockerProbeTimeout bounds the Docker daemon health check.
+	dockerProbeTimeout = 3 * time.Second
+	// containerStartTimeout bounds pulling and starting the redis:7 container.
+	containerStartTimeout = 3 * time.Minute
+	// containerImage is the image used by the testcontainers fallback.
+	containerImage = "redis:7"
+)
+
+// shared holds the process-wide Redis resolved by resolveShared.
+var shared struct {
+	once sync.Once
+	addr string
+	err  error
+
+	mu   sync.Mutex
+	stop func() // stops a private server or container; nil if none
+}
+
+// Main runs the tests of a package and then stops any Redis server or
+// container this package started for them, exiting with the tests' status.
+// Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { redistest.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	stopShared()
+	os.Exit(code)
+}
+
+// stopShared stops the shared private server or container, if one was started.
+func stopShared() {
+	shared.mu.Lock()
+	stop := shared.stop
+	shared.stop = nil
+	shared.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// Addr returns the host:port of the shared real Redis server, resolving it on
+// first use (see the package documentation). It fails the test if no Redis
+// can be obtained; it never skips.
+func Addr(t testing.TB) string {
+	t.Helper()
+	shared.once.Do(resolveShared)
+	if shared.err != nil {
+		t.Fatalf("redistest: no Redis available: %v\nTo run these tests, %s.", shared.err, HowTo)
+	}
+	return shared.addr
+}
+
+// Client returns a new go-redis client connected to [Addr], with
+// ContextTimeoutEnabled set. The client is closed when the test finishes.
+func Client(t testing.TB) *redis.Client {
+	t.Helper()
+	return newClient(t, Addr(t))
+}
+
+func newClient(t testing.TB, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{
+		Addr:                  addr,
+		ContextTimeoutEnabled: true,
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+var prefixCounter atomic.Uint64
+
+// Prefix returns a key prefix unique to this call: the sanitised test name,
+// a per-process counter and a random suffix, ending in ":". Tests that share
+// a Redis server (including tests in other packages running concurrently)
+// never clash if all their keys start with their own prefix.
+func Prefix(t testing.TB) string {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return fmt.Sprintf("test:%s:%d:%s:", sanitize(t.Name()), prefixCounter.Add(1), hex.EncodeToString(b[:]))
+}
+
+// sanitize keeps letters, digits, '-', '_' and '.', replaces everything else
+// with '_' (so "{", "}", ":", "/" and spaces never appear) and bounds the length.
+func sanitize(name string) string {
+	const maxLen = 64
+	var sb strings.Builder
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			sb.WriteRune(r)
+		default:
+			sb.WriteByte('_')
+		}
+		if sb.Len() >= maxLen {
+			break
+		}
+	}
+	if sb.Len() == 0 {
+		return "test"
+	}
+	return sb.String()
+}
+
+// ServerTime returns the server's clock as reported by the TIME command. It
+// fails the test on error.
+func ServerTime(t testing.TB, c redis.UniversalClient) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tm, err := c.Time(ctx).Result()
+	if err != nil {
+		t.Fatalf("redistest: TIME: %v", err)
+	}
+	return tm
+}
+
+// resolveShared implements the resolution order of the package documentation.
+func resolveShared() {
+	var reasons []string
+
+	// (a) REDIS_ADDR.
+	if addr := strings.TrimSpace(os.Getenv("REDIS_ADDR")); addr != "" {
+		if err := waitPing(addr, 3*time.Second, nil); err != nil {
+			shared.err = fmt.Errorf("REDIS_ADDR=%s does not answer PING: %w", addr, err)
+			return
+		}
+		shared.addr = addr
+		return
+	}
+	reasons = append(reasons, "REDIS_ADDR is not set")
+
+	// (b) redis-server on PATH.
+	if bin, err := exec.LookPath("redis-server"); err == nil {
+		dir, err := os.MkdirTemp("", "redistest-")
+		if err != nil {
+			shared.err = fmt.Errorf("create temp dir for redis-server: %w", err)
+			return
+		}
+		p, err := startOnFreePort(bin, dir, nil)
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			shared.err = err
+			return
+		}
+		shared.addr = p.addr
+		shared.mu.Lock()
+		shared.stop = func() {
+			p.stop()
+			_ = os.RemoveAll(dir)
+		}
+		shared.mu.Unlock()
+		return
+	}
+	reasons = append(reasons, "redis-server is not on PATH")
+
+	// (c) testcontainers, only if a Docker daemon answers.
+	if err := dockerHealthy(); err != nil {
+		reasons = append(reasons, "no Docker daemon for testcontainers ("+oneLine(err.Error())+")")
+		// (d) fail.
+		shared.err = errors.New(strings.Join(reasons, "; "))
+		return
+	}
+	addr, stop, err := startContainer()
+	if err != nil {
+		shared.err = fmt.Errorf("%s; Docker answers but starting %s with testcontainers failed: %w",
+			strings.Join(reasons, "; "), containerImage, err)
+		return
+	}
+	shared.addr = addr
+	shared.mu.Lock()
+	shared.stop = stop
+	shared.mu.Unlock()
+}
+
+// dockerHealthy reports whether a Docker daemon answers testcontainers'
+// provider health check within dockerProbeTimeout. Provider discovery itself
+// can block or panic when no daemon exists, so it runs in its own goroutine
+// and is abandoned on timeout.
+func dockerHealthy() error {
+	ctx, cancel := context.WithTimeout(context.Background(), dockerProbeTimeout)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				errc <- fmt.Errorf("testcontainers panicked: %v", r)
+			}
+		}()
+		p, err := testcontainers.ProviderDefault.GetProvider()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer func() { _ = p.Close() }()
+		errc <- p.Health(ctx)
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("docker daemon did not answer within %v", dockerProbeTimeout)
+	}
+}
+
+// startContainer starts redis:7 with testcontainers and returns its address
+// and a function that terminates it.
+func startContainer() (string, func(), error) {
+	ctx, cancel := context.WithTimeout(context.Background(), containerStartTimeout)
+	defer cancel()
+	ctr, err := testcontainers.Run(ctx, containerImage,
+		testcontainers.WithExposedPorts("6379/tcp"),
+		testcontainers.WithCmd("redis-server", "--save", "", "--appendonly", "no"),
+		testcontainers.WithWaitStrategy(
+			wait.ForLog("Ready to accept connections"),
+			wait.ForListeningPort("6379/tcp"),
+		),
+	)
+	terminate := func() {
+		if ctr != nil {
+			_ = testcontainers.TerminateContainer(ctr)
+		}
+	}
+	if err != nil {
+		terminate()
+		return "", nil, err
+	}
+	addr, err := ctr.PortEndpoint(ctx, "6379/tcp", "")
+	if err == nil {
+		err = waitPing(addr, startTimeout, nil)
+	}
+	if err != nil {
+		terminate()
+		return "", nil, err
+	}
+	return addr, terminate, nil
+}
+
+// Server is a dedicated redis-server owned by one test, started by
+// [StartServer]. Its methods must be called from the test's goroutine
+// (they call t.Fatal on failure).
+type Server struct {
+	// Addr is the server's host:port on 127.0.0.1. It stays the same across
+	// [Server.Restart].
+	Addr string
+
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	args []string // extra arguments given to StartServer
+
+	mu   sync.Mutex
+	proc *process // nil while stopped
+}
+
+// StartServer starts a dedicated local redis-server (from PATH; REDIS_ADDR and
+// Docker are not used) for a test that needs to stop, restart or configure its
+// own server. extraArgs are appended to the default command line
+// ("--port N --bind 127.0.0.1 --save "" --appendonly no --dir <tempdir> ..."),
+// so they can override defaults, e.g. StartServer(t, "--maxmemory", "1mb").
+// The server is stopped when the test finishes. If redis-server is not on
+// PATH the test fails with instructions.
+func StartServer(t testing.TB, extraArgs ...string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redistest: StartServer needs a local redis-server binary: %v\nTo run these tests, %s.", err, HowTo)
+	}
+	s := &Server{
+		t:    t,
+		bin:  bin,
+		dir:  t.TempDir(),
+		args: append([]string(nil), extraArgs...),
+	}
+	p, err := startOnFreePort(bin, s.dir, s.args)
+	if err != nil {
+		t.Fatalf("redistest: StartServer: %v", err)
+	}
+	s.proc, s.port, s.Addr = p, p.port, p.addr
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Client returns a new go-redis client connected to the server, with
+// ContextTimeoutEnabled set. The client is closed when the test finishes.
+// It keeps working across [Server.Restart] (it reconnects).
+func (s *Server) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	return newClient(t, s.Addr)
+}
+
+// Stop terminates the server (SIGTERM, then SIGKILL after a few seconds) and
+// waits for it to exit. Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	p := s.proc
+	s.proc = nil
+	s.mu.Unlock()
+	if p != nil {
+		p.stop()
+	}
+}
+
+// Restart stops the server if it is running and starts it again on the same
+// port with the same arguments. With the default arguments nothing is
+// persisted, so all data is lost.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// The port was just released; another process could in theory grab it,
+	// and the kernel may briefly refuse the bind. Retry until startTimeout.
+	deadline := time.Now().Add(startTimeout)
+	for {
+		p, err := startRedis(s.bin, s.dir, s.port, s.args)
+		if err == nil {
+			s.proc = p
+			return
+		}
+		if !errors.Is(err, errAddrInUse) || time.Now().After(deadline) {
+			s.t.Fatalf("redistest: Restart on %s: %v", s.Addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// process is one running redis-server.
+type process struct {
+	cmd  *exec.Cmd
+	port int
+	addr string
+	log  *tailBuffer
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's result, valid after done is closed
+}
+
+var errAddrInUse = errors.New("address already in use")
+
+// startOnFreePort starts redis-server on a free loopback port, retrying with
+// a fresh port if the chosen one was taken in the meantime.
+func startOnFreePort(bin, dir string, extra []string) (*process, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var port int
+		port, err = freePort()
+		if err != nil {
+			return nil, err
+		}
+		var p *process
+		p, err = startRedis(bin, dir, port, extra)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, errAddrInUse) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find free port: %w", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	return port, nil
+}
+
+// startRedis launches redis-server on 127.0.0.1:port and waits until it
+// answers PING. On failure the process is gone and the error carries the tail
+// of its output.
+func startRedis(bin, dir string, port int, extra []string) (*process, error) {
+	args := []string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", dir,
+		"--daemonize", "no",
+		"--protected-mode", "no",
+		"--loglevel", "warning",
+	}
+	args = append(args, extra...)
+	p := &process{
+		port: port,
+		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		log:  &tailBuffer{max: 16 << 10},
+		done: make(chan struct{}),
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = dir
+	p.cmd.Stdout = p.log // without --logfile redis logs to stdout
+	p.cmd.Stderr = p.log
+	p.cmd.SysProcAttr = sysProcAttr()
+	if err := spawn(p.cmd); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	if err := waitPing(p.addr, startTimeout, p.done); err != nil {
+		p.stop()
+		tail := p.log.String()
+		if strings.Contains(tail, "Address already in use") {
+			err = fmt.Errorf("%w (%v)", errAddrInUse, err)
+		}
+		return nil, fmt.Errorf("redis-server %s on %s did not become ready: %w\n--- redis-server output (tail) ---\n%s",
+			strings.Join(args, " "), p.addr, err, tailLines(tail, 40))
+	}
+	return p, nil
+}
+
+// stop sends SIGTERM to the process group, escalates to SIGKILL after
+// stopTimeout, and waits for the process to exit.
+func (p *process) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	terminate(p.cmd)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(stopTimeout):
+	}
+	kill(p.cmd)
+	<-p.done
+}
+
+// waitPing polls addr with PING until it answers +PONG, the timeout expires,
+// or exited (if non-nil) is closed.
+func waitPing(addr string, timeout time.Duration, exited <-chan struct{}) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		if last = ping(addr); last == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("redis-server exited")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no PONG within %v: %w", timeout, last)
+		}
+		select {
+		case <-exited:
+			return errors.New("redis-server exited")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// ping sends one inline PING and expects +PONG.
+func ping(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line = strings.TrimSpace(line); line != "+PONG" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+// spawner starts child processes from a goroutine locked to an OS thread
+// that never exits. On Linux the parent-death signal is tied to the thread
+// that forked the child, not the process, so forking from an ordinary
+// goroutine could kill the server early if the Go runtime retires that thread.
+var spawner struct {
+	once sync.Once
+	reqs chan spawnReq
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	errc chan error
+}
+
+func spawn(cmd *exec.Cmd) error {
+	spawner.once.Do(func() {
+		spawner.reqs = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for r := range spawner.reqs {
+				r.errc <- r.cmd.Start()
+			}
+		}()
+	})
+	r := spawnReq{cmd: cmd, errc: make(chan error, 1)}
+	spawner.reqs <- r
+	return <-r.errc
+}
+
+// tailBuffer is a concurrency-safe io.Writer keeping the last max bytes.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - b.max; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
+
+// tailLines returns the last n lines of s, or a placeholder if s is empty.
+func tailLines(s string, n int) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return "(no output)"
+	}
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

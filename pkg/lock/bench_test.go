@@ -1,0 +1,146 @@
+package lock_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/internal/benchpair"
+	"github.com/lockpool/lockpool/internal/redistest"
+	"github.com/lockpool/lockpool/pkg/lock"
+)
+
+// Run with: make bench, or
+//
+//	go test -run '^$' -bench . -benchtime 2s ./pkg/lock
+//
+// Each benchmark reports throughput-ratio against the raw go-redis baseline
+// (SET NX PX + DEL) measured alternately in the same run; see benchpair.
+
+// benchClient gives enough connections for 64 goroutines.
+func benchClient(b *testing.B) *redis.Client {
+	b.Helper()
+	c := redis.NewClient(&redis.Options{Addr: redistest.Addr(b), PoolSize: 128, ContextTimeoutEnabled: true})
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+// rawCycle is the baseline: what a hand-written Redis lock costs.
+func rawCycle(ctx context.Context, c *redis.Client, prefix string) func(i int) error {
+	return func(i int) error {
+		key := prefix + "|raw:" + strconv.Itoa(i)
+		if err := c.SetArgs(ctx, key, "owner", redis.SetArgs{Mode: "NX", TTL: time.Minute}).Err(); err != nil {
+			return err
+		}
+		return c.Del(ctx, key).Err()
+	}
+}
+
+func BenchmarkLockUnlock(b *testing.B) {
+	for _, goroutines := range []int{1, 64} {
+		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
+			c, ctx := benchClient(b), context.Background()
+			prefix := redistest.Prefix(b)
+			l, err := lock.NewRedisLock(c, lock.Config{Prefix: prefix})
+			must(b, err)
+			benchpair.Compare(b, goroutines, rawCycle(ctx, c, prefix), func(i int) error {
+				key := strconv.Itoa(i)
+				ok, err := l.Lock(ctx, key, "owner", time.Minute)
+				if err != nil || !ok {
+					return fmt.Errorf("Lock(%s) = %v, %v", key, ok, err)
+				}
+				ok, err = l.Unlock(ctx, key)
+				if err != nil || !ok {
+					return fmt.Errorf("Unlock(%s) = %v, %v", key, ok, err)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkRefresh compares one Refresh (a script: compare and extend) with
+// the raw two-command cycle, and with a raw PEXPIRE, its one-command floor.
+func BenchmarkRefresh(b *testing.B) {
+	for _, goroutines := range []int{1, 64} {
+		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
+			c, ctx := benchClient(b), context.Background()
+			prefix := redistest.Prefix(b)
+			l, err := lock.NewRedisLock(c, lock.Config{Prefix: prefix})
+			must(b, err)
+			const keys = 64
+			for k := range keys {
+				must(b, l.Update(ctx, strconv.Itoa(k), "owner", time.Minute))
+			}
+			refresh := func(i int) error {
+				ok, err := l.Refresh(ctx, strconv.Itoa(i%keys), "owner", time.Minute)
+				if err != nil || !ok {
+					return fmt.Errorf("Refresh = %v, %v", ok, err)
+				}
+				return nil
+			}
+			b.Run("vs-setnx-del", func(b *testing.B) {
+				benchpair.Compare(b, goroutines, rawCycle(ctx, c, prefix), refresh)
+			})
+			b.Run("vs-pexpire", func(b *testing.B) {
+				benchpair.Compare(b, goroutines, func(i int) error {
+					return c.PExpire(ctx, l.Key(strconv.Itoa(i%keys)), time.Minute).Err()
+				}, refresh)
+			})
+		})
+	}
+}
+
+// BenchmarkHealthCheck counts locked and free members of a pool with 10% of
+// its items locked. The goal is under one second for a million items; it
+// also reports the time as a multiple of one raw SET NX + DEL cycle.
+func BenchmarkHealthCheck(b *testing.B) {
+	for _, n := range []int{10_000, 1_000_000} {
+		b.Run(fmt.Sprintf("items=%d", n), func(b *testing.B) {
+			c, ctx := benchClient(b), context.Background()
+			prefix := redistest.Prefix(b)
+			p, err := lock.NewRedisLockPool(c, lock.Config{Prefix: prefix})
+			must(b, err)
+			b.Cleanup(func() { c.Del(context.Background(), p.PoolKey()) })
+			items := numbered("item", n)
+			must(b, p.Assign(ctx, items))
+			pipe := c.Pipeline()
+			for i := 0; i < n; i += 10 {
+				pipe.Set(ctx, p.Key(items[i]), "owner", time.Hour)
+				if pipe.Len() == 10_000 || i+10 >= n {
+					_, err := pipe.Exec(ctx)
+					must(b, err)
+				}
+			}
+			b.Cleanup(func() {
+				for i := 0; i < n; i += 10 {
+					pipe.Del(context.Background(), p.Key(items[i]))
+				}
+				pipe.Exec(context.Background())
+			})
+			raw := rawCycle(ctx, c, prefix)
+			start := time.Now()
+			for i := range 1000 {
+				must(b, raw(i))
+			}
+			cycle := time.Since(start) / 1000
+
+			b.ResetTimer()
+			for b.Loop() {
+				locked, free, err := p.HealthCheck(ctx)
+				must(b, err)
+				if locked != int64(n/10) || free != int64(n-n/10) {
+					b.Fatalf("HealthCheck = (%d, %d); want (%d, %d)", locked, free, n/10, n-n/10)
+				}
+			}
+			b.StopTimer()
+			per := b.Elapsed() / time.Duration(b.N)
+			b.ReportMetric(float64(per)/float64(time.Millisecond), "ms/op")
+			b.ReportMetric(float64(per)/float64(cycle), "baseline-cycles/op")
+		})
+	}
+}

@@ -1,0 +1,287 @@
+package lock
+
+import (
+	"cmp"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed scripts/rlock.lua
+	rlockLua    string
+	rlockScript = redis.NewScript(rlockLua)
+
+	//go:embed scripts/refresh.lua
+	refreshLua    string
+	refreshScript = redis.NewScript(refreshLua)
+
+	//go:embed scripts/release.lua
+	releaseLua    string
+	releaseScript = redis.NewScript(releaseLua)
+
+	//go:embed scripts/pttl.lua
+	pttlLua    string
+	pttlScript = redis.NewScript(pttlLua)
+
+	//go:embed scripts/cond.lua
+	condLua    string
+	condScript = redis.NewScript(condLua)
+)
+
+// Config configures a Redis-backed lock or pool.
+type Config struct {
+	// Prefix starts every key. Required; it names the application, as the
+	// Python package's prefix does.
+	Prefix string
+	// Suffix follows the prefix. Default DefaultLockSuffix ("lock") for a
+	// RedisLock, DefaultPoolSuffix ("lock-pool") for a RedisLockPool.
+	Suffix string
+	// Epsilon is the tolerance of the conditional comparisons. Default
+	// DefaultEpsilon (1e-6); it must be finite and not negative.
+	Epsilon float64
+}
+
+func (c Config) withDefaults(suffix string) Config {
+	c.Suffix = cmp.Or(c.Suffix, suffix)
+	c.Epsilon = cmp.Or(c.Epsilon, DefaultEpsilon)
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Prefix == "":
+		return fmt.Errorf("%w: Prefix is empty", ErrInvalidConfig)
+	case len(c.Prefix)+len(c.Suffix) > MaxKeyLen:
+		return fmt.Errorf("%w: Prefix and Suffix are %d bytes, limit %d", ErrInvalidConfig, len(c.Prefix)+len(c.Suffix), MaxKeyLen)
+	case strings.IndexByte(c.Prefix, 0) >= 0 || strings.IndexByte(c.Suffix, 0) >= 0:
+		return fmt.Errorf("%w: Prefix or Suffix contains a NUL byte", ErrInvalidConfig)
+	}
+	return checkEpsilon(c.Epsilon)
+}
+
+// RedisLock is the Redis backend of [Locker]. Lock, Update and Unlock are
+// single native commands (SET NX GET PX, SET GET PX, GETDEL), so they cost
+// what a raw SET or DEL costs; the others are one script each, loaded once.
+// It is safe for concurrent use.
+type RedisLock struct {
+	conditionals
+	client redis.UniversalClient
+	prefix string // "<prefix>|<suffix>:"
+	eps    string // the epsilon, formatted once for cond.lua
+}
+
+var _ Locker = (*RedisLock)(nil)
+
+// NewRedisLock returns a lock on keys "<Prefix>|<Suffix>:<key>".
+//
+// The client's context handling decides how long a call may block: create
+// it with ContextTimeoutEnabled so that a stalled Redis cannot hold a call
+// past its context's deadline.
+func NewRedisLock(client redis.UniversalClient, cfg Config) (*RedisLock, error) {
+	cfg = cfg.withDefaults(DefaultLockSuffix)
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("lock: NewRedisLock: %w", err)
+	}
+	if client == nil {
+		return nil, fmt.Errorf("lock: NewRedisLock: %w: nil client", ErrInvalidConfig)
+	}
+	return newRedisLock(client, cfg), nil
+}
+
+func newRedisLock(client redis.UniversalClient, cfg Config) *RedisLock {
+	l := &RedisLock{
+		client: client,
+		prefix: cfg.Prefix + "|" + cfg.Suffix + ":",
+		eps:    formatNumber(cfg.Epsilon),
+	}
+	l.conditionals = conditionals{l.cond}
+	return l
+}
+
+// Key returns the Redis key that holds the lock on key.
+func (l *RedisLock) Key(key string) string { return l.prefix + key }
+
+// wrap adds the operation and the Redis key to a client error, and maps a
+// WRONGTYPE reply to ErrWrongType.
+func wrap(op, rkey string, err error) error {
+	if isWrongType(err) {
+		return fmt.Errorf("lock: %s %q: %w: %w", op, rkey, ErrWrongType, err)
+	}
+	return fmt.Errorf("lock: %s %q: %w", op, rkey, err)
+}
+
+func isWrongType(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.Contains(rerr.Error(), "WRONGTYPE")
+}
+
+func (l *RedisLock) KeyStatus(ctx context.Context, key string, timeout time.Duration) (Status, error) {
+	const op = "KeyStatus"
+	if err := checkKey(op, key); err != nil {
+		return Error, err
+	}
+	if err := checkTimeout(op, key, timeout); err != nil {
+		return Error, err
+	}
+	ttl, found, err := l.TTL(ctx, key)
+	if err != nil {
+		return Error, err
+	}
+	return statusOf(ttl, found, timeout), nil
+}
+
+func (l *RedisLock) Update(ctx context.Context, key, value string, ttl time.Duration) error {
+	const op = "Update"
+	ms, err := checkKeyValueTTL(op, key, value, ttl)
+	if err != nil {
+		return err
+	}
+	// GET makes SET refuse (WRONGTYPE) rather than replace a non-string.
+	args := []any{"set", l.Key(key), value, "get"}
+	if ms > 0 {
+		args = append(args, "px", ms)
+	}
+	if err := l.client.Do(ctx, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return wrap(op, l.Key(key), err)
+	}
+	return nil
+}
+
+func (l *RedisLock) Lock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	const op = "Lock"
+	ms, err := checkKeyValueTTL(op, key, value, ttl)
+	if err != nil {
+		return false, err
+	}
+	// SET NX GET (Redis >= 7.0): one command like a raw SET NX, but it
+	// refuses a non-string key with WRONGTYPE instead of reporting "taken".
+	args := []any{"set", l.Key(key), value, "nx", "get"}
+	if ms > 0 {
+		args = append(args, "px", ms)
+	}
+	err = l.client.Do(ctx, args...).Err()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return true, nil // nothing was there: we set it
+	case err != nil:
+		return false, wrap(op, l.Key(key), err)
+	}
+	return false, nil
+}
+
+func (l *RedisLock) IsLocked(ctx context.Context, key string) (bool, error) {
+	_, found, err := l.ttl(ctx, "IsLocked", key)
+	return found, err
+}
+
+func (l *RedisLock) LockValue(ctx context.Context, key string) (string, bool, error) {
+	const op = "LockValue"
+	if err := checkKey(op, key); err != nil {
+		return "", false, err
+	}
+	v, err := l.client.Get(ctx, l.Key(key)).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return "", false, nil
+	case err != nil:
+		return "", false, wrap(op, l.Key(key), err)
+	}
+	return v, true, nil
+}
+
+func (l *RedisLock) RLock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	return l.ownerScript(ctx, "RLock", rlockScript, key, value, ttl)
+}
+
+func (l *RedisLock) Refresh(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	return l.ownerScript(ctx, "Refresh", refreshScript, key, value, ttl)
+}
+
+func (l *RedisLock) Release(ctx context.Context, key, value string) (bool, error) {
+	const op = "Release"
+	if err := checkKey(op, key); err != nil {
+		return false, err
+	}
+	if err := checkValue(op, key, value); err != nil {
+		return false, err
+	}
+	n, err := releaseScript.Run(ctx, l.client, []string{l.Key(key)}, value).Int()
+	if err != nil {
+		return false, wrap(op, l.Key(key), err)
+	}
+	return n == 1, nil
+}
+
+// ownerScript runs a script taking (owner value, TTL ms) that answers 1 or 0.
+func (l *RedisLock) ownerScript(ctx context.Context, op string, s *redis.Script, key, value string, ttl time.Duration) (bool, error) {
+	ms, err := checkKeyValueTTL(op, key, value, ttl)
+	if err != nil {
+		return false, err
+	}
+	n, err := s.Run(ctx, l.client, []string{l.Key(key)}, value, ms).Int()
+	if err != nil {
+		return false, wrap(op, l.Key(key), err)
+	}
+	return n == 1, nil
+}
+
+func (l *RedisLock) Unlock(ctx context.Context, key string) (bool, error) {
+	const op = "Unlock"
+	if err := checkKey(op, key); err != nil {
+		return false, err
+	}
+	// GETDEL deletes only strings: a non-string key gets WRONGTYPE and stays.
+	err := l.client.GetDel(ctx, l.Key(key)).Err()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	case err != nil:
+		return false, wrap(op, l.Key(key), err)
+	}
+	return true, nil
+}
+
+func (l *RedisLock) TTL(ctx context.Context, key string) (time.Duration, bool, error) {
+	return l.ttl(ctx, "TTL", key)
+}
+
+func (l *RedisLock) ttl(ctx context.Context, op, key string) (time.Duration, bool, error) {
+	if err := checkKey(op, key); err != nil {
+		return 0, false, err
+	}
+	ms, err := pttlScript.Run(ctx, l.client, []string{l.Key(key)}).Int64()
+	if err != nil {
+		return 0, false, wrap(op, l.Key(key), err)
+	}
+	switch {
+	case ms == -2:
+		return 0, false, nil
+	case ms == -1:
+		return NoExpiry, true, nil
+	}
+	return time.Duration(ms) * time.Millisecond, true, nil
+}
+
+// cond runs scripts/cond.lua for the shared conditionals.
+func (l *RedisLock) cond(ctx context.Context, op string, cop compareOp, key string, cmp float64, set string, ms int64, del bool) (bool, error) {
+	rkey := l.Key(key)
+	delArg := "0"
+	if del {
+		delArg = "1"
+	}
+	n, err := condScript.Run(ctx, l.client, []string{rkey}, string(cop), formatNumber(cmp), set, strconv.FormatInt(ms, 10), delArg, l.eps).Int()
+	switch {
+	case err != nil:
+		return false, wrap(op, rkey, err)
+	case n < 0:
+		return false, fmt.Errorf("lock: %s %q: %w: the key holds a non-number", op, rkey, ErrNotNumeric)
+	}
+	return n == 1, nil
+}
