@@ -95,32 +95,25 @@ func BenchmarkRefresh(b *testing.B) {
 	}
 }
 
-// BenchmarkHealthCheck counts locked and free members of a pool with 10% of
-// its items locked. The goal is under one second for a million items; it
-// also reports the time as a multiple of one raw SET NX + DEL cycle.
+// BenchmarkHealthCheck counts locked and free members of a pool. The goal
+// is under one second for a million items. HealthCheck walks the smaller of
+// the pool and the keyspace: with 10% locked it visits the locks, with every
+// item locked it must visit every member (its worst case). It also reports
+// the time as a multiple of one raw SET NX + DEL cycle.
 func BenchmarkHealthCheck(b *testing.B) {
-	for _, n := range []int{10_000, 1_000_000} {
-		b.Run(fmt.Sprintf("items=%d", n), func(b *testing.B) {
+	for _, tc := range []struct{ items, every int }{{10_000, 10}, {1_000_000, 10}, {1_000_000, 1}} {
+		b.Run(fmt.Sprintf("items=%d/locked=%d%%", tc.items, 100/tc.every), func(b *testing.B) {
+			n := tc.items
 			c, ctx := benchClient(b), context.Background()
 			prefix := redistest.Prefix(b)
 			p, err := lock.NewRedisLockPool(c, lock.Config{Prefix: prefix})
 			must(b, err)
-			b.Cleanup(func() { c.Del(context.Background(), p.PoolKey()) })
 			items := numbered("item", n)
 			must(b, p.Assign(ctx, items))
-			pipe := c.Pipeline()
-			for i := 0; i < n; i += 10 {
-				pipe.Set(ctx, p.Key(items[i]), "owner", time.Hour)
-				if pipe.Len() == 10_000 || i+10 >= n {
-					_, err := pipe.Exec(ctx)
-					must(b, err)
-				}
-			}
+			lockEvery(b, c, p, items, tc.every, "owner", time.Hour)
 			b.Cleanup(func() {
-				for i := 0; i < n; i += 10 {
-					pipe.Del(context.Background(), p.Key(items[i]))
-				}
-				pipe.Exec(context.Background())
+				c.Del(context.Background(), p.PoolKey())
+				lockEvery(b, c, p, items, tc.every, "", 0)
 			})
 			raw := rawCycle(ctx, c, prefix)
 			start := time.Now()
@@ -128,13 +121,14 @@ func BenchmarkHealthCheck(b *testing.B) {
 				must(b, raw(i))
 			}
 			cycle := time.Since(start) / 1000
+			wantLocked := int64((n + tc.every - 1) / tc.every)
 
 			b.ResetTimer()
 			for b.Loop() {
 				locked, free, err := p.HealthCheck(ctx)
 				must(b, err)
-				if locked != int64(n/10) || free != int64(n-n/10) {
-					b.Fatalf("HealthCheck = (%d, %d); want (%d, %d)", locked, free, n/10, n-n/10)
+				if locked != wantLocked || free != int64(n)-wantLocked {
+					b.Fatalf("HealthCheck = (%d, %d); want (%d, %d)", locked, free, wantLocked, int64(n)-wantLocked)
 				}
 			}
 			b.StopTimer()
@@ -142,5 +136,23 @@ func BenchmarkHealthCheck(b *testing.B) {
 			b.ReportMetric(float64(per)/float64(time.Millisecond), "ms/op")
 			b.ReportMetric(float64(per)/float64(cycle), "baseline-cycles/op")
 		})
+	}
+}
+
+// lockEvery sets (value != "") or deletes the lock of every nth item, in
+// pipelined batches.
+func lockEvery(b *testing.B, c *redis.Client, p *lock.RedisLockPool, items []string, every int, value string, ttl time.Duration) {
+	pipe := c.Pipeline()
+	for i := 0; i < len(items); i += every {
+		if value != "" {
+			pipe.Set(context.Background(), p.Key(items[i]), value, ttl)
+		} else {
+			pipe.Del(context.Background(), p.Key(items[i]))
+		}
+		if pipe.Len() == 10_000 || i+every >= len(items) {
+			if _, err := pipe.Exec(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }

@@ -67,14 +67,16 @@ func testConditional(t *testing.T, newLock func(options) lock.Locker) {
 		cmp  float64
 		want bool
 	}
-	// The comparison is "cmp OP cur"; Set and Del share each table.
+	// The comparison is "cmp OP cur"; Set and Del share each table. Rows on
+	// "0" sit exactly one epsilon away, where >= and <= hold but neither ==
+	// nor != does.
 	tables := map[string][]tc{
 		"GT": {{"", 0, true}, {"1", 2, true}, {"1", 1 + inside, true}, {"1", 1, false}, {"1", 0, false}},
 		"LT": {{"", 5, true}, {"1", 0, true}, {"1", 1 - inside, true}, {"1", 1, false}, {"1", 2, false}},
-		"GE": {{"", 0, true}, {"1", 2, true}, {"1", 1, true}, {"1", 1 - inside, true}, {"1", 1 - outside, false}, {"1", 0, false}},
-		"LE": {{"", 9, true}, {"1", 0, true}, {"1", 1, true}, {"1", 1 + inside, true}, {"1", 1 + outside, false}, {"1", 2, false}},
-		"EQ": {{"", 3, true}, {"1", 1, true}, {"1", 1 + inside, true}, {"1", 1 - inside, true}, {"1", 1 + outside, false}, {"1", 1 - outside, false}},
-		"NE": {{"", 1, true}, {"1", 1, false}, {"1", 1 + inside, false}, {"1", 1 - inside, false}, {"1", 1 + outside, true}, {"1", 1 - outside, true}},
+		"GE": {{"", 0, true}, {"1", 2, true}, {"1", 1, true}, {"1", 1 - inside, true}, {"1", 1 - outside, false}, {"1", 0, false}, {"0", -eps, true}},
+		"LE": {{"", 9, true}, {"1", 0, true}, {"1", 1, true}, {"1", 1 + inside, true}, {"1", 1 + outside, false}, {"1", 2, false}, {"0", eps, true}},
+		"EQ": {{"", 3, true}, {"1", 1, true}, {"1", 1 + inside, true}, {"1", 1 - inside, true}, {"1", 1 + outside, false}, {"1", 1 - outside, false}, {"0", eps, false}, {"0", -eps, false}},
+		"NE": {{"", 1, true}, {"1", 1, false}, {"1", 1 + inside, false}, {"1", 1 - inside, false}, {"1", 1 + outside, true}, {"1", 1 - outside, true}, {"0", eps, false}, {"0", -eps, false}},
 	}
 	// Stored numbers in every form the decimal grammar accepts compare by
 	// value; 1e400 overflows to +Inf on both backends.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"iter"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,6 +25,10 @@ var (
 	//go:embed scripts/healthcheck.lua
 	healthLua    string
 	healthScript = redis.NewScript(healthLua)
+
+	//go:embed scripts/lockscan.lua
+	lockScanLua    string
+	lockScanScript = redis.NewScript(lockScanLua)
 
 	//go:embed scripts/itemlocks.lua
 	itemLocksLua    string
@@ -255,24 +260,88 @@ func (p *RedisLockPool) ItemLocks(ctx context.Context) iter.Seq2[ItemLock, error
 	}
 }
 
+// HealthCheck walks whichever is smaller, the pool's members or the
+// database's keys, so its cost is O(min(pool size, database size)) bounded
+// steps: with a million members of which few are locked, in a Redis used
+// for locks, it visits the locks rather than every member.
 func (p *RedisLockPool) HealthCheck(ctx context.Context) (locked, free int64, err error) {
 	const op = "HealthCheck"
+	pipe := p.client.Pipeline()
+	card := pipe.SCard(ctx, p.pool)
+	size := pipe.DBSize(ctx)
+	if _, err := pipe.Exec(ctx); err != nil && card.Err() != nil {
+		return 0, 0, wrap(op, p.pool, card.Err())
+	}
+	members := card.Val()
+	if members == 0 {
+		return 0, 0, nil
+	}
+	if size.Err() == nil && size.Val() < members {
+		locked, err = p.countLockKeys(ctx)
+	} else {
+		locked, err = p.countLockedMembers(ctx)
+	}
+	if err != nil {
+		return 0, 0, wrap(op, p.pool, err)
+	}
+	locked = min(locked, members) // members may change during the walk
+	return locked, members - locked, nil
+}
+
+// countLockedMembers walks the member set, checking each member's lock.
+func (p *RedisLockPool) countLockedMembers(ctx context.Context) (int64, error) {
 	cursor := "0"
-	var total int64
+	var locked int64
 	for {
 		res, err := healthScript.Run(ctx, p.client, []string{p.pool}, cursor, scanCount, p.prefix).Slice()
 		if err == nil && len(res) != 3 {
 			err = fmt.Errorf("healthcheck.lua answered %d values, want 3", len(res))
 		}
 		if err != nil {
-			return 0, 0, wrap(op, p.pool, err)
+			return 0, err
 		}
-		seen, _ := res[1].(int64)
 		held, _ := res[2].(int64)
-		total += seen
 		locked += held
 		if cursor, _ = res[0].(string); cursor == "0" || cursor == "" {
-			return locked, total - locked, nil
+			return locked, nil
 		}
 	}
+}
+
+// countLockKeys walks the keyspace for this pool's lock keys and counts
+// those whose item is a member.
+func (p *RedisLockPool) countLockKeys(ctx context.Context) (int64, error) {
+	match := globEscape(p.prefix) + "*"
+	seen := map[string]struct{}{}
+	cursor := "0"
+	for {
+		res, err := lockScanScript.Run(ctx, p.client, []string{p.pool}, cursor, scanCount, match, len(p.prefix)).Slice()
+		if err == nil && len(res) != 2 {
+			err = fmt.Errorf("lockscan.lua answered %d values, want 2", len(res))
+		}
+		if err != nil {
+			return 0, err
+		}
+		items, _ := res[1].([]any)
+		for _, it := range items {
+			if s, ok := it.(string); ok {
+				seen[s] = struct{}{}
+			}
+		}
+		if cursor, _ = res[0].(string); cursor == "0" || cursor == "" {
+			return int64(len(seen)), nil
+		}
+	}
+}
+
+// globEscape quotes the characters SCAN MATCH treats as a pattern.
+func globEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(`*?[]\^-`, s[i]) >= 0 {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

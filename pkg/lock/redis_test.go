@@ -304,3 +304,37 @@ func wantLen(t *testing.T, p lock.Pool, want int64) {
 		t.Fatalf("Len = %d; want %d", n, want)
 	}
 }
+
+// TestHealthCheckWalksBothWays checks both of HealthCheck's strategies give
+// exact counts: the keyspace walk (a database with fewer keys than the pool
+// has members) and the member walk, with a prefix full of glob characters
+// and a neighbouring pool whose keys an unescaped pattern would match.
+func TestHealthCheckWalksBothWays(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	c, ctx := srv.Client(t), context.Background()
+	p := newRedisPool(t, c, lock.Config{Prefix: `a*b[c]\d?`})
+	// The unescaped pattern a*b[c]\d? would match this neighbour's prefix.
+	neighbour := newRedisPool(t, c, lock.Config{Prefix: "aXXbcdZ"})
+	items := numbered("item", 3000)
+	must(t, p.Assign(ctx, items))
+	must(t, neighbour.Assign(ctx, items[100:110]))
+	for _, it := range items[:40] {
+		wantBool(t, "Lock", true)(p.Lock(ctx, it, "w", time.Minute))
+	}
+	for _, it := range items[100:110] {
+		wantBool(t, "neighbour Lock", true)(neighbour.Lock(ctx, it, "w", time.Minute))
+	}
+	wantBool(t, "Lock(non-member)", true)(p.Lock(ctx, "outsider", "w", time.Minute))
+	if n := c.DBSize(ctx).Val(); n >= int64(len(items)) {
+		t.Fatalf("DBSIZE %d; the keyspace walk needs fewer keys than the pool's %d members", n, len(items))
+	}
+	wantHealth(t, p, 40, int64(len(items))-40) // keyspace walk
+	// Past the pool's size in keys, the member walk takes over.
+	filler := newRedisPool(t, c, lock.Config{Prefix: "filler"})
+	for _, it := range items {
+		must(t, filler.Update(ctx, it, "x", time.Minute))
+	}
+	wantHealth(t, p, 40, int64(len(items))-40)
+	wantHealth(t, neighbour, 10, 0)
+}
