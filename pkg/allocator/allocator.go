@@ -1,0 +1,367 @@
+package allocator
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lockpool/lockpool/pkg/lock"
+)
+
+// Sentinel errors. Returned errors wrap them with the operation and item.
+var (
+	// ErrNoFreeItem: no item is available. Acquire joins it with ctx.Err()
+	// when its context ends the wait.
+	ErrNoFreeItem = errors.New("allocator: no free item")
+	// ErrLeaseLost: the lease expired, or someone else holds the item.
+	ErrLeaseLost = errors.New("allocator: lease lost")
+	// ErrLeaseReleased: the lease was already released by its holder.
+	ErrLeaseReleased = errors.New("allocator: lease already released")
+	// ErrInvalidOwner: an owner is empty, longer than MaxOwnerLen, or
+	// contains a NUL byte.
+	ErrInvalidOwner = errors.New("allocator: invalid owner")
+	// ErrInvalidConfig: a constructor or call was given a bad setting, such
+	// as a TTL below one millisecond.
+	ErrInvalidConfig = errors.New("allocator: invalid config")
+	// ErrClosed: the allocator was closed.
+	ErrClosed = errors.New("allocator: closed")
+)
+
+// MaxOwnerLen is the longest owner, in bytes.
+const MaxOwnerLen = 1024
+
+// quarantineMarker is the lock value of a quarantined item. Lease values
+// end in "#<token>" and tokens start above a million, so none equals it.
+const quarantineMarker = "quarantine#0"
+
+// Config configures an Allocator. Zero values mean the defaults.
+type Config struct {
+	// LeaseTTL is the lease time to live when AcquireOptions.TTL is zero.
+	// Default 30s; at least 1ms.
+	LeaseTTL time.Duration
+	// WakeWaiters is how many blocked Acquire calls a release wakes.
+	// Default 1.
+	WakeWaiters int
+	// SyncInterval is how often the allocator checks the pool's member set
+	// for items added or removed by other clients. Default 250ms.
+	SyncInterval time.Duration
+	// FullSyncInterval is how often it sweeps the whole member set even
+	// when counts agree (an equal number of items added and removed).
+	// Default 30s.
+	FullSyncInterval time.Duration
+	// MaxWait bounds one sleep of a blocked Acquire, a safety net for a
+	// wake-up lost with a dropped connection. Default 5s.
+	MaxWait time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, 30*time.Second)
+	c.WakeWaiters = cmp.Or(c.WakeWaiters, 1)
+	c.SyncInterval = cmp.Or(c.SyncInterval, 250*time.Millisecond)
+	c.FullSyncInterval = cmp.Or(c.FullSyncInterval, 30*time.Second)
+	c.MaxWait = cmp.Or(c.MaxWait, 5*time.Second)
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.LeaseTTL < time.Millisecond:
+		return fmt.Errorf("%w: LeaseTTL %v (want >= 1ms)", ErrInvalidConfig, c.LeaseTTL)
+	case c.WakeWaiters < 1 || c.WakeWaiters > 1000:
+		return fmt.Errorf("%w: WakeWaiters %d (want 1..1000)", ErrInvalidConfig, c.WakeWaiters)
+	case c.SyncInterval < time.Millisecond:
+		return fmt.Errorf("%w: SyncInterval %v (want >= 1ms)", ErrInvalidConfig, c.SyncInterval)
+	case c.FullSyncInterval < c.SyncInterval:
+		return fmt.Errorf("%w: FullSyncInterval %v is below SyncInterval %v", ErrInvalidConfig, c.FullSyncInterval, c.SyncInterval)
+	case c.MaxWait < time.Millisecond:
+		return fmt.Errorf("%w: MaxWait %v (want >= 1ms)", ErrInvalidConfig, c.MaxWait)
+	}
+	return nil
+}
+
+// AcquireOptions tune one Acquire or TryAcquire. The zero value asks for any
+// free item with the configured LeaseTTL.
+type AcquireOptions struct {
+	// TTL of the lease; zero means Config.LeaseTTL.
+	TTL time.Duration
+	// Prefer names an item to take if it is free.
+	Prefer string
+	// Binding names an affinity: the binding gets the item it had last time
+	// when that item is free, and remembers the item it gets now.
+	Binding string
+}
+
+// grant is what a store hands back for a successful acquire.
+type grant struct {
+	item     string
+	token    int64
+	deadline time.Time // server time
+}
+
+// miss is what a store hands back when nothing was free: when an item may
+// next become available, by the server's clock (zero when unknown), the
+// server's time then, and whether the index lags the pool's members.
+type miss struct {
+	next, now time.Time
+	behind    bool
+}
+
+// retryNow reports whether looking again at once may succeed: items were
+// due but the bounded step only cleaned stale index entries.
+func (m miss) retryNow() bool { return !m.next.IsZero() && !m.next.After(m.now) }
+
+// maxSteps bounds the immediate retries of one acquire attempt.
+const maxSteps = 100
+
+// store is one backend: Redis or memory. Methods get validated input.
+type store interface {
+	// acquire takes a free item, or registers waiter (when not "") to be
+	// woken by the next release and reports a miss.
+	acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string) (grant, miss, bool, error)
+	// refresh extends each lease that is still current; held[i] reports it.
+	refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (now time.Time, held []bool, err error)
+	// release ends a current lease: the item is free at once (hold == 0)
+	// or quarantined for hold. It reports whether the lease was current.
+	release(ctx context.Context, l *Lease, hold time.Duration) (bool, error)
+	// quarantine holds item for d whoever holds it now.
+	quarantine(ctx context.Context, item string, d time.Duration) error
+	// sync runs one bounded step of reconciling the index with the pool;
+	// it reports whether a sweep is still running.
+	sync(ctx context.Context, full bool) (bool, error)
+	// waiter makes a wake-up registration; done unregisters it.
+	waiter() (id string, wake <-chan struct{}, done func())
+	close() error
+}
+
+// Allocator hands out free items of one lock pool as fenced leases. Create
+// it with NewRedis or NewMemory and Close it when done; it is safe for
+// concurrent use.
+type Allocator struct {
+	cfg    Config
+	store  store
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newAllocator(cfg Config, s store) *Allocator {
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Allocator{cfg: cfg, store: s, cancel: cancel, closed: make(chan struct{})}
+	a.wg.Go(func() { a.syncLoop(ctx) })
+	return a
+}
+
+// Close stops the background sync and releases the allocator's
+// connections. It does not release leases.
+func (a *Allocator) Close() error {
+	var err error
+	a.once.Do(func() {
+		close(a.closed)
+		a.cancel()
+		a.wg.Wait()
+		err = a.store.close()
+	})
+	return err
+}
+
+// syncLoop keeps the index in step with the member set: a step every
+// SyncInterval, back to back while a sweep runs, and a full sweep every
+// FullSyncInterval.
+func (a *Allocator) syncLoop(ctx context.Context) {
+	nextFull := time.Now().Add(a.cfg.FullSyncInterval)
+	for {
+		full := time.Now().After(nextFull)
+		if full {
+			nextFull = time.Now().Add(a.cfg.FullSyncInterval)
+		}
+		running, err := a.store.sync(ctx, full)
+		wait := a.cfg.SyncInterval
+		if err == nil && running {
+			wait = 0
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Sync runs the index reconciliation to completion now. Items added to the
+// pool by other clients are otherwise picked up within SyncInterval (plus
+// the sweep's time for large pools).
+func (a *Allocator) Sync(ctx context.Context) error {
+	full := true
+	for {
+		running, err := a.store.sync(ctx, full)
+		if err != nil {
+			return fmt.Errorf("allocator: Sync: %w", err)
+		}
+		if !running {
+			return nil
+		}
+		full = false
+	}
+}
+
+func (a *Allocator) checkAcquire(op, owner string, opts AcquireOptions) (time.Duration, error) {
+	switch {
+	case owner == "":
+		return 0, fmt.Errorf("allocator: %s: %w: empty", op, ErrInvalidOwner)
+	case len(owner) > MaxOwnerLen:
+		return 0, fmt.Errorf("allocator: %s: %w: %d bytes, limit %d", op, ErrInvalidOwner, len(owner), MaxOwnerLen)
+	case strings.IndexByte(owner, 0) >= 0:
+		return 0, fmt.Errorf("allocator: %s %q: %w: contains a NUL byte", op, owner, ErrInvalidOwner)
+	}
+	for _, name := range []string{opts.Prefer, opts.Binding} {
+		if name != "" && (len(name) > lock.MaxKeyLen || strings.IndexByte(name, 0) >= 0) {
+			return 0, fmt.Errorf("allocator: %s: %w: item or binding name %q", op, lock.ErrInvalidKey, name)
+		}
+	}
+	ttl := cmp.Or(opts.TTL, a.cfg.LeaseTTL)
+	if ttl < time.Millisecond {
+		return 0, fmt.Errorf("allocator: %s: %w: TTL %v (want >= 1ms)", op, ErrInvalidConfig, ttl)
+	}
+	select {
+	case <-a.closed:
+		return 0, fmt.Errorf("allocator: %s: %w", op, ErrClosed)
+	default:
+	}
+	return ttl, nil
+}
+
+// TryAcquire leases a free item to owner at once, or returns ErrNoFreeItem.
+// The item that has been available longest goes first, after the item named
+// by opts.Prefer or opts.Binding when that one is free.
+func (a *Allocator) TryAcquire(ctx context.Context, owner string, opts AcquireOptions) (*Lease, error) {
+	ttl, err := a.checkAcquire("TryAcquire", owner, opts)
+	if err != nil {
+		return nil, err
+	}
+	for range maxSteps {
+		sent := time.Now()
+		g, m, ok, err := a.store.acquire(ctx, owner, ttl, opts.Prefer, opts.Binding, "")
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("allocator: TryAcquire: %w", err)
+		case ok:
+			return a.newLease(owner, ttl, g, sent), nil
+		case m.behind:
+			if _, err := a.store.sync(ctx, false); err != nil {
+				return nil, fmt.Errorf("allocator: TryAcquire: %w", err)
+			}
+		case !m.retryNow():
+			return nil, fmt.Errorf("allocator: TryAcquire: %w", ErrNoFreeItem)
+		}
+	}
+	return nil, fmt.Errorf("allocator: TryAcquire: %w", ErrNoFreeItem)
+}
+
+// Acquire leases a free item to owner, waiting until one is free or ctx
+// ends; then the error joins ErrNoFreeItem with ctx.Err(). A release wakes
+// a bounded number of waiters (Config.WakeWaiters), oldest first; otherwise
+// a waiter sleeps until the earliest lease deadline the server reported.
+func (a *Allocator) Acquire(ctx context.Context, owner string, opts AcquireOptions) (*Lease, error) {
+	ttl, err := a.checkAcquire("Acquire", owner, opts)
+	if err != nil {
+		return nil, err
+	}
+	id, wake, done := a.store.waiter()
+	defer done()
+	for {
+		sent := time.Now()
+		g, m, ok, err := a.store.acquire(ctx, owner, ttl, opts.Prefer, opts.Binding, id)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil, fmt.Errorf("allocator: Acquire: %w", errors.Join(ErrNoFreeItem, ctx.Err()))
+		case err != nil:
+			return nil, fmt.Errorf("allocator: Acquire: %w", err)
+		case ok:
+			return a.newLease(owner, ttl, g, sent), nil
+		case m.behind:
+			if _, err := a.store.sync(ctx, false); err != nil && ctx.Err() == nil {
+				return nil, fmt.Errorf("allocator: Acquire: %w", err)
+			}
+			continue
+		}
+		sleep := a.cfg.MaxWait
+		if !m.next.IsZero() {
+			// +1ms: the server's clock must have passed the deadline.
+			sleep = min(sleep, m.next.Sub(m.now)+time.Millisecond)
+		}
+		if sleep <= 0 {
+			continue
+		}
+		timer := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("allocator: Acquire: %w", errors.Join(ErrNoFreeItem, ctx.Err()))
+		case <-a.closed:
+			timer.Stop()
+			return nil, fmt.Errorf("allocator: Acquire: %w", ErrClosed)
+		case <-wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// Quarantine makes item unavailable for d, whoever holds it: a current
+// lease on it is lost. Use Lease.Quarantine to quarantine your own lease.
+func (a *Allocator) Quarantine(ctx context.Context, item string, d time.Duration) error {
+	if item == "" || len(item) > lock.MaxKeyLen || strings.IndexByte(item, 0) >= 0 {
+		return fmt.Errorf("allocator: Quarantine: %w: %q", lock.ErrInvalidKey, item)
+	}
+	if d < time.Millisecond {
+		return fmt.Errorf("allocator: Quarantine %q: %w: duration %v (want >= 1ms)", item, ErrInvalidConfig, d)
+	}
+	if err := a.store.quarantine(ctx, item, d); err != nil {
+		return fmt.Errorf("allocator: Quarantine %q: %w", item, err)
+	}
+	return nil
+}
+
+// RefreshAll extends every lease in one round trip per 1,000 leases and
+// returns the ones that were lost (expired or taken by someone else); those
+// are marked lost and their Refresh returns ErrLeaseLost from then on.
+// Released leases are skipped.
+func (a *Allocator) RefreshAll(ctx context.Context, leases []*Lease) (lost []*Lease, err error) {
+	const chunk = 1000
+	var live []*Lease
+	for _, l := range leases {
+		if l != nil && !l.isReleased() {
+			live = append(live, l)
+		}
+	}
+	for start := 0; start < len(live); start += chunk {
+		part := live[start:min(start+chunk, len(live))]
+		// Leases of one call share its TTL only when they were acquired
+		// with the same one; group by TTL so each keeps its own.
+		byTTL := map[time.Duration][]*Lease{}
+		for _, l := range part {
+			byTTL[l.ttl] = append(byTTL[l.ttl], l)
+		}
+		for ttl, group := range byTTL {
+			sent := time.Now()
+			now, held, err := a.store.refresh(ctx, group, ttl)
+			if err != nil {
+				return lost, fmt.Errorf("allocator: RefreshAll: %w", err)
+			}
+			for i, l := range group {
+				if held[i] {
+					l.extended(now.Add(ttl), sent)
+				} else {
+					l.markLost()
+					lost = append(lost, l)
+				}
+			}
+		}
+	}
+	return lost, nil
+}

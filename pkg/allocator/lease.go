@@ -1,0 +1,174 @@
+package allocator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Lease is one item handed to one owner until its deadline. Its lock value
+// is unique to the lease, so a holder that stalled past its deadline can
+// never refresh or release a newer lease on the same item, even one of its
+// own owner's. It is safe for concurrent use.
+type Lease struct {
+	// Item is the pool item leased.
+	Item string
+	// Owner is who asked for it.
+	Owner string
+	// Token is the lease's fencing token: strictly increasing per pool
+	// across all hosts, never reused. Hand it to whatever the task writes,
+	// so writes from a holder whose lease has passed can be rejected.
+	Token int64
+	// Value is the lease's lock value, "<owner>#<token>", stored at the
+	// item's lock key.
+	Value string
+
+	a   *Allocator
+	ttl time.Duration
+
+	mu       sync.Mutex
+	deadline time.Time // server time
+	// confirmed is when, on this process's monotonic clock, the request
+	// behind the latest confirmed grant or refresh was sent: the lease
+	// lives at least until confirmed + ttl.
+	confirmed time.Time
+	state     leaseState
+}
+
+type leaseState int
+
+const (
+	leaseHeld leaseState = iota
+	leaseLost
+	leaseReleased
+)
+
+func (a *Allocator) newLease(owner string, ttl time.Duration, g grant, sent time.Time) *Lease {
+	return &Lease{
+		confirmed: sent,
+		Item:      g.item,
+		Owner:     owner,
+		Token:     g.token,
+		Value:     leaseValue(owner, g.token),
+		a:         a,
+		ttl:       ttl,
+		deadline:  g.deadline,
+	}
+}
+
+func leaseValue(owner string, token int64) string {
+	return owner + "#" + strconv.FormatInt(token, 10)
+}
+
+// Deadline is when the lease expires unless refreshed, by the Redis
+// server's clock (the process clock for the memory backend).
+func (l *Lease) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
+
+// TTL is the lease's time to live, renewed by every Refresh.
+func (l *Lease) TTL() time.Duration { return l.ttl }
+
+// Refresh extends the lease by its TTL if it is still current. It returns
+// ErrLeaseLost when the lease expired or someone else holds the item (and
+// from then on), and ErrLeaseReleased after Release.
+func (l *Lease) Refresh(ctx context.Context) error {
+	if err := l.usable("Refresh"); err != nil {
+		return err
+	}
+	sent := time.Now()
+	now, held, err := l.a.store.refresh(ctx, []*Lease{l}, l.ttl)
+	if err != nil {
+		return fmt.Errorf("allocator: Refresh %q: %w", l.Item, err)
+	}
+	if !held[0] {
+		l.markLost()
+		return fmt.Errorf("allocator: Refresh %q: %w", l.Item, ErrLeaseLost)
+	}
+	l.extended(now.Add(l.ttl), sent)
+	return nil
+}
+
+// Release ends the lease if it is still current and makes the item
+// available at once, waking a waiter. It never deletes another holder's
+// lock: a lost lease gives ErrLeaseLost, a second Release ErrLeaseReleased,
+// and neither changes anything.
+func (l *Lease) Release(ctx context.Context) error {
+	return l.end(ctx, "Release", 0)
+}
+
+// Quarantine ends the lease if it is still current and keeps the item
+// unavailable for d (the spec's Unavailable status), e.g. after repeated
+// task failures. Errors are those of Release.
+func (l *Lease) Quarantine(ctx context.Context, d time.Duration) error {
+	if d < time.Millisecond {
+		return fmt.Errorf("allocator: Quarantine %q: %w: duration %v (want >= 1ms)", l.Item, ErrInvalidConfig, d)
+	}
+	return l.end(ctx, "Quarantine", d)
+}
+
+func (l *Lease) end(ctx context.Context, op string, hold time.Duration) error {
+	if err := l.usable(op); err != nil {
+		return err
+	}
+	ok, err := l.a.store.release(ctx, l, hold)
+	if err != nil {
+		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !ok {
+		l.state = leaseLost
+		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, ErrLeaseLost)
+	}
+	l.state = leaseReleased
+	return nil
+}
+
+// usable reports a lease known locally to be released or lost.
+func (l *Lease) usable(op string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch l.state {
+	case leaseReleased:
+		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, ErrLeaseReleased)
+	case leaseLost:
+		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, ErrLeaseLost)
+	}
+	return nil
+}
+
+func (l *Lease) isReleased() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == leaseReleased
+}
+
+func (l *Lease) markLost() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state == leaseHeld {
+		l.state = leaseLost
+	}
+}
+
+func (l *Lease) extended(deadline, sent time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deadline = deadline
+	if sent.After(l.confirmed) {
+		l.confirmed = sent
+	}
+}
+
+// safeUntil is the local monotonic time until which the lease is certainly
+// still held, less margin.
+func (l *Lease) safeUntil(margin time.Duration) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.confirmed.Add(l.ttl - margin)
+}

@@ -1,0 +1,107 @@
+-- acquire: hand out the item that has been available longest, as a fenced
+-- lease, in one atomic step.
+-- KEYS[1]: the pool's member SET             <base>|pool
+-- KEYS[2]: the availability index ZSET       <base>|alloc:index
+--          (item -> ms since epoch, server time, when it is/was available:
+--          free since, lease deadline, or quarantine end)
+-- KEYS[3]: the fencing counter STRING        <base>|alloc:fence
+-- KEYS[4]: the binding HASH                  <base>|alloc:bindings
+-- KEYS[5]: the waiter ZSET                   <base>|alloc:waiters
+-- ARGV[1]: lock key prefix '<base>:' (lock keys are ARGV[1] .. item)
+-- ARGV[2]: owner
+-- ARGV[3]: lease TTL in ms
+-- ARGV[4]: preferred item, or ''
+-- ARGV[5]: binding name, or ''
+-- ARGV[6]: waiter id to register on failure, or '' (TryAcquire)
+-- ARGV[7]: most candidates to examine (bounded; the client sends <= 64)
+-- Returns {1, item, token, deadline_ms, now_ms} on success, or
+--         {0, next_ms, now_ms, behind} where next_ms is the earliest time an
+--         item may become available (-1 when the index is empty) and behind
+--         is 1 when the pool has more members than the index (a sync step
+--         is due before waiting).
+-- Lock keys are built from ARGV[1]: "any free item" cannot name its key up
+-- front. Like the lock package's pools, this needs a non-cluster Redis.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local prefix, owner, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local budget = tonumber(ARGV[7])
+
+-- free reports whether item can be handed out now; on the way it drops
+-- items that left the pool from the index and re-scores items someone
+-- locked directly (a pkg/lock or Python user) to when their lock expires.
+local function free(item)
+  if redis.call('SISMEMBER', KEYS[1], item) == 0 then
+    redis.call('ZREM', KEYS[2], item)
+    return false
+  end
+  local pttl = redis.call('PTTL', prefix .. item)
+  if pttl == -2 then
+    return true
+  end
+  if pttl == -1 then
+    pttl = 3600000 -- held forever: look again in an hour
+  end
+  redis.call('ZADD', KEYS[2], now + pttl, item)
+  return false
+end
+
+local function take(item)
+  local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+  -- Tokens never go backwards, and after Redis loses the counter they
+  -- restart above every earlier one as long as fewer than a million were
+  -- issued per second on average.
+  local token = math.max(last + 1, now_us)
+  redis.call('SET', KEYS[3], string.format('%d', token))
+  local value = owner .. '#' .. string.format('%d', token)
+  redis.call('SET', prefix .. item, value, 'PX', ttl)
+  redis.call('ZADD', KEYS[2], now + ttl, item)
+  if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[4], ARGV[5], item)
+  end
+  if ARGV[6] ~= '' then
+    redis.call('ZREM', KEYS[5], ARGV[6])
+  end
+  return {1, item, string.format('%d', token), now + ttl, now}
+end
+
+-- Affinity first: the named item, then the binding's previous item.
+local wanted = {}
+if ARGV[4] ~= '' then wanted[#wanted + 1] = ARGV[4] end
+if ARGV[5] ~= '' then
+  local bound = redis.call('HGET', KEYS[4], ARGV[5])
+  if bound then wanted[#wanted + 1] = bound end
+end
+for _, item in ipairs(wanted) do
+  if free(item) then
+    return take(item)
+  end
+end
+
+-- Then the longest-available items, oldest score first.
+local seen = 0
+while seen < budget do
+  local batch = redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, math.min(16, budget - seen))
+  if #batch == 0 then
+    break
+  end
+  for _, item in ipairs(batch) do
+    seen = seen + 1
+    if free(item) then
+      return take(item)
+    end
+  end
+end
+
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[5], 'NX', now, ARGV[6])
+end
+local behind = 0
+if redis.call('SCARD', KEYS[1]) > redis.call('ZCARD', KEYS[2]) then
+  behind = 1
+end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if #first == 0 then
+  return {0, -1, now, behind}
+end
+return {0, tonumber(first[2]), now, behind}

@@ -1,0 +1,40 @@
+-- release: end a lease if it is still current, make its item available at
+-- once, and wake a bounded number of waiters.
+-- KEYS[1]: the item's lock key                <base>:<item>
+-- KEYS[2]: the availability index ZSET        <base>|alloc:index
+-- KEYS[3]: the waiter ZSET                    <base>|alloc:waiters
+-- ARGV[1]: the lease's lock value
+-- ARGV[2]: the item
+-- ARGV[3]: wake channel prefix; a waiter "<proc>:<id>" is told on channel
+--          ARGV[3] .. <proc> with message <id>
+-- ARGV[4]: how many live waiters to wake
+-- ARGV[5]: the new availability time offset in ms (0 = free now; > 0 =
+--          quarantine: the item is held by a marker lock that long)
+-- ARGV[6]: the quarantine marker value
+-- Returns 1 when the lease was current (and is now ended), 0 otherwise.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local hold = tonumber(ARGV[5])
+if hold > 0 then
+  redis.call('SET', KEYS[1], ARGV[6], 'PX', hold)
+  redis.call('ZADD', KEYS[2], now + hold, ARGV[2])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZADD', KEYS[2], now, ARGV[2])
+-- Wake waiters in arrival order. PUBLISH counts receivers, so a waiter
+-- whose process died is skipped; the loop is bounded either way.
+local want, woken = tonumber(ARGV[4]), 0
+for _ = 1, want + 8 do
+  local w = redis.call('ZPOPMIN', KEYS[3])
+  if #w == 0 then break end
+  local proc, id = string.match(w[1], '^([^:]*):(.*)$')
+  if proc and redis.call('PUBLISH', ARGV[3] .. proc, id) > 0 then
+    woken = woken + 1
+    if woken >= want then break end
+  end
+end
+return 1

@@ -1,0 +1,65 @@
+-- sync: one bounded step of reconciling the availability index with the
+-- pool's member SET, which any client (a Python service's SADD/SREM, too)
+-- may change.
+-- KEYS[1]: the pool's member SET              <base>|pool
+-- KEYS[2]: the availability index ZSET        <base>|alloc:index
+-- KEYS[3]: the sweep state HASH               <base>|alloc:sync
+--          (add = SSCAN cursor of the member walk, drop = ZSCAN cursor of
+--          the index walk; absent or '0' when no walk is running)
+-- KEYS[4]: the waiter ZSET                    <base>|alloc:waiters
+-- ARGV[1]: COUNT per step (the client sends <= 1000)
+-- ARGV[2]: '1' to start a full sweep even when the counts agree
+-- ARGV[3]: wake channel prefix (as in release.lua)
+-- ARGV[4]: how many waiters to wake when items were added
+-- Returns {added, dropped, 1 if a walk is still running else 0}.
+-- Members missing from the index are added as available since the epoch
+-- (score 0), so new items are handed out first; index entries that are no
+-- longer members are dropped.
+local count = tonumber(ARGV[1])
+local members = redis.call('SCARD', KEYS[1])
+local indexed = redis.call('ZCARD', KEYS[2])
+local add = redis.call('HGET', KEYS[3], 'add') or '0'
+local drop = redis.call('HGET', KEYS[3], 'drop') or '0'
+if add == '0' and (members > indexed or ARGV[2] == '1') then add = 'start' end
+if drop == '0' and (indexed > members or ARGV[2] == '1') then drop = 'start' end
+
+local added, dropped = 0, 0
+if add ~= '0' then
+  local res = redis.call('SSCAN', KEYS[1], add == 'start' and '0' or add, 'COUNT', count)
+  for _, m in ipairs(res[2]) do
+    added = added + redis.call('ZADD', KEYS[2], 'NX', 0, m)
+  end
+  add = res[1]
+end
+if drop ~= '0' then
+  local res = redis.call('ZSCAN', KEYS[2], drop == 'start' and '0' or drop, 'COUNT', count)
+  local flat = res[2]
+  local items = {}
+  for i = 1, #flat, 2 do items[#items + 1] = flat[i] end
+  if #items > 0 then
+    local member = redis.call('SMISMEMBER', KEYS[1], unpack(items))
+    for i = 1, #items do
+      if member[i] == 0 then
+        dropped = dropped + redis.call('ZREM', KEYS[2], items[i])
+      end
+    end
+  end
+  drop = res[1]
+end
+redis.call('HSET', KEYS[3], 'add', add, 'drop', drop)
+
+if added > 0 then
+  local want, woken = tonumber(ARGV[4]), 0
+  for _ = 1, want + 8 do
+    local w = redis.call('ZPOPMIN', KEYS[4])
+    if #w == 0 then break end
+    local proc, id = string.match(w[1], '^([^:]*):(.*)$')
+    if proc and redis.call('PUBLISH', ARGV[3] .. proc, id) > 0 then
+      woken = woken + 1
+      if woken >= want then break end
+    end
+  end
+end
+local running = 0
+if add ~= '0' or drop ~= '0' then running = 1 end
+return {added, dropped, running}
