@@ -28,6 +28,7 @@ type Lease struct {
 	a   *Allocator
 	ttl time.Duration
 
+	endMu    sync.Mutex // serialises Release and Quarantine of this lease
 	mu       sync.Mutex
 	deadline time.Time // server time
 	// confirmed is when, on this process's monotonic clock, the request
@@ -112,6 +113,8 @@ func (l *Lease) Quarantine(ctx context.Context, d time.Duration) error {
 }
 
 func (l *Lease) end(ctx context.Context, op string, hold time.Duration) error {
+	l.endMu.Lock() // a concurrent end that won must not make this one report the lease lost
+	defer l.endMu.Unlock()
 	if err := l.usable(op); err != nil {
 		return err
 	}

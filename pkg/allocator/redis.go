@@ -54,20 +54,22 @@ const maxCandidates = 64
 //	<base>|alloc:sync        HASH sweep cursors
 //	<base>|alloc:wake:<proc> pub/sub channel of one allocator process
 type redisStore struct {
-	client   redis.UniversalClient
-	pool     *lock.RedisLockPool
-	lockPfx  string
-	keys     []string // pool, index, fence, bindings, waiters
-	syncKey  string
-	wakePfx  string
-	proc     string
-	wakeN    int
-	pubsub   *redis.PubSub
-	nextID   atomic.Int64
-	mu       sync.Mutex
-	waiters  map[string]chan struct{}
-	stopSubs chan struct{}
-	subsDone chan struct{}
+	client  redis.UniversalClient
+	pool    *lock.RedisLockPool
+	lockPfx string
+	keys    []string // pool, index, fence, bindings, waiters
+	syncKey string
+	wakePfx string
+	proc    string
+	wakeN   int
+	// syncEvery spaces the rolling sync steps fleet-wide.
+	syncEvery time.Duration
+	pubsub    *redis.PubSub
+	nextID    atomic.Int64
+	mu        sync.Mutex
+	waiters   map[string]chan struct{}
+	stopSubs  chan struct{}
+	subsDone  chan struct{}
 }
 
 // NewRedis returns an allocator over the Redis lock pool at prefix/suffix
@@ -86,17 +88,18 @@ func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allo
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	s := &redisStore{
-		client:   client,
-		pool:     p,
-		lockPfx:  p.Key(""),
-		keys:     []string{p.PoolKey(), base + "|alloc:index", base + "|alloc:fence", base + "|alloc:bindings", base + "|alloc:waiters"},
-		syncKey:  base + "|alloc:sync",
-		wakePfx:  base + "|alloc:wake:",
-		proc:     hex.EncodeToString(id[:]),
-		wakeN:    cfg.WakeWaiters,
-		waiters:  map[string]chan struct{}{},
-		stopSubs: make(chan struct{}),
-		subsDone: make(chan struct{}),
+		client:    client,
+		pool:      p,
+		lockPfx:   p.Key(""),
+		keys:      []string{p.PoolKey(), base + "|alloc:index", base + "|alloc:fence", base + "|alloc:bindings", base + "|alloc:waiters"},
+		syncKey:   base + "|alloc:sync",
+		wakePfx:   base + "|alloc:wake:",
+		proc:      hex.EncodeToString(id[:]),
+		wakeN:     cfg.WakeWaiters,
+		syncEvery: cfg.SyncInterval,
+		waiters:   map[string]chan struct{}{},
+		stopSubs:  make(chan struct{}),
+		subsDone:  make(chan struct{}),
 	}
 	// Subscribe before any waiter registers, so no wake-up is published
 	// to a channel nobody listens on yet.
@@ -253,7 +256,7 @@ func (s *redisStore) sync(ctx context.Context, full bool) (bool, error) {
 	if full {
 		fullArg = "1"
 	}
-	res, err := syncScript.Run(ctx, s.client, []string{s.keys[0], s.keys[1], s.syncKey, s.keys[4]}, 1000, fullArg, s.wakePfx, s.wakeN).Int64Slice()
+	res, err := syncScript.Run(ctx, s.client, []string{s.keys[0], s.keys[1], s.syncKey, s.keys[4]}, 1000, fullArg, s.wakePfx, s.wakeN, s.syncEvery.Milliseconds()).Int64Slice()
 	if err != nil {
 		return false, s.mapErr("sync", err)
 	}

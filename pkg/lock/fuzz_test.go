@@ -140,6 +140,9 @@ var fuzzOps = []fuzzOp{
 	{"Refresh", func(ctx context.Context, p lock.Pool, sel, arg byte) string {
 		return outcome2(p.Refresh(ctx, pick(fuzzKeys, sel), pick(fuzzValues, arg), pick(fuzzTTLs, arg>>4)))
 	}},
+	{"Replace", func(ctx context.Context, p lock.Pool, sel, arg byte) string {
+		return outcome2(p.Replace(ctx, pick(fuzzKeys, sel), pick(fuzzValues, arg), pick(fuzzValues, arg>>3), pick(fuzzTTLs, arg>>5)))
+	}},
 	{"Release", func(ctx context.Context, p lock.Pool, sel, arg byte) string {
 		return outcome2(p.Release(ctx, pick(fuzzKeys, sel), pick(fuzzValues, arg)))
 	}},

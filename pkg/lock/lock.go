@@ -116,6 +116,11 @@ type Locker interface {
 	// Release deletes the key only if it holds value, and reports whether it
 	// did.
 	Release(ctx context.Context, key, value string) (bool, error)
+	// Replace is the holder's compare-and-set: only while the key holds
+	// oldValue, it sets the key to newValue with the TTL, and it reports
+	// whether it did. An absent or expired key, or one holding another
+	// value, is left alone.
+	Replace(ctx context.Context, key, oldValue, newValue string, ttl time.Duration) (bool, error)
 	// TTL returns the key's remaining time to live (NoExpiry for a lock that
 	// never expires) and true, or 0 and false when nobody holds it.
 	TTL(ctx context.Context, key string) (time.Duration, bool, error)
@@ -367,4 +372,15 @@ func checkKeyValueTTL(op, key, value string, ttl time.Duration) (int64, error) {
 		return 0, err
 	}
 	return checkTTL(op, key, ttl)
+}
+
+// checkReplace validates Replace's input: the key, both values and the TTL.
+func checkReplace(op, key, oldValue, newValue string, ttl time.Duration) (int64, error) {
+	if err := checkKey(op, key); err != nil {
+		return 0, err
+	}
+	if err := checkValue(op, key, oldValue); err != nil {
+		return 0, err
+	}
+	return checkKeyValueTTL(op, key, newValue, ttl)
 }

@@ -350,6 +350,28 @@ func (l *MemoryLock) Release(ctx context.Context, key, value string) (bool, erro
 	return true, nil
 }
 
+// Replace implements [Locker].
+func (l *MemoryLock) Replace(ctx context.Context, key, oldValue, newValue string, ttl time.Duration) (bool, error) {
+	const op = "Replace"
+	ms, err := checkReplace(op, key, oldValue, newValue, ttl)
+	if err != nil {
+		return false, err
+	}
+	if err := ctxErr(ctx, op, key); err != nil {
+		return false, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	l.reap(now)
+	e := l.live(key, now)
+	if e == nil || e.value != oldValue {
+		return false, nil
+	}
+	l.set(key, newValue, ms, now)
+	return true, nil
+}
+
 // TTL implements [Locker]. Like Redis's PTTL it rounds down to whole
 // milliseconds, so a lock in its last millisecond reports 0 and true.
 func (l *MemoryLock) TTL(ctx context.Context, key string) (time.Duration, bool, error) {

@@ -24,6 +24,7 @@ const memCtxEvery = 1000
 type MemoryLockPool struct {
 	*MemoryLock
 	members map[string]struct{} // guarded by MemoryLock.mu
+	gen     uint64              // membership generation; guarded by MemoryLock.mu
 }
 
 var _ Pool = (*MemoryLockPool)(nil)
@@ -61,8 +62,15 @@ func (p *MemoryLockPool) Extend(ctx context.Context, items []string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.reap(p.now())
+	changed := false
 	for _, it := range items {
-		p.members[it] = struct{}{}
+		if _, ok := p.members[it]; !ok {
+			p.members[it] = struct{}{}
+			changed = true
+		}
+	}
+	if changed {
+		p.gen++
 	}
 	return nil
 }
@@ -82,8 +90,15 @@ func (p *MemoryLockPool) Shrink(ctx context.Context, items []string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.reap(p.now())
+	changed := false
 	for _, it := range items {
-		delete(p.members, it)
+		if _, ok := p.members[it]; ok {
+			delete(p.members, it)
+			changed = true
+		}
+	}
+	if changed {
+		p.gen++
 	}
 	return nil
 }
@@ -105,6 +120,9 @@ func (p *MemoryLockPool) Assign(ctx context.Context, items []string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.reap(p.now())
+	if !sameMembers(p.members, members) {
+		p.gen++
+	}
 	p.members = members
 	return nil
 }
@@ -117,8 +135,36 @@ func (p *MemoryLockPool) Clear(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.reap(p.now())
+	if len(p.members) > 0 {
+		p.gen++
+	}
 	p.members = make(map[string]struct{})
 	return nil
+}
+
+// sameMembers reports whether two member sets are equal.
+func sameMembers(a, b map[string]struct{}) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for it := range b {
+		if _, ok := a[it]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Generation returns the pool's membership generation: a counter that
+// Extend, Shrink, Assign and Clear increment whenever they change the member
+// set, and that nothing else changes. Two equal readings mean the members
+// did not change in between, so a cache of the member set (such as the
+// allocator's index) needs reconciling only when the reading moves. Locks
+// do not affect it. It starts at zero.
+func (p *MemoryLockPool) Generation() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
 }
 
 // Items implements [Pool]. It yields a snapshot taken when the iteration

@@ -26,6 +26,10 @@ var (
 	releaseLua    string
 	releaseScript = redis.NewScript(releaseLua)
 
+	//go:embed scripts/replace.lua
+	replaceLua    string
+	replaceScript = redis.NewScript(replaceLua)
+
 	//go:embed scripts/pttl.lua
 	pttlLua    string
 	pttlScript = redis.NewScript(pttlLua)
@@ -213,6 +217,20 @@ func (l *RedisLock) Release(ctx context.Context, key, value string) (bool, error
 		return false, err
 	}
 	n, err := releaseScript.Run(ctx, l.client, []string{l.Key(key)}, value).Int()
+	if err != nil {
+		return false, wrap(op, l.Key(key), err)
+	}
+	return n == 1, nil
+}
+
+// Replace implements [Locker] with one script (scripts/replace.lua).
+func (l *RedisLock) Replace(ctx context.Context, key, oldValue, newValue string, ttl time.Duration) (bool, error) {
+	const op = "Replace"
+	ms, err := checkReplace(op, key, oldValue, newValue, ttl)
+	if err != nil {
+		return false, err
+	}
+	n, err := replaceScript.Run(ctx, l.client, []string{l.Key(key)}, oldValue, newValue, ms).Int()
 	if err != nil {
 		return false, wrap(op, l.Key(key), err)
 	}

@@ -11,7 +11,12 @@
 -- ARGV[2]: '1' to start a full sweep even when the counts agree
 -- ARGV[3]: wake channel prefix (as in release.lua)
 -- ARGV[4]: how many waiters to wake when items were added
+-- ARGV[5]: rolling step interval in ms
 -- Returns {added, dropped, 1 if a walk is still running else 0}.
+-- Counts only reveal additions that outnumber removals, so besides the
+-- walks started by a count mismatch, one rolling SSCAN step (shared by every
+-- allocator on the pool: at most one per interval fleet-wide) adds members
+-- the index lacks, covering about 1000 members per interval.
 -- Members missing from the index are added as available since the epoch
 -- (score 0), so new items are handed out first; index entries that are no
 -- longer members are dropped.
@@ -24,6 +29,18 @@ if add == '0' and (members > indexed or ARGV[2] == '1') then add = 'start' end
 if drop == '0' and (indexed > members or ARGV[2] == '1') then drop = 'start' end
 
 local added, dropped = 0, 0
+if add == '0' and drop == '0' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local last = tonumber(redis.call('HGET', KEYS[3], 'last') or '0')
+  if now - last >= tonumber(ARGV[5]) then
+    local res = redis.call('SSCAN', KEYS[1], redis.call('HGET', KEYS[3], 'roll') or '0', 'COUNT', count)
+    for _, m in ipairs(res[2]) do
+      added = added + redis.call('ZADD', KEYS[2], 'NX', 0, m)
+    end
+    redis.call('HSET', KEYS[3], 'roll', res[1], 'last', now)
+  end
+end
 if add ~= '0' then
   local res = redis.call('SSCAN', KEYS[1], add == 'start' and '0' or add, 'COUNT', count)
   for _, m in ipairs(res[2]) do

@@ -1,0 +1,404 @@
+package allocator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockpool/lockpool/internal/redistest"
+	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/lock"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }
+
+// backend builds a fresh allocator for one test, over an empty pool of its
+// own, and returns the plain pkg/lock pool it draws from. The conformance
+// suite runs every behaviour against every backend through these
+// constructors; the Redis ones get a unique key prefix per test, so tests
+// run in parallel. Allocators are closed when the test ends.
+type backend struct {
+	name string
+	new  func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool)
+	// attach builds another allocator over the pool new returned (another
+	// process, for Redis); it returns the constructor's error.
+	attach func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error)
+	// clock returns the clock lease deadlines are measured by: the Redis
+	// server's TIME, or the process clock for the memory backend.
+	clock func(t *testing.T) func() time.Time
+}
+
+func backends() []backend {
+	return []backend{
+		{
+			name: "redis",
+			new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
+				lcfg := lock.Config{Prefix: redistest.Prefix(t)}
+				pool, err := lock.NewRedisLockPool(redistest.Client(t), lcfg)
+				must(t, err)
+				a, err := allocator.NewRedis(redistest.Client(t), lcfg, cfg)
+				must(t, err)
+				closeOnCleanup(t, a)
+				return a, pool
+			},
+			attach: func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
+				// The pool key is "<Prefix>|<Suffix>|pool".
+				prefix := strings.TrimSuffix(pool.(*lock.RedisLockPool).PoolKey(), "|"+lock.DefaultPoolSuffix+"|pool")
+				a, err := allocator.NewRedis(redistest.Client(t), lock.Config{Prefix: prefix}, cfg)
+				if err == nil {
+					closeOnCleanup(t, a)
+				}
+				return a, err
+			},
+			clock: func(t *testing.T) func() time.Time {
+				c := redistest.Client(t)
+				return func() time.Time { return redistest.ServerTime(t, c) }
+			},
+		},
+		{
+			name: "memory",
+			new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
+				pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
+				must(t, err)
+				a, err := allocator.NewMemory(pool, cfg)
+				must(t, err)
+				closeOnCleanup(t, a)
+				return a, pool
+			},
+			attach: func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
+				a, err := allocator.NewMemory(pool.(*lock.MemoryLockPool), cfg)
+				if err == nil {
+					closeOnCleanup(t, a)
+				}
+				return a, err
+			},
+			clock: func(*testing.T) func() time.Time { return time.Now },
+		},
+	}
+}
+
+func closeOnCleanup(t *testing.T, a *allocator.Allocator) {
+	t.Cleanup(func() {
+		if err := a.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+}
+
+type behaviour struct {
+	name string
+	fn   func(t *testing.T, b backend)
+}
+
+// behaviourGroups are the suite, by file.
+var behaviourGroups = [][]behaviour{
+	leaseBehaviours,
+	waitBehaviours,
+	featureBehaviours,
+	poolBehaviours,
+}
+
+// TestConformance runs every allocator behaviour against every backend.
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			seen := map[string]bool{}
+			for _, group := range behaviourGroups {
+				for _, tc := range group {
+					if seen[tc.name] {
+						t.Fatalf("duplicate behaviour %q", tc.name)
+					}
+					seen[tc.name] = true
+					t.Run(tc.name, func(t *testing.T) {
+						t.Parallel()
+						tc.fn(t, b)
+					})
+				}
+			}
+		})
+	}
+}
+
+// Durations the tests use. short TTLs are waited out for real.
+const (
+	long = time.Minute
+	// handoffBound: a blocked Acquire returns this soon after a release.
+	handoffBound = 50 * time.Millisecond
+	// deadlineBound: ... and this soon after the blocking lease's deadline.
+	deadlineBound = 100 * time.Millisecond
+	// recoveryBound: an abandoned item is allocatable this soon after its
+	// lease's deadline.
+	recoveryBound = 250 * time.Millisecond
+	// syncBound: items added by plain pool calls become allocatable this
+	// soon.
+	syncBound = time.Second
+)
+
+// env is one test's allocator and pool.
+type env struct {
+	t    *testing.T
+	b    backend
+	a    *allocator.Allocator
+	pool lock.Pool
+	ctx  context.Context
+	now  func() time.Time // the backend's clock
+}
+
+// setup builds an allocator over a fresh pool holding items, already
+// synced into the allocator's index.
+func setup(t *testing.T, b backend, cfg allocator.Config, items ...string) *env {
+	t.Helper()
+	a, pool := b.new(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	t.Cleanup(cancel)
+	e := &env{t: t, b: b, a: a, pool: pool, ctx: ctx, now: b.clock(t)}
+	if len(items) > 0 {
+		must(t, pool.Extend(ctx, items))
+		must(t, a.Sync(ctx))
+	}
+	return e
+}
+
+// peer is another allocator over the same pool.
+func (e *env) peer(cfg allocator.Config) *allocator.Allocator {
+	e.t.Helper()
+	a, err := e.b.attach(e.t, e.pool, cfg)
+	must(e.t, err)
+	return a
+}
+
+// checkResult fails the test unless exactly one of l and err is nil.
+func checkResult(t testing.TB, what string, l *allocator.Lease, err error) {
+	t.Helper()
+	switch {
+	case l == nil && err == nil:
+		t.Fatalf("%s returned nil, nil", what)
+	case l != nil && err != nil:
+		t.Fatalf("%s returned a lease (%s) and an error: %v", what, l.Item, err)
+	}
+}
+
+func (e *env) try(owner string, opts allocator.AcquireOptions) (*allocator.Lease, error) {
+	e.t.Helper()
+	return tryOn(e.t, e.ctx, e.a, owner, opts)
+}
+
+func tryOn(t testing.TB, ctx context.Context, a *allocator.Allocator, owner string, opts allocator.AcquireOptions) (*allocator.Lease, error) {
+	t.Helper()
+	l, err := a.TryAcquire(ctx, owner, opts)
+	checkResult(t, "TryAcquire", l, err)
+	return l, err
+}
+
+func acquireOn(t testing.TB, ctx context.Context, a *allocator.Allocator, owner string, opts allocator.AcquireOptions) (*allocator.Lease, error) {
+	t.Helper()
+	l, err := a.Acquire(ctx, owner, opts)
+	checkResult(t, "Acquire", l, err)
+	return l, err
+}
+
+// mustTry takes a free item, failing the test if none is free.
+func (e *env) mustTry(owner string, opts allocator.AcquireOptions) *allocator.Lease {
+	e.t.Helper()
+	l, err := e.try(owner, opts)
+	if err != nil {
+		e.t.Fatalf("TryAcquire(%q, %+v): %v", owner, opts, err)
+	}
+	return l
+}
+
+// wantNoFree asserts that TryAcquire finds nothing free.
+func (e *env) wantNoFree(owner string, opts allocator.AcquireOptions) {
+	e.t.Helper()
+	l, err := e.try(owner, opts)
+	if !errors.Is(err, allocator.ErrNoFreeItem) {
+		e.t.Fatalf("TryAcquire(%q, %+v) = %v, %v; want ErrNoFreeItem", owner, opts, leaseItem(l), err)
+	}
+}
+
+// drain takes every free item and returns the leases.
+func (e *env) drain(owner string) []*allocator.Lease {
+	e.t.Helper()
+	var out []*allocator.Lease
+	for {
+		l, err := e.try(owner, allocator.AcquireOptions{})
+		if errors.Is(err, allocator.ErrNoFreeItem) {
+			return out
+		}
+		must(e.t, err)
+		out = append(out, l)
+		if len(out) > 10_000 {
+			e.t.Fatal("drain: runaway")
+		}
+	}
+}
+
+func leaseItem(l *allocator.Lease) string {
+	if l == nil {
+		return "<nil>"
+	}
+	return l.Item
+}
+
+func items(ls []*allocator.Lease) []string {
+	out := make([]string, len(ls))
+	for i, l := range ls {
+		out[i] = l.Item
+	}
+	return out
+}
+
+// wantValue asserts what the pool holds at item's lock.
+func (e *env) wantValue(item, want string, wantFound bool) {
+	e.t.Helper()
+	got, found, err := e.pool.LockValue(e.ctx, item)
+	must(e.t, err)
+	if got != want || found != wantFound {
+		e.t.Fatalf("pool.LockValue(%q) = %q, %v; want %q, %v", item, got, found, want, wantFound)
+	}
+}
+
+// wantHeld asserts that item's lock holds the lease's value.
+func (e *env) wantHeld(l *allocator.Lease) {
+	e.t.Helper()
+	e.wantValue(l.Item, l.Value, true)
+}
+
+func (e *env) wantStatus(item string, timeout time.Duration, want lock.Status) {
+	e.t.Helper()
+	got, err := e.pool.KeyStatus(e.ctx, item, timeout)
+	must(e.t, err)
+	if got != want {
+		e.t.Fatalf("pool.KeyStatus(%q, %v) = %v, want %v", item, timeout, got, want)
+	}
+}
+
+// snapshot is everything a pool user can see: each member's lock value.
+func (e *env) snapshot() string {
+	e.t.Helper()
+	var lines []string
+	for it, err := range e.pool.Items(e.ctx) {
+		must(e.t, err)
+		v, found, err := e.pool.LockValue(e.ctx, it)
+		must(e.t, err)
+		lines = append(lines, fmt.Sprintf("%s=%q/%v", it, v, found))
+	}
+	slices.Sort(lines)
+	locked, free, err := e.pool.HealthCheck(e.ctx)
+	must(e.t, err)
+	return fmt.Sprintf("health %d locked %d free; %s", locked, free, strings.Join(lines, " "))
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+// wantErr asserts that err matches every target.
+func wantErr(t testing.TB, what string, err error, targets ...error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: got no error, want %v", what, targets)
+	}
+	for _, target := range targets {
+		if !errors.Is(err, target) {
+			t.Fatalf("%s: got %v, want errors.Is %v", what, err, target)
+		}
+	}
+}
+
+// numbered returns prefix0 .. prefix<n-1>, zero-padded so they sort.
+func numbered(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%04d", prefix, i)
+	}
+	return out
+}
+
+// eventually polls cond every few milliseconds until it holds, and fails
+// the test after within. It returns how long it took.
+func eventually(t testing.TB, what string, within time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// result is what a background Acquire returns.
+type result struct {
+	l   *allocator.Lease
+	err error
+	at  time.Time // when Acquire returned
+}
+
+// acquireAsync runs Acquire in the background.
+func acquireAsync(t testing.TB, ctx context.Context, a *allocator.Allocator, owner string, opts allocator.AcquireOptions) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		l, err := a.Acquire(ctx, owner, opts)
+		ch <- result{l, err, time.Now()}
+	}()
+	return ch
+}
+
+// waitResult waits for a background Acquire, at most within.
+func waitResult(t testing.TB, what string, ch <-chan result, within time.Duration) result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		checkResult(t, what, r.l, r.err)
+		return r
+	case <-time.After(within):
+		t.Fatalf("%s: still blocked after %v", what, within)
+		return result{}
+	}
+}
+
+// wantBlocked asserts that a background Acquire has not returned yet.
+func wantBlocked(t testing.TB, what string, ch <-chan result) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		t.Fatalf("%s returned early: %v, %v", what, leaseItem(r.l), r.err)
+	default:
+	}
+}
+
+// quantiles returns p50, p99 and max of ds.
+func quantiles(ds []time.Duration) (p50, p99, maxd time.Duration) {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0, 0, 0
+	}
+	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)], s[len(s)-1]
+}
+
+// stats is a thread-safe list of durations.
+type stats struct {
+	mu sync.Mutex
+	ds []time.Duration
+}
+
+func (s *stats) add(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ds = append(s.ds, d)
+}

@@ -1,0 +1,530 @@
+package allocator
+
+import (
+	"container/heap"
+	"container/list"
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+	"weak"
+
+	"github.com/lockpool/lockpool/pkg/lock"
+)
+
+// NewMemory returns an allocator over an in-memory lock pool. Items come
+// from the pool's members, and leases are the pool's ordinary locks, so
+// pkg/lock users of the same pool see allocated items as locked, and an
+// item they lock directly is never handed out.
+//
+// It behaves like the Redis allocator (see NewRedis), with the process's
+// clock in place of the server's. Allocators created over the same pool
+// share their index, fencing counter, bindings and waiters, as Redis
+// allocators over the same keys do.
+func NewMemory(pool *lock.MemoryLockPool, cfg Config) (*Allocator, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("allocator: NewMemory: %w", err)
+	}
+	if pool == nil {
+		return nil, fmt.Errorf("allocator: NewMemory: %w: nil pool", ErrInvalidConfig)
+	}
+	return newAllocator(cfg, newMemoryStore(pool, cfg.WakeWaiters)), nil
+}
+
+// memoryStore is the in-memory store: the twin of redisStore, each method
+// the twin of its Lua script. The allocator's state (memoryState) is shared
+// by every store over the same pool; the locks are the pool's.
+type memoryStore struct {
+	pool  *lock.MemoryLockPool
+	st    *memoryState
+	wakeN int
+}
+
+func newMemoryStore(pool *lock.MemoryLockPool, wakeN int) *memoryStore {
+	return &memoryStore{pool: pool, st: memoryStateOf(pool), wakeN: wakeN}
+}
+
+// memoryState is what Redis keeps under <base>|alloc:*, for one pool.
+//
+// Lock order: mu, then the pool's own mutex (any pool method). Pool users
+// never take mu, so calling the pool while holding mu cannot deadlock, and
+// holding mu makes each store method one atomic step among allocators, as
+// a Lua script is. Against direct users of the pool, each step relies on
+// the pool's own atomic operations (Lock, Refresh, Release, Replace).
+type memoryState struct {
+	mu       sync.Mutex
+	index    availIndex        // alloc:index
+	fence    int64             // alloc:fence
+	bindings map[string]string // alloc:bindings
+	waiters  map[string]*memWaiter
+	queue    list.List // alloc:waiters: registered waiters, oldest first
+	nextID   int64
+	synced   bool   // a reconcile has run
+	gen      uint64 // the pool's Generation read before the last reconcile
+}
+
+// memWaiter is one wake-up registration.
+type memWaiter struct {
+	ch   chan struct{}
+	elem *list.Element // position in the queue; nil when not queued
+}
+
+// memoryStates maps each pool to its allocator state. Keys are weak, and
+// a cleanup deletes an entry once its pool is collected; the state itself
+// does not reference the pool.
+var memoryStates = struct {
+	sync.Mutex
+	m map[weak.Pointer[lock.MemoryLockPool]]*memoryState
+}{m: map[weak.Pointer[lock.MemoryLockPool]]*memoryState{}}
+
+func memoryStateOf(pool *lock.MemoryLockPool) *memoryState {
+	key := weak.Make(pool)
+	memoryStates.Lock()
+	defer memoryStates.Unlock()
+	if st, ok := memoryStates.m[key]; ok {
+		return st
+	}
+	st := &memoryState{index: newAvailIndex(), bindings: map[string]string{}, waiters: map[string]*memWaiter{}}
+	memoryStates.m[key] = st
+	runtime.AddCleanup(pool, func(key weak.Pointer[lock.MemoryLockPool]) {
+		memoryStates.Lock()
+		defer memoryStates.Unlock()
+		delete(memoryStates.m, key)
+	}, key)
+	return st
+}
+
+// heldForeverMs is how far ahead an item whose lock never expires is
+// looked at again, as in acquire.lua.
+const heldForeverMs = 3_600_000
+
+// storeErr reports a done context the way the Redis store reports a
+// failed script call: before anything is read or written.
+func storeErr(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// msDuration is a whole number of milliseconds as a Duration.
+func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// acquire is acquire.lua.
+func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string) (grant, miss, bool, error) {
+	const op = "acquire"
+	if err := storeErr(ctx, op); err != nil {
+		return grant{}, miss{}, false, err
+	}
+	// Once started, a step runs to its end, as a script does.
+	bg := context.WithoutCancel(ctx)
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+
+	t := time.Now()
+	now, nowUs := t.UnixMilli(), t.UnixMicro()
+	ttlMs := ttl.Milliseconds()
+	// The token the lease gets if one is taken now; the counter moves only
+	// then.
+	token := max(st.fence+1, nowUs)
+	value := leaseValue(owner, token)
+
+	// take takes item when it is free, in one atomic Lock; on the way it
+	// drops items that left the pool from the index and re-scores items
+	// someone holds to when their lock expires.
+	take := func(item string) (bool, error) {
+		member, err := s.pool.Contains(bg, item)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", op, err)
+		}
+		if !member {
+			st.index.remove(item)
+			return false, nil
+		}
+		for range 3 {
+			ok, err := s.pool.Lock(bg, item, value, msDuration(ttlMs))
+			if err != nil {
+				return false, fmt.Errorf("%s: %w", op, err)
+			}
+			if ok {
+				return true, nil
+			}
+			rem, found, err := s.pool.TTL(bg, item)
+			if err != nil {
+				return false, fmt.Errorf("%s: %w", op, err)
+			}
+			if found {
+				pttl := rem.Milliseconds()
+				if rem == lock.NoExpiry {
+					pttl = heldForeverMs
+				}
+				st.index.set(item, now+pttl)
+				return false, nil
+			}
+			// The lock expired between Lock and TTL: try again.
+		}
+		st.index.set(item, now)
+		return false, nil
+	}
+	granted := func(item string) grant {
+		st.fence = token
+		st.index.set(item, now+ttlMs)
+		if binding != "" {
+			st.bindings[binding] = item
+		}
+		if waiter != "" {
+			st.unqueue(waiter)
+		}
+		return grant{item: item, token: token, deadline: msTime(now + ttlMs)}
+	}
+
+	// Affinity first: the named item, then the binding's previous item.
+	var wanted []string
+	if prefer != "" {
+		wanted = append(wanted, prefer)
+	}
+	if binding != "" {
+		if bound, ok := st.bindings[binding]; ok {
+			wanted = append(wanted, bound)
+		}
+	}
+	for _, item := range wanted {
+		ok, err := take(item)
+		if err != nil {
+			return grant{}, miss{}, false, err
+		}
+		if ok {
+			return granted(item), miss{}, true, nil
+		}
+	}
+
+	// Then the longest-available items, oldest score first, in batches as
+	// acquire.lua reads them.
+	for seen := 0; seen < maxCandidates; {
+		batch := st.index.first(min(16, maxCandidates-seen), now)
+		if len(batch) == 0 {
+			break
+		}
+		for _, item := range batch {
+			seen++
+			ok, err := take(item)
+			if err != nil {
+				return grant{}, miss{}, false, err
+			}
+			if ok {
+				return granted(item), miss{}, true, nil
+			}
+		}
+	}
+
+	if waiter != "" {
+		st.enqueue(waiter)
+	}
+	members, err := s.pool.Len(bg)
+	if err != nil {
+		return grant{}, miss{}, false, fmt.Errorf("%s: %w", op, err)
+	}
+	m := miss{now: msTime(now), behind: members > int64(st.index.len())}
+	if e, ok := st.index.min(); ok {
+		m.next = msTime(e.score)
+	}
+	return grant{}, m, false, nil
+}
+
+// refresh is refresh.lua.
+func (s *memoryStore) refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (time.Time, []bool, error) {
+	const op = "refresh"
+	if err := storeErr(ctx, op); err != nil {
+		return time.Time{}, nil, err
+	}
+	bg := context.WithoutCancel(ctx)
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := time.Now().UnixMilli()
+	ttlMs := ttl.Milliseconds()
+	held := make([]bool, len(leases))
+	for i, l := range leases {
+		ok, err := s.pool.Refresh(bg, l.Item, l.Value, msDuration(ttlMs))
+		if err != nil {
+			return time.Time{}, nil, fmt.Errorf("%s: %w", op, err)
+		}
+		if ok {
+			st.index.set(l.Item, now+ttlMs)
+			held[i] = true
+		}
+	}
+	return msTime(now), held, nil
+}
+
+// release is release.lua. The check of the lease value and the write that
+// ends the lease are one atomic pool operation (Release, or Replace for a
+// quarantine), so a direct pool user can never slip in between.
+func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration) (bool, error) {
+	const op = "release"
+	if err := storeErr(ctx, op); err != nil {
+		return false, err
+	}
+	bg := context.WithoutCancel(ctx)
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := time.Now().UnixMilli()
+	if holdMs := hold.Milliseconds(); holdMs > 0 {
+		ok, err := s.pool.Replace(bg, l.Item, l.Value, quarantineMarker, msDuration(holdMs))
+		if err != nil || !ok {
+			return false, wrapOp(op, err)
+		}
+		st.index.set(l.Item, now+holdMs)
+		return true, nil
+	}
+	ok, err := s.pool.Release(bg, l.Item, l.Value)
+	if err != nil || !ok {
+		return false, wrapOp(op, err)
+	}
+	st.index.set(l.Item, now)
+	st.wake(s.wakeN)
+	return true, nil
+}
+
+// wrapOp adds op to a non-nil error.
+func wrapOp(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// quarantine is quarantine.lua.
+func (s *memoryStore) quarantine(ctx context.Context, item string, d time.Duration) error {
+	const op = "quarantine"
+	if err := storeErr(ctx, op); err != nil {
+		return err
+	}
+	bg := context.WithoutCancel(ctx)
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := time.Now().UnixMilli()
+	dMs := d.Milliseconds()
+	if err := s.pool.Update(bg, item, quarantineMarker, msDuration(dMs)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	st.index.set(item, now+dMs)
+	return nil
+}
+
+// sync is sync.lua, done in one step: the pool changes its members only
+// through its own methods, which move its Generation, so the index needs
+// reconciling only when that moved, when the counts disagree (releases and
+// quarantines of items that left the pool re-add them to the index), or
+// when a full sweep is asked for. Members missing from the index are added
+// as available since the epoch, so they go first; entries that are no
+// longer members are dropped.
+func (s *memoryStore) sync(ctx context.Context, full bool) (bool, error) {
+	const op = "sync"
+	if err := storeErr(ctx, op); err != nil {
+		return false, err
+	}
+	bg := context.WithoutCancel(ctx)
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	// Read the generation before the members: a change in between makes
+	// the next sync reconcile again.
+	gen := s.pool.Generation()
+	n, err := s.pool.Len(bg)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", op, err)
+	}
+	if !full && st.synced && gen == st.gen && n == int64(st.index.len()) {
+		return false, nil
+	}
+	members := make(map[string]struct{}, n)
+	for item, err := range s.pool.Items(bg) {
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", op, err)
+		}
+		members[item] = struct{}{}
+	}
+	added := 0
+	for item := range members {
+		if !st.index.has(item) {
+			st.index.set(item, 0)
+			added++
+		}
+	}
+	var gone []string
+	for item := range st.index.entries {
+		if _, ok := members[item]; !ok {
+			gone = append(gone, item)
+		}
+	}
+	for _, item := range gone {
+		st.index.remove(item)
+	}
+	st.gen, st.synced = gen, true
+	if added > 0 {
+		st.wake(s.wakeN)
+	}
+	return false, nil
+}
+
+// waiter registers a waiter. It joins the wake-up queue when an acquire
+// with its id misses, and leaves it when woken, when such an acquire
+// succeeds, or when done is called.
+func (s *memoryStore) waiter() (string, <-chan struct{}, func()) {
+	st := s.st
+	w := &memWaiter{ch: make(chan struct{}, 1)}
+	st.mu.Lock()
+	st.nextID++
+	id := strconv.FormatInt(st.nextID, 10)
+	st.waiters[id] = w
+	st.mu.Unlock()
+	return id, w.ch, func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		st.unqueue(id)
+		delete(st.waiters, id)
+	}
+}
+
+func (s *memoryStore) close() error { return nil }
+
+// The helpers below expect st.mu to be held.
+
+// enqueue queues a registered waiter at the back unless it is queued
+// already (acquire.lua's ZADD NX).
+func (st *memoryState) enqueue(id string) {
+	if w := st.waiters[id]; w != nil && w.elem == nil {
+		w.elem = st.queue.PushBack(w)
+	}
+}
+
+// unqueue takes a waiter out of the queue.
+func (st *memoryState) unqueue(id string) {
+	if w := st.waiters[id]; w != nil && w.elem != nil {
+		st.queue.Remove(w.elem)
+		w.elem = nil
+	}
+}
+
+// wake wakes up to n queued waiters, oldest first, taking them out of the
+// queue (release.lua's ZPOPMIN).
+func (st *memoryState) wake(n int) {
+	for range n {
+		e := st.queue.Front()
+		if e == nil {
+			return
+		}
+		w := st.queue.Remove(e).(*memWaiter)
+		w.elem = nil
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// availIndex is the availability index, alloc:index: item -> ms since the
+// Unix epoch when it is or was available. Like a Redis sorted set it orders
+// by score, then by item bytes, so equal scores go in a fixed order.
+type availIndex struct {
+	heap    availHeap
+	entries map[string]*availEntry
+}
+
+type availEntry struct {
+	item  string
+	score int64
+	pos   int // position in the heap
+}
+
+func newAvailIndex() availIndex {
+	return availIndex{entries: map[string]*availEntry{}}
+}
+
+func (x *availIndex) len() int { return len(x.heap) }
+
+func (x *availIndex) has(item string) bool {
+	_, ok := x.entries[item]
+	return ok
+}
+
+// set adds item with score, or moves it there (ZADD).
+func (x *availIndex) set(item string, score int64) {
+	if e := x.entries[item]; e != nil {
+		e.score = score
+		heap.Fix(&x.heap, e.pos)
+		return
+	}
+	e := &availEntry{item: item, score: score}
+	x.entries[item] = e
+	heap.Push(&x.heap, e)
+}
+
+// remove drops item (ZREM).
+func (x *availIndex) remove(item string) {
+	if e := x.entries[item]; e != nil {
+		heap.Remove(&x.heap, e.pos)
+		delete(x.entries, item)
+	}
+}
+
+// min returns the first entry.
+func (x *availIndex) min() (*availEntry, bool) {
+	if len(x.heap) == 0 {
+		return nil, false
+	}
+	return x.heap[0], true
+}
+
+// first returns up to k items with a score of at most maxScore, in index
+// order (ZRANGE -inf maxScore BYSCORE LIMIT 0 k), in O(k log n).
+func (x *availIndex) first(k int, maxScore int64) []string {
+	var out []string
+	var popped []*availEntry
+	for len(out) < k && len(x.heap) > 0 && x.heap[0].score <= maxScore {
+		e := heap.Pop(&x.heap).(*availEntry)
+		popped = append(popped, e)
+		out = append(out, e.item)
+	}
+	for _, e := range popped {
+		heap.Push(&x.heap, e)
+	}
+	return out
+}
+
+// availHeap is a container/heap min-heap of entries by (score, item) that
+// keeps every entry's position up to date.
+type availHeap []*availEntry
+
+func (h availHeap) Len() int { return len(h) }
+func (h availHeap) Less(i, j int) bool {
+	if h[i].score != h[j].score {
+		return h[i].score < h[j].score
+	}
+	return h[i].item < h[j].item
+}
+func (h availHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].pos = i
+	h[j].pos = j
+}
+func (h *availHeap) Push(x any) {
+	e := x.(*availEntry)
+	e.pos = len(*h)
+	*h = append(*h, e)
+}
+func (h *availHeap) Pop() any {
+	old := *h
+	n := len(old) - 1
+	e := old[n]
+	old[n] = nil
+	*h = old[:n]
+	return e
+}
