@@ -311,19 +311,7 @@ func (l *MemoryLock) Refresh(ctx context.Context, key, value string, ttl time.Du
 	if err != nil {
 		return false, err
 	}
-	if err := ctxErr(ctx, op, key); err != nil {
-		return false, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.reap(now)
-	e := l.live(key, now)
-	if e == nil || e.value != value {
-		return false, nil
-	}
-	l.expire(e, ms, now)
-	return true, nil
+	return l.ifHolds(ctx, op, key, value, func(e *memEntry, now time.Duration) { l.expire(e, ms, now) })
 }
 
 // Release implements [Locker].
@@ -335,6 +323,23 @@ func (l *MemoryLock) Release(ctx context.Context, key, value string) (bool, erro
 	if err := checkValue(op, key, value); err != nil {
 		return false, err
 	}
+	return l.ifHolds(ctx, op, key, value, func(e *memEntry, _ time.Duration) { l.remove(e) })
+}
+
+// Replace implements [Locker].
+func (l *MemoryLock) Replace(ctx context.Context, key, oldValue, newValue string, ttl time.Duration) (bool, error) {
+	const op = "Replace"
+	ms, err := checkReplace(op, key, oldValue, newValue, ttl)
+	if err != nil {
+		return false, err
+	}
+	return l.ifHolds(ctx, op, key, oldValue, func(_ *memEntry, now time.Duration) { l.set(key, newValue, ms, now) })
+}
+
+// ifHolds runs act under the lock when key is live and holds value, and
+// reports whether it did: the shape of refresh.lua, release.lua and
+// replace.lua. Input must already be validated.
+func (l *MemoryLock) ifHolds(ctx context.Context, op, key, value string, act func(e *memEntry, now time.Duration)) (bool, error) {
 	if err := ctxErr(ctx, op, key); err != nil {
 		return false, err
 	}
@@ -346,29 +351,7 @@ func (l *MemoryLock) Release(ctx context.Context, key, value string) (bool, erro
 	if e == nil || e.value != value {
 		return false, nil
 	}
-	l.remove(e)
-	return true, nil
-}
-
-// Replace implements [Locker].
-func (l *MemoryLock) Replace(ctx context.Context, key, oldValue, newValue string, ttl time.Duration) (bool, error) {
-	const op = "Replace"
-	ms, err := checkReplace(op, key, oldValue, newValue, ttl)
-	if err != nil {
-		return false, err
-	}
-	if err := ctxErr(ctx, op, key); err != nil {
-		return false, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.reap(now)
-	e := l.live(key, now)
-	if e == nil || e.value != oldValue {
-		return false, nil
-	}
-	l.set(key, newValue, ms, now)
+	act(e, now)
 	return true, nil
 }
 
