@@ -27,42 +27,44 @@ local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local prefix, owner, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local budget = tonumber(ARGV[7])
 
--- free reports whether item can be handed out now; on the way it drops
--- items that left the pool from the index and re-scores items someone
--- locked directly (a pkg/lock or Python user) to when their lock expires.
-local function free(item)
+-- try takes item if it can be handed out now and returns the grant, or nil.
+-- On the way it drops items that left the pool from the index and re-scores
+-- items someone locked directly (a pkg/lock or Python user) to when their
+-- lock expires. SET NX both checks and takes, so a free item costs no read.
+local function try(item)
   if redis.call('SISMEMBER', KEYS[1], item) == 0 then
     redis.call('ZREM', KEYS[2], item)
-    return false
+    return nil
+  end
+  -- A token is spent even if the item turns out to be held: tokens need
+  -- only increase, not be dense. INCR answers 1 when the counter is new or
+  -- Redis lost it; restarting from server time in microseconds keeps every
+  -- token above the earlier ones as long as fewer than a million were
+  -- issued per second on average.
+  local token = redis.call('INCR', KEYS[3])
+  if token == 1 then
+    token = now_us
+    redis.call('SET', KEYS[3], string.format('%d', token))
+  end
+  local tok = string.format('%d', token)
+  if redis.call('SET', prefix .. item, owner .. '#' .. tok, 'NX', 'PX', ttl) then
+    redis.call('ZADD', KEYS[2], now + ttl, item)
+    if ARGV[5] ~= '' then
+      redis.call('HSET', KEYS[4], ARGV[5], item)
+    end
+    if ARGV[6] ~= '' then
+      redis.call('ZREM', KEYS[5], ARGV[6])
+    end
+    return {1, item, tok, now + ttl, now}
   end
   local pttl = redis.call('PTTL', prefix .. item)
-  if pttl == -2 then
-    return true
-  end
   if pttl == -1 then
     pttl = 3600000 -- held forever: look again in an hour
+  elseif pttl < 0 then
+    pttl = 0 -- gone since the SET: available now
   end
   redis.call('ZADD', KEYS[2], now + pttl, item)
-  return false
-end
-
-local function take(item)
-  local last = tonumber(redis.call('GET', KEYS[3]) or '0')
-  -- Tokens never go backwards, and after Redis loses the counter they
-  -- restart above every earlier one as long as fewer than a million were
-  -- issued per second on average.
-  local token = math.max(last + 1, now_us)
-  redis.call('SET', KEYS[3], string.format('%d', token))
-  local value = owner .. '#' .. string.format('%d', token)
-  redis.call('SET', prefix .. item, value, 'PX', ttl)
-  redis.call('ZADD', KEYS[2], now + ttl, item)
-  if ARGV[5] ~= '' then
-    redis.call('HSET', KEYS[4], ARGV[5], item)
-  end
-  if ARGV[6] ~= '' then
-    redis.call('ZREM', KEYS[5], ARGV[6])
-  end
-  return {1, item, string.format('%d', token), now + ttl, now}
+  return nil
 end
 
 -- Affinity first: the named item, then the binding's previous item.
@@ -73,9 +75,8 @@ if ARGV[5] ~= '' then
   if bound then wanted[#wanted + 1] = bound end
 end
 for _, item in ipairs(wanted) do
-  if free(item) then
-    return take(item)
-  end
+  local g = try(item)
+  if g then return g end
 end
 
 -- Then the longest-available items, oldest score first.
@@ -87,9 +88,8 @@ while seen < budget do
   end
   for _, item in ipairs(batch) do
     seen = seen + 1
-    if free(item) then
-      return take(item)
-    end
+    local g = try(item)
+    if g then return g end
   end
 end
 
