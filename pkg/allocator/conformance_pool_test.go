@@ -151,4 +151,34 @@ var poolBehaviours = []behaviour{
 		e.wantValue("a", "python-1", true)
 		e.wantValue("b", "python-2", true)
 	}},
+	{"direct-lock-removed-early-frees-its-item", func(t *testing.T, b backend) {
+		// A pkg/lock (or Python) user locks an item for a long time and then
+		// unlocks it early: the allocator cannot be told, but it must not
+		// keep the item out until the old TTL would have ended.
+		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a")
+		ctx := e.ctx
+		wantBool(t, "pool.Lock(a)", true)(e.pool.Lock(ctx, "a", "python-1", time.Hour))
+		e.wantNoFree("w", allocator.AcquireOptions{}) // the allocator now knows a is held
+		wantBool(t, "pool.Unlock(a)", true)(e.pool.Unlock(ctx, "a"))
+		if l := e.mustTry("w", allocator.AcquireOptions{}); l.Item != "a" {
+			t.Fatalf("TryAcquire after the direct unlock got %q, want a", l.Item)
+		}
+
+		// A blocked Acquire notices a direct unlock too, within a second
+		// (direct unlocks publish no wake-up).
+		e2 := setup(t, b, allocator.Config{LeaseTTL: long, MaxWait: time.Minute}, "b")
+		wantBool(t, "pool.Lock(b)", true)(e2.pool.Lock(ctx, "b", "python-2", time.Hour))
+		e2.wantNoFree("w", allocator.AcquireOptions{})
+		ch := acquireAsync(t, ctx, e2.a, "w", allocator.AcquireOptions{})
+		time.Sleep(50 * time.Millisecond)
+		wantBool(t, "pool.Unlock(b)", true)(e2.pool.Unlock(ctx, "b"))
+		unlocked := time.Now()
+		r := waitResult(t, "Acquire behind a direct lock removed early", ch, 3*time.Second)
+		if r.l.Item != "b" {
+			t.Fatalf("got %q, want b", r.l.Item)
+		}
+		if took := r.at.Sub(unlocked); took > time.Second+deadlineBound {
+			t.Fatalf("blocked Acquire took %v after the direct unlock; want within 1s", took)
+		}
+	}},
 }

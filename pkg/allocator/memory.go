@@ -1,12 +1,15 @@
 package allocator
 
 import (
+	"cmp"
 	"container/heap"
 	"container/list"
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"weak"
@@ -59,6 +62,7 @@ type memoryState struct {
 	index    availIndex        // alloc:index
 	fence    int64             // alloc:fence
 	bindings map[string]string // alloc:bindings
+	foreign  map[string]int64  // alloc:foreign: item -> ms when last looked at
 	waiters  map[string]*memWaiter
 	queue    list.List // alloc:waiters: registered waiters, oldest first
 	nextID   int64
@@ -87,7 +91,7 @@ func memoryStateOf(pool *lock.MemoryLockPool) *memoryState {
 	if st, ok := memoryStates.m[key]; ok {
 		return st
 	}
-	st := &memoryState{index: newAvailIndex(), bindings: map[string]string{}, waiters: map[string]*memWaiter{}}
+	st := &memoryState{index: newAvailIndex(), bindings: map[string]string{}, foreign: map[string]int64{}, waiters: map[string]*memWaiter{}}
 	memoryStates.m[key] = st
 	runtime.AddCleanup(pool, func(key weak.Pointer[lock.MemoryLockPool]) {
 		memoryStates.Lock()
@@ -143,6 +147,7 @@ func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Durati
 		}
 		if !member {
 			st.index.remove(item)
+			delete(st.foreign, item)
 			return false, nil
 		}
 		for range 3 {
@@ -163,6 +168,7 @@ func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Durati
 					pttl = heldForeverMs
 				}
 				st.index.set(item, now+pttl)
+				st.foreign[item] = now
 				return false, nil
 			}
 			// The lock expired between Lock and TTL: try again.
@@ -221,6 +227,23 @@ func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Durati
 		}
 	}
 
+	// Items held by foreign locks may have been unlocked early, which the
+	// index cannot see: look at a few, least recently looked at first, and
+	// forget those held by a lease of ours (acquire.lua does the same).
+	for _, item := range st.leastProbedForeign(8) {
+		ok, err := take(item)
+		if err != nil {
+			return grant{}, miss{}, false, err
+		}
+		if ok {
+			delete(st.foreign, item)
+			return granted(item), miss{}, true, nil
+		}
+		if v, found, err := s.pool.LockValue(bg, item); err == nil && found && isLeaseValue(v) {
+			delete(st.foreign, item)
+		}
+	}
+
 	if waiter != "" {
 		st.enqueue(waiter)
 	}
@@ -232,7 +255,38 @@ func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Durati
 	if e, ok := st.index.min(); ok {
 		m.next = msTime(e.score)
 	}
+	if len(st.foreign) > 0 && (m.next.IsZero() || m.next.After(msTime(now+1000))) {
+		m.next = msTime(now + 1000) // foreign unlocks wake nobody
+	}
 	return grant{}, m, false, nil
+}
+
+// leastProbedForeign returns up to k foreign items, least recently looked
+// at first (ties by name, as a sorted set orders them).
+func (st *memoryState) leastProbedForeign(k int) []string {
+	items := make([]string, 0, len(st.foreign))
+	for it := range st.foreign {
+		items = append(items, it)
+	}
+	slices.SortFunc(items, func(a, b string) int {
+		return cmp.Or(cmp.Compare(st.foreign[a], st.foreign[b]), strings.Compare(a, b))
+	})
+	return items[:min(k, len(items))]
+}
+
+// isLeaseValue reports whether a lock value has the shape of a lease's,
+// "<owner>#<token>", as acquire.lua's pattern '#%d+$' does.
+func isLeaseValue(v string) bool {
+	i := strings.LastIndexByte(v, '#')
+	if i < 0 || i == len(v)-1 {
+		return false
+	}
+	for _, c := range v[i+1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // refresh is refresh.lua.

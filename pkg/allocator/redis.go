@@ -52,6 +52,7 @@ const maxCandidates = 64
 //	<base>|alloc:bindings    HASH binding name -> item
 //	<base>|alloc:waiters     ZSET "<proc>:<waiter>" -> ms registered
 //	<base>|alloc:sync        HASH sweep cursors
+//	<base>|alloc:foreign     ZSET items seen held by locks not granted here
 //	<base>|alloc:wake:<proc> pub/sub channel of one allocator process
 type redisStore struct {
 	client  redis.UniversalClient
@@ -91,7 +92,7 @@ func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allo
 		client:    client,
 		pool:      p,
 		lockPfx:   p.Key(""),
-		keys:      []string{p.PoolKey(), base + "|alloc:index", base + "|alloc:fence", base + "|alloc:bindings", base + "|alloc:waiters"},
+		keys:      []string{p.PoolKey(), base + "|alloc:index", base + "|alloc:fence", base + "|alloc:bindings", base + "|alloc:waiters", base + "|alloc:foreign"},
 		syncKey:   base + "|alloc:sync",
 		wakePfx:   base + "|alloc:wake:",
 		proc:      hex.EncodeToString(id[:]),

@@ -7,6 +7,9 @@
 -- KEYS[3]: the fencing counter STRING        <base>|alloc:fence
 -- KEYS[4]: the binding HASH                  <base>|alloc:bindings
 -- KEYS[5]: the waiter ZSET                   <base>|alloc:waiters
+-- KEYS[6]: the foreign-lock ZSET             <base>|alloc:foreign
+--          (items found held by a lock the allocator did not grant -> ms
+--          when last looked at; such locks send no wake-up when removed)
 -- ARGV[1]: lock key prefix '<base>:' (lock keys are ARGV[1] .. item)
 -- ARGV[2]: owner
 -- ARGV[3]: lease TTL in ms
@@ -18,7 +21,8 @@
 --         {0, next_ms, now_ms, behind} where next_ms is the earliest time an
 --         item may become available (-1 when the index is empty) and behind
 --         is 1 when the pool has more members than the index (a sync step
---         is due before waiting).
+--         is due before waiting). While foreign locks are known, next_ms
+--         is at most a second away: their removal wakes nobody.
 -- Lock keys are built from ARGV[1]: "any free item" cannot name its key up
 -- front. Like the lock package's pools, this needs a non-cluster Redis.
 local t = redis.call('TIME')
@@ -34,6 +38,7 @@ local budget = tonumber(ARGV[7])
 local function try(item)
   if redis.call('SISMEMBER', KEYS[1], item) == 0 then
     redis.call('ZREM', KEYS[2], item)
+    redis.call('ZREM', KEYS[6], item)
     return nil
   end
   -- A token is spent even if the item turns out to be held: tokens need
@@ -64,6 +69,7 @@ local function try(item)
     pttl = 0 -- gone since the SET: available now
   end
   redis.call('ZADD', KEYS[2], now + pttl, item)
+  redis.call('ZADD', KEYS[6], now, item)
   return nil
 end
 
@@ -93,6 +99,23 @@ while seen < budget do
   end
 end
 
+-- Items held by foreign locks may have been unlocked early, which the
+-- index cannot see: look at a few, least recently looked at first. One
+-- held by a lease of ours ("<owner>#<token>") is forgotten: its release
+-- will update the index and wake a waiter.
+for _, item in ipairs(redis.call('ZRANGE', KEYS[6], 0, 7)) do
+  local g = try(item)
+  if g then
+    redis.call('ZREM', KEYS[6], item)
+    return g
+  end
+  -- pcall: a key of another type is foreign too, not an error here.
+  local v = redis.pcall('GET', prefix .. item)
+  if type(v) == 'string' and string.find(v, '#%d+$') then
+    redis.call('ZREM', KEYS[6], item)
+  end
+end
+
 if ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[5], 'NX', now, ARGV[6])
 end
@@ -100,8 +123,12 @@ local behind = 0
 if redis.call('SCARD', KEYS[1]) > redis.call('ZCARD', KEYS[2]) then
   behind = 1
 end
+local next = -1
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if #first == 0 then
-  return {0, -1, now, behind}
+if #first > 0 then
+  next = tonumber(first[2])
 end
-return {0, tonumber(first[2]), now, behind}
+if redis.call('ZCARD', KEYS[6]) > 0 and (next < 0 or next > now + 1000) then
+  next = now + 1000
+end
+return {0, next, now, behind}
