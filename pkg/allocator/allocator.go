@@ -53,6 +53,11 @@ type Config struct {
 	// when counts agree (an equal number of items added and removed).
 	// Default 30s.
 	FullSyncInterval time.Duration
+	// HandoffWindow is how long a released item is kept for the waiter
+	// the release woke, so callers looping straight back into Acquire or
+	// TryAcquire cannot starve blocked waiters. After it the item is free
+	// for anyone (the waiter may have gone). Default 100ms.
+	HandoffWindow time.Duration
 	// MaxWait bounds one sleep of a blocked Acquire, a safety net for a
 	// wake-up lost with a dropped connection. Default 5s.
 	MaxWait time.Duration
@@ -64,6 +69,7 @@ func (c Config) withDefaults() Config {
 	c.SyncInterval = cmp.Or(c.SyncInterval, 250*time.Millisecond)
 	c.FullSyncInterval = cmp.Or(c.FullSyncInterval, 30*time.Second)
 	c.MaxWait = cmp.Or(c.MaxWait, 5*time.Second)
+	c.HandoffWindow = cmp.Or(c.HandoffWindow, 100*time.Millisecond)
 	return c
 }
 
@@ -77,6 +83,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: SyncInterval %v (want >= 1ms)", ErrInvalidConfig, c.SyncInterval)
 	case c.FullSyncInterval < c.SyncInterval:
 		return fmt.Errorf("%w: FullSyncInterval %v is below SyncInterval %v", ErrInvalidConfig, c.FullSyncInterval, c.SyncInterval)
+	case c.HandoffWindow < time.Millisecond:
+		return fmt.Errorf("%w: HandoffWindow %v (want >= 1ms)", ErrInvalidConfig, c.HandoffWindow)
 	case c.MaxWait < time.Millisecond:
 		return fmt.Errorf("%w: MaxWait %v (want >= 1ms)", ErrInvalidConfig, c.MaxWait)
 	}

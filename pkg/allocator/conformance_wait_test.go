@@ -165,6 +165,32 @@ var waitBehaviours = []behaviour{
 			t.Errorf("a waiter got the item %v after the previous release, want <= %v", maxd, handoffBound)
 		}
 	}},
+	{"release-hands-the-item-to-the-waiter-it-wakes", func(t *testing.T, b backend) {
+		// A holder that loops straight back (Release, then TryAcquire at
+		// once) must not take the item from the waiter its release woke;
+		// once the waiter has gone, the item is free for anyone after at
+		// most HandoffWindow.
+		e := setup(t, b, allocator.Config{LeaseTTL: long, HandoffWindow: 300 * time.Millisecond}, "a")
+		for round := range 5 {
+			l := e.mustTry("holder", allocator.AcquireOptions{})
+			ch := acquireAsync(t, e.ctx, e.a, "waiter", allocator.AcquireOptions{})
+			time.Sleep(50 * time.Millisecond)
+			wantBlocked(t, "Acquire", ch)
+			must(t, l.Release(e.ctx))
+			if l2, err := e.try("barger", allocator.AcquireOptions{}); !errors.Is(err, allocator.ErrNoFreeItem) {
+				t.Fatalf("round %d: a TryAcquire right after the release got %v, %v; the item was the woken waiter's", round, leaseItem(l2), err)
+			}
+			r := waitResult(t, "woken waiter", ch, time.Second)
+			if r.l.Item != "a" {
+				t.Fatalf("round %d: waiter got %q, want a", round, r.l.Item)
+			}
+			must(t, r.l.Release(e.ctx))
+		}
+		// No waiter: a release frees the item for anyone at once.
+		l := e.mustTry("holder", allocator.AcquireOptions{})
+		must(t, l.Release(e.ctx))
+		e.mustTry("next", allocator.AcquireOptions{})
+	}},
 	{"close-ends-blocked-acquire", func(t *testing.T, b backend) {
 		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a")
 		e.mustTry("holder", allocator.AcquireOptions{})

@@ -34,7 +34,9 @@ func NewMemory(pool *lock.MemoryLockPool, cfg Config) (*Allocator, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("allocator: NewMemory: %w: nil pool", ErrInvalidConfig)
 	}
-	return newAllocator(cfg, newMemoryStore(pool, cfg.WakeWaiters)), nil
+	s := newMemoryStore(pool, cfg.WakeWaiters)
+	s.handoffMs = cfg.HandoffWindow.Milliseconds()
+	return newAllocator(cfg, s), nil
 }
 
 // memoryStore is the in-memory store: the twin of redisStore, each method
@@ -44,6 +46,8 @@ type memoryStore struct {
 	pool  *lock.MemoryLockPool
 	st    *memoryState
 	wakeN int
+	// handoffMs keeps a released item for the waiter it woke (0: off).
+	handoffMs int64
 }
 
 func newMemoryStore(pool *lock.MemoryLockPool, wakeN int) *memoryStore {
@@ -63,6 +67,7 @@ type memoryState struct {
 	fence    int64             // alloc:fence
 	bindings map[string]string // alloc:bindings
 	foreign  map[string]int64  // alloc:foreign: item -> ms when last looked at
+	reserved map[string]string // alloc:reserved: waiter -> item handed to it
 	waiters  map[string]*memWaiter
 	queue    list.List // alloc:waiters: registered waiters, oldest first
 	nextID   int64
@@ -72,6 +77,7 @@ type memoryState struct {
 
 // memWaiter is one wake-up registration.
 type memWaiter struct {
+	id   string
 	ch   chan struct{}
 	elem *list.Element // position in the queue; nil when not queued
 }
@@ -91,7 +97,7 @@ func memoryStateOf(pool *lock.MemoryLockPool) *memoryState {
 	if st, ok := memoryStates.m[key]; ok {
 		return st
 	}
-	st := &memoryState{index: newAvailIndex(), bindings: map[string]string{}, foreign: map[string]int64{}, waiters: map[string]*memWaiter{}}
+	st := &memoryState{index: newAvailIndex(), bindings: map[string]string{}, foreign: map[string]int64{}, reserved: map[string]string{}, waiters: map[string]*memWaiter{}}
 	memoryStates.m[key] = st
 	runtime.AddCleanup(pool, func(key weak.Pointer[lock.MemoryLockPool]) {
 		memoryStates.Lock()
@@ -188,8 +194,15 @@ func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Durati
 		return grant{item: item, token: token, deadline: msTime(now + ttlMs)}
 	}
 
-	// Affinity first: the named item, then the binding's previous item.
+	// An item a release handed to this waiter first, then affinity: the
+	// named item, then the binding's previous item.
 	var wanted []string
+	if waiter != "" {
+		if handed, ok := st.reserved[waiter]; ok {
+			delete(st.reserved, waiter)
+			wanted = append(wanted, handed)
+		}
+	}
 	if prefer != "" {
 		wanted = append(wanted, prefer)
 	}
@@ -340,8 +353,12 @@ func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration)
 	if err != nil || !ok {
 		return false, wrapOp(op, err)
 	}
-	st.index.set(l.Item, now)
-	st.wake(s.wakeN)
+	score := now
+	if first := st.wake(s.wakeN); first != "" && s.handoffMs > 0 {
+		st.reserved[first] = l.Item
+		score = now + s.handoffMs
+	}
+	st.index.set(l.Item, score)
 	return true, nil
 }
 
@@ -433,10 +450,10 @@ func (s *memoryStore) sync(ctx context.Context, full bool) (bool, error) {
 // succeeds, or when done is called.
 func (s *memoryStore) waiter() (string, <-chan struct{}, func()) {
 	st := s.st
-	w := &memWaiter{ch: make(chan struct{}, 1)}
 	st.mu.Lock()
 	st.nextID++
 	id := strconv.FormatInt(st.nextID, 10)
+	w := &memWaiter{id: id, ch: make(chan struct{}, 1)}
 	st.waiters[id] = w
 	st.mu.Unlock()
 	return id, w.ch, func() {
@@ -444,6 +461,7 @@ func (s *memoryStore) waiter() (string, <-chan struct{}, func()) {
 		defer st.mu.Unlock()
 		st.unqueue(id)
 		delete(st.waiters, id)
+		delete(st.reserved, id)
 	}
 }
 
@@ -469,19 +487,26 @@ func (st *memoryState) unqueue(id string) {
 
 // wake wakes up to n queued waiters, oldest first, taking them out of the
 // queue (release.lua's ZPOPMIN).
-func (st *memoryState) wake(n int) {
+// wake wakes up to n waiters, oldest first, and returns the first one's id
+// ("" when none waited).
+func (st *memoryState) wake(n int) string {
+	first := ""
 	for range n {
 		e := st.queue.Front()
 		if e == nil {
-			return
+			break
 		}
 		w := st.queue.Remove(e).(*memWaiter)
 		w.elem = nil
+		if first == "" {
+			first = w.id
+		}
 		select {
 		case w.ch <- struct{}{}:
 		default:
 		}
 	}
+	return first
 }
 
 // availIndex is the availability index, alloc:index: item -> ms since the

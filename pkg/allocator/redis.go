@@ -53,6 +53,7 @@ const maxCandidates = 64
 //	<base>|alloc:waiters     ZSET "<proc>:<waiter>" -> ms registered
 //	<base>|alloc:sync        HASH sweep cursors
 //	<base>|alloc:foreign     ZSET items seen held by locks not granted here
+//	<base>|alloc:reserved    HASH waiter -> item a release handed to it
 //	<base>|alloc:wake:<proc> pub/sub channel of one allocator process
 type redisStore struct {
 	client  redis.UniversalClient
@@ -65,12 +66,14 @@ type redisStore struct {
 	wakeN   int
 	// syncEvery spaces the rolling sync steps fleet-wide.
 	syncEvery time.Duration
-	pubsub    *redis.PubSub
-	nextID    atomic.Int64
-	mu        sync.Mutex
-	waiters   map[string]chan struct{}
-	stopSubs  chan struct{}
-	subsDone  chan struct{}
+	// handoff is how long a released item is kept for the waiter it woke.
+	handoff  time.Duration
+	pubsub   *redis.PubSub
+	nextID   atomic.Int64
+	mu       sync.Mutex
+	waiters  map[string]chan struct{}
+	stopSubs chan struct{}
+	subsDone chan struct{}
 }
 
 // NewRedis returns an allocator over the Redis lock pool at prefix/suffix
@@ -92,12 +95,13 @@ func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allo
 		client:    client,
 		pool:      p,
 		lockPfx:   p.Key(""),
-		keys:      []string{p.PoolKey(), base + "|alloc:index", base + "|alloc:fence", base + "|alloc:bindings", base + "|alloc:waiters", base + "|alloc:foreign"},
+		keys:      []string{p.PoolKey(), base + "|alloc:index", base + "|alloc:fence", base + "|alloc:bindings", base + "|alloc:waiters", base + "|alloc:foreign", base + "|alloc:reserved"},
 		syncKey:   base + "|alloc:sync",
 		wakePfx:   base + "|alloc:wake:",
 		proc:      hex.EncodeToString(id[:]),
 		wakeN:     cfg.WakeWaiters,
 		syncEvery: cfg.SyncInterval,
+		handoff:   cfg.HandoffWindow,
 		waiters:   map[string]chan struct{}{},
 		stopSubs:  make(chan struct{}),
 		subsDone:  make(chan struct{}),
@@ -160,7 +164,12 @@ func (s *redisStore) waiter() (string, <-chan struct{}, func()) {
 		s.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		s.client.ZRem(ctx, s.keys[4], id) // best effort: a stale entry only costs one skipped wake-up
+		// Best effort: a stale entry only costs one skipped wake-up, and a
+		// stale hand-off keeps an item aside for one HandoffWindow.
+		pipe := s.client.Pipeline()
+		pipe.ZRem(ctx, s.keys[4], id)
+		pipe.HDel(ctx, s.keys[6], id)
+		pipe.Exec(ctx)
 	}
 }
 
@@ -236,8 +245,8 @@ func (s *redisStore) refresh(ctx context.Context, leases []*Lease, ttl time.Dura
 }
 
 func (s *redisStore) release(ctx context.Context, l *Lease, hold time.Duration) (bool, error) {
-	n, err := releaseScript.Run(ctx, s.client, []string{s.lockPfx + l.Item, s.keys[1], s.keys[4]},
-		l.Value, l.Item, s.wakePfx, s.wakeN, hold.Milliseconds(), quarantineMarker).Int()
+	n, err := releaseScript.Run(ctx, s.client, []string{s.lockPfx + l.Item, s.keys[1], s.keys[4], s.keys[6]},
+		l.Value, l.Item, s.wakePfx, s.wakeN, hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds()).Int()
 	if err != nil {
 		return false, s.mapErr("release", err)
 	}

@@ -99,7 +99,11 @@ func stressDuration(t *testing.T) time.Duration {
 // childStats is what a child prints on its "STRESS-STATS" line.
 type childStats struct {
 	Acquires, Timeouts, Refreshes, Writes, Rejected, NotLive int64
-	Abandoned, LostOnRefresh, LostOnRelease, Long            int64
+	// Starved counts Acquires that waited the whole 5 s without an item
+	// (Timeouts also counts each goroutine's last Acquire, cut off at the
+	// end of the run).
+	Starved                                       int64
+	Abandoned, LostOnRefresh, LostOnRelease, Long int64
 }
 
 // TestStress is not parallel: it runs alone, before the parallel tests of
@@ -374,8 +378,8 @@ func TestStressChild(t *testing.T) {
 	keys := guardKeys(prefix)
 
 	var st struct {
-		acquires, timeouts, refreshes, writes, rejected, notLive atomic.Int64
-		abandoned, lostOnRefresh, lostOnRelease, long            atomic.Int64
+		acquires, timeouts, starved, refreshes, writes, rejected, notLive atomic.Int64
+		abandoned, lostOnRefresh, lostOnRelease, long                     atomic.Int64
 	}
 	var wg sync.WaitGroup
 	for g := range stressGoroutines {
@@ -414,6 +418,9 @@ func TestStressChild(t *testing.T) {
 					return
 				case errors.Is(err, allocator.ErrNoFreeItem) && errors.Is(err, context.DeadlineExceeded):
 					st.timeouts.Add(1)
+					if wait.Before(stopAt) {
+						st.starved.Add(1)
+					}
 					continue
 				case err != nil:
 					fail("Acquire: %v", err)
@@ -477,7 +484,7 @@ func TestStressChild(t *testing.T) {
 	}
 	wg.Wait()
 	out, _ := json.Marshal(childStats{
-		Acquires: st.acquires.Load(), Timeouts: st.timeouts.Load(), Refreshes: st.refreshes.Load(),
+		Acquires: st.acquires.Load(), Timeouts: st.timeouts.Load(), Starved: st.starved.Load(), Refreshes: st.refreshes.Load(),
 		Writes: st.writes.Load(), Rejected: st.rejected.Load(), NotLive: st.notLive.Load(),
 		Abandoned: st.abandoned.Load(), LostOnRefresh: st.lostOnRefresh.Load(), LostOnRelease: st.lostOnRelease.Load(),
 		Long: st.long.Load(),

@@ -7,6 +7,7 @@
 -- KEYS[3]: the fencing counter STRING        <base>|alloc:fence
 -- KEYS[4]: the binding HASH                  <base>|alloc:bindings
 -- KEYS[5]: the waiter ZSET                   <base>|alloc:waiters
+-- KEYS[7]: the hand-off HASH                 <base>|alloc:reserved
 -- KEYS[6]: the foreign-lock ZSET             <base>|alloc:foreign
 --          (items found held by a lock the allocator did not grant -> ms
 --          when last looked at; such locks send no wake-up when removed)
@@ -73,8 +74,16 @@ local function try(item)
   return nil
 end
 
--- Affinity first: the named item, then the binding's previous item.
+-- An item a release handed to this waiter first, then affinity: the named
+-- item, then the binding's previous item.
 local wanted = {}
+if ARGV[6] ~= '' then
+  local handed = redis.call('HGET', KEYS[7], ARGV[6])
+  if handed then
+    redis.call('HDEL', KEYS[7], ARGV[6])
+    wanted[#wanted + 1] = handed
+  end
+end
 if ARGV[4] ~= '' then wanted[#wanted + 1] = ARGV[4] end
 if ARGV[5] ~= '' then
   local bound = redis.call('HGET', KEYS[4], ARGV[5])

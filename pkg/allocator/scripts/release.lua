@@ -3,6 +3,8 @@
 -- KEYS[1]: the item's lock key                <base>:<item>
 -- KEYS[2]: the availability index ZSET        <base>|alloc:index
 -- KEYS[3]: the waiter ZSET                    <base>|alloc:waiters
+-- KEYS[4]: the hand-off HASH                  <base>|alloc:reserved
+--          (waiter -> item released to it)
 -- ARGV[1]: the lease's lock value
 -- ARGV[2]: the item
 -- ARGV[3]: wake channel prefix; a waiter "<proc>:<id>" is told on channel
@@ -11,6 +13,9 @@
 -- ARGV[5]: the new availability time offset in ms (0 = free now; > 0 =
 --          quarantine: the item is held by a marker lock that long)
 -- ARGV[6]: the quarantine marker value
+-- ARGV[7]: hand-off window in ms: the item is kept for the first woken
+--          waiter that long, so a caller that loops straight back into
+--          acquire cannot take it from under the waiter it just woke
 -- Returns 1 when the lease was current (and is now ended), 0 otherwise.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
@@ -24,9 +29,9 @@ if hold > 0 then
   return 1
 end
 redis.call('DEL', KEYS[1])
-redis.call('ZADD', KEYS[2], now, ARGV[2])
 -- Wake waiters in arrival order. PUBLISH counts receivers, so a waiter
 -- whose process died is skipped; the loop is bounded either way.
+local score = now
 local want, woken = tonumber(ARGV[4]), 0
 for _ = 1, want + 8 do
   local w = redis.call('ZPOPMIN', KEYS[3])
@@ -34,7 +39,12 @@ for _ = 1, want + 8 do
   local proc, id = string.match(w[1], '^([^:]*):(.*)$')
   if proc and redis.call('PUBLISH', ARGV[3] .. proc, id) > 0 then
     woken = woken + 1
+    if woken == 1 then
+      redis.call('HSET', KEYS[4], w[1], ARGV[2])
+      score = now + tonumber(ARGV[7])
+    end
     if woken >= want then break end
   end
 end
+redis.call('ZADD', KEYS[2], score, ARGV[2])
 return 1
