@@ -20,9 +20,21 @@
 // holder whose lease has passed can be refused: a process that stalls
 // (GC pause, SIGSTOP) cannot notice its own lease expiring.
 //
-// Blocked Acquire calls register as waiters; a release wakes a bounded
-// number of them through one pub/sub channel per allocator process, and
-// otherwise a waiter sleeps until the earliest lease deadline.
+// Blocked Acquire calls register as waiters, oldest first; a release wakes
+// a bounded number of them (Config.WakeWaiters) through one pub/sub channel
+// per allocator process and keeps the item for the first for
+// Config.HandoffWindow, so callers looping straight back cannot starve
+// them. Otherwise a waiter sleeps until the earliest time the server says
+// an item may become available. Two cases need a bounded re-check instead:
+// locks taken and removed outside the allocator (pkg/lock or Python users)
+// publish nothing, so while such locks are known waiters look again every
+// second; and Config.MaxWait (5s) bounds any sleep in case a wake-up was
+// lost with a dropped connection.
 //
-// Work in progress: see the allocator issue for what is still open.
+// Items added to the pool by any client are found by a sync step every
+// Config.SyncInterval: at once when the member count grows, and by a
+// rolling scan (about 1,000 members per interval, fleet-wide) or the full
+// sweep every Config.FullSyncInterval when an addition is hidden by an
+// equal removal. Removed items are never handed out: every candidate's
+// membership is checked when it is chosen.
 package allocator
