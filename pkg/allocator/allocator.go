@@ -101,6 +101,11 @@ type AcquireOptions struct {
 	// Binding names an affinity: the binding gets the item it had last time
 	// when that item is free, and remembers the item it gets now.
 	Binding string
+	// Exact leases only the item named by Prefer: TryAcquire returns
+	// ErrNoFreeItem when it is not free, and Acquire waits for it (polling
+	// when it may be free, at least every Config.MaxWait, as releases of a
+	// named item wake no one in particular).
+	Exact bool
 }
 
 // grant is what a store hands back for a successful acquire.
@@ -129,7 +134,8 @@ const maxSteps = 100
 type store interface {
 	// acquire takes a free item, or registers waiter (when not "") to be
 	// woken by the next release and reports a miss.
-	acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string) (grant, miss, bool, error)
+	// With exact it tries only prefer and registers no waiter.
+	acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error)
 	// refresh extends each lease that is still current; held[i] reports it.
 	refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (now time.Time, held []bool, err error)
 	// release ends a current lease: the item is free at once (hold == 0)
@@ -226,6 +232,9 @@ func (a *Allocator) checkAcquire(op, owner string, opts AcquireOptions) (time.Du
 	case strings.IndexByte(owner, 0) >= 0:
 		return 0, fmt.Errorf("allocator: %s %q: %w: contains a NUL byte", op, owner, ErrInvalidOwner)
 	}
+	if opts.Exact && opts.Prefer == "" {
+		return 0, fmt.Errorf("allocator: %s: %w: Exact needs Prefer", op, ErrInvalidConfig)
+	}
 	for _, name := range []string{opts.Prefer, opts.Binding} {
 		if name != "" && (len(name) > lock.MaxKeyLen || strings.IndexByte(name, 0) >= 0) {
 			return 0, fmt.Errorf("allocator: %s: %w: item or binding name %q", op, lock.ErrInvalidKey, name)
@@ -253,12 +262,14 @@ func (a *Allocator) TryAcquire(ctx context.Context, owner string, opts AcquireOp
 	}
 	for range maxSteps {
 		sent := time.Now()
-		g, m, ok, err := a.store.acquire(ctx, owner, ttl, opts.Prefer, opts.Binding, "")
+		g, m, ok, err := a.store.acquire(ctx, owner, ttl, opts.Prefer, opts.Binding, "", opts.Exact)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("allocator: TryAcquire: %w", err)
 		case ok:
 			return a.newLease(owner, ttl, g, sent), nil
+		case opts.Exact:
+			return nil, fmt.Errorf("allocator: TryAcquire %q: %w", opts.Prefer, ErrNoFreeItem)
 		case m.behind:
 			if _, err := a.store.sync(ctx, false); err != nil {
 				return nil, fmt.Errorf("allocator: TryAcquire: %w", err)
@@ -281,9 +292,12 @@ func (a *Allocator) Acquire(ctx context.Context, owner string, opts AcquireOptio
 	}
 	id, wake, done := a.store.waiter()
 	defer done()
+	if opts.Exact {
+		id = "" // a hand-off is for any item, not this one
+	}
 	for {
 		sent := time.Now()
-		g, m, ok, err := a.store.acquire(ctx, owner, ttl, opts.Prefer, opts.Binding, id)
+		g, m, ok, err := a.store.acquire(ctx, owner, ttl, opts.Prefer, opts.Binding, id, opts.Exact)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil, fmt.Errorf("allocator: Acquire: %w", errors.Join(ErrNoFreeItem, ctx.Err()))

@@ -56,6 +56,32 @@ var featureBehaviours = []behaviour{
 			t.Fatalf("got %q, want %q", l.Item, x2.Item)
 		}
 	}},
+	{"exact-leases-only-the-named-item", func(t *testing.T, b backend) {
+		e := setup(t, b, allocator.Config{LeaseTTL: long, MaxWait: 100 * time.Millisecond}, "a", "b", "c")
+		ctx := e.ctx
+		exact := func(item string) allocator.AcquireOptions {
+			return allocator.AcquireOptions{Prefer: item, Exact: true}
+		}
+		b1 := e.mustTry("w", exact("b"))
+		if b1.Item != "b" {
+			t.Fatalf("Exact b got %q", b1.Item)
+		}
+		e.wantNoFree("w", exact("b")) // held: no fallback to a or c
+		e.wantNoFree("w", exact("ghost"))
+		e.wantValue("a", "", false)
+		e.wantValue("c", "", false)
+		_, err := e.try("w", allocator.AcquireOptions{Exact: true})
+		wantErr(t, "Exact without Prefer", err, allocator.ErrInvalidConfig)
+		// Acquire waits for exactly that item and gets it when it is released.
+		ch := acquireAsync(t, ctx, e.a, "w2", exact("b"))
+		wantBlocked(t, "Acquire Exact b while held", ch)
+		must(t, b1.Release(ctx))
+		r := waitResult(t, "Acquire Exact b after release", ch, 2*time.Second)
+		must(t, r.err)
+		if r.l.Item != "b" || r.l.Token <= b1.Token {
+			t.Fatalf("Acquire Exact b got %q token %d (previous %d)", r.l.Item, r.l.Token, b1.Token)
+		}
+	}},
 	{"binding-gets-its-previous-item-back", func(t *testing.T, b backend) {
 		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b", "c", "d")
 		peer := e.peer(allocator.Config{LeaseTTL: long})

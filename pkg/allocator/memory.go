@@ -124,7 +124,7 @@ func storeErr(ctx context.Context, op string) error {
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
 // acquire is acquire.lua.
-func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string) (grant, miss, bool, error) {
+func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error) {
 	const op = "acquire"
 	if err := storeErr(ctx, op); err != nil {
 		return grant{}, miss{}, false, err
@@ -219,6 +219,14 @@ func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Durati
 		if ok {
 			return granted(item), miss{}, true, nil
 		}
+	}
+	if exact {
+		// Only the preferred item would do: report when it may be available.
+		m := miss{now: msTime(now)}
+		if score, ok := st.index.score(prefer); ok {
+			m.next = msTime(score)
+		}
+		return grant{}, m, false, nil
 	}
 
 	// Then the longest-available items, oldest score first, in batches as
@@ -532,6 +540,14 @@ func (x *availIndex) len() int { return len(x.heap) }
 func (x *availIndex) has(item string) bool {
 	_, ok := x.entries[item]
 	return ok
+}
+
+// score is item's score (ZSCORE).
+func (x *availIndex) score(item string) (int64, bool) {
+	if e := x.entries[item]; e != nil {
+		return e.score, true
+	}
+	return 0, false
 }
 
 // set adds item with score, or moves it there (ZADD).

@@ -98,7 +98,7 @@ func woken(ch <-chan struct{}) bool {
 // mustGrant runs one acquire on the store and returns its lease.
 func mustGrant(t *testing.T, s *memoryStore, owner string, ttl time.Duration, prefer, binding, waiter string) *Lease {
 	t.Helper()
-	g, m, ok, err := s.acquire(context.Background(), owner, ttl, prefer, binding, waiter)
+	g, m, ok, err := s.acquire(context.Background(), owner, ttl, prefer, binding, waiter, false)
 	if err != nil || !ok {
 		t.Fatalf("acquire(%q) = %v, %+v, %v; want a grant", owner, ok, m, err)
 	}
@@ -107,7 +107,7 @@ func mustGrant(t *testing.T, s *memoryStore, owner string, ttl time.Duration, pr
 
 func mustMiss(t *testing.T, s *memoryStore, waiter string) miss {
 	t.Helper()
-	g, m, ok, err := s.acquire(context.Background(), "w", time.Minute, "", "", waiter)
+	g, m, ok, err := s.acquire(context.Background(), "w", time.Minute, "", "", waiter, false)
 	if err != nil || ok {
 		t.Fatalf("acquire = %v (item %q), %v; want a miss", ok, g.item, err)
 	}
@@ -331,7 +331,7 @@ func TestMemoryHeldItems(t *testing.T) {
 	}
 	// A prefer naming a held item falls through; one naming a non-member
 	// is dropped from the index; none hands out a held item.
-	if _, _, ok, err := s.acquire(ctx, "w", time.Minute, "b", "", ""); ok || err != nil {
+	if _, _, ok, err := s.acquire(ctx, "w", time.Minute, "b", "", "", false); ok || err != nil {
 		t.Fatalf("prefer b (held forever) = %v, %v; want a miss", ok, err)
 	}
 }
@@ -612,7 +612,7 @@ func TestMemoryCancelledContext(t *testing.T) {
 	s := newMemoryStore(pool, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, _, _, err1 := s.acquire(ctx, "w", time.Minute, "", "", "")
+	_, _, _, err1 := s.acquire(ctx, "w", time.Minute, "", "", "", false)
 	_, _, err2 := s.refresh(ctx, []*Lease{{Item: "a", Value: "v"}}, time.Minute)
 	_, err3 := s.release(ctx, &Lease{Item: "a", Value: "v"}, 0)
 	err4 := s.quarantine(ctx, "a", time.Minute)

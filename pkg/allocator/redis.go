@@ -191,8 +191,12 @@ func (s *redisStore) mapErr(op string, err error) error {
 
 func msTime(ms int64) time.Time { return time.UnixMilli(ms) }
 
-func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string) (grant, miss, bool, error) {
-	res, err := acquireScript.Run(ctx, s.client, s.keys, s.lockPfx, owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates).Slice()
+func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error) {
+	only := ""
+	if exact {
+		only = "1"
+	}
+	res, err := acquireScript.Run(ctx, s.client, s.keys, s.lockPfx, owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates, only).Slice()
 	if err != nil {
 		return grant{}, miss{}, false, s.mapErr("acquire", err)
 	}

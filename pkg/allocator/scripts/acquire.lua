@@ -18,6 +18,7 @@
 -- ARGV[5]: binding name, or ''
 -- ARGV[6]: waiter id to register on failure, or '' (TryAcquire)
 -- ARGV[7]: most candidates to examine (bounded; the client sends <= 64)
+-- ARGV[8]: '1' to lease only the preferred item (ARGV[4]), else ''
 -- Returns {1, item, token, deadline_ms, now_ms} on success, or
 --         {0, next_ms, now_ms, behind} where next_ms is the earliest time an
 --         item may become available (-1 when the index is empty) and behind
@@ -92,6 +93,11 @@ end
 for _, item in ipairs(wanted) do
   local g = try(item)
   if g then return g end
+end
+if ARGV[8] == '1' then
+  -- Only the preferred item would do: report when it may be available.
+  local at = redis.call('ZSCORE', KEYS[2], ARGV[4])
+  return {0, at and tonumber(at) or -1, now, 0}
 end
 
 -- Then the longest-available items, oldest score first.
