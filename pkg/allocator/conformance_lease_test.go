@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -367,7 +368,14 @@ var leaseBehaviours = []behaviour{
 		const ttl = 300 * time.Millisecond
 		e := setup(t, b, allocator.Config{}, "a")
 		l := e.mustTry("w", allocator.AcquireOptions{TTL: ttl})
-		k, err := l.KeepAlive(e.ctx, allocator.KeepAliveOptions{})
+		var refreshed, failed atomic.Int64
+		k, err := l.KeepAlive(e.ctx, allocator.KeepAliveOptions{OnRefresh: func(err error) {
+			if err != nil {
+				failed.Add(1)
+			} else {
+				refreshed.Add(1)
+			}
+		}})
 		must(t, err)
 		time.Sleep(4 * ttl)
 		select {
@@ -381,6 +389,10 @@ var leaseBehaviours = []behaviour{
 		e.wantHeld(l)
 		e.wantNoFree("other", allocator.AcquireOptions{})
 		k.Stop()
+		// Every TTL/3 for 4 TTLs: about 12; scheduling may cost a few.
+		if n := refreshed.Load(); n < 6 || failed.Load() != 0 {
+			t.Fatalf("OnRefresh saw %d refreshes and %d failures; want >= 6 and 0", n, failed.Load())
+		}
 		select {
 		case <-k.Done():
 		default:

@@ -15,6 +15,10 @@ type KeepAliveOptions struct {
 	// confirmed, that the keep-alive gives up and reports the lease lost.
 	// Default TTL/5.
 	Margin time.Duration
+	// OnRefresh, when set, is called after every refresh attempt with its
+	// result (nil when the lease was extended), e.g. to count refreshes.
+	// It runs on the keep-alive's goroutine and must not block.
+	OnRefresh func(err error)
 }
 
 // KeepAlive refreshes one lease in the background and reports its loss, in
@@ -57,11 +61,11 @@ func (l *Lease) KeepAlive(ctx context.Context, opts KeepAliveOptions) (*KeepAliv
 	}
 	kctx, cancel := context.WithCancelCause(ctx)
 	k := &KeepAlive{lease: l, ctx: kctx, cancel: cancel, done: make(chan struct{})}
-	go k.run(interval, margin)
+	go k.run(interval, margin, opts.OnRefresh)
 	return k, nil
 }
 
-func (k *KeepAlive) run(interval, margin time.Duration) {
+func (k *KeepAlive) run(interval, margin time.Duration, onRefresh func(error)) {
 	defer close(k.done)
 	ttl := k.lease.ttl
 	guard := time.NewTimer(time.Until(k.lease.safeUntil(margin)))
@@ -81,6 +85,9 @@ func (k *KeepAlive) run(interval, margin time.Duration) {
 		rctx, cancel := context.WithDeadline(k.ctx, k.lease.safeUntil(margin))
 		err := k.lease.Refresh(rctx)
 		cancel()
+		if onRefresh != nil {
+			onRefresh(err)
+		}
 		switch {
 		case err == nil:
 			guard.Reset(time.Until(k.lease.safeUntil(margin)))
