@@ -34,9 +34,13 @@ var (
 // MaxOwnerLen is the longest owner, in bytes.
 const MaxOwnerLen = 1024
 
-// quarantineMarker is the lock value of a quarantined item. Lease values
-// end in "#<token>" and tokens start above a million, so none equals it.
-const quarantineMarker = "quarantine#0"
+// QuarantineValue is the lock value of an item held back from everyone:
+// quarantined, or resting after a run (a worker's cooldown or retry
+// backoff). Lease values end in "#<token>" and tokens start above a
+// million, so none equals it.
+const QuarantineValue = "quarantine#0"
+
+const quarantineMarker = QuarantineValue
 
 // Config configures an Allocator. Zero values mean the defaults.
 type Config struct {

@@ -170,3 +170,26 @@ func TestRedisRawClients(t *testing.T) {
 	_, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	wantErr(t, "TryAcquire after SREM", err, allocator.ErrNoFreeItem)
 }
+
+func TestParseLeaseValue(t *testing.T) {
+	for v, want := range map[string]struct {
+		owner string
+		token int64
+		ok    bool
+	}{
+		"host:1/w0#1000001":       {"host:1/w0", 1000001, true},
+		"a#b#5":                   {"a#b", 5, true},
+		allocator.QuarantineValue: {},
+		"#5":                      {},
+		"owner#":                  {},
+		"owner#x1":                {},
+		"owner#-3":                {},
+		"owner#+3":                {},
+		"plain":                   {},
+	} {
+		owner, token, ok := allocator.ParseLeaseValue(v)
+		if owner != want.owner || token != want.token || ok != want.ok {
+			t.Errorf("ParseLeaseValue(%q) = %q, %d, %v; want %q, %d, %v", v, owner, token, ok, want.owner, want.token, want.ok)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -61,6 +62,21 @@ func (a *Allocator) newLease(owner string, ttl time.Duration, g grant, sent time
 
 func leaseValue(owner string, token int64) string {
 	return owner + "#" + strconv.FormatInt(token, 10)
+}
+
+// ParseLeaseValue splits a lock value written by the allocator into the
+// lease's owner and token. ok is false for any other value, including
+// QuarantineValue and locks taken directly through pkg/lock.
+func ParseLeaseValue(v string) (owner string, token int64, ok bool) {
+	i := strings.LastIndexByte(v, '#')
+	if i <= 0 || v == QuarantineValue {
+		return "", 0, false
+	}
+	token, err := strconv.ParseInt(v[i+1:], 10, 64)
+	if err != nil || token <= 0 || v[i+1] == '+' {
+		return "", 0, false
+	}
+	return v[:i], token, true
 }
 
 // Deadline is when the lease expires unless refreshed, by the Redis

@@ -1,5 +1,70 @@
-// Package worker runs a task per allocated item while a goroutine keeps the
-// item's lease alive, and stops the task when the lease is lost.
+// Package worker runs a task on items leased from an allocator while
+// keeping each lease alive: the product's main job.
 //
-// Not yet implemented: see the project's workers-and-runner issue.
+// A Pool runs Config.Concurrency workers under one errgroup. Each worker
+// loops: acquire an item (any free item in loop mode; an item still pending
+// in the batch in batch mode), start the lease's keep-alive, run the Task
+// with a context, record the result, end the lease, repeat. The Task gets a
+// Job with the item, its fencing token, the owner, the worker's number and
+// the attempt. TaskFunc adapts a Go function; ExecTask runs a command in
+// its own process group with the job in RUNNER_* environment variables.
+//
+// # A lost lease stops the task
+//
+// The task's context is cancelled with cause ErrLeaseLost when a refresh
+// reports the lease lost (it expired, or someone else holds the item), or
+// when no refresh has been confirmed for LeaseTTL - SafetyMargin since the
+// last confirmed one was sent, measured on this process's monotonic clock.
+//
+// Why that is before anyone else can be granted the item: a refresh that
+// succeeded ran on the Redis server after the worker sent it, and set the
+// lock to expire LeaseTTL after it ran, by the server's clock. The server
+// grants the item to someone else only after the lock expires, so no
+// earlier than LeaseTTL after the send. The worker gives up LeaseTTL -
+// SafetyMargin after the send by its own clock. As long as the two clocks'
+// rates differ by less than SafetyMargin/LeaseTTL (20% with the defaults;
+// real clocks drift by parts per million) and the process is not paused,
+// the cancellation comes at least SafetyMargin before the expiry. No wall
+// clock and no clock synchronisation is involved: only elapsed time on
+// each side.
+//
+// Cancelling a context asks the task to stop; it does not stop it. An
+// ExecTask sends SIGTERM to the task's process group at once and SIGKILL
+// after its KillGrace, so its processes are gone before the lease can
+// expire when KillGrace < SafetyMargin (the runner binary enforces this).
+// A Go TaskFunc must return promptly when its context ends.
+//
+// What no lease can do: a process that is paused (SIGSTOP, a long GC or VM
+// pause, swapping) cannot cancel anything while paused, and its task may
+// resume after another worker got the item. That is what the fencing
+// token is for: pass it with every write, and have the store reject a
+// token lower than one it has seen for the item.
+//
+// # Failures, cooldown, quarantine
+//
+// A task that returns an error, times out (Config.TaskTimeout) or panics
+// (recovered) fails. Failures are counted per item beside the pool, so the
+// count is fleet-wide. After the n-th failure in a row the item is held
+// back from everyone for an exponential backoff with jitter and retried by
+// whichever worker gets it next; after Config.MaxAttempts failures in a
+// row it is quarantined for Config.Quarantine (loop mode) or recorded as
+// failed (batch mode), and logged at warn. In loop mode a successful item
+// rests for Config.Cooldown before anyone runs it again. Holding an item
+// back uses the allocator's quarantine, which lives in Redis, so cooldowns
+// and backoffs hold across the fleet.
+//
+// # Batches
+//
+// In batch mode the first runner to start creates the batch from the
+// pool's members under Config.BatchID; every runner then takes pending
+// items until none is left. A result is recorded only while its lease is
+// current, so an item whose runner crashed is run again by another, and an
+// item recorded done is never run again in that batch.
+//
+// # Shutdown
+//
+// Cancelling Run's context stops acquiring; running tasks get
+// Config.ShutdownGrace to finish, then are cancelled with cause
+// ErrShutdown; every lease is then released so its item is free at once.
+// Abort cancels running tasks at once.
 package worker

@@ -1,0 +1,460 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/lock"
+)
+
+// Pool runs a Task on items leased from an allocator, with
+// Config.Concurrency workers. Create it with New and start it with Run.
+type Pool struct {
+	cfg   Config
+	alloc *allocator.Allocator
+	store Store
+	task  Task
+	log   hclog.Logger
+	obs   Observer
+
+	// hard is the context tasks and keep-alives live under: cancelled with
+	// cause ErrShutdown when the shutdown grace runs out or on Abort.
+	hard       context.Context
+	hardCancel context.CancelCauseFunc
+	// stop ends acquiring; set by Run.
+	stopMu  sync.Mutex
+	stop    context.CancelFunc
+	started atomic.Bool
+
+	mu      sync.Mutex
+	workers []WorkerStatus
+	held    int
+}
+
+// releaseTimeout bounds recording a result and releasing a lease, which
+// run even while shutting down.
+const releaseTimeout = 10 * time.Second
+
+// New returns a pool that runs task on items from alloc, keeping its run
+// state in store (use the store over the same pool as alloc).
+func New(alloc *allocator.Allocator, store Store, task Task, cfg Config) (*Pool, error) {
+	switch {
+	case alloc == nil:
+		return nil, fmt.Errorf("worker: New: %w: nil allocator", ErrInvalidConfig)
+	case store == nil:
+		return nil, fmt.Errorf("worker: New: %w: nil store", ErrInvalidConfig)
+	case task == nil:
+		return nil, fmt.Errorf("worker: New: %w: nil task", ErrInvalidConfig)
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("worker: New: %w", err)
+	}
+	if v, ok := task.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("worker: New: %w", err)
+		}
+	}
+	hard, hardCancel := context.WithCancelCause(context.Background())
+	p := &Pool{
+		cfg: cfg, alloc: alloc, store: store, task: task,
+		log: cfg.Logger, obs: cfg.Observer,
+		hard: hard, hardCancel: hardCancel,
+		workers: make([]WorkerStatus, cfg.Concurrency),
+	}
+	now := time.Now()
+	for i := range p.workers {
+		p.workers[i] = WorkerStatus{ID: i, State: StateIdle, Since: now}
+	}
+	return p, nil
+}
+
+// Config returns the pool's configuration with defaults filled in.
+func (p *Pool) Config() Config { return p.cfg }
+
+// Run runs the workers until ctx ends or, in batch mode, the batch is
+// finished. It can be called once.
+//
+// When ctx ends, the pool drains: no new item is acquired, running tasks
+// get Config.ShutdownGrace to finish, then their contexts are cancelled
+// with cause ErrShutdown, and every lease is released so its item is free
+// at once. Run then returns nil. Abort cancels running tasks at once.
+//
+// In batch mode Run returns nil when every item of the batch is done, or
+// an error wrapping ErrBatchFailed when some exhausted their attempts.
+// Errors that retrying cannot fix (a key of the wrong type, a closed
+// allocator) stop the pool and are returned; Redis being unreachable is
+// logged and retried with backoff.
+func (p *Pool) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return errors.New("worker: Run called twice")
+	}
+	parent := ctx
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	p.stopMu.Lock()
+	p.stop = stop
+	p.stopMu.Unlock()
+	if p.hard.Err() != nil { // Abort before Run
+		return nil
+	}
+
+	// Once ctx ends, running tasks have the grace period, then are
+	// cancelled.
+	drained := make(chan struct{})
+	defer close(drained)
+	go func() {
+		select {
+		case <-drained:
+			return
+		case <-ctx.Done():
+		}
+		if p.running() > 0 {
+			p.log.Info("shutting down: acquiring no more items", "running", p.running(), "grace", p.cfg.ShutdownGrace)
+		}
+		t := time.NewTimer(p.cfg.ShutdownGrace)
+		defer t.Stop()
+		select {
+		case <-drained:
+		case <-t.C:
+			if p.running() > 0 {
+				p.log.Warn("shutdown grace over: cancelling running tasks", "running", p.running())
+			}
+			p.hardCancel(ErrShutdown)
+		}
+	}()
+
+	var b *batchRun
+	if p.cfg.Mode == ModeBatch {
+		var err error
+		if b, err = p.startBatch(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if b.complete() {
+			return p.finishBatch(b)
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range p.cfg.Concurrency {
+		g.Go(func() error { return p.work(gctx, i, b) })
+	}
+	progressDone := make(chan struct{})
+	if b != nil && p.cfg.ProgressInterval > 0 {
+		go func() {
+			defer close(progressDone)
+			b.report(gctx, p)
+		}()
+	} else {
+		close(progressDone)
+	}
+	err := g.Wait()
+	stop()
+	<-progressDone
+	if err != nil {
+		return err
+	}
+	if b != nil && parent.Err() == nil && p.hard.Err() == nil {
+		return p.finishBatch(b)
+	}
+	return nil
+}
+
+// Abort cancels running tasks at once (cause ErrShutdown) and stops
+// acquiring, e.g. on a second interrupt. Leases are still released.
+func (p *Pool) Abort() {
+	p.hardCancel(ErrShutdown)
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	if p.stop != nil {
+		p.stop()
+	}
+}
+
+// Status returns every worker's state.
+func (p *Pool) Status() []WorkerStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]WorkerStatus(nil), p.workers...)
+}
+
+// Held is how many leases the pool holds now.
+func (p *Pool) Held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
+}
+
+func (p *Pool) running() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, w := range p.workers {
+		if w.State == StateRunning {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *Pool) setState(id int, s WorkerState, job *Job) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := &p.workers[id]
+	w.State, w.Since = s, time.Now()
+	w.Item, w.Token, w.Attempt = "", 0, 0
+	if job != nil {
+		w.Item, w.Token, w.Attempt = job.Item, job.Token, job.Attempt
+	}
+}
+
+func (p *Pool) addHeld(d int, ran bool, id int) {
+	p.mu.Lock()
+	p.held += d
+	n := p.held
+	if ran {
+		p.workers[id].Runs++
+	}
+	p.mu.Unlock()
+	p.obs.Held(n)
+}
+
+// work is one worker: acquire, run, record, release, until ctx ends or
+// the batch is finished.
+func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
+	defer p.setState(id, StateStopped, nil)
+	owner := p.cfg.ID + "/w" + strconv.Itoa(id)
+	failures := 0
+	for ctx.Err() == nil {
+		p.setState(id, StateAcquiring, nil)
+		var l *allocator.Lease
+		var err error
+		if b != nil {
+			l, err = b.next(ctx, p, owner)
+		} else {
+			l, err = p.alloc.Acquire(ctx, owner, allocator.AcquireOptions{TTL: p.cfg.LeaseTTL})
+		}
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, errBatchComplete):
+			return nil
+		case fatal(err):
+			p.obs.Acquired(false)
+			return fmt.Errorf("worker %d: %w", id, err)
+		default:
+			p.obs.Acquired(false)
+			failures++
+			d := backoff(failures, 100*time.Millisecond, 5*time.Second)
+			p.log.Warn("cannot acquire an item, retrying", "worker", id, "in", d.Round(time.Millisecond), "error", err)
+			p.setState(id, StateBackoff, nil)
+			sleep(ctx, d)
+			continue
+		}
+		failures = 0
+		p.obs.Acquired(true)
+		p.runLease(id, owner, l, b)
+	}
+	return nil
+}
+
+// fatal reports errors that retrying cannot fix.
+func fatal(err error) bool {
+	return errors.Is(err, allocator.ErrClosed) || errors.Is(err, lock.ErrWrongType) ||
+		errors.Is(err, allocator.ErrInvalidConfig) || errors.Is(err, allocator.ErrInvalidOwner) ||
+		errors.Is(err, lock.ErrInvalidKey) || errors.Is(err, ErrInvalidBatch)
+}
+
+// runLease runs the task on one leased item and records the result.
+func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
+	p.addHeld(1, false, id)
+	defer p.addHeld(-1, true, id)
+	scope := ""
+	if b != nil {
+		scope = b.id
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	fails, err := p.store.Failures(rctx, scope, l.Item)
+	cancel()
+	if err != nil {
+		p.log.Warn("cannot read the item's failure count; counting from 0", "item", l.Item, "error", err)
+	}
+	job := Job{Item: l.Item, Token: l.Token, Owner: owner, Worker: id, Attempt: fails + 1, Lease: l}
+	log := p.log.With("item", job.Item, "worker", id, "token", job.Token)
+
+	ka, err := l.KeepAlive(p.hard, allocator.KeepAliveOptions{
+		Interval:  p.cfg.RefreshInterval,
+		Margin:    p.cfg.SafetyMargin,
+		OnRefresh: p.obs.Refreshed,
+	})
+	if err != nil { // shutting down, or the lease is already gone
+		p.finish(log, job, nil, b, OutcomeCancelled, 0)
+		return
+	}
+	taskCtx := ka.Context()
+	if p.cfg.TaskTimeout > 0 {
+		var cancel context.CancelFunc
+		taskCtx, cancel = context.WithTimeoutCause(taskCtx, p.cfg.TaskTimeout, ErrTaskTimeout)
+		defer cancel()
+	}
+	p.setState(id, StateRunning, &job)
+	log.Debug("task started", "attempt", job.Attempt)
+	start := time.Now()
+	runErr := p.safeRun(taskCtx, job, log)
+	took := time.Since(start)
+	lost := errors.Is(context.Cause(ka.Context()), ErrLeaseLost)
+	ka.Stop()
+	p.setState(id, StateReleasing, &job)
+
+	var outcome Outcome
+	switch {
+	case lost:
+		outcome = OutcomeLeaseLost
+	case runErr == nil:
+		outcome = OutcomeSuccess
+	case p.hard.Err() != nil:
+		outcome = OutcomeCancelled
+	case errors.Is(runErr, ErrTaskPanic):
+		outcome = OutcomePanic
+	case errors.Is(context.Cause(taskCtx), ErrTaskTimeout):
+		outcome = OutcomeTimeout
+	default:
+		outcome = OutcomeFailure
+	}
+	p.obs.TaskDone(job, outcome, took)
+	if lost {
+		runErr = context.Cause(ka.Context())
+	}
+	p.finish(log, job, runErr, b, outcome, took)
+}
+
+// safeRun runs the task, turning a panic into an error.
+func (p *Pool) safeRun(ctx context.Context, job Job, log hclog.Logger) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("task panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w: %v", ErrTaskPanic, r)
+		}
+	}()
+	return p.task.Run(ctx, job)
+}
+
+// finish records the run's result and ends the lease: released, held for
+// the cooldown or a retry backoff, or quarantined.
+func (p *Pool) finish(log hclog.Logger, job Job, runErr error, b *batchRun, outcome Outcome, took time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	l := job.Lease
+	scope := ""
+	if b != nil {
+		scope = b.id
+	}
+	release := func() {
+		if err := l.Release(ctx); err != nil {
+			log.Warn("cannot release the item; it comes back when its lease expires", "error", err)
+		}
+	}
+	hold := func(d time.Duration) {
+		if err := l.Quarantine(ctx, d); err != nil {
+			log.Warn("cannot hold the item back; it comes back when its lease expires", "error", err)
+		}
+	}
+	switch outcome {
+	case OutcomeLeaseLost:
+		p.obs.LeaseLost(job)
+		log.Warn("lease lost: task stopped", "cause", runErr, "took", took.Round(time.Millisecond))
+		return
+	case OutcomeCancelled:
+		log.Info("task cancelled by shutdown; item released", "error", runErr)
+		release()
+		return
+	case OutcomeSuccess:
+		log.Info("task succeeded", "attempt", job.Attempt, "took", took.Round(time.Millisecond))
+		if b != nil {
+			p.record(ctx, log, b, l, true)
+			release()
+			return
+		}
+		if job.Attempt > 1 {
+			if err := p.store.ClearFailures(ctx, scope, job.Item); err != nil {
+				log.Warn("cannot clear the item's failure count", "error", err)
+			}
+		}
+		if p.cfg.Cooldown > 0 {
+			hold(p.cfg.Cooldown)
+		} else {
+			release()
+		}
+		return
+	}
+	// A failure: panic, timeout or error.
+	n, err := p.store.AddFailure(ctx, scope, job.Item)
+	if err != nil {
+		log.Warn("cannot record the failure", "error", err)
+		n = job.Attempt
+	}
+	if n < p.cfg.MaxAttempts {
+		d := backoff(n, p.cfg.Backoff, p.cfg.MaxBackoff)
+		log.Warn("task failed; retrying the item after a backoff", "outcome", outcome, "attempt", n, "max_attempts", p.cfg.MaxAttempts, "backoff", d.Round(time.Millisecond), "error", runErr)
+		hold(d)
+		return
+	}
+	if b != nil {
+		log.Warn("task failed; item marked failed in the batch", "outcome", outcome, "attempts", n, "error", runErr)
+		p.record(ctx, log, b, l, false)
+		release()
+		return
+	}
+	log.Warn("task failed; item quarantined", "outcome", outcome, "attempts", n, "quarantine", p.cfg.Quarantine, "error", runErr)
+	if err := p.store.ClearFailures(ctx, scope, job.Item); err != nil {
+		log.Warn("cannot clear the item's failure count", "error", err)
+	}
+	hold(p.cfg.Quarantine)
+}
+
+func (p *Pool) record(ctx context.Context, log hclog.Logger, b *batchRun, l *allocator.Lease, ok bool) {
+	recorded, err := p.store.Finish(ctx, b.id, l, ok, p.cfg.BatchRetain)
+	switch {
+	case err != nil:
+		log.Warn("cannot record the result in the batch; the item will be run again", "error", err)
+	case !recorded:
+		log.Warn("result not recorded: the lease was no longer current; the item will be run again")
+	}
+}
+
+// backoff is the n-th (from 1) exponential delay from base, capped, with
+// jitter over its upper half so retries of many items spread out.
+func backoff(n int, base, maxd time.Duration) time.Duration {
+	d := base
+	for i := 1; i < n && d < maxd; i++ {
+		d *= 2
+	}
+	d = min(d, maxd)
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

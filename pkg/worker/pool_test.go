@@ -1,0 +1,567 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lockpool/lockpool/internal/redistest"
+	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/lock"
+	"github.com/lockpool/lockpool/pkg/worker"
+)
+
+// poolBackend builds, for one test, an allocator and a run-state store
+// over a fresh lock pool of its own. Every pool behaviour runs against
+// every backend.
+type poolBackend struct {
+	name string
+	new  func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool)
+}
+
+func poolBackends() []poolBackend {
+	return []poolBackend{
+		{"redis", func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
+			c := redistest.Client(t)
+			lcfg := lock.Config{Prefix: redistest.Prefix(t)}
+			pool, err := lock.NewRedisLockPool(c, lcfg)
+			mustOK(t, err)
+			mustOK(t, pool.Extend(context.Background(), items))
+			a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+			mustOK(t, err)
+			t.Cleanup(func() { a.Close() })
+			mustOK(t, a.Sync(context.Background()))
+			st, err := worker.NewRedisStore(c, lcfg)
+			mustOK(t, err)
+			return a, st, pool
+		}},
+		{"memory", func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
+			pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
+			mustOK(t, err)
+			mustOK(t, pool.Extend(context.Background(), items))
+			a, err := allocator.NewMemory(pool, allocator.Config{})
+			mustOK(t, err)
+			t.Cleanup(func() { a.Close() })
+			mustOK(t, a.Sync(context.Background()))
+			return a, worker.NewMemoryStore(pool), pool
+		}},
+	}
+}
+
+func mustOK(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ledger is a fenced record of task runs: it fails the test the moment
+// an item has two live holders or a token that does not increase, and
+// keeps every run for later checks.
+type ledger struct {
+	t       testing.TB
+	mu      sync.Mutex
+	holder  map[string]int64 // item -> token of the live run
+	last    map[string]int64 // item -> highest token seen
+	runs    map[string][]run
+	overlap atomic.Int64
+}
+
+type run struct {
+	token      int64
+	attempt    int
+	start, end time.Time
+	ok         bool
+}
+
+func newLedger(t testing.TB) *ledger {
+	return &ledger{t: t, holder: map[string]int64{}, last: map[string]int64{}, runs: map[string][]run{}}
+}
+
+func (g *ledger) begin(job worker.Job) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if tok, busy := g.holder[job.Item]; busy {
+		g.overlap.Add(1)
+		g.t.Errorf("item %q: run with token %d started while token %d still runs", job.Item, job.Token, tok)
+	}
+	if job.Token <= g.last[job.Item] {
+		g.t.Errorf("item %q: token %d not above earlier %d", job.Item, job.Token, g.last[job.Item])
+	}
+	g.holder[job.Item] = job.Token
+	g.last[job.Item] = job.Token
+	g.runs[job.Item] = append(g.runs[job.Item], run{token: job.Token, attempt: job.Attempt, start: time.Now()})
+}
+
+func (g *ledger) end(job worker.Job, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.holder[job.Item] == job.Token {
+		delete(g.holder, job.Item)
+	}
+	rs := g.runs[job.Item]
+	for i := range rs {
+		if rs[i].token == job.Token {
+			rs[i].end, rs[i].ok = time.Now(), ok
+		}
+	}
+}
+
+func (g *ledger) snapshot() map[string][]run {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := map[string][]run{}
+	for k, v := range g.runs {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+// recording wraps fn so every run goes through the ledger.
+func (g *ledger) recording(fn func(ctx context.Context, job worker.Job) error) worker.Task {
+	return worker.TaskFunc(func(ctx context.Context, job worker.Job) (err error) {
+		g.begin(job)
+		defer func() { g.end(job, err == nil) }()
+		return fn(ctx, job)
+	})
+}
+
+func items(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("item-%02d", i)
+	}
+	return out
+}
+
+// runPool runs p in the background and returns a function that stops it
+// (cancelling its context) and returns Run's error, bounded by within.
+func runPool(t *testing.T, p *worker.Pool) (stop func(within time.Duration) error, done <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() { ch <- p.Run(ctx) }()
+	t.Cleanup(func() { p.Abort(); cancel() })
+	return func(within time.Duration) error {
+		cancel()
+		select {
+		case err := <-ch:
+			return err
+		case <-time.After(within):
+			t.Fatalf("Run did not return within %v of cancel", within)
+			return nil
+		}
+	}, ch
+}
+
+func waitDone(t *testing.T, what string, ch <-chan error, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(within):
+		t.Fatalf("%s: Run still running after %v", what, within)
+		return nil
+	}
+}
+
+// wantAllFree asserts every item can be leased at once: nothing was left
+// held.
+func wantAllFree(t *testing.T, a *allocator.Allocator, its []string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, it := range its {
+		l, err := a.TryAcquire(ctx, "checker", allocator.AcquireOptions{Prefer: it, Exact: true})
+		if err != nil {
+			t.Fatalf("item %q not free after the pool stopped: %v", it, err)
+		}
+		mustOK(t, l.Release(ctx))
+	}
+}
+
+func eventually(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type poolBehaviour struct {
+	name string
+	fn   func(t *testing.T, b poolBackend)
+}
+
+// TestPoolConformance runs every worker pool behaviour against every
+// backend.
+func TestPoolConformance(t *testing.T) {
+	for _, b := range poolBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			for _, bh := range poolBehaviours {
+				t.Run(bh.name, func(t *testing.T) {
+					t.Parallel()
+					bh.fn(t, b)
+				})
+			}
+		})
+	}
+}
+
+var poolBehaviours = []poolBehaviour{
+	{"loop-runs-every-item-with-one-holder-each", func(t *testing.T, b poolBackend) {
+		its := items(10)
+		a, st, _ := b.new(t, its)
+		g := newLedger(t)
+		var runs atomic.Int64
+		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
+			runs.Add(1)
+			time.Sleep(2 * time.Millisecond)
+			return nil
+		}), worker.Config{Concurrency: 8, LeaseTTL: 2 * time.Second})
+		mustOK(t, err)
+		stop, _ := runPool(t, p)
+		eventually(t, "every item run twice", 10*time.Second, func() bool {
+			snap := g.snapshot()
+			for _, it := range its {
+				if len(snap[it]) < 2 {
+					return false
+				}
+			}
+			return true
+		})
+		mustOK(t, stop(5*time.Second))
+		if p.Held() != 0 {
+			t.Fatalf("Held = %d after Run returned", p.Held())
+		}
+		wantAllFree(t, a, its)
+		for _, w := range p.Status() {
+			if w.State != worker.StateStopped {
+				t.Fatalf("worker %d is %s after Run returned", w.ID, w.State)
+			}
+		}
+	}},
+	{"batch-runs-every-item-exactly-once", func(t *testing.T, b poolBackend) {
+		its := items(30)
+		a, st, _ := b.new(t, its)
+		g := newLedger(t)
+		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
+			time.Sleep(time.Millisecond)
+			return nil
+		}), worker.Config{Mode: worker.ModeBatch, BatchID: "b1", Concurrency: 4, LeaseTTL: 2 * time.Second})
+		mustOK(t, err)
+		_, done := runPool(t, p)
+		mustOK(t, waitDone(t, "batch", done, 20*time.Second))
+		snap := g.snapshot()
+		for _, it := range its {
+			if n := len(snap[it]); n != 1 || !snap[it][0].ok {
+				t.Fatalf("item %q ran %d times (%+v), want once with success", it, n, snap[it])
+			}
+		}
+		prog, found, err := st.Progress(context.Background(), "b1")
+		mustOK(t, err)
+		if !found || prog.Done != 30 || prog.Failed != 0 || !prog.Complete() || prog.Finished.IsZero() {
+			t.Fatalf("Progress = %+v, %v", prog, found)
+		}
+		wantAllFree(t, a, its)
+		// The same batch again has nothing left to do.
+		p2, err := worker.New(a, st, g.recording(func(context.Context, worker.Job) error { return nil }),
+			worker.Config{Mode: worker.ModeBatch, BatchID: "b1", LeaseTTL: 2 * time.Second})
+		mustOK(t, err)
+		mustOK(t, p2.Run(context.Background()))
+		if n := len(g.snapshot()["item-00"]); n != 1 {
+			t.Fatalf("a finished batch ran item-00 again (%d runs)", n)
+		}
+	}},
+	{"batch-reports-items-that-exhaust-attempts", func(t *testing.T, b poolBackend) {
+		its := items(6)
+		a, st, _ := b.new(t, its)
+		g := newLedger(t)
+		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
+			switch job.Item {
+			case "item-01":
+				return errors.New("always fails")
+			case "item-02":
+				if job.Attempt == 1 {
+					panic("first attempt panics")
+				}
+			case "item-03":
+				if job.Attempt < 3 {
+					return fmt.Errorf("attempt %d fails", job.Attempt)
+				}
+			}
+			return nil
+		}), worker.Config{Mode: worker.ModeBatch, BatchID: "b", Concurrency: 3, LeaseTTL: 2 * time.Second,
+			MaxAttempts: 3, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+		mustOK(t, err)
+		_, done := runPool(t, p)
+		err = waitDone(t, "batch", done, 20*time.Second)
+		if !errors.Is(err, worker.ErrBatchFailed) {
+			t.Fatalf("Run = %v, want ErrBatchFailed", err)
+		}
+		snap := g.snapshot()
+		attempts := func(it string) []int {
+			var out []int
+			for _, r := range snap[it] {
+				out = append(out, r.attempt)
+			}
+			return out
+		}
+		for it, want := range map[string][]int{"item-00": {1}, "item-01": {1, 2, 3}, "item-02": {1, 2}, "item-03": {1, 2, 3}} {
+			if got := attempts(it); !slices.Equal(got, want) {
+				t.Fatalf("item %q attempts %v, want %v", it, got, want)
+			}
+		}
+		prog, _, err := st.Progress(context.Background(), "b")
+		mustOK(t, err)
+		if prog.Done != 5 || prog.Failed != 1 {
+			t.Fatalf("Progress = %+v, want 5 done, 1 failed", prog)
+		}
+	}},
+	{"lost-lease-cancels-the-task-with-ErrLeaseLost", func(t *testing.T, b poolBackend) {
+		a, st, pool := b.new(t, []string{"only"})
+		obs := &countingObserver{}
+		started := make(chan worker.Job, 1)
+		cause := make(chan error, 1)
+		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+			select {
+			case started <- job:
+			default:
+				<-ctx.Done() // later runs: wait for shutdown
+				return ctx.Err()
+			}
+			<-ctx.Done()
+			cause <- context.Cause(ctx)
+			return ctx.Err()
+		}), worker.Config{LeaseTTL: 3 * time.Second, RefreshInterval: 100 * time.Millisecond, Observer: obs, ShutdownGrace: time.Millisecond})
+		mustOK(t, err)
+		stop, _ := runPool(t, p)
+		job := <-started
+		// Someone removes the lock out from under the worker.
+		removed := time.Now()
+		wantTrue(t, "Unlock")(pool.Unlock(context.Background(), job.Item))
+		select {
+		case c := <-cause:
+			if !errors.Is(c, worker.ErrLeaseLost) {
+				t.Fatalf("task cause %v, want ErrLeaseLost", c)
+			}
+			if d := time.Since(removed); d > 100*time.Millisecond+300*time.Millisecond {
+				t.Fatalf("task stopped %v after its lock was removed; refresh interval is 100ms", d)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("task not cancelled within 3s of losing its lock")
+		}
+		eventually(t, "LeaseLost observed", 2*time.Second, func() bool { return obs.lost.Load() == 1 })
+		mustOK(t, stop(5*time.Second))
+	}},
+	{"task-timeout-is-a-failure", func(t *testing.T, b poolBackend) {
+		a, st, _ := b.new(t, []string{"slow"})
+		obs := &countingObserver{}
+		cause := make(chan error, 4)
+		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+			<-ctx.Done()
+			cause <- context.Cause(ctx)
+			return ctx.Err()
+		}), worker.Config{Mode: worker.ModeBatch, LeaseTTL: 2 * time.Second, TaskTimeout: 50 * time.Millisecond,
+			MaxAttempts: 2, Backoff: 10 * time.Millisecond, Observer: obs})
+		mustOK(t, err)
+		_, done := runPool(t, p)
+		if err := waitDone(t, "batch", done, 10*time.Second); !errors.Is(err, worker.ErrBatchFailed) {
+			t.Fatalf("Run = %v, want ErrBatchFailed", err)
+		}
+		for range 2 {
+			if c := <-cause; !errors.Is(c, worker.ErrTaskTimeout) {
+				t.Fatalf("cause %v, want ErrTaskTimeout", c)
+			}
+		}
+		if n := obs.outcomes[worker.OutcomeTimeout].Load(); n != 2 {
+			t.Fatalf("%d timeouts observed, want 2", n)
+		}
+	}},
+	{"shutdown-lets-tasks-finish-then-frees-items", func(t *testing.T, b poolBackend) {
+		its := items(4)
+		a, st, _ := b.new(t, its)
+		g := newLedger(t)
+		var running atomic.Int64
+		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
+			running.Add(1)
+			defer running.Add(-1)
+			select {
+			case <-time.After(300 * time.Millisecond):
+				return nil
+			case <-ctx.Done():
+				return fmt.Errorf("cancelled: %w", context.Cause(ctx))
+			}
+		}), worker.Config{Concurrency: 4, LeaseTTL: 30 * time.Second, ShutdownGrace: 5 * time.Second})
+		mustOK(t, err)
+		stop, _ := runPool(t, p)
+		eventually(t, "4 tasks running", 5*time.Second, func() bool { return running.Load() == 4 })
+		mustOK(t, stop(5*time.Second))
+		for it, rs := range g.snapshot() {
+			for _, r := range rs {
+				if !r.ok {
+					t.Fatalf("item %q run %d was cancelled despite the grace period", it, r.token)
+				}
+			}
+		}
+		wantAllFree(t, a, its) // at once, not after the 30s TTL
+	}},
+	{"shutdown-grace-over-cancels-with-ErrShutdown", func(t *testing.T, b poolBackend) {
+		its := items(3)
+		a, st, _ := b.new(t, its)
+		causes := make(chan error, 3)
+		var running atomic.Int64
+		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+			running.Add(1)
+			<-ctx.Done()
+			causes <- context.Cause(ctx)
+			return ctx.Err()
+		}), worker.Config{Concurrency: 3, LeaseTTL: 30 * time.Second, ShutdownGrace: 100 * time.Millisecond})
+		mustOK(t, err)
+		stop, _ := runPool(t, p)
+		eventually(t, "3 tasks running", 5*time.Second, func() bool { return running.Load() == 3 })
+		began := time.Now()
+		mustOK(t, stop(5*time.Second))
+		if d := time.Since(began); d < 100*time.Millisecond {
+			t.Fatalf("Run returned %v after cancel, before the 100ms grace", d)
+		}
+		for range 3 {
+			if c := <-causes; !errors.Is(c, worker.ErrShutdown) {
+				t.Fatalf("cause %v, want ErrShutdown", c)
+			}
+		}
+		wantAllFree(t, a, its)
+		// Cancelled runs are not failures.
+		for _, it := range its {
+			n, err := st.Failures(context.Background(), "", it)
+			mustOK(t, err)
+			if n != 0 {
+				t.Fatalf("item %q has %d failures after a shutdown", it, n)
+			}
+		}
+	}},
+	{"abort-cancels-at-once", func(t *testing.T, b poolBackend) {
+		its := items(2)
+		a, st, _ := b.new(t, its)
+		var running atomic.Int64
+		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+			running.Add(1)
+			<-ctx.Done()
+			return ctx.Err()
+		}), worker.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, ShutdownGrace: time.Hour})
+		mustOK(t, err)
+		_, done := runPool(t, p)
+		eventually(t, "2 tasks running", 5*time.Second, func() bool { return running.Load() == 2 })
+		p.Abort()
+		mustOK(t, waitDone(t, "after Abort", done, 5*time.Second))
+		wantAllFree(t, a, its)
+	}},
+	{"loop-cooldown-and-quarantine-hold-items-back", func(t *testing.T, b poolBackend) {
+		a, st, _ := b.new(t, []string{"good", "bad"})
+		g := newLedger(t)
+		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
+			if job.Item == "bad" {
+				return errors.New("bad item")
+			}
+			return nil
+		}), worker.Config{Concurrency: 2, LeaseTTL: 2 * time.Second, Cooldown: 150 * time.Millisecond,
+			MaxAttempts: 2, Backoff: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Quarantine: 5 * time.Second})
+		mustOK(t, err)
+		stop, _ := runPool(t, p)
+		time.Sleep(1200 * time.Millisecond)
+		mustOK(t, stop(5*time.Second))
+		snap := g.snapshot()
+		good := snap["good"]
+		if len(good) < 3 || len(good) > 9 {
+			t.Fatalf("good ran %d times in 1.2s with a 150ms cooldown", len(good))
+		}
+		for i := 1; i < len(good); i++ {
+			// The cooldown is measured by the store's clock from the
+			// release, which comes after the ledger's end.
+			if gap := good[i].start.Sub(good[i-1].end); gap < 140*time.Millisecond {
+				t.Fatalf("good ran again %v after its last run; cooldown 150ms", gap)
+			}
+		}
+		if n := len(snap["bad"]); n != 2 {
+			t.Fatalf("bad ran %d times; want 2 (MaxAttempts), then quarantine for 5s", n)
+		}
+		if snap["bad"][1].attempt != 2 {
+			t.Fatalf("bad's second run is attempt %d", snap["bad"][1].attempt)
+		}
+	}},
+}
+
+// countingObserver counts the pool's events.
+type countingObserver struct {
+	worker.NopObserver
+	lost     atomic.Int64
+	outcomes map[worker.Outcome]*atomic.Int64
+	once     sync.Once
+}
+
+func (o *countingObserver) init() {
+	o.once.Do(func() {
+		o.outcomes = map[worker.Outcome]*atomic.Int64{}
+		for _, oc := range []worker.Outcome{worker.OutcomeSuccess, worker.OutcomeFailure, worker.OutcomePanic,
+			worker.OutcomeTimeout, worker.OutcomeLeaseLost, worker.OutcomeCancelled} {
+			o.outcomes[oc] = new(atomic.Int64)
+		}
+	})
+}
+
+func (o *countingObserver) LeaseLost(worker.Job) { o.lost.Add(1) }
+
+func (o *countingObserver) TaskDone(_ worker.Job, oc worker.Outcome, _ time.Duration) {
+	o.init()
+	o.outcomes[oc].Add(1)
+}
+
+func wantTrue(t *testing.T, what string) func(bool, error) {
+	return func(ok bool, err error) {
+		t.Helper()
+		if err != nil || !ok {
+			t.Fatalf("%s = %v, %v; want true", what, ok, err)
+		}
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
+	mustOK(t, err)
+	a, err := allocator.NewMemory(pool, allocator.Config{})
+	mustOK(t, err)
+	defer a.Close()
+	st := worker.NewMemoryStore(pool)
+	task := worker.TaskFunc(func(context.Context, worker.Job) error { return nil })
+	for name, cfg := range map[string]worker.Config{
+		"mode":             {Mode: "sometimes"},
+		"concurrency":      {Concurrency: -1},
+		"lease ttl":        {LeaseTTL: time.Millisecond},
+		"refresh interval": {LeaseTTL: time.Second, RefreshInterval: 600 * time.Millisecond},
+		"safety margin":    {LeaseTTL: time.Second, RefreshInterval: 400 * time.Millisecond, SafetyMargin: 700 * time.Millisecond},
+		"cooldown":         {Cooldown: -time.Second},
+		"max attempts":     {MaxAttempts: -1},
+		"max backoff":      {Backoff: time.Minute, MaxBackoff: time.Second},
+		"batch id":         {BatchID: "a\x00b"},
+	} {
+		if _, err := worker.New(a, st, task, cfg); !errors.Is(err, worker.ErrInvalidConfig) && !errors.Is(err, worker.ErrInvalidBatch) {
+			t.Errorf("%s: New = %v, want ErrInvalidConfig", name, err)
+		}
+	}
+	if _, err := worker.New(nil, st, task, worker.Config{}); !errors.Is(err, worker.ErrInvalidConfig) {
+		t.Errorf("nil allocator: %v", err)
+	}
+	if _, err := worker.New(a, nil, task, worker.Config{}); !errors.Is(err, worker.ErrInvalidConfig) {
+		t.Errorf("nil store: %v", err)
+	}
+	if _, err := worker.New(a, st, nil, worker.Config{}); !errors.Is(err, worker.ErrInvalidConfig) {
+		t.Errorf("nil task: %v", err)
+	}
+}

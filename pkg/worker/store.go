@@ -1,0 +1,63 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/lockpool/lockpool/pkg/allocator"
+)
+
+// MaxBatchIDLen is the longest batch id, in bytes.
+const MaxBatchIDLen = 200
+
+// Store keeps the run state a fleet of workers shares beside the pool:
+// consecutive failures per item, and batches. RedisStore and MemoryStore
+// implement it.
+//
+// A scope is "" for loop mode, or a batch id: failures counted in one
+// batch do not carry into another.
+type Store interface {
+	// Failures returns the consecutive failures recorded for item.
+	Failures(ctx context.Context, scope, item string) (int, error)
+	// AddFailure records one more failure of item and returns the count.
+	AddFailure(ctx context.Context, scope, item string) (int, error)
+	// ClearFailures forgets item's failures.
+	ClearFailures(ctx context.Context, scope, item string) error
+
+	// StartBatch creates batch id from the pool's members at this moment,
+	// unless it exists, and returns its progress. Items added to the pool
+	// later are not part of it.
+	StartBatch(ctx context.Context, id string) (Progress, error)
+	// Pending returns up to n items of batch id that are neither done nor
+	// failed, in random order; none when the batch is finished.
+	Pending(ctx context.Context, id string, n int) ([]string, error)
+	// IsPending reports whether item is still to do in batch id.
+	IsPending(ctx context.Context, id, item string) (bool, error)
+	// Finish records item as done (ok) or failed in batch id, only while
+	// lease is still the item's current lease. It reports whether it was
+	// recorded. When the last pending item finishes, the batch's keys
+	// expire after retain (kept forever when retain is 0).
+	Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration) (bool, error)
+	// Progress returns batch id's counts; found is false when no such batch
+	// exists.
+	Progress(ctx context.Context, id string) (p Progress, found bool, err error)
+}
+
+// Progress is a batch's state.
+type Progress struct {
+	// Total is how many items the batch has.
+	Total int64 `json:"total"`
+	// Done and Failed count finished items.
+	Done   int64 `json:"done"`
+	Failed int64 `json:"failed"`
+	// Started is when the batch was created, Finished when its last item
+	// finished (zero while running), by the server's clock.
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Pending is how many items are still to do.
+func (p Progress) Pending() int64 { return p.Total - p.Done - p.Failed }
+
+// Complete reports whether every item is done or failed.
+func (p Progress) Complete() bool { return p.Total == p.Done+p.Failed }
