@@ -1,0 +1,47 @@
+-- finish: record a batch item as done or failed, only while the lease that
+-- ran it is still the item's current lease.
+-- KEYS[1]: the item's lock key                <base>:<item>
+-- KEYS[2]: the batch's pending SET            <base>|batch:<id>:todo
+-- KEYS[3]: the batch's done SET               <base>|batch:<id>:done
+-- KEYS[4]: the batch's failed SET             <base>|batch:<id>:failed
+-- KEYS[5]: the batch's failure count HASH     <base>|batch:<id>:failures
+-- KEYS[6]: the batch's meta HASH              <base>|batch:<id>:meta
+-- ARGV[1]: the lease's lock value, "<owner>#<token>"
+-- ARGV[2]: the item
+-- ARGV[3]: '1' to record it done, '0' failed
+-- ARGV[4]: how long the batch's keys are kept once the last item finished,
+--          in ms; 0 keeps them forever
+-- Returns 1 when recorded; 0 when the lease is not current or the item is
+-- not pending in the batch (finished already, or no such batch).
+-- Refuses with WRONGTYPE, naming the key, when any key holds another type;
+-- then nothing is written.
+local want = {'string', 'set', 'set', 'set', 'hash', 'hash'}
+for i = 1, #want do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want[i] then
+    return redis.error_reply('WRONGTYPE key ' .. KEYS[i] .. ' holds a ' .. t .. ', want a ' .. want[i])
+  end
+end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local dest = KEYS[4]
+if ARGV[3] == '1' then
+  dest = KEYS[3]
+end
+if redis.call('SMOVE', KEYS[2], dest, ARGV[2]) == 0 then
+  return 0
+end
+redis.call('HDEL', KEYS[5], ARGV[2])
+if redis.call('SCARD', KEYS[2]) == 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[6], 'finished_ms', now)
+  local retain = tonumber(ARGV[4])
+  if retain > 0 then
+    for i = 2, 6 do
+      redis.call('PEXPIRE', KEYS[i], retain)
+    end
+  end
+end
+return 1

@@ -1,0 +1,332 @@
+package worker
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/lock"
+)
+
+var (
+	//go:embed scripts/start.lua
+	startLua    string
+	startScript = redis.NewScript(startLua)
+
+	//go:embed scripts/finish.lua
+	finishLua    string
+	finishScript = redis.NewScript(finishLua)
+
+	//go:embed scripts/progress.lua
+	progressLua    string
+	progressScript = redis.NewScript(progressLua)
+)
+
+// maxPending bounds how many items one Pending call returns.
+const maxPending = 1000
+
+// RedisStore is the Redis backend of [Store]. It keeps run state beside
+// the lock pool's keys, so every runner over the same pool shares it:
+//
+//	<base>:<item>                 lock STRING (pkg/lock): "<owner>#<token>"
+//	<base>|pool                   member SET (pkg/lock)
+//	<base>|run:failures           HASH item -> consecutive failures (loop mode)
+//	<base>|batch:<id>:todo        SET of the batch's pending items
+//	<base>|batch:<id>:done        SET of the items that succeeded
+//	<base>|batch:<id>:failed      SET of the items that exhausted their attempts
+//	<base>|batch:<id>:failures    HASH item -> consecutive failures in the batch
+//	<base>|batch:<id>:meta        HASH {total, started_ms, finished_ms}
+//
+// where <base> is "<Prefix>|<Suffix>" of the pool's lock.Config, as for the
+// allocator's "<base>|alloc:*" keys. Times are the Redis server's, in ms
+// since the epoch. When a batch's last item finishes, its five keys expire
+// together after the retain period given to Finish.
+//
+// Batch ids cannot make two batches share a key: every batch key ends in
+// ":<name>" with a name that has no colon, so the id is what comes before.
+//
+// StartBatch, Finish and Progress are one script each; the other methods
+// are single commands. A key holding another type than the one above gives
+// an error wrapping lock.ErrWrongType that names the key, and nothing is
+// overwritten. Like the lock pool, it needs a non-cluster Redis: its
+// scripts read the pool's keys and the batch's in one step. It is safe for
+// concurrent use.
+type RedisStore struct {
+	client   redis.UniversalClient
+	pool     *lock.RedisLockPool
+	base     string
+	failures string // <base>|run:failures
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// NewRedisStore keeps run state beside the Redis lock pool named by pool
+// (the same lock.Config the allocator got).
+func NewRedisStore(client redis.UniversalClient, pool lock.Config) (*RedisStore, error) {
+	p, err := lock.NewRedisLockPool(client, pool)
+	if err != nil {
+		return nil, fmt.Errorf("worker: NewRedisStore: %w", err)
+	}
+	base := strings.TrimSuffix(p.PoolKey(), "|pool")
+	return &RedisStore{client: client, pool: p, base: base, failures: base + "|run:failures"}, nil
+}
+
+// batchKeys are one batch's keys.
+type batchKeys struct {
+	todo, done, failed, failures, meta string
+}
+
+func (s *RedisStore) batch(id string) batchKeys {
+	b := s.base + "|batch:" + id + ":"
+	return batchKeys{todo: b + "todo", done: b + "done", failed: b + "failed", failures: b + "failures", meta: b + "meta"}
+}
+
+// failuresKey is the failure count HASH of a scope: "" for loop mode, else
+// a batch id.
+func (s *RedisStore) failuresKey(scope string) string {
+	if scope == "" {
+		return s.failures
+	}
+	return s.batch(scope).failures
+}
+
+// Failures implements [Store].
+func (s *RedisStore) Failures(ctx context.Context, scope, item string) (int, error) {
+	const op = "Failures"
+	if err := checkScopeItem(op, scope, item); err != nil {
+		return 0, err
+	}
+	key := s.failuresKey(scope)
+	n, err := s.client.HGet(ctx, key, item).Int()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, redisErr(op, itemSubject(scope, item), key, err)
+	}
+	return n, nil
+}
+
+// AddFailure implements [Store].
+func (s *RedisStore) AddFailure(ctx context.Context, scope, item string) (int, error) {
+	const op = "AddFailure"
+	if err := checkScopeItem(op, scope, item); err != nil {
+		return 0, err
+	}
+	key := s.failuresKey(scope)
+	n, err := s.client.HIncrBy(ctx, key, item, 1).Result()
+	if err != nil {
+		return 0, redisErr(op, itemSubject(scope, item), key, err)
+	}
+	return int(n), nil
+}
+
+// ClearFailures implements [Store].
+func (s *RedisStore) ClearFailures(ctx context.Context, scope, item string) error {
+	const op = "ClearFailures"
+	if err := checkScopeItem(op, scope, item); err != nil {
+		return err
+	}
+	key := s.failuresKey(scope)
+	if err := s.client.HDel(ctx, key, item).Err(); err != nil {
+		return redisErr(op, itemSubject(scope, item), key, err)
+	}
+	return nil
+}
+
+// StartBatch implements [Store]. It copies the pool's member set with one
+// SUNIONSTORE: a million members take about a second of the server's time.
+func (s *RedisStore) StartBatch(ctx context.Context, id string) (Progress, error) {
+	const op = "StartBatch"
+	if err := checkBatch(op, id); err != nil {
+		return Progress{}, err
+	}
+	k := s.batch(id)
+	res, err := startScript.Run(ctx, s.client, []string{s.pool.PoolKey(), k.todo, k.done, k.failed, k.failures, k.meta}).Int64Slice()
+	if err != nil {
+		return Progress{}, redisErr(op, batchSubject(id), "", err)
+	}
+	p, found, err := progressOf(res)
+	if err == nil && !found {
+		err = errors.New("start.lua answered no progress")
+	}
+	if err != nil {
+		return Progress{}, fmt.Errorf("worker: %s %s: %w", op, batchSubject(id), err)
+	}
+	return p, nil
+}
+
+// Pending implements [Store]. n is clamped to 1..1000.
+func (s *RedisStore) Pending(ctx context.Context, id string, n int) ([]string, error) {
+	const op = "Pending"
+	if err := checkBatch(op, id); err != nil {
+		return nil, err
+	}
+	k := s.batch(id)
+	items, err := s.client.SRandMemberN(ctx, k.todo, int64(clampPending(n))).Result()
+	if err != nil {
+		return nil, redisErr(op, batchSubject(id), k.todo, err)
+	}
+	return items, nil
+}
+
+// IsPending implements [Store].
+func (s *RedisStore) IsPending(ctx context.Context, id, item string) (bool, error) {
+	const op = "IsPending"
+	if err := checkBatchItem(op, id, item); err != nil {
+		return false, err
+	}
+	k := s.batch(id)
+	ok, err := s.client.SIsMember(ctx, k.todo, item).Result()
+	if err != nil {
+		return false, redisErr(op, itemSubject(id, item), k.todo, err)
+	}
+	return ok, nil
+}
+
+// Finish implements [Store]. Checking the lease and moving the item are one
+// script, so no other lease on the item can come between them. A retain
+// below zero keeps the batch forever, as 0 does.
+func (s *RedisStore) Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration) (bool, error) {
+	const op = "Finish"
+	if err := checkFinish(op, id, lease); err != nil {
+		return false, err
+	}
+	k := s.batch(id)
+	okArg := "0"
+	if ok {
+		okArg = "1"
+	}
+	n, err := finishScript.Run(ctx, s.client, []string{s.pool.Key(lease.Item), k.todo, k.done, k.failed, k.failures, k.meta},
+		lease.Value, lease.Item, okArg, retainMs(retain)).Int()
+	if err != nil {
+		return false, redisErr(op, itemSubject(id, lease.Item), "", err)
+	}
+	return n == 1, nil
+}
+
+// Progress implements [Store].
+func (s *RedisStore) Progress(ctx context.Context, id string) (Progress, bool, error) {
+	const op = "Progress"
+	if err := checkBatch(op, id); err != nil {
+		return Progress{}, false, err
+	}
+	k := s.batch(id)
+	res, err := progressScript.Run(ctx, s.client, []string{k.done, k.failed, k.meta}).Int64Slice()
+	if err != nil {
+		return Progress{}, false, redisErr(op, batchSubject(id), "", err)
+	}
+	p, found, err := progressOf(res)
+	if err != nil {
+		return Progress{}, false, fmt.Errorf("worker: %s %s: %w", op, batchSubject(id), err)
+	}
+	return p, found, nil
+}
+
+// progressOf reads a script's {total, done, failed, started_ms,
+// finished_ms}, or {} for no batch.
+func progressOf(res []int64) (Progress, bool, error) {
+	switch len(res) {
+	case 0:
+		return Progress{}, false, nil
+	case 5:
+	default:
+		return Progress{}, false, fmt.Errorf("script answered %d values, want 5", len(res))
+	}
+	p := Progress{Total: res[0], Done: res[1], Failed: res[2], Started: time.UnixMilli(res[3])}
+	if res[4] > 0 {
+		p.Finished = time.UnixMilli(res[4])
+	}
+	return p, true, nil
+}
+
+// retainMs is retain in whole milliseconds, at least 1 for a positive
+// retain (PEXPIRE 0 would delete at once), 0 for none.
+func retainMs(retain time.Duration) int64 {
+	if retain <= 0 {
+		return 0
+	}
+	return max(1, retain.Milliseconds())
+}
+
+// redisErr wraps a Redis error with the operation and its subject, mapping
+// WRONGTYPE to lock.ErrWrongType. key names the key the command used; the
+// scripts name it in their own WRONGTYPE replies, so it is "" for them.
+func redisErr(op, subject, key string, err error) error {
+	var rerr redis.Error
+	if errors.As(err, &rerr) && strings.Contains(rerr.Error(), "WRONGTYPE") {
+		if key != "" {
+			return fmt.Errorf("worker: %s %s: key %q: %w: %w", op, subject, key, lock.ErrWrongType, err)
+		}
+		return fmt.Errorf("worker: %s %s: %w: %w", op, subject, lock.ErrWrongType, err)
+	}
+	return fmt.Errorf("worker: %s %s: %w", op, subject, err)
+}
+
+// itemSubject names an item and its scope in errors.
+func itemSubject(scope, item string) string {
+	if scope == "" {
+		return strconv.Quote(item)
+	}
+	return strconv.Quote(item) + " in batch " + strconv.Quote(scope)
+}
+
+// batchSubject names a batch in errors.
+func batchSubject(id string) string { return "batch " + strconv.Quote(id) }
+
+// clampPending bounds Pending's n to 1..maxPending: asking for none would
+// read as "the batch is finished", and a negative count would let Redis
+// repeat items.
+func clampPending(n int) int { return min(max(n, 1), maxPending) }
+
+// checkItem validates an item name as pkg/lock does, before anything is
+// read or written.
+func checkItem(op, item string) error {
+	switch {
+	case item == "":
+		return fmt.Errorf("worker: %s: %w: empty item", op, lock.ErrInvalidKey)
+	case len(item) > lock.MaxKeyLen:
+		return fmt.Errorf("worker: %s: %w: item is %d bytes, limit %d", op, lock.ErrInvalidKey, len(item), lock.MaxKeyLen)
+	case strings.IndexByte(item, 0) >= 0:
+		return fmt.Errorf("worker: %s %q: %w: contains a NUL byte", op, item, lock.ErrInvalidKey)
+	}
+	return nil
+}
+
+func checkBatch(op, id string) error {
+	if err := ValidateBatchID(id); err != nil {
+		return fmt.Errorf("worker: %s: %w", op, err)
+	}
+	return nil
+}
+
+// checkScopeItem validates a failure scope ("" or a batch id) and an item.
+func checkScopeItem(op, scope, item string) error {
+	if scope != "" {
+		if err := checkBatch(op, scope); err != nil {
+			return err
+		}
+	}
+	return checkItem(op, item)
+}
+
+func checkBatchItem(op, id, item string) error {
+	if err := checkBatch(op, id); err != nil {
+		return err
+	}
+	return checkItem(op, item)
+}
+
+func checkFinish(op, id string, lease *allocator.Lease) error {
+	if lease == nil {
+		return fmt.Errorf("worker: %s: %w: nil lease", op, ErrInvalidConfig)
+	}
+	return checkBatchItem(op, id, lease.Item)
+}
