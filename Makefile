@@ -30,11 +30,15 @@ redis:
 		exit 1; \
 	fi
 
+# go build first: examples have no tests, and must still compile.
 test: redis
+	$(GO) build ./...
+	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...
 
 bench: redis
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkg/...
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkg/lock ./pkg/allocator
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./pkg/worker
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDifferential -fuzztime $(FUZZTIME) ./pkg/lock
@@ -45,7 +49,8 @@ lint:
 	fi
 	$(GO) vet ./...
 
-# The runner's `run` command arrives with the workers issue; until then the
-# main job on the embedded in-memory backend is the lock demo.
+# The main job: the runner on its embedded in-memory backend (no Redis),
+# running the demo batch of config/example.yaml.
 run:
-	$(GO) run ./examples/lockdemo
+	$(GO) build -o bin/runner ./cmd/runner
+	./bin/runner run -c config/example.yaml

@@ -1,28 +1,102 @@
 // Command runner runs a configured task on each item of a lock pool, across
 // a fleet of hosts sharing one Redis.
 //
-// Only "runner version" exists so far; "runner run" arrives with the
-// workers-and-runner issue. Until then `make run` runs examples/lockdemo.
+//	runner run [-c FILE] [flags]         run the workers (loop or batch mode)
+//	runner pool add|remove|set ITEM...   change the pool's members ("-" reads items from stdin)
+//	runner pool clear                    remove every member
+//	runner pool list [--json]            items with status, owner, TTL left and token
+//	runner pool status [--json]          counts and batch progress
+//	runner version
+//
+// Exit codes: 0 ok; 2 usage or configuration error, printed as one line
+// naming the bad field; 1 runtime failure (including a batch with failed
+// items).
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
+
+	"github.com/lockpool/lockpool/pkg/lock"
+	"github.com/lockpool/lockpool/pkg/worker"
 )
 
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// errUsage marks a command-line mistake (exit 2).
+var errUsage = errors.New("usage")
+
 func main() {
-	os.Exit(run(os.Args[1:]))
+	// The runner re-executes itself as the wrapper of each task process,
+	// so a task's whole process group dies with the runner.
+	worker.ServeExecWrapper()
+	os.Exit(runMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Environ()))
 }
 
-func run(args []string) int {
-	if len(args) == 1 && args[0] == "version" {
-		fmt.Println("runner", version())
-		return 0
+const usage = `usage:
+  runner run [-c FILE] [--set key=value]... [flags]
+  runner pool add|remove|set [-c FILE] ITEM...   ("-" reads items from stdin, one per line)
+  runner pool clear [-c FILE]
+  runner pool list [-c FILE] [--json]
+  runner pool status [-c FILE] [--json]
+  runner version
+Run "runner run -h" for the flags. Configuration keys: see config/README.md.`
+
+// runMain runs one command and returns its exit code.
+func runMain(args []string, stdin io.Reader, stdout, stderr io.Writer, environ []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return exitUsage
 	}
-	fmt.Fprintln(os.Stderr, "usage: runner version (runner run is not built yet)")
-	return 2
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(args[1:], stdout, stderr, environ)
+	case "pool":
+		err = cmdPool(args[1:], stdin, stdout, stderr, environ)
+	case "version", "--version":
+		if len(args) != 1 {
+			err = fmt.Errorf("%w: version takes no arguments", errUsage)
+			break
+		}
+		fmt.Fprintln(stdout, "runner", version())
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+	default:
+		err = fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	}
+	return exitCode(err, stderr)
 }
+
+// exitCode prints err as one line and maps it to the exit code.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		return exitOK
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "runner: %v\n%s\n", err, usage)
+		return exitUsage
+	case errors.Is(err, ErrConfig), errors.Is(err, lock.ErrInvalidKey):
+		fmt.Fprintf(stderr, "runner: %v\n", configOneLine(err.Error()))
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "runner: %v\n", configOneLine(err.Error()))
+		return exitFailure
+	}
+}
+
+// errHelp: -h was asked for; the flag package printed the help.
+var errHelp = errors.New("help shown")
 
 func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {

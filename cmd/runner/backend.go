@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/lock"
+	"github.com/lockpool/lockpool/pkg/worker"
+)
+
+// backend is what the runner draws items from: Redis, or the embedded
+// in-memory pool when redis.addr (and Sentinel) is not configured.
+type backend struct {
+	client redis.UniversalClient // nil for the memory backend
+	pool   lock.Pool
+	alloc  *allocator.Allocator
+	store  worker.Store
+	memory bool
+}
+
+// embedded reports whether the config asks for the in-memory backend.
+func (c *Config) embedded() bool {
+	return c.Redis.Addr == "" && c.Redis.Sentinel.Master == ""
+}
+
+// lockConfig names the pool in pkg/lock terms.
+func (c *Config) lockConfig() lock.Config {
+	return lock.Config{Prefix: c.Pool.Prefix, Suffix: c.Pool.Name}
+}
+
+// newRedisClient builds the client from the redis section. TLS files are
+// read here, so a bad certificate is a config error at start.
+func newRedisClient(c *Config) (redis.UniversalClient, error) {
+	opts := &redis.UniversalOptions{
+		Addrs:                 []string{c.Redis.Addr},
+		Username:              c.Redis.Username,
+		Password:              c.Redis.Password.Reveal(),
+		DB:                    c.Redis.DB,
+		DialTimeout:           c.Redis.DialTimeout,
+		ContextTimeoutEnabled: true,
+		// Retries would hide an unreachable Redis from the keep-alive's
+		// guard; the caller retries with its own backoff.
+		MaxRetries: -1,
+	}
+	if c.Redis.Sentinel.Master != "" {
+		opts.MasterName = c.Redis.Sentinel.Master
+		opts.Addrs = c.Redis.Sentinel.Addrs
+		opts.SentinelPassword = c.Redis.Sentinel.Password.Reveal()
+	}
+	if c.Redis.TLS.Enabled || c.Redis.TLS.CAFile != "" || c.Redis.TLS.CertFile != "" {
+		tc, err := tlsConfig(c.Redis.TLS)
+		if err != nil {
+			return nil, err
+		}
+		opts.TLSConfig = tc
+	}
+	return redis.NewUniversalClient(opts), nil
+}
+
+func tlsConfig(t RedisTLSConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, configErrorf("redis.tls.ca_file", "%v", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, configErrorf("redis.tls.ca_file", "no PEM certificate in %q", t.CAFile)
+		}
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			// The error may quote the file's contents: name the files only.
+			return nil, configErrorf("redis.tls.cert_file", "cannot load the key pair %q / %q", t.CertFile, t.KeyFile)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// connect waits until Redis answers, logging one line per failed attempt
+// with exponential backoff (100ms to 5s), until ctx ends.
+func connect(ctx context.Context, client redis.UniversalClient, log hclog.Logger, what string) error {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := client.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("redis answers", "addr", what, "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("redis not reachable, retrying", "addr", what, "attempt", attempt, "in", delay, "error", configOneLine(err.Error()))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// openBackend builds the backend the config names. For Redis it waits for
+// the server (retrying until ctx ends) and subscribes the allocator.
+func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allocator.Config) (*backend, error) {
+	if c.embedded() {
+		pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
+		if err != nil {
+			return nil, err
+		}
+		a, err := allocator.NewMemory(pool, allocCfg)
+		if err != nil {
+			return nil, err
+		}
+		return &backend{pool: pool, alloc: a, store: worker.NewMemoryStore(pool), memory: true}, nil
+	}
+	client, err := newRedisClient(c)
+	if err != nil {
+		return nil, err
+	}
+	where := c.Redis.Addr
+	if c.Redis.Sentinel.Master != "" {
+		where = "sentinel master " + c.Redis.Sentinel.Master
+	}
+	if err := connect(ctx, client, log, where); err != nil {
+		client.Close()
+		return nil, err
+	}
+	pool, err := lock.NewRedisLockPool(client, c.lockConfig())
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	b := &backend{client: client, pool: pool}
+	if allocCfg.LeaseTTL == 0 {
+		return b, nil // pool commands need no allocator
+	}
+	for {
+		b.alloc, err = allocator.NewRedis(client, c.lockConfig(), allocCfg)
+		if err == nil || ctx.Err() != nil || errors.Is(err, allocator.ErrInvalidConfig) {
+			break
+		}
+		log.Warn("cannot start the allocator, retrying", "error", configOneLine(err.Error()))
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	if b.store, err = worker.NewRedisStore(client, c.lockConfig()); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// ready is /healthz's check: Redis answers PING.
+func (b *backend) ready(ctx context.Context) error {
+	if b == nil {
+		return errors.New("connecting to redis")
+	}
+	if b.memory {
+		return nil
+	}
+	return b.client.Ping(ctx).Err()
+}
+
+func (b *backend) close() {
+	if b.alloc != nil {
+		b.alloc.Close()
+	}
+	if b.client != nil {
+		b.client.Close()
+	}
+}
+
+// addItems adds the configured pool.items, retrying while Redis is away.
+func addItems(ctx context.Context, b *backend, items []string, log hclog.Logger) error {
+	if len(items) == 0 {
+		return nil
+	}
+	for attempt := 1; ; attempt++ {
+		err := b.pool.Extend(ctx, items)
+		if err == nil {
+			log.Info("pool items added", "count", len(items))
+			return nil
+		}
+		if ctx.Err() != nil || errors.Is(err, lock.ErrWrongType) || errors.Is(err, lock.ErrInvalidKey) {
+			return fmt.Errorf("adding pool.items: %w", err)
+		}
+		log.Warn("cannot add pool.items, retrying", "attempt", attempt, "error", configOneLine(err.Error()))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
