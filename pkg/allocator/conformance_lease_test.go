@@ -389,9 +389,11 @@ var leaseBehaviours = []behaviour{
 		e.wantHeld(l)
 		e.wantNoFree("other", allocator.AcquireOptions{})
 		k.Stop()
-		// Every TTL/3 for 4 TTLs: about 12; scheduling may cost a few.
-		if n := refreshed.Load(); n < 6 || failed.Load() != 0 {
-			t.Fatalf("OnRefresh saw %d refreshes and %d failures; want >= 6 and 0", n, failed.Load())
+		// Every TTL/3 for 4 TTLs: about 12; scheduling may cost a few,
+		// and under load a refresh may miss its deadline (reported as a
+		// failure) without the lease being lost.
+		if n, f := refreshed.Load(), failed.Load(); n < 6 || n+f > 14 {
+			t.Fatalf("OnRefresh saw %d refreshes and %d failures; want >= 6 successes of about 12 calls", n, f)
 		}
 		select {
 		case <-k.Done():

@@ -130,9 +130,9 @@ func TestConformance(t *testing.T) {
 const (
 	long = time.Minute
 	// handoffBound: a blocked Acquire returns this soon after a release.
-	handoffBound = 50 * time.Millisecond
+	handoffBound = 150 * time.Millisecond
 	// deadlineBound: ... and this soon after the blocking lease's deadline.
-	deadlineBound = 100 * time.Millisecond
+	deadlineBound = 300 * time.Millisecond
 	// recoveryBound: an abandoned item is allocatable this soon after its
 	// lease's deadline.
 	recoveryBound = 250 * time.Millisecond

@@ -148,8 +148,10 @@ func (t *ExecTask) Validate() error {
 	return nil
 }
 
-// Run runs the command for job and returns once the command's process
-// group is gone and every line of its output has been delivered.
+// Run runs the command for job. It returns once the command has exited,
+// the rest of its process group has been sent SIGKILL, and every line of
+// its output has been delivered (output still written by processes that
+// left the group is cut off after 2s).
 //
 // It returns nil when the command exits with status 0. Otherwise the error
 // wraps ErrTaskFailed and names the exit status ("exit status 3") or the

@@ -8,10 +8,10 @@ import (
 	"syscall"
 )
 
-// Outside Linux there is no parent-death signal: a task still runs in its
-// own process group and is stopped with it, but if the runner dies only
-// the wrapper's getppid poll (ExecTask.Wrapper) kills the group, within
-// about a second. Without the wrapper the task outlives the runner.
+// This fallback uses no parent-death signal: a task still runs in its own
+// process group and is stopped with it, but if the runner dies only the
+// wrapper's getppid poll (ExecTask.Wrapper) kills the group, within about
+// a second. Without the wrapper the task outlives the runner.
 
 // sysProcAttr is for the process the runner starts: a group leader.
 func sysProcAttr(bool) *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
