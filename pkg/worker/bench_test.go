@@ -28,7 +28,8 @@ import (
 //	                         func task: the bare lease cycle every run needs
 //	                         (TryAcquire + Release, 8 goroutines);
 //	                         exec true: running "true" with os/exec from
-//	                         8 goroutines, without leases.
+//	                         8 goroutines, without leases ("-wrapped":
+//	                         through the exec wrapper, as the runner does).
 //	BenchmarkLeaseKeeping    the cost of keeping a lease: Lease.Refresh
 //	                         against a raw go-redis PEXPIRE, alternately in
 //	                         the same run (throughput-ratio). A held item
@@ -128,17 +129,23 @@ func BenchmarkPoolThroughput(b *testing.B) {
 			b.ReportMetric(base, "baseline-runs/s")
 			b.ReportMetric(rate/base, "ratio")
 		})
-		b.Run(backend+"/exec-true", func(b *testing.B) {
-			a, st, _ := benchBackend(b, backend, 64)
-			task := &worker.ExecTask{Command: []string{"true"}}
-			b.ResetTimer()
-			base := parallelRate(b, b.N, func() error { return exec.Command("true").Run() })
-			rate := runsPerSecond(b, a, st, b.N, task.Run)
-			b.ReportMetric(0, "ns/op")
-			b.ReportMetric(rate, "runs/s")
-			b.ReportMetric(base, "baseline-runs/s")
-			b.ReportMetric(rate/base, "ratio")
-		})
+		for _, wrapper := range []bool{false, true} {
+			name := backend + "/exec-true"
+			if wrapper {
+				name += "-wrapped" // as the runner starts tasks
+			}
+			b.Run(name, func(b *testing.B) {
+				a, st, _ := benchBackend(b, backend, 64)
+				task := &worker.ExecTask{Command: []string{"true"}, Wrapper: wrapper}
+				b.ResetTimer()
+				base := parallelRate(b, b.N, func() error { return exec.Command("true").Run() })
+				rate := runsPerSecond(b, a, st, b.N, task.Run)
+				b.ReportMetric(0, "ns/op")
+				b.ReportMetric(rate, "runs/s")
+				b.ReportMetric(base, "baseline-runs/s")
+				b.ReportMetric(rate/base, "ratio")
+			})
+		}
 	}
 }
 
