@@ -65,9 +65,11 @@ func (b *batchRun) next(ctx context.Context, p *Pool, owner string) (*allocator.
 		if len(items) == 0 {
 			return nil, errBatchComplete
 		}
+		var busy []string
 		for _, item := range items {
 			l, err := p.alloc.TryAcquire(ctx, owner, allocator.AcquireOptions{TTL: p.cfg.LeaseTTL, Prefer: item, Exact: true})
 			if errors.Is(err, allocator.ErrNoFreeItem) {
+				busy = append(busy, item)
 				continue
 			}
 			if err != nil {
@@ -83,6 +85,14 @@ func (b *batchRun) next(ctx context.Context, p *Pool, owner string) (*allocator.
 			if err != nil {
 				return nil, err
 			}
+		}
+		// Items removed from the pool since the batch began can never be
+		// leased: take them out, or the batch would wait for them forever.
+		if n, err := p.store.DropRemoved(ctx, b.id, busy, p.cfg.BatchRetain); err != nil {
+			return nil, err
+		} else if n > 0 {
+			p.log.Warn("items removed from the pool were dropped from the batch", "batch", b.id, "dropped", n)
+			continue
 		}
 		sleep(ctx, 50*time.Millisecond+rand.N(200*time.Millisecond))
 		if ctx.Err() != nil {

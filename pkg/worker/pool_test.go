@@ -325,6 +325,35 @@ var poolBehaviours = []poolBehaviour{
 			t.Fatalf("Progress = %+v, want 5 done, 1 failed", prog)
 		}
 	}},
+	{"batch-drops-items-removed-from-the-pool", func(t *testing.T, b poolBackend) {
+		its := items(4)
+		a, st, pool := b.new(t, its)
+		g := newLedger(t)
+		removed := make(chan struct{})
+		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
+			if job.Item == "item-00" {
+				// While item-00 runs, someone removes item-03, which an
+				// outside lock keeps from ever being leased by the batch.
+				<-removed
+			}
+			return nil
+		}), worker.Config{Mode: worker.ModeBatch, BatchID: "b", Concurrency: 1, LeaseTTL: 2 * time.Second})
+		mustOK(t, err)
+		wantTrue(t, "Lock item-03")(pool.Lock(context.Background(), "item-03", "outsider", time.Minute))
+		_, done := runPool(t, p)
+		eventually(t, "batch started with 4 items", 5*time.Second, func() bool {
+			prog, found, err := st.Progress(context.Background(), "b")
+			return err == nil && found && prog.Total == 4
+		})
+		mustOK(t, pool.Shrink(context.Background(), []string{"item-03"}))
+		close(removed)
+		mustOK(t, waitDone(t, "batch", done, 10*time.Second))
+		prog, _, err := st.Progress(context.Background(), "b")
+		mustOK(t, err)
+		if prog.Total != 3 || prog.Done != 3 || !prog.Complete() {
+			t.Fatalf("Progress = %+v, want 3 of 3 done after item-03 left the pool", prog)
+		}
+	}},
 	{"lost-lease-cancels-the-task-with-ErrLeaseLost", func(t *testing.T, b poolBackend) {
 		a, st, pool := b.new(t, []string{"only"})
 		obs := &countingObserver{}

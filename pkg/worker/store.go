@@ -38,6 +38,11 @@ type Store interface {
 	// recorded. When the last pending item finishes, the batch's keys
 	// expire after retain (kept forever when retain is 0).
 	Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration) (bool, error)
+	// DropRemoved takes those of items that are pending in batch id but no
+	// longer members of the pool out of the batch (and its total), so the
+	// batch does not wait for items nobody can lease, and returns how many
+	// it dropped. Finishing the batch this way expires it as Finish does.
+	DropRemoved(ctx context.Context, id string, items []string, retain time.Duration) (int, error)
 	// Progress returns batch id's counts; found is false when no such batch
 	// exists.
 	Progress(ctx context.Context, id string) (p Progress, found bool, err error)

@@ -292,6 +292,58 @@ func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Le
 	return true, nil
 }
 
+// DropRemoved implements [Store].
+func (s *MemoryStore) DropRemoved(ctx context.Context, id string, items []string, retain time.Duration) (int, error) {
+	const op = "DropRemoved"
+	if err := checkBatch(op, id); err != nil {
+		return 0, err
+	}
+	if len(items) > maxPending {
+		return 0, fmt.Errorf("worker: %s %s: %w: %d items, limit %d", op, batchSubject(id), ErrInvalidConfig, len(items), maxPending)
+	}
+	for _, it := range items {
+		if err := checkBatchItem(op, id, it); err != nil {
+			return 0, err
+		}
+	}
+	now, err := s.enter(ctx, op, batchSubject(id))
+	if err != nil {
+		return 0, err
+	}
+	defer s.st.mu.Unlock()
+	b := s.st.batches[id]
+	if b == nil {
+		return 0, nil
+	}
+	dropped := 0
+	for _, it := range items {
+		if _, pending := b.at[it]; !pending {
+			continue
+		}
+		member, err := s.pool.Contains(ctx, it)
+		if err != nil {
+			return dropped, fmt.Errorf("worker: %s %s: %w", op, itemSubject(id, it), err)
+		}
+		if member {
+			continue
+		}
+		b.remove(it)
+		b.total--
+		s.st.clearFailure(id, it)
+		dropped++
+	}
+	if dropped > 0 && len(b.todo) == 0 {
+		b.finished = msClock(now)
+		if retain > 0 {
+			b.expires = now.Add(retain)
+			if s.st.nextExpiry.IsZero() || b.expires.Before(s.st.nextExpiry) {
+				s.st.nextExpiry = b.expires
+			}
+		}
+	}
+	return dropped, nil
+}
+
 // Progress implements [Store].
 func (s *MemoryStore) Progress(ctx context.Context, id string) (Progress, bool, error) {
 	const op = "Progress"

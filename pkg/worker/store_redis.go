@@ -24,6 +24,10 @@ var (
 	finishLua    string
 	finishScript = redis.NewScript(finishLua)
 
+	//go:embed scripts/drop.lua
+	dropLua    string
+	dropScript = redis.NewScript(dropLua)
+
 	//go:embed scripts/progress.lua
 	progressLua    string
 	progressScript = redis.NewScript(progressLua)
@@ -210,6 +214,34 @@ func (s *RedisStore) Finish(ctx context.Context, id string, lease *allocator.Lea
 		return false, redisErr(op, itemSubject(id, lease.Item), "", err)
 	}
 	return n == 1, nil
+}
+
+// DropRemoved implements [Store].
+func (s *RedisStore) DropRemoved(ctx context.Context, id string, items []string, retain time.Duration) (int, error) {
+	const op = "DropRemoved"
+	if err := checkBatch(op, id); err != nil {
+		return 0, err
+	}
+	if len(items) == 0 {
+		return 0, nil
+	}
+	if len(items) > maxPending {
+		return 0, fmt.Errorf("worker: %s %s: %w: %d items, limit %d", op, batchSubject(id), ErrInvalidConfig, len(items), maxPending)
+	}
+	args := make([]any, 0, len(items)+1)
+	args = append(args, retainMs(retain))
+	for _, it := range items {
+		if err := checkBatchItem(op, id, it); err != nil {
+			return 0, err
+		}
+		args = append(args, it)
+	}
+	k := s.batch(id)
+	n, err := dropScript.Run(ctx, s.client, []string{s.pool.PoolKey(), k.todo, k.done, k.failed, k.failures, k.meta}, args...).Int()
+	if err != nil {
+		return 0, redisErr(op, batchSubject(id), "", err)
+	}
+	return n, nil
 }
 
 // Progress implements [Store].

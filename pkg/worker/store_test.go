@@ -425,6 +425,36 @@ var storeBehaviours = []storeBehaviour{
 			t.Fatalf("Progress = %+v, want Finished %v", q, p.Finished)
 		}
 	}},
+	{"items-removed-from-the-pool-are-dropped", func(t *testing.T, e *storeEnv) {
+		e.extend("a", "b", "c")
+		e.start("b1", 3)
+		e.finish(e.lease("a"), true)
+		stMust(t, e.pool.Shrink(e.ctx, []string{"a", "b"}))
+		// a is done (not pending), c is still a member: only b goes.
+		n, err := e.store.DropRemoved(e.ctx, "b1", []string{"a", "b", "c", "ghost"}, 0)
+		if err != nil || n != 1 {
+			t.Fatalf("DropRemoved = %d, %v; want 1", n, err)
+		}
+		e.wantPending("b1", "c")
+		e.wantProgress("b1", 2, 1, 0)
+		if n, err := e.store.DropRemoved(e.ctx, "b1", []string{"b"}, 0); err != nil || n != 0 {
+			t.Fatalf("second DropRemoved = %d, %v; want 0", n, err)
+		}
+		// Dropping the last pending item finishes the batch.
+		stMust(t, e.pool.Shrink(e.ctx, []string{"c"}))
+		if n, err := e.store.DropRemoved(e.ctx, "b1", []string{"c"}, 0); err != nil || n != 1 {
+			t.Fatalf("DropRemoved(c) = %d, %v; want 1", n, err)
+		}
+		if p := e.wantProgress("b1", 1, 1, 0); !p.Complete() || p.Finished.IsZero() {
+			t.Fatalf("batch not finished after its last item was dropped: %+v", p)
+		}
+		if n, err := e.store.DropRemoved(e.ctx, "nope", []string{"c"}, 0); err != nil || n != 0 {
+			t.Fatalf("DropRemoved on an unknown batch = %d, %v", n, err)
+		}
+		if _, err := e.store.DropRemoved(e.ctx, "b1", []string{""}, 0); !errors.Is(err, lock.ErrInvalidKey) {
+			t.Fatalf("DropRemoved with an empty item = %v, want ErrInvalidKey", err)
+		}
+	}},
 	{"unknown-batch", func(t *testing.T, e *storeEnv) {
 		e.extend("a")
 		if p, found, err := e.store.Progress(e.ctx, "nope"); err != nil || found {

@@ -1,0 +1,44 @@
+-- drop: take items that have left the pool out of a batch, so a batch
+-- never waits for an item nobody can lease.
+-- KEYS[1]: the pool's member SET              <base>|pool
+-- KEYS[2]: the batch's pending SET            <base>|batch:<id>:todo
+-- KEYS[3]: the batch's done SET               <base>|batch:<id>:done
+-- KEYS[4]: the batch's failed SET             <base>|batch:<id>:failed
+-- KEYS[5]: the batch's failure count HASH     <base>|batch:<id>:failures
+-- KEYS[6]: the batch's meta HASH              <base>|batch:<id>:meta
+-- ARGV[1]: how long the batch's keys are kept once the last item finished,
+--          in ms; 0 keeps them forever
+-- ARGV[2..]: items to look at (the caller sends at most 1,000)
+-- Returns how many items were dropped: pending in the batch and no longer
+-- members of the pool. A dropped item leaves the batch's total.
+local want = {'set', 'set', 'set', 'set', 'hash', 'hash'}
+for i = 1, #want do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want[i] then
+    return redis.error_reply('WRONGTYPE key ' .. KEYS[i] .. ' holds a ' .. t .. ', want a ' .. want[i])
+  end
+end
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  return 0
+end
+local dropped = 0
+for i = 2, #ARGV do
+  local item = ARGV[i]
+  if redis.call('SISMEMBER', KEYS[1], item) == 0 and redis.call('SREM', KEYS[2], item) == 1 then
+    redis.call('HDEL', KEYS[5], item)
+    redis.call('HINCRBY', KEYS[6], 'total', -1)
+    dropped = dropped + 1
+  end
+end
+if dropped > 0 and redis.call('SCARD', KEYS[2]) == 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[6], 'finished_ms', now)
+  local retain = tonumber(ARGV[1])
+  if retain > 0 then
+    for i = 2, 6 do
+      redis.call('PEXPIRE', KEYS[i], retain)
+    end
+  end
+end
+return dropped
