@@ -145,17 +145,21 @@ func (e event) at() time.Time { return time.UnixMicro(e.T) }
 
 // e2eEnv is one test's pool, ledger and Redis.
 type e2eEnv struct {
-	t      *testing.T
-	addr   string
-	client *redis.Client
-	prefix string
-	ledger string
-	dir    string
+	t    *testing.T
+	addr string // where the test and the recorder reach Redis
+	// runnerAddr is the redis.addr written into runner configs: addr
+	// unless a test routes runners through a fault proxy.
+	runnerAddr string
+	client     *redis.Client
+	prefix     string
+	ledger     string
+	dir        string
 }
 
 func newE2E(t *testing.T) *e2eEnv {
 	t.Helper()
 	e := &e2eEnv{t: t, addr: redistest.Addr(t), client: redistest.Client(t), prefix: redistest.Prefix(t), dir: t.TempDir()}
+	e.runnerAddr = e.addr
 	e.ledger = e.prefix + "|e2e:ledger"
 	return e
 }
@@ -187,7 +191,7 @@ task:
     E2E_SLEEP: %q
 log:
   level: debug
-%s`, e.addr, e.prefix, yamlList(items), self, e.addr, e.prefix+"|lock-pool:", e.ledger, sleep.String(), extra)
+%s`, e.runnerAddr, e.prefix, yamlList(items), self, e.addr, e.prefix+"|lock-pool:", e.ledger, sleep.String(), extra)
 	path := filepath.Join(e.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		e.t.Fatal(err)
