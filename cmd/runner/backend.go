@@ -37,6 +37,16 @@ func (c *Config) lockConfig() lock.Config {
 	return lock.Config{Prefix: c.Pool.Prefix, Suffix: c.Pool.Name}
 }
 
+// redisLogger takes go-redis's own log lines (such as "connection pool:
+// failed to dial", printed to stderr by default) into the runner's log at
+// debug level, one line each: the runner reports every failure it acts on
+// itself (e.g. "redis not reachable, retrying").
+type redisLogger struct{ log hclog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug(configOneLine(fmt.Sprintf(format, v...)))
+}
+
 // newRedisClient builds the client from the redis section. TLS files are
 // read here, so a bad certificate is a config error at start.
 func newRedisClient(c *Config) (redis.UniversalClient, error) {
@@ -48,8 +58,10 @@ func newRedisClient(c *Config) (redis.UniversalClient, error) {
 		DialTimeout:           c.Redis.DialTimeout,
 		ContextTimeoutEnabled: true,
 		// Retries would hide an unreachable Redis from the keep-alive's
-		// guard; the caller retries with its own backoff.
-		MaxRetries: -1,
+		// guard; the caller retries with its own backoff, which is then
+		// the one it logs.
+		MaxRetries:    -1,
+		DialerRetries: 1,
 	}
 	if c.Redis.Sentinel.Master != "" {
 		opts.MasterName = c.Redis.Sentinel.Master

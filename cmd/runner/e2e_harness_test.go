@@ -318,9 +318,11 @@ func startRunner(t *testing.T, name string, env []string, args ...string) *runne
 // cleanEnv is this process's environment without RUNNER_ variables, so a
 // developer's settings cannot leak into the runners under test.
 func cleanEnv() []string {
-	var out []string
+	// A -race binary sleeps 1s at exit by default; the runner, its exec
+	// wrapper and the recorder all are -race builds here.
+	out := []string{"GORACE=atexit_sleep_ms=0"}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "RUNNER_") && !strings.HasPrefix(kv, "E2E_") {
+		if !strings.HasPrefix(kv, "RUNNER_") && !strings.HasPrefix(kv, "E2E_") && !strings.HasPrefix(kv, "GORACE=") {
 			out = append(out, kv)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lockpool/lockpool/pkg/allocator"
@@ -48,6 +49,9 @@ func cmdPool(args []string, stdin io.Reader, stdout, stderr io.Writer, environ [
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The command's error says what failed; go-redis's own lines would
+	// only repeat it in another format.
+	redis.SetLogger(redisLogger{hclog.NewNullLogger()})
 	client, err := newRedisClient(cfg)
 	if err != nil {
 		return err

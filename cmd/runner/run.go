@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/worker"
@@ -60,6 +61,8 @@ func cmdRun(args []string, stdout, stderr io.Writer, environ []string) error {
 		return fmt.Errorf("%w: run takes no arguments, got %q", errUsage, rest)
 	}
 	log := newLogger(cfg, stderr)
+	// Process-wide: go-redis logs through one global logger.
+	redis.SetLogger(redisLogger{log.Named("redis")})
 
 	// First signal: drain. Second: cancel running tasks at once.
 	ctx, stop := context.WithCancel(context.Background())
