@@ -165,11 +165,17 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 	}
 	for {
 		b.alloc, err = allocator.NewRedis(client, c.lockConfig(), allocCfg)
-		if err == nil || ctx.Err() != nil || errors.Is(err, allocator.ErrInvalidConfig) {
+		if err == nil || errors.Is(err, allocator.ErrInvalidConfig) || errors.Is(err, lock.ErrWrongType) {
 			break
 		}
 		log.Warn("cannot start the allocator, retrying", "error", configOneLine(err.Error()))
-		time.Sleep(time.Second)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
 	if err != nil {
 		client.Close()

@@ -20,7 +20,6 @@ import (
 	"os"
 	"runtime/debug"
 
-	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
 
@@ -31,8 +30,12 @@ const (
 	exitUsage   = 2
 )
 
-// errUsage marks a command-line mistake (exit 2).
+// errUsage marks a command-line mistake (exit 2, with the usage).
 var errUsage = errors.New("usage")
+
+// errBadInput marks input a command refused, such as an invalid item name
+// (exit 2, without the usage).
+var errBadInput = errors.New("bad input")
 
 func main() {
 	// The runner re-executes itself as the wrapper of each task process,
@@ -86,7 +89,7 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "runner: %v\n%s\n", err, usage)
 		return exitUsage
-	case errors.Is(err, ErrConfig), errors.Is(err, lock.ErrInvalidKey):
+	case errors.Is(err, ErrConfig), errors.Is(err, errBadInput):
 		fmt.Fprintf(stderr, "runner: %v\n", configOneLine(err.Error()))
 		return exitUsage
 	default:

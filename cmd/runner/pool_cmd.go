@@ -115,7 +115,7 @@ func readItems(args []string, stdin io.Reader, each func([]string) error) error 
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("reading items from stdin: %w: a line is longer than %d bytes", lock.ErrInvalidKey, lock.MaxKeyLen)
+			return fmt.Errorf("%w: reading items from stdin: %w: a line is longer than %d bytes", errBadInput, lock.ErrInvalidKey, lock.MaxKeyLen)
 		}
 		return fmt.Errorf("reading items from stdin: %w", err)
 	}
@@ -141,6 +141,9 @@ func changeMembers(ctx context.Context, pool *lock.RedisLockPool, sub string, ar
 	})
 	if err == nil && sub == "set" {
 		err = pool.Assign(ctx, all)
+	}
+	if errors.Is(err, lock.ErrInvalidKey) {
+		return fmt.Errorf("%w: pool %s: %w", errBadInput, sub, err)
 	}
 	if err != nil {
 		return fmt.Errorf("pool %s: %w", sub, err)
@@ -170,8 +173,13 @@ func describe(ctx context.Context, client redis.UniversalClient, pool *lock.Redi
 		gets[i] = pipe.Get(ctx, pool.Key(it))
 		ttls[i] = pipe.PTTL(ctx, pool.Key(it))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && ctx.Err() != nil {
-		return nil, err
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		// A server's reply to one command (WRONGTYPE at one item's key)
+		// is that item's status; anything else (the connection) fails.
+		var rerr redis.Error
+		if !errors.As(err, &rerr) {
+			return nil, err
+		}
 	}
 	out := make([]itemInfo, len(items))
 	for i, it := range items {

@@ -82,7 +82,10 @@ func cmdRun(args []string, stdout, stderr io.Writer, environ []string) error {
 		if _, ok := <-sigs; !ok {
 			return
 		}
-		log.Warn("second signal: cancelling running tasks now")
+		// A third signal gets the default action: the process dies (its
+		// tasks with it, through their wrappers).
+		signal.Reset(syscall.SIGINT, syscall.SIGTERM)
+		log.Warn("second signal: cancelling running tasks now (a third kills the runner)")
 		select {
 		case <-poolReady:
 			pool.Abort()

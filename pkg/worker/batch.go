@@ -63,6 +63,13 @@ func (b *batchRun) next(ctx context.Context, p *Pool, owner string) (*allocator.
 			return nil, err
 		}
 		if len(items) == 0 {
+			// Finished, or gone: an empty todo set and a missing batch
+			// look alike.
+			if _, found, err := p.store.Progress(ctx, b.id); err != nil {
+				return nil, err
+			} else if !found {
+				return nil, fmt.Errorf("%w: batch %q is no longer in the store (a Redis restart without persistence?); which items are done is unknown, start a new batch id", ErrBatchLost, b.id)
+			}
 			return nil, errBatchComplete
 		}
 		var busy []string
@@ -147,9 +154,12 @@ func Rate(from Progress, fromAt time.Time, to Progress, toAt time.Time) (float64
 func (p *Pool) finishBatch(b *batchRun) error {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
-	prog, _, err := p.store.Progress(ctx, b.id)
+	prog, found, err := p.store.Progress(ctx, b.id)
 	if err != nil {
 		return fmt.Errorf("worker: batch %q: %w", b.id, err)
+	}
+	if !found {
+		return fmt.Errorf("%w: batch %q is no longer in the store", ErrBatchLost, b.id)
 	}
 	p.log.Info("batch finished", "batch", b.id, "done", prog.Done, "failed", prog.Failed, "total", prog.Total)
 	if prog.Failed > 0 {

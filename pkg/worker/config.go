@@ -38,8 +38,9 @@ type Config struct {
 	// LeaseTTL/2. Default LeaseTTL/3.
 	RefreshInterval time.Duration
 	// SafetyMargin: a task is stopped when no refresh has been confirmed
-	// for LeaseTTL - SafetyMargin. It must exceed RefreshInterval's share
-	// of slack: LeaseTTL - SafetyMargin > RefreshInterval. Default
+	// for LeaseTTL - SafetyMargin, so at least SafetyMargin before its
+	// lease could expire. LeaseTTL - SafetyMargin must exceed
+	// RefreshInterval, or one slow refresh would stop the task. Default
 	// LeaseTTL/5.
 	SafetyMargin time.Duration
 	// Cooldown is how long an item rests after a run before anyone runs it

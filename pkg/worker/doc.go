@@ -31,7 +31,8 @@
 // Cancelling a context asks the task to stop; it does not stop it. An
 // ExecTask sends SIGTERM to the task's process group at once and SIGKILL
 // after its KillGrace, so its processes are gone before the lease can
-// expire when KillGrace < SafetyMargin (the runner binary enforces this).
+// expire when KillGrace < SafetyMargin (New enforces this for an ExecTask,
+// and the runner binary for its configuration).
 // A Go TaskFunc must return promptly when its context ends.
 //
 // What no lease can do: a process that is paused (SIGSTOP, a long GC or VM
@@ -65,6 +66,8 @@
 //
 // Cancelling Run's context stops acquiring; running tasks get
 // Config.ShutdownGrace to finish, then are cancelled with cause
-// ErrShutdown; every lease is then released so its item is free at once.
-// Abort cancels running tasks at once.
+// ErrShutdown; each lease then ends as after any run: released so its
+// item is free at once, or held back for a cooldown, retry backoff or
+// quarantine as the run's result asks (a cancelled run is released and
+// counts as no failure). Abort cancels running tasks at once.
 package worker

@@ -49,7 +49,7 @@ import (
 // fork) escape both mechanisms; use a cgroup or container for those.
 
 // defaultKillGrace is ExecTask.KillGrace's default.
-const defaultKillGrace = 10 * time.Second
+const defaultKillGrace = 5 * time.Second
 
 // maxLineLen is the longest piece of output delivered as one line; longer
 // lines are split into pieces of this length.
@@ -92,7 +92,8 @@ type ExecTask struct {
 	// Dir is the working directory. Default: the runner's.
 	Dir string
 	// KillGrace is how long the process group has between SIGTERM and
-	// SIGKILL once the context ends. Default 10s.
+	// SIGKILL once the context ends. Default 5s. A Pool requires it to be
+	// below its SafetyMargin.
 	KillGrace time.Duration
 	// Output receives each line the command writes, stream "stdout" or
 	// "stderr", without its trailing newline. A line longer than 64 KiB

@@ -61,6 +61,12 @@ func New(alloc *allocator.Allocator, store Store, task Task, cfg Config) (*Pool,
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("worker: New: %w", err)
 	}
+	// Cancelling only asks a task to stop: an exec task must be killed
+	// before a lost lease can expire (see the package comment).
+	if et, ok := task.(*ExecTask); ok && et.killGrace() >= cfg.SafetyMargin {
+		return nil, fmt.Errorf("worker: New: %w: ExecTask.KillGrace %v must be below SafetyMargin %v, so a task whose lease is lost is killed before the lease can expire",
+			ErrInvalidConfig, et.killGrace(), cfg.SafetyMargin)
+	}
 	if v, ok := task.(interface{ Validate() error }); ok {
 		if err := v.Validate(); err != nil {
 			return nil, fmt.Errorf("worker: New: %w", err)
@@ -88,8 +94,10 @@ func (p *Pool) Config() Config { return p.cfg }
 //
 // When ctx ends, the pool drains: no new item is acquired, running tasks
 // get Config.ShutdownGrace to finish, then their contexts are cancelled
-// with cause ErrShutdown, and every lease is released so its item is free
-// at once. Run then returns nil. Abort cancels running tasks at once.
+// with cause ErrShutdown; cancelled runs release their items at once, and
+// finished ones end their leases as usual (released, or held back for a
+// cooldown or backoff). Run then returns nil. Abort cancels running tasks
+// at once.
 //
 // In batch mode Run returns nil when every item of the batch is done, or
 // an error wrapping ErrBatchFailed when some exhausted their attempts.
@@ -109,8 +117,11 @@ func (p *Pool) Run(ctx context.Context) error {
 	if p.hard.Err() != nil { // Abort before Run
 		return nil
 	}
+	// A worker's fatal error ends gctx: the others then drain as on
+	// shutdown.
+	g, gctx := errgroup.WithContext(ctx)
 
-	// Once ctx ends, running tasks have the grace period, then are
+	// Once gctx ends, running tasks have the grace period, then are
 	// cancelled.
 	drained := make(chan struct{})
 	defer close(drained)
@@ -118,7 +129,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		select {
 		case <-drained:
 			return
-		case <-ctx.Done():
+		case <-gctx.Done():
 		}
 		if p.running() > 0 {
 			p.log.Info("shutting down: acquiring no more items", "running", p.running(), "grace", p.cfg.ShutdownGrace)
@@ -138,18 +149,21 @@ func (p *Pool) Run(ctx context.Context) error {
 	var b *batchRun
 	if p.cfg.Mode == ModeBatch {
 		var err error
-		if b, err = p.startBatch(ctx); err != nil {
+		if b, err = p.startBatch(gctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
+		}
+		if b.last.Total == 0 {
+			p.log.Warn("the pool is empty: the batch has nothing to do", "batch", b.id)
+			return nil
 		}
 		if b.complete() {
 			return p.finishBatch(b)
 		}
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
 	for i := range p.cfg.Concurrency {
 		g.Go(func() error { return p.work(gctx, i, b) })
 	}
@@ -268,6 +282,12 @@ func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
 		}
 		failures = 0
 		p.obs.Acquired(true)
+		if ctx.Err() != nil { // acquired just as the pool began to stop
+			rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+			_ = l.Release(rctx)
+			cancel()
+			return nil
+		}
 		p.runLease(id, owner, l, b)
 	}
 	return nil
@@ -277,7 +297,7 @@ func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
 func fatal(err error) bool {
 	return errors.Is(err, allocator.ErrClosed) || errors.Is(err, lock.ErrWrongType) ||
 		errors.Is(err, allocator.ErrInvalidConfig) || errors.Is(err, allocator.ErrInvalidOwner) ||
-		errors.Is(err, lock.ErrInvalidKey) || errors.Is(err, ErrInvalidBatch)
+		errors.Is(err, lock.ErrInvalidKey) || errors.Is(err, ErrInvalidBatch) || errors.Is(err, ErrBatchLost)
 }
 
 // runLease runs the task on one leased item and records the result.
@@ -288,7 +308,17 @@ func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
 	if b != nil {
 		scope = b.id
 	}
-	rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	// Keep the lease alive first: everything after this may wait on Redis.
+	ka, err := l.KeepAlive(p.hard, allocator.KeepAliveOptions{
+		Interval:  p.cfg.RefreshInterval,
+		Margin:    p.cfg.SafetyMargin,
+		OnRefresh: p.obs.Refreshed,
+	})
+	if err != nil { // shutting down, or the lease is already gone
+		p.finish(p.log.With("item", l.Item, "worker", id), Job{Item: l.Item, Token: l.Token, Owner: owner, Worker: id, Lease: l}, nil, b, OutcomeCancelled, 0)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ka.Context(), releaseTimeout)
 	fails, err := p.store.Failures(rctx, scope, l.Item)
 	cancel()
 	if err != nil {
@@ -297,15 +327,6 @@ func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
 	job := Job{Item: l.Item, Token: l.Token, Owner: owner, Worker: id, Attempt: fails + 1, Lease: l}
 	log := p.log.With("item", job.Item, "worker", id, "token", job.Token)
 
-	ka, err := l.KeepAlive(p.hard, allocator.KeepAliveOptions{
-		Interval:  p.cfg.RefreshInterval,
-		Margin:    p.cfg.SafetyMargin,
-		OnRefresh: p.obs.Refreshed,
-	})
-	if err != nil { // shutting down, or the lease is already gone
-		p.finish(log, job, nil, b, OutcomeCancelled, 0)
-		return
-	}
 	taskCtx := ka.Context()
 	if p.cfg.TaskTimeout > 0 {
 		var cancel context.CancelFunc
@@ -378,6 +399,10 @@ func (p *Pool) finish(log hclog.Logger, job Job, runErr error, b *batchRun, outc
 	case OutcomeLeaseLost:
 		p.obs.LeaseLost(job)
 		log.Warn("lease lost: task stopped", "cause", runErr, "took", took.Round(time.Millisecond))
+		// The guard may have given up while the server still held the
+		// lease (Redis slow, not gone): free the item now rather than at
+		// its expiry. Release is fenced, so this never frees another's.
+		_ = l.Release(ctx)
 		return
 	case OutcomeCancelled:
 		log.Info("task cancelled by shutdown; item released", "error", runErr)

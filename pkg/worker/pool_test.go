@@ -354,6 +354,34 @@ var poolBehaviours = []poolBehaviour{
 			t.Fatalf("Progress = %+v, want 3 of 3 done after item-03 left the pool", prog)
 		}
 	}},
+	{"a-fatal-error-drains-the-other-workers", func(t *testing.T, b poolBackend) {
+		a, st, _ := b.new(t, items(3))
+		blocked := make(chan struct{}, 3)
+		var cause atomic.Value
+		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+			if job.Worker == 0 {
+				blocked <- struct{}{}
+				<-ctx.Done()
+				cause.Store(context.Cause(ctx))
+				return ctx.Err()
+			}
+			<-blocked // worker 1 finishes once worker 0 is busy
+			return nil
+		}), worker.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, ShutdownGrace: 100 * time.Millisecond})
+		mustOK(t, err)
+		_, done := runPool(t, p)
+		eventually(t, "worker 0 busy", 5*time.Second, func() bool { return len(blocked) > 0 || p.Held() == 2 })
+		// The allocator closes under the pool: the next Acquire is fatal.
+		mustOK(t, a.Close())
+		blocked <- struct{}{}
+		err = waitDone(t, "Run after a fatal error", done, 5*time.Second)
+		if !errors.Is(err, allocator.ErrClosed) {
+			t.Fatalf("Run = %v, want ErrClosed", err)
+		}
+		if c, _ := cause.Load().(error); !errors.Is(c, worker.ErrShutdown) {
+			t.Fatalf("the other worker's task ended with cause %v, want ErrShutdown after the grace", c)
+		}
+	}},
 	{"lost-lease-cancels-the-task-with-ErrLeaseLost", func(t *testing.T, b poolBackend) {
 		a, st, pool := b.new(t, []string{"only"})
 		obs := &countingObserver{}
@@ -561,6 +589,41 @@ func wantTrue(t *testing.T, what string) func(bool, error) {
 	}
 }
 
+// TestPoolBatchStateLost: the batch's keys vanish mid-run (a Redis restart
+// without persistence does this): Run must say so, not report success.
+func TestPoolBatchStateLost(t *testing.T) {
+	t.Parallel()
+	c := redistest.Client(t)
+	lcfg := lock.Config{Prefix: redistest.Prefix(t)}
+	ctx := context.Background()
+	pool, err := lock.NewRedisLockPool(c, lcfg)
+	mustOK(t, err)
+	mustOK(t, pool.Extend(ctx, items(6)))
+	a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+	mustOK(t, err)
+	defer a.Close()
+	st, err := worker.NewRedisStore(c, lcfg)
+	mustOK(t, err)
+	var runs atomic.Int64
+	p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+		if runs.Add(1) == 2 {
+			keys, err := c.Keys(ctx, lcfg.Prefix+"|lock-pool|batch:*").Result()
+			if err == nil && len(keys) > 0 {
+				err = c.Del(ctx, keys...).Err()
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		return nil
+	}), worker.Config{Mode: worker.ModeBatch, BatchID: "lost", LeaseTTL: 2 * time.Second})
+	mustOK(t, err)
+	_, done := runPool(t, p)
+	if err := waitDone(t, "batch", done, 10*time.Second); !errors.Is(err, worker.ErrBatchLost) {
+		t.Fatalf("Run = %v after the batch's keys vanished, want ErrBatchLost", err)
+	}
+}
+
 func TestNewRejectsBadConfig(t *testing.T) {
 	pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
 	mustOK(t, err)
@@ -583,6 +646,14 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		if _, err := worker.New(a, st, task, cfg); !errors.Is(err, worker.ErrInvalidConfig) && !errors.Is(err, worker.ErrInvalidBatch) {
 			t.Errorf("%s: New = %v, want ErrInvalidConfig", name, err)
 		}
+	}
+	// An exec task must be killed before a lost lease can expire.
+	slow := &worker.ExecTask{Command: []string{"true"}, KillGrace: 2 * time.Second}
+	if _, err := worker.New(a, st, slow, worker.Config{LeaseTTL: 10 * time.Second}); !errors.Is(err, worker.ErrInvalidConfig) {
+		t.Errorf("KillGrace 2s with SafetyMargin 2s: New = %v, want ErrInvalidConfig", err)
+	}
+	if _, err := worker.New(a, st, slow, worker.Config{LeaseTTL: 30 * time.Second}); err != nil {
+		t.Errorf("KillGrace 2s with SafetyMargin 6s: %v", err)
 	}
 	if _, err := worker.New(nil, st, task, worker.Config{}); !errors.Is(err, worker.ErrInvalidConfig) {
 		t.Errorf("nil allocator: %v", err)

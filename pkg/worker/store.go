@@ -26,10 +26,12 @@ type Store interface {
 
 	// StartBatch creates batch id from the pool's members at this moment,
 	// unless it exists, and returns its progress. Items added to the pool
-	// later are not part of it.
+	// later are not part of it. An empty pool makes no batch: the progress
+	// returned is complete with Total 0, and nothing is stored.
 	StartBatch(ctx context.Context, id string) (Progress, error)
 	// Pending returns up to n items of batch id that are neither done nor
-	// failed, in random order; none when the batch is finished.
+	// failed, in random order; none when the batch is finished or does not
+	// exist (check Progress to tell them apart).
 	Pending(ctx context.Context, id string, n int) ([]string, error)
 	// IsPending reports whether item is still to do in batch id.
 	IsPending(ctx context.Context, id, item string) (bool, error)

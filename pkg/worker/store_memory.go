@@ -195,7 +195,8 @@ func (s *MemoryStore) StartBatch(ctx context.Context, id string) (Progress, erro
 	}
 	b.total = int64(len(b.todo))
 	if b.total == 0 {
-		b.finished = b.started
+		// An empty pool makes no batch (as start.lua).
+		return Progress{Started: b.started, Finished: b.started}, nil
 	}
 	// Counts left from an earlier batch of this id must not carry over.
 	delete(s.st.failures, id)

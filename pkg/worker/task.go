@@ -32,6 +32,10 @@ var (
 	// ErrBatchFailed: the batch finished with items that exhausted their
 	// attempts. Pool.Run returns it (wrapped with the counts).
 	ErrBatchFailed = errors.New("worker: batch finished with failed items")
+	// ErrBatchLost: the batch's state vanished from the store while it
+	// ran (a Redis restart without persistence, or its keys deleted), so
+	// which items are done is unknown. Pool.Run returns it.
+	ErrBatchLost = errors.New("worker: batch state lost")
 )
 
 // Job is one run of the task on one leased item.

@@ -9,7 +9,9 @@
 --          {total, started_ms, finished_ms}
 -- No ARGV.
 -- Returns {total, done, failed, started_ms, finished_ms}, finished_ms 0
--- while running. Times are the server's, in ms since the epoch.
+-- while running. An empty pool makes no batch: it returns {0, 0, 0, now,
+-- now} and writes nothing, so a later run with the same id, once the pool
+-- has items, starts a real batch. Times are the server's, in ms since the epoch.
 -- Refuses with WRONGTYPE, naming the key, when any key holds another type;
 -- then nothing is written.
 -- One SUNIONSTORE copies the pool: O(pool size) in a single command, about
@@ -29,10 +31,10 @@ if redis.call('EXISTS', KEYS[6]) == 0 then
   -- not count in this one.
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   local total = redis.call('SUNIONSTORE', KEYS[2], KEYS[1])
-  redis.call('HSET', KEYS[6], 'total', total, 'started_ms', now)
   if total == 0 then
-    redis.call('HSET', KEYS[6], 'finished_ms', now)
+    return {0, 0, 0, now, now}
   end
+  redis.call('HSET', KEYS[6], 'total', total, 'started_ms', now)
 end
 local m = redis.call('HMGET', KEYS[6], 'total', 'started_ms', 'finished_ms')
 return {
