@@ -140,7 +140,9 @@ func TestE2EKilledRunnersItemsAreTakenOver(t *testing.T) {
 		}
 		return len(held) == 2
 	})
-	cfg := e.config("others", items, fmt.Sprintf(extra, 4), 200*time.Millisecond)
+	// Tasks of a second keep the 2-CPU test machine from being saturated
+	// by process starts, which would delay the takeover's own task start.
+	cfg := e.config("others", items, fmt.Sprintf(extra, 4), time.Second)
 	rs := []*runnerProc{startRunner(t, "runner-1", nil, "run", "-c", cfg), startRunner(t, "runner-2", nil, "run", "-c", cfg)}
 	waitFor(t, "the others at work", 20*time.Second, func() bool {
 		n := 0

@@ -1,0 +1,1019 @@
+package main
+
+// Security end to end, through the real runner binary: passwords and ACL
+// users, TLS (server-verified and mutual), the admin endpoint staying off
+// unless configured, and the least-privilege ACL rule of the README.
+// Servers that need a password or speak only TLS are started by this file
+// (startOwnRedis): redistest's readiness check is a plain, unauthenticated
+// PING that such servers do not answer.
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// aclCommands is the least a runner needs, for "runner run" in loop and
+// batch mode and for every "runner pool" subcommand. Everything else is
+// denied, notably KEYS, SCAN, FLUSHALL, FLUSHDB, CONFIG, SCRIPT and
+// FUNCTION: commands without key arguments pass any key pattern, so a
+// category such as +@write (which holds FLUSHALL) would let a user
+// limited to one prefix empty the whole server. Commands called by the
+// runner's Lua scripts are checked against the same list.
+var aclCommands = []string{
+	"+ping",             // the runner's connect loop, /healthz, pub/sub health checks
+	"+eval", "+evalsha", // every script (go-redis sends EVALSHA, then EVAL on NOSCRIPT)
+	"+subscribe", "+publish", // allocator wake-ups (PUBLISH from release.lua and sync.lua)
+	"+time", // server time, in scripts and in "pool status"
+	"+get", "+set", "+del", "+exists", "+type", "+pttl", "+pexpire", "+persist", "+rename", "+incr",
+	"+hget", "+hset", "+hdel", "+hincrby", "+hmget",
+	"+sadd", "+srem", "+scard", "+sismember", "+smismember", "+smove", "+sscan", "+srandmember", "+sunionstore",
+	"+zadd", "+zrem", "+zcard", "+zrange", "+zscore", "+zpopmin", "+zscan",
+}
+
+// aclSetUser is the ACL SETUSER argument list for a runner user limited to
+// the given key and channel patterns, with the commands of aclCommands.
+func aclSetUser(user, password string, patterns ...string) []any {
+	args := []any{"ACL", "SETUSER", user, "reset", "on", ">" + password}
+	for _, p := range patterns {
+		args = append(args, p)
+	}
+	for _, c := range aclCommands {
+		args = append(args, c)
+	}
+	return args
+}
+
+// TestE2ESecurityPasswordAuth runs batches through a server with
+// requirepass, as the default user (password from RUNNER_REDIS_PASSWORD)
+// and as an ACL user (user name and password from the file); with a wrong
+// password the runner logs one line per retry and "pool status" exits 1
+// with a one-line error, neither quoting the password.
+func TestE2ESecurityPasswordAuth(t *testing.T) {
+	t.Parallel()
+	const (
+		rightPw = "Right-Pw-5e2c91"
+		userPw  = "User-Pw-a7d0f3"
+		wrongPw = "Wrong-Pw-0b44e8"
+	)
+	srv := startOwnRedis(t, redis.Options{Password: rightPw}, false, "--requirepass", rightPw)
+	ctx := context.Background()
+	const user = "runner-user"
+	if err := srv.client.Do(ctx, aclSetUser(user, userPw, "~acl-app|*", "&acl-app|*")...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{rightPw, userPw, wrongPw}
+
+	for _, tc := range []struct {
+		name, prefix, username, password string
+		viaEnv                           bool
+	}{
+		{name: "requirepass", prefix: "pw-app", password: rightPw, viaEnv: true},
+		{name: "acl user", prefix: "acl-app", username: user, password: userPw},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var env []string
+			auth := fmt.Sprintf("  username: %q\n", tc.username)
+			if tc.viaEnv {
+				env = []string{"RUNNER_REDIS_PASSWORD=" + tc.password}
+			} else {
+				auth += fmt.Sprintf("  password: %q\n", tc.password)
+			}
+			cfg := writeSecConfig(t, "auth", fmt.Sprintf(`redis:
+  addr: %q
+%spool:
+  prefix: %q
+  items: [a, b, c]
+task:
+  command: ["true"]
+mode: batch
+batch:
+  id: auth
+`, srv.addr, auth, tc.prefix))
+			r := startRunner(t, "runner", env, "run", "-c", cfg)
+			if code := r.wait(60 * time.Second); code != 0 || !strings.Contains(r.out.String(), "batch complete") {
+				t.Fatalf("runner run exited %d, want 0 with \"batch complete\"; output:\n%s", code, r.out.String())
+			}
+			code, out := runnerCmd(t, env, "pool", "status", "-c", cfg)
+			if code != 0 || !strings.Contains(out, "auth: 3 done, 0 failed, 0 pending of 3") {
+				t.Fatalf("pool status exited %d, want 0 and the batch done; output:\n%s", code, out)
+			}
+			assertNoSecret(t, "runner output", r.out.String()+out, secrets...)
+		})
+	}
+
+	for _, tc := range []struct{ name, username string }{
+		{name: "wrong password", username: ""},
+		{name: "wrong acl password", username: user},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := writeSecConfig(t, "wrong", fmt.Sprintf(`redis:
+  addr: %q
+  username: %q
+  password: %q
+pool:
+  prefix: wrong-app
+  items: [a]
+task:
+  command: ["true"]
+`, srv.addr, tc.username, wrongPw))
+			r := startRunner(t, "runner", nil, "run", "-c", cfg)
+			waitRetries(t, r, 3, regexp.MustCompile(`\bWRONGPASS\b`))
+			r.signal(syscall.SIGTERM)
+			if code := r.wait(10 * time.Second); code != 0 {
+				t.Fatalf("runner stopped while retrying exited %d, want 0; output:\n%s", code, r.out.String())
+			}
+			if strings.Contains(r.out.String(), "runner started") {
+				t.Errorf("the runner started with a wrong password; output:\n%s", r.out.String())
+			}
+			assertNoSecret(t, "runner logs", r.out.String(), secrets...)
+			// Password in the environment this time: neither way may show.
+			code, out := runnerCmd(t, []string{"RUNNER_REDIS_PASSWORD=" + wrongPw}, "pool", "status", "-c", cfg)
+			assertOneLineError(t, "pool status", code, out, regexp.MustCompile(`\bWRONGPASS\b`))
+			assertNoSecret(t, "pool status", out, secrets...)
+		})
+	}
+}
+
+// TestE2ESecurityTLS runs batches over TLS against TLS-only servers
+// (--port 0), verifying the server with ca_file, and with a client
+// certificate where the server demands one. A runner that trusts another
+// CA, or offers no certificate where one is required, logs one line per
+// retry and never gets in. The client key appears in no log line, nor in
+// /status or /metrics.
+func TestE2ESecurityTLS(t *testing.T) {
+	t.Parallel()
+	p := newTestPKI(t)
+	optional := startOwnRedis(t, redis.Options{TLSConfig: p.clientTLS(true)}, true, p.serverArgs("optional")...)
+	mutual := startOwnRedis(t, redis.Options{TLSConfig: p.clientTLS(true)}, true, p.serverArgs("yes")...)
+	keyLines := p.keyBodyLines(t)
+	var mu sync.Mutex
+	var shown []string // every output the runners produced, for the key check
+	show := func(s string) { mu.Lock(); shown = append(shown, s); mu.Unlock() }
+	tlsYAML := func(ca string, withCert bool) string {
+		s := fmt.Sprintf("  tls:\n    enabled: true\n    ca_file: %q\n", ca)
+		if withCert {
+			s += fmt.Sprintf("    cert_file: %q\n    key_file: %q\n", p.clientCert, p.clientKey)
+		}
+		return s
+	}
+
+	t.Run("batch", func(t *testing.T) {
+		for _, tc := range []struct {
+			name     string
+			srv      *ownRedis
+			withCert bool
+		}{
+			{"server verified", optional, false},
+			{"mutual", mutual, true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				cfg := writeSecConfig(t, "tls", fmt.Sprintf(`redis:
+  addr: %q
+%spool:
+  prefix: tls-batch
+  items: [a, b, c, d]
+task:
+  command: ["true"]
+mode: batch
+batch:
+  id: over-tls
+log:
+  level: debug
+`, tc.srv.addr, tlsYAML(p.caFile, tc.withCert)))
+				r := startRunner(t, "runner", nil, "run", "-c", cfg)
+				code := r.wait(60 * time.Second)
+				show(r.out.String())
+				if code != 0 || !strings.Contains(r.out.String(), "batch complete") {
+					t.Fatalf("runner run over TLS exited %d, want 0 with \"batch complete\"; output:\n%s", code, r.out.String())
+				}
+				code, out := runnerCmd(t, nil, "pool", "status", "-c", cfg)
+				show(out)
+				if code != 0 || !strings.Contains(out, "over-tls: 4 done, 0 failed, 0 pending of 4") {
+					t.Fatalf("pool status over TLS exited %d, want 0 and the batch done; output:\n%s", code, out)
+				}
+			})
+		}
+	})
+
+	t.Run("mutual loop with admin", func(t *testing.T) {
+		cfg := writeSecConfig(t, "tls-loop", fmt.Sprintf(`redis:
+  addr: %q
+%spool:
+  prefix: tls-loop
+  items: [a, b]
+worker:
+  concurrency: 2
+task:
+  command: ["sleep", "0.05"]
+admin:
+  listen: 127.0.0.1:0
+log:
+  level: trace
+`, mutual.addr, tlsYAML(p.caFile, true)))
+		r := startRunner(t, "runner", nil, "run", "-c", cfg)
+		base := adminBase(t, r)
+		waitFor(t, "task runs over mutual TLS", 30*time.Second, func() bool {
+			return strings.Count(r.out.String(), "task succeeded") >= 4
+		})
+		for _, path := range []string{"/status", "/metrics", "/healthz"} {
+			code, body := httpGet(t, base+path)
+			show(body)
+			if code != 200 {
+				t.Errorf("GET %s = %d, want 200; body:\n%s", path, code, body)
+			}
+		}
+		r.signal(syscall.SIGTERM)
+		code := r.wait(20 * time.Second)
+		show(r.out.String())
+		if code != 0 {
+			t.Fatalf("runner exited %d after SIGTERM, want 0", code)
+		}
+	})
+
+	// Refused: the runner retries, one line per attempt, and never gets in.
+	for _, tc := range []struct {
+		name     string
+		srv      *ownRedis
+		ca       string
+		withCert bool
+		want     *regexp.Regexp
+	}{
+		{"wrong CA", optional, p.otherCAFile, true, regexp.MustCompile(`x509: certificate signed by unknown authority`)},
+		{"no client certificate", mutual, p.caFile, false, regexp.MustCompile(`tls: certificate required|connection reset by peer|broken pipe|EOF`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prefix := "tls-refused-" + strings.ReplaceAll(tc.name, " ", "-")
+			cfg := writeSecConfig(t, "tls-refused", fmt.Sprintf(`redis:
+  addr: %q
+%spool:
+  prefix: %q
+  items: [a]
+task:
+  command: ["true"]
+`, tc.srv.addr, tlsYAML(tc.ca, tc.withCert), prefix))
+			r := startRunner(t, "runner", nil, "run", "-c", cfg)
+			waitRetries(t, r, 3, tc.want)
+			r.signal(syscall.SIGTERM)
+			code := r.wait(10 * time.Second)
+			out := r.out.String()
+			show(out)
+			if code != 0 {
+				t.Fatalf("runner stopped while retrying exited %d, want 0; output:\n%s", code, out)
+			}
+			for _, s := range []string{"redis answers", "pool items added", "runner started"} {
+				if strings.Contains(out, s) {
+					t.Errorf("the runner got in (%q logged); output:\n%s", s, out)
+				}
+			}
+			n, err := tc.srv.client.Exists(context.Background(), prefix+"|lock-pool|pool").Result()
+			if err != nil || n != 0 {
+				t.Errorf("pool set of the refused runner: exists = %d, %v; want 0 (it must never have connected)", n, err)
+			}
+			code, out = runnerCmd(t, nil, "pool", "status", "-c", cfg)
+			show(out)
+			assertOneLineError(t, "pool status", code, out, tc.want)
+		})
+	}
+
+	if t.Failed() {
+		return
+	}
+	all := strings.Join(shown, "\n")
+	if len(shown) < 12 {
+		t.Fatalf("the key check saw %d outputs, want 12: a subtest was skipped", len(shown))
+	}
+	for _, l := range keyLines {
+		if strings.Contains(all, l) {
+			t.Errorf("a line of the client key's PEM body appears in the runner's output or admin endpoint: %q", l)
+		}
+	}
+	if strings.Contains(all, "PRIVATE KEY") {
+		t.Errorf("a PEM private key header appears in the runner's output or admin endpoint")
+	}
+}
+
+// TestE2ESecurityAdminOffUnlessConfigured checks, from the kernel's socket
+// tables, that a runner without admin.listen has no listening socket, nor
+// do its task processes, while one with admin.listen has exactly the one
+// it logged (the control showing the check sees sockets at all).
+func TestE2ESecurityAdminOffUnlessConfigured(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Fatalf("this test reads /proc and needs Linux, got %s", runtime.GOOS)
+	}
+	off, on := newE2E(t), newE2E(t)
+	items := itemNames(3)
+	rOff := startRunner(t, "runner-admin-off", nil, "run", "-c", off.config("off", items, "worker:\n  concurrency: 2\n", 300*time.Millisecond))
+	rOn := startRunner(t, "runner-admin-on", nil, "run", "-c", on.config("on", items, "worker:\n  concurrency: 2\nadmin:\n  listen: 127.0.0.1:0\n", 300*time.Millisecond))
+	base := adminBase(t, rOn)
+	for _, r := range []*runnerProc{rOff, rOn} {
+		waitFor(t, r.name+" running tasks", 30*time.Second, func() bool {
+			return strings.Contains(r.out.String(), "recorder: began")
+		})
+	}
+	// Sampled while tasks run, so their processes are checked too.
+	offSocks := processTreeSockets(t, rOff.pid())
+	onSocks := processTreeSockets(t, rOn.pid())
+	if len(offSocks.listening) != 0 {
+		t.Errorf("runner without admin.listen listens on %v", offSocks.listening)
+	}
+	if offSocks.connected == 0 {
+		t.Errorf("no connected socket found for the runner without admin.listen: the check cannot see its sockets")
+	}
+	wantOn := []string{"tcp " + strings.TrimPrefix(base, "http://")}
+	if fmt.Sprint(onSocks.listening) != fmt.Sprint(wantOn) {
+		t.Errorf("runner with admin.listen listens on %v, want %v", onSocks.listening, wantOn)
+	}
+	for _, r := range []*runnerProc{rOff, rOn} {
+		r.signal(syscall.SIGTERM)
+		if code := r.wait(20 * time.Second); code != 0 {
+			t.Errorf("%s exited %d after SIGTERM, want 0", r.name, code)
+		}
+	}
+	off.checkLedger(off.events())
+}
+
+// TestE2ESecurityACLPrefixUser runs everything a runner does as a user
+// that may touch only its pool's keys and channels and run only
+// aclCommands: batch and loop mode (with more workers than items, so
+// releases publish wake-ups) and every pool subcommand. Redis's ACL log
+// must show no denial for it; then keys, channels and commands outside the
+// rule are shown to be denied, so the rule is really limiting.
+func TestE2ESecurityACLPrefixUser(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		patterns func(prefix string) []string
+		onePool  bool // other pools under the prefix are denied too
+	}{
+		// One user per application: every pool under the prefix.
+		{"prefix", func(p string) []string { return []string{"~" + p + "|*", "&" + p + "|*"} }, false},
+		// One user per pool (pool.name lock-pool).
+		{"pool", func(p string) []string {
+			return []string{"~" + p + "|lock-pool:*", "~" + p + "|lock-pool|*", "&" + p + "|lock-pool|alloc:wake:*"}
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newE2E(t)
+			ctx := context.Background()
+			const password = "Acl-Pw-63b1e0"
+			user := "runner-acl-" + strings.NewReplacer(":", "-", "|", "-").Replace(e.prefix)
+			if err := e.client.Do(ctx, aclSetUser(user, password, tc.patterns(e.prefix)...)...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.client.Do(context.Background(), "ACL", "DELUSER", user) })
+			cfg := writeSecConfig(t, "acl", fmt.Sprintf(`redis:
+  addr: %q
+  username: %q
+  password: %q
+pool:
+  prefix: %q
+worker:
+  concurrency: 4
+task:
+  command: ["true"]
+batch:
+  id: acl
+`, e.addr, user, password, e.prefix))
+			run := func(want string, args ...string) string {
+				t.Helper()
+				code, out := runnerCmd(t, nil, args...)
+				if code != 0 || !strings.Contains(out, want) {
+					t.Fatalf("runner %s as the ACL user exited %d, want 0 with %q; output:\n%s", strings.Join(args, " "), code, want, out)
+				}
+				return out
+			}
+			run("3 items added", "pool", "add", "-c", cfg, "a", "b", "c")
+			run("batch complete", "run", "-c", cfg, "--mode", "batch")
+			run("acl: 3 done, 0 failed, 0 pending of 3", "pool", "status", "-c", cfg)
+			run(`"c"`, "pool", "list", "-c", cfg)
+
+			loop := startRunner(t, "runner-loop", nil, "run", "-c", cfg)
+			waitFor(t, "loop-mode runs as the ACL user", 30*time.Second, func() bool {
+				return strings.Count(loop.out.String(), "task succeeded") >= 8
+			})
+			loop.signal(syscall.SIGTERM)
+			if code := loop.wait(20 * time.Second); code != 0 || !strings.Contains(loop.out.String(), "drained: every lease released") {
+				t.Fatalf("loop runner as the ACL user exited %d, want 0 and drained; output:\n%s", code, loop.out.String())
+			}
+
+			run("1 items removed", "pool", "remove", "-c", cfg, "c")
+			run("2 items set as the pool", "pool", "set", "-c", cfg, "x", "y")
+			run(`"y"`, "pool", "list", "-c", cfg, "--json")
+			run("items   2", "pool", "status", "-c", cfg)
+			run("pool cleared", "pool", "clear", "-c", cfg)
+
+			// DBSIZE is denied on purpose: "pool status" then counts locks
+			// by walking the pool's members instead of SCANning the
+			// keyspace, and SCAN would show the user every key name.
+			if denied := aclDenials(t, e.client, user, "dbsize"); len(denied) > 0 {
+				t.Fatalf("Redis denied the runner's ACL user (add the command, key or channel to the rule):\n%s", strings.Join(denied, "\n"))
+			}
+
+			// The rule limits: the same user outside its pool.
+			c := redis.NewClient(&redis.Options{Addr: e.addr, Username: user, Password: password, ContextTimeoutEnabled: true})
+			t.Cleanup(func() { c.Close() })
+			outside := strings.TrimSuffix(e.prefix, ":") + "-other|lock-pool:a" // another application's lock
+			if err := e.client.Set(ctx, outside, "x", time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			inside := e.prefix + "|lock-pool:probe"
+			if err := c.Get(ctx, inside).Err(); !errors.Is(err, redis.Nil) {
+				t.Errorf("GET %q inside the pool as the ACL user: %v, want redis.Nil", inside, err)
+			}
+			for what, err := range map[string]error{
+				"GET outside":                 c.Get(ctx, outside).Err(),
+				"SET outside":                 c.Set(ctx, outside, "y", 0).Err(),
+				"DEL outside":                 c.Del(ctx, outside).Err(),
+				"PUBLISH outside":             c.Publish(ctx, "other-app|alloc:wake:x", "1").Err(),
+				"EVAL with an outside key":    c.Eval(ctx, "return redis.call('GET', KEYS[1])", []string{outside}).Err(),
+				"EVAL reaching outside (Lua)": c.Eval(ctx, "return redis.call('GET', ARGV[1])", []string{inside}, outside).Err(),
+				"EVAL calling DBSIZE (Lua)":   c.Eval(ctx, "return redis.call('DBSIZE')", []string{inside}).Err(),
+			} {
+				// Denials inside a script are ERR "The user executing the script can't ...".
+				if err == nil || !strings.Contains(err.Error(), "NOPERM") && !strings.Contains(err.Error(), "user executing the script can't") {
+					t.Errorf("%s as the ACL user: %v, want it denied", what, err)
+				}
+			}
+			otherPool := e.prefix + "|other-pool:a"
+			if err := c.Get(ctx, otherPool).Err(); tc.onePool != (err != nil && strings.Contains(err.Error(), "NOPERM")) {
+				t.Errorf("GET %q (another pool under the prefix) as the ACL user: %v; want it denied: %v", otherPool, err, tc.onePool)
+			}
+			if v, err := e.client.Get(ctx, outside).Result(); v != "x" || err != nil {
+				t.Errorf("the outside key changed: %q, %v", v, err)
+			}
+			// Destructive or revealing commands without key arguments,
+			// which no key pattern can stop: asked as a dry run, never run.
+			for _, cmd := range [][]any{
+				{"FLUSHALL"}, {"FLUSHDB"}, {"KEYS", "*"}, {"SCAN", "0"}, {"RANDOMKEY"}, {"DBSIZE"},
+				{"CONFIG", "SET", "maxmemory", "1"}, {"SCRIPT", "FLUSH"}, {"FUNCTION", "FLUSH"},
+				{"SWAPDB", "0", "1"}, {"SHUTDOWN"}, {"ACL", "SETUSER", "x"}, {"CLIENT", "KILL", "ID", "1"},
+				{"MONITOR"}, {"PUBSUB", "CHANNELS"}, {"INFO"}, {"SELECT", "1"},
+			} {
+				args := append([]any{"ACL", "DRYRUN", user}, cmd...)
+				res, err := e.client.Do(ctx, args...).Text()
+				if err != nil || !strings.Contains(res, "no permissions") {
+					t.Errorf("ACL DRYRUN %v for the runner's user: %q, %v; want it denied", cmd, res, err)
+				}
+			}
+		})
+	}
+}
+
+// ---- helpers ----
+
+// writeSecConfig writes a runner config into the test's directory.
+func writeSecConfig(t *testing.T, name, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+".yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runnerCmd runs a short runner command to its end: exit code and output.
+func runnerCmd(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	p := startRunner(t, "runner "+strings.Join(args, " "), env, args...)
+	code := p.wait(60 * time.Second)
+	return code, p.out.String()
+}
+
+// adminBase waits for the runner to log its admin address.
+func adminBase(t *testing.T, r *runnerProc) string {
+	t.Helper()
+	re := regexp.MustCompile(`admin endpoint listening: addr=(\S+)`)
+	var base string
+	waitFor(t, r.name+" logging its admin address", 20*time.Second, func() bool {
+		if m := re.FindStringSubmatch(r.out.String()); m != nil {
+			base = "http://" + m[1]
+		}
+		return base != ""
+	})
+	return base
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// waitRetries waits for n "redis not reachable, retrying" lines and checks
+// that each is one whole line, numbered in order, whose error matches want.
+func waitRetries(t *testing.T, r *runnerProc, n int, want *regexp.Regexp) {
+	t.Helper()
+	retries := func() []string {
+		var out []string
+		for _, l := range r.out.lines() {
+			if strings.Contains(l, "redis not reachable, retrying") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	waitFor(t, fmt.Sprintf("%d retry lines from %s", n, r.name), 30*time.Second, func() bool { return len(retries()) >= n })
+	// Nothing else may interleave, such as go-redis's own logger writing
+	// the same error to stderr again.
+	for _, l := range r.out.lines() {
+		if !hclogLine.MatchString(l) {
+			t.Errorf("%s wrote a line that is not the runner's log format: %q", r.name, l)
+		}
+	}
+	for i, l := range retries() {
+		if !strings.Contains(l, fmt.Sprintf(" attempt=%d ", i+1)) || !want.MatchString(l) || !strings.Contains(l, `error="`) || !strings.HasSuffix(l, `"`) {
+			t.Errorf("retry line %d is not one line with attempt=%d and an error matching %q:\n%s\n--- output:\n%s", i+1, i+1, want, l, r.out.String())
+		}
+	}
+}
+
+// hclogLine is a line of the runner's text log.
+var hclogLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d) \[(TRACE|DEBUG|INFO|WARN|ERROR)\]\s`)
+
+// assertOneLineError checks a failed one-shot command: exit 1 and a single
+// "runner: ..." line matching want.
+func assertOneLineError(t *testing.T, what string, code int, out string, want *regexp.Regexp) {
+	t.Helper()
+	out = strings.TrimSuffix(out, "\n")
+	if code != 1 || strings.Contains(out, "\n") || !strings.HasPrefix(out, "runner: ") || !want.MatchString(out) {
+		t.Errorf("%s: exit %d with %q; want exit 1 and one \"runner: ...\" line matching %q", what, code, out, want)
+	}
+}
+
+func assertNoSecret(t *testing.T, what, text string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Errorf("a password appears in %s:\n%s", what, text)
+		}
+	}
+}
+
+// aclDenials returns Redis's ACL log entries for user, one line each,
+// but for denied commands named in expected.
+func aclDenials(t *testing.T, c *redis.Client, user string, expected ...string) []string {
+	t.Helper()
+	entries, err := c.Do(context.Background(), "ACL", "LOG", "128").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, entry := range entries {
+		fields := map[string]string{}
+		switch e := entry.(type) {
+		case map[any]any: // RESP3
+			for k, v := range e {
+				fields[fmt.Sprint(k)] = fmt.Sprint(v)
+			}
+		case []any: // RESP2: name, value, ...
+			for i := 0; i+1 < len(e); i += 2 {
+				fields[fmt.Sprint(e[i])] = fmt.Sprint(e[i+1])
+			}
+		}
+		if fields["username"] == user && !(fields["reason"] == "command" && slices.Contains(expected, fields["object"])) {
+			out = append(out, fmt.Sprintf("reason=%s context=%s object=%q", fields["reason"], fields["context"], fields["object"]))
+		}
+	}
+	return out
+}
+
+// ---- sockets from /proc ----
+
+// socketSummary is what a process tree holds: its listening sockets as
+// "tcp host:port", "udp host:port" or "unix path", and how many connected
+// sockets it has (the control that the check sees anything at all).
+type socketSummary struct {
+	listening []string
+	connected int
+}
+
+// processTreeSockets reads the sockets of pid and of its descendants from
+// /proc/<pid>/fd and the kernel's socket tables. Processes that exit
+// meanwhile are skipped.
+func processTreeSockets(t *testing.T, root int) socketSummary {
+	t.Helper()
+	inodes := map[string]bool{}
+	for _, pid := range processTree(t, root) {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			continue // exited
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if ino, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+				inodes[strings.TrimSuffix(ino, "]")] = true
+			}
+		}
+	}
+	var s socketSummary
+	for _, table := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		for _, f := range procTable(t, root, table) {
+			if len(f) < 10 || !inodes[f[9]] {
+				continue
+			}
+			proto := strings.TrimSuffix(table, "6")
+			listening := f[3] == "0A" // TCP_LISTEN
+			if proto == "udp" {
+				listening = strings.HasSuffix(f[2], ":0000") // bound, not connected
+			}
+			if listening {
+				s.listening = append(s.listening, proto+" "+procAddr(t, f[1]))
+			} else {
+				s.connected++
+			}
+		}
+	}
+	for _, f := range procTable(t, root, "unix") {
+		// Num RefCount Protocol Flags Type St Inode [Path]
+		if len(f) < 7 || !inodes[f[6]] {
+			continue
+		}
+		flags, _ := strconv.ParseUint(f[3], 16, 32)
+		if flags&0x10000 != 0 { // __SO_ACCEPTCON: listening
+			path := "(unnamed)"
+			if len(f) > 7 {
+				path = f[7]
+			}
+			s.listening = append(s.listening, "unix "+path)
+		}
+	}
+	return s
+}
+
+// processTree is root and every process descending from it.
+func processTree(t *testing.T, root int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		s := string(stat)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		children[ppid] = append(children[ppid], pid)
+	}
+	tree := []int{root}
+	for i := 0; i < len(tree); i++ {
+		tree = append(tree, children[tree[i]]...)
+	}
+	return tree
+}
+
+// procTable returns the fields of each row of /proc/<pid>/net/<name>.
+func procTable(t *testing.T, pid int, name string) [][]string {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, name))
+	if errors.Is(err, os.ErrNotExist) && strings.HasSuffix(name, "6") {
+		return nil // no IPv6 in this kernel
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var rows [][]string
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		rows = append(rows, strings.Fields(sc.Text()))
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+// procAddr decodes a /proc/net address ("0100007F:1F90": IPv4 as a
+// little-endian word, or IPv6 as four of them) to host:port.
+func procAddr(t *testing.T, s string) string {
+	t.Helper()
+	hexIP, hexPort, _ := strings.Cut(s, ":")
+	port, err := strconv.ParseUint(hexPort, 16, 16)
+	if err != nil || len(hexIP)%8 != 0 {
+		t.Fatalf("bad /proc/net address %q", s)
+	}
+	ip := make(net.IP, 0, len(hexIP)/2)
+	for w := 0; w < len(hexIP); w += 8 {
+		v, err := strconv.ParseUint(hexIP[w:w+8], 16, 32)
+		if err != nil {
+			t.Fatalf("bad /proc/net address %q", s)
+		}
+		ip = append(ip, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+	}
+	return net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10))
+}
+
+// ---- a redis-server of our own ----
+
+// ownRedis is a redis-server started by this file, for servers that need a
+// password or speak only TLS.
+type ownRedis struct {
+	addr   string
+	client *redis.Client // as the test's admin: with the password, over TLS
+}
+
+// startOwnRedis starts redis-server on a free loopback port, plain
+// ("--port N") or TLS only ("--port 0 --tls-port N"), with extra args, and
+// waits until a client with opts (password, TLS) gets PONG. The server is
+// stopped when the test ends, and killed with the test binary.
+func startOwnRedis(t *testing.T, opts redis.Options, tlsOnly bool, extra ...string) *ownRedis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("these tests need redis-server on PATH (apt-get install redis-server): %v", err)
+	}
+	dir := t.TempDir()
+	for attempt := 1; ; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+		args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
+			"--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"}
+		if tlsOnly {
+			args = append(args, "--port", "0", "--tls-port", port)
+		} else {
+			args = append(args, "--port", port)
+		}
+		args = append(args, extra...)
+		cmd := exec.Command(bin, args...)
+		out := &lineBuffer{}
+		cmd.Stdout, cmd.Stderr, cmd.Dir = out, out, dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := startOnLockedThread(cmd); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		stop := func() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				<-done
+			}
+		}
+		o := opts
+		o.Addr, o.ContextTimeoutEnabled, o.MaxRetries, o.DialerRetries = net.JoinHostPort("127.0.0.1", port), true, -1, 1
+		c := redis.NewClient(&o)
+		var last error
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			last = c.Ping(ctx).Err()
+			cancel()
+			exited := false
+			select {
+			case <-done:
+				exited = true
+			default:
+			}
+			if last == nil || exited || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if last == nil {
+			t.Cleanup(func() {
+				c.Close()
+				stop()
+			})
+			return &ownRedis{addr: o.Addr, client: c}
+		}
+		c.Close()
+		stop()
+		log := out.String()
+		if strings.Contains(log, "Address already in use") && attempt < 5 {
+			continue
+		}
+		hint := ""
+		if tlsOnly && (strings.Contains(log, "Bad directive") || strings.Contains(log, "tls")) {
+			hint = "\nThis redis-server seems to be built without TLS: install one built with BUILD_TLS=yes " +
+				"(Debian/Ubuntu's redis-server package is: apt-get install redis-server; from source: make BUILD_TLS=yes)."
+		}
+		t.Fatalf("redis-server %s did not answer PING: %v\n--- its output:\n%s%s", strings.Join(args, " "), last, log, hint)
+	}
+}
+
+// startOnLockedThread starts cmd from a thread that never exits: Linux
+// sends the parent-death signal when the forking thread ends, not the
+// process (see internal/redistest).
+func startOnLockedThread(cmd *exec.Cmd) error {
+	lockedStarter.once.Do(func() {
+		lockedStarter.reqs = make(chan *exec.Cmd)
+		lockedStarter.errs = make(chan error)
+		go func() {
+			runtime.LockOSThread() // never unlocked
+			for c := range lockedStarter.reqs {
+				lockedStarter.errs <- c.Start()
+			}
+		}()
+	})
+	lockedStarter.mu.Lock()
+	defer lockedStarter.mu.Unlock()
+	lockedStarter.reqs <- cmd
+	return <-lockedStarter.errs
+}
+
+var lockedStarter struct {
+	once sync.Once
+	mu   sync.Mutex
+	reqs chan *exec.Cmd
+	errs chan error
+}
+
+// ---- test certificates ----
+
+// testPKI is a CA with a server certificate (127.0.0.1, ::1, localhost)
+// and a client certificate, and another CA that signed nothing of ours.
+// Keys are ECDSA P-256 in PKCS #8 PEM files.
+type testPKI struct {
+	dir                   string
+	caFile, otherCAFile   string
+	serverCert, serverKey string
+	clientCert, clientKey string
+	caPool                *x509.CertPool
+	clientPair            tls.Certificate
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	p := &testPKI{dir: t.TempDir()}
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(p.dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	keyDER := func(k *ecdsa.PrivateKey) []byte {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	serial := func() *big.Int {
+		n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	sign := func(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, signer *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
+		tmpl.SerialNumber = serial()
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+		if parent == nil {
+			parent = tmpl
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert, der
+	}
+	caTemplate := func(cn string) *x509.Certificate {
+		return &x509.Certificate{
+			Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		}
+	}
+
+	caKey := newKey()
+	ca, caDER := sign(caTemplate("lockpool test CA"), nil, &caKey.PublicKey, caKey)
+	p.caFile = write("ca.pem", "CERTIFICATE", caDER)
+	otherKey := newKey()
+	_, otherDER := sign(caTemplate("some other CA"), nil, &otherKey.PublicKey, otherKey)
+	p.otherCAFile = write("other-ca.pem", "CERTIFICATE", otherDER)
+
+	serverKey := newKey()
+	_, serverDER := sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "redis test server"},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, ca, &serverKey.PublicKey, caKey)
+	p.serverCert = write("server.pem", "CERTIFICATE", serverDER)
+	p.serverKey = write("server-key.pem", "PRIVATE KEY", keyDER(serverKey))
+
+	clientKey := newKey()
+	_, clientDER := sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "runner"},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, ca, &clientKey.PublicKey, caKey)
+	p.clientCert = write("client.pem", "CERTIFICATE", clientDER)
+	p.clientKey = write("client-key.pem", "PRIVATE KEY", keyDER(clientKey))
+
+	p.caPool = x509.NewCertPool()
+	p.caPool.AddCert(ca)
+	pair, err := tls.LoadX509KeyPair(p.clientCert, p.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.clientPair = pair
+	return p
+}
+
+// serverArgs are redis-server's TLS arguments; authClients is
+// --tls-auth-clients (yes, optional).
+func (p *testPKI) serverArgs(authClients string) []string {
+	return []string{"--tls-cert-file", p.serverCert, "--tls-key-file", p.serverKey,
+		"--tls-ca-cert-file", p.caFile, "--tls-auth-clients", authClients}
+}
+
+// clientTLS is the test's own TLS client configuration.
+func (p *testPKI) clientTLS(withCert bool) *tls.Config {
+	c := &tls.Config{RootCAs: p.caPool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	if withCert {
+		c.Certificates = []tls.Certificate{p.clientPair}
+	}
+	return c
+}
+
+// keyBodyLines are the base64 lines of the client key's PEM file.
+func (p *testPKI) keyBodyLines(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(p.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "-----") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		t.Fatalf("no base64 body in %s", p.clientKey)
+	}
+	return lines
+}
