@@ -117,7 +117,7 @@ func testFaultPartition(t *testing.T, stall bool) {
 	e.runnerAddr = px.Addr()
 	cfgA := e.config("a", items, faultWorkerYAML(2, time.Second), 30*time.Second)
 	e.runnerAddr = e.addr
-	cfgOthers := e.config("others", items, faultWorkerYAML(2, time.Second), 200*time.Millisecond)
+	cfgOthers := e.config("others", items, faultWorkerYAML(2, time.Second), time.Second) // slow enough not to saturate the CPU
 
 	a := startRunner(t, "A", faultEnv, "run", "-c", cfgA)
 	var held map[string]event // A's running tasks by item
