@@ -269,8 +269,11 @@ func (p *RedisLockPool) HealthCheck(ctx context.Context) (locked, free int64, er
 	pipe := p.client.Pipeline()
 	card := pipe.SCard(ctx, p.pool)
 	size := pipe.DBSize(ctx)
-	if _, err := pipe.Exec(ctx); err != nil && card.Err() != nil {
-		return 0, 0, wrap(op, p.pool, card.Err())
+	// Only DBSIZE may fail on its own (an ACL user may lack it). A
+	// connection that fails to authenticate fails the pipeline without
+	// setting any command's error, so SCARD's error alone does not tell.
+	if _, err := pipe.Exec(ctx); err != nil && (card.Err() != nil || size.Err() == nil) {
+		return 0, 0, wrap(op, p.pool, err)
 	}
 	members := card.Val()
 	if members == 0 {

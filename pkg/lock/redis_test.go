@@ -338,3 +338,34 @@ func TestHealthCheckWalksBothWays(t *testing.T) {
 	wantHealth(t, p, 40, int64(len(items))-40)
 	wantHealth(t, neighbour, 10, 0)
 }
+
+// TestHealthCheckWithAWrongPassword: a connection that fails to
+// authenticate must be an error, not "0 locked, 0 free".
+func TestHealthCheckWithAWrongPassword(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	admin := redistest.Client(t)
+	user := "hc-" + strings.NewReplacer(":", "-", "|", "-").Replace(redistest.Prefix(t))
+	if err := admin.Do(ctx, "ACL", "SETUSER", user, "on", ">right-pw", "~*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Do(context.Background(), "ACL", "DELUSER", user) })
+	cfg := lock.Config{Prefix: redistest.Prefix(t)}
+	good, err := lock.NewRedisLockPool(admin, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := good.Extend(ctx, []string{"a", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	bad := redis.NewClient(&redis.Options{Addr: redistest.Addr(t), Username: user, Password: "wrong-pw", MaxRetries: -1})
+	defer bad.Close()
+	p, err := lock.NewRedisLockPool(bad, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked, free, err := p.HealthCheck(ctx)
+	if err == nil {
+		t.Fatalf("HealthCheck with a wrong password = %d locked, %d free, nil error; want an error", locked, free)
+	}
+}
