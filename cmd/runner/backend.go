@@ -25,6 +25,9 @@ type backend struct {
 	alloc  *allocator.Allocator
 	store  worker.Store
 	memory bool
+	// itemsMarker is a key set once pool.items were added: it disappears
+	// with them when Redis loses its data (a restart without persistence).
+	itemsMarker string
 }
 
 // embedded reports whether the config asks for the in-memory backend.
@@ -159,7 +162,7 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 		client.Close()
 		return nil, err
 	}
-	b := &backend{client: client, pool: pool}
+	b := &backend{client: client, pool: pool, itemsMarker: c.Pool.Prefix + "|" + c.Pool.Name + "|runner:items"}
 	if allocCfg.LeaseTTL == 0 {
 		return b, nil // pool commands need no allocator
 	}
@@ -215,6 +218,9 @@ func addItems(ctx context.Context, b *backend, items []string, log hclog.Logger)
 	}
 	for attempt := 1; ; attempt++ {
 		err := b.pool.Extend(ctx, items)
+		if err == nil && b.client != nil {
+			err = b.client.Set(ctx, b.itemsMarker, "1", 0).Err()
+		}
 		if err == nil {
 			log.Info("pool items added", "count", len(items))
 			return nil
@@ -227,6 +233,39 @@ func addItems(ctx context.Context, b *backend, items []string, log hclog.Logger)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// keepItems adds pool.items again when Redis has lost them (the marker
+// addItems sets is gone). It waits one lease_ttl first: every lease granted
+// before the loss has then been given up by its holder (no later than
+// lease_ttl - safety_margin after its last confirmed refresh, sent before
+// the loss), so no item can be granted twice.
+func keepItems(ctx context.Context, b *backend, items []string, ttl, every time.Duration, log hclog.Logger) {
+	if len(items) == 0 || b.client == nil {
+		return
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n, err := b.client.Exists(ctx, b.itemsMarker).Result()
+		if err != nil || n == 1 {
+			continue // present, or Redis unreachable: look again next tick
+		}
+		log.Warn("redis lost pool.items (a restart without persistence?): adding them again once every earlier lease has expired", "in", ttl)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(ttl):
+		}
+		if err := addItems(ctx, b, items, log); err != nil {
+			return // ctx ended, or an error retrying cannot fix
 		}
 	}
 }

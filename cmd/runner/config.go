@@ -373,9 +373,19 @@ func loadConfigFor(file string, environ []string, overrides map[string]string, f
 	return c, nil
 }
 
+// maxConfigFile bounds what readConfigFile reads: no configuration comes
+// near it, and "-c /dev/zero" or a runaway generator must not fill memory.
+const maxConfigFile = 16 << 20
+
 // readConfigFile decodes a .yaml/.yml, .toml or .json file into a table.
 func readConfigFile(file string) (map[string]any, error) {
-	data, err := os.ReadFile(file)
+	ext := strings.ToLower(filepath.Ext(file))
+	switch ext {
+	case ".yaml", ".yml", ".toml", ".json":
+	default:
+		return nil, configErrorf("", "reading %q: unknown file type %q (want .yaml, .yml, .toml or .json)", file, ext)
+	}
+	data, err := readConfigBytes(file)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -386,7 +396,7 @@ func readConfigFile(file string) (map[string]any, error) {
 	// YAML and JSON decode into any so that a document that is not a
 	// table is reported here, without the decoder quoting its content.
 	var top any
-	switch ext := strings.ToLower(filepath.Ext(file)); ext {
+	switch ext {
 	case ".yaml", ".yml":
 		if err = yaml.Unmarshal(data, &top); err != nil {
 			// Type errors quote content between backquotes: hide it.
@@ -403,8 +413,6 @@ func readConfigFile(file string) (map[string]any, error) {
 		}
 	case ".json":
 		err = decodeConfigJSON(data, &top)
-	default:
-		return nil, configErrorf("", "reading %q: unknown file type %q (want .yaml, .yml, .toml or .json)", file, ext)
 	}
 	if err != nil {
 		return nil, configErrorf("", "parsing %q: %v", file, err)
@@ -417,6 +425,20 @@ func readConfigFile(file string) (map[string]any, error) {
 	default:
 		return nil, configErrorf("", "parsing %q: want a table of keys at the top, got %s", file, describeConfigValue(top))
 	}
+}
+
+// readConfigBytes reads file, refusing one longer than maxConfigFile.
+func readConfigBytes(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err == nil && len(data) > maxConfigFile {
+		err = fmt.Errorf("longer than %d MiB", maxConfigFile>>20)
+	}
+	return data, err
 }
 
 var configYAMLQuoted = regexp.MustCompile("`[^`]*`")

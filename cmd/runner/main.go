@@ -19,6 +19,10 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lockpool/lockpool/pkg/worker"
 )
@@ -87,15 +91,34 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, errHelp):
 		return exitOK
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "runner: %v\n%s\n", err, usage)
+		fmt.Fprintf(stderr, "runner: %s\n%s\n", printable(err.Error()), usage)
 		return exitUsage
 	case errors.Is(err, ErrConfig), errors.Is(err, errBadInput):
-		fmt.Fprintf(stderr, "runner: %v\n", configOneLine(err.Error()))
+		fmt.Fprintf(stderr, "runner: %s\n", printable(configOneLine(err.Error())))
 		return exitUsage
 	default:
-		fmt.Fprintf(stderr, "runner: %v\n", configOneLine(err.Error()))
+		fmt.Fprintf(stderr, "runner: %s\n", printable(configOneLine(err.Error())))
 		return exitFailure
 	}
+}
+
+// printable escapes the control characters and invalid UTF-8 in s as a Go
+// string literal would, so that a message quoting raw input (a flag named
+// "-x\nforged", a terminal escape) stays one clean line.
+func printable(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // errHelp: -h was asked for; the flag package printed the help.

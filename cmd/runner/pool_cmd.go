@@ -122,25 +122,25 @@ func readItems(args []string, stdin io.Reader, each func([]string) error) error 
 	return each(batch)
 }
 
-// changeMembers runs add, remove or set. Items are checked by pkg/lock,
-// which writes nothing when any is invalid (per batch read from stdin).
+// changeMembers runs add, remove or set. Every item is read before any is
+// written, so that pkg/lock, which checks them all first, writes nothing
+// when one is invalid: an exit 2 leaves the pool as it was, however many
+// lines stdin had. (pkg/lock writes a million items in chunks.)
 func changeMembers(ctx context.Context, pool *lock.RedisLockPool, sub string, args []string, stdin io.Reader, stdout io.Writer) error {
-	n := 0
-	var all []string // set replaces the pool at once: it needs every item
+	var all []string
 	err := readItems(args, stdin, func(items []string) error {
-		n += len(items)
+		all = append(all, items...)
+		return nil
+	})
+	if err == nil {
 		switch sub {
 		case "add":
-			return pool.Extend(ctx, items)
+			err = pool.Extend(ctx, all)
 		case "remove":
-			return pool.Shrink(ctx, items)
+			err = pool.Shrink(ctx, all)
 		default:
-			all = append(all, items...)
-			return nil
+			err = pool.Assign(ctx, all)
 		}
-	})
-	if err == nil && sub == "set" {
-		err = pool.Assign(ctx, all)
 	}
 	if errors.Is(err, lock.ErrInvalidKey) {
 		return fmt.Errorf("%w: pool %s: %w", errBadInput, sub, err)
@@ -149,7 +149,7 @@ func changeMembers(ctx context.Context, pool *lock.RedisLockPool, sub string, ar
 		return fmt.Errorf("pool %s: %w", sub, err)
 	}
 	verb := map[string]string{"add": "added", "remove": "removed", "set": "set as the pool"}[sub]
-	fmt.Fprintf(stdout, "%d items %s\n", n, verb)
+	fmt.Fprintf(stdout, "%d items %s\n", len(all), verb)
 	return nil
 }
 

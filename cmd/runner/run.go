@@ -138,6 +138,16 @@ func cmdRun(args []string, stdout, stderr io.Writer, environ []string) error {
 		}
 		return err
 	}
+	keepCtx, stopKeep := context.WithCancel(ctx)
+	keepDone := make(chan struct{})
+	go func() {
+		defer close(keepDone)
+		keepItems(keepCtx, be, cfg.Pool.Items, cfg.Worker.LeaseTTL, time.Second, log)
+	}()
+	defer func() {
+		stopKeep()
+		<-keepDone
+	}()
 
 	task := &worker.ExecTask{
 		Command:   cfg.Task.Command,

@@ -27,8 +27,13 @@ import (
 // exactly that name and reaches the task byte for byte, once. An invalid
 // one is refused with lock.ErrInvalidKey by every layer that takes a name,
 // is not added to the pool (nor is a valid name added with it), and no
-// task runs. The seeds run in every "go test"; "go test -fuzz
-// FuzzItemNames" explores further.
+// task runs. The seeds run in every "go test"; to explore further:
+//
+//	go test -run '^$' -fuzz FuzzItemNames -fuzztime 60s -fuzzminimizetime 100x ./pkg/worker
+//
+// (A run's coverage varies with goroutine timing, so with the default
+// -fuzzminimizetime of 60s the fuzzer spends most of its time minimizing
+// inputs whose new coverage does not reproduce.)
 func FuzzItemNames(f *testing.F) {
 	for _, name := range []string{
 		"a",
