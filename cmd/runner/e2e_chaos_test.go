@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/faultproxy"
 	"github.com/lockpool/lockpool/internal/redistest"
 )
 
@@ -609,13 +610,20 @@ func TestE2EChaosSoak(t *testing.T) {
 	// soon as they expire, and the 2 CPUs are not saturated by starting
 	// race-built wrappers and recorders (about 5 runs a second, 70ms of CPU
 	// each).
-	cfg := e.config("chaos", items, fmt.Sprintf(`worker:
+	// Each runner reaches Redis through a proxy of its own, so it can be
+	// partitioned; the recorder and the test talk to Redis directly. The
+	// safety margin (800ms) covers the scheduling delay of a loaded 2-CPU
+	// machine: a partitioned runner must stop its tasks before their leases
+	// can expire, or the ledger shows it.
+	workerYAML := fmt.Sprintf(`worker:
   concurrency: 3
   lease_ttl: %v
   refresh_interval: 300ms
+  safety_margin: 800ms
   cooldown: %v
   shutdown_grace: 2s
-`, ttl, cooldown), taskSleep)
+`, ttl, cooldown)
+	proxies := make([]*faultproxy.Proxy, 3)
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
 	t.Logf("soak %v, seed %d", soak, seed)
@@ -624,6 +632,15 @@ func TestE2EChaosSoak(t *testing.T) {
 	spawned := 0
 	start := func(i int) {
 		spawned++
+		px, err := faultproxy.New(e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(px.Close)
+		proxies[i] = px
+		e.runnerAddr = px.Addr()
+		cfg := e.config(fmt.Sprintf("chaos-%d", spawned), items, workerYAML, taskSleep)
+		e.runnerAddr = e.addr
 		runners[i] = startRunner(t, fmt.Sprintf("runner-%d", spawned), chaosEnv, "run", "-c", cfg)
 	}
 	for i := range runners {
@@ -745,11 +762,29 @@ func TestE2EChaosSoak(t *testing.T) {
 		return busy[rng.IntN(len(busy))]
 	}
 	t0 := time.Now()
+	partitions := 0
+	partition := func(i int, d time.Duration) {
+		// A cut runner's tasks must be stopped before their leases
+		// expire; nothing in the ledger may show otherwise (no rejected
+		// write and no overlap is explained by a partition).
+		partitions++
+		proxies[i].Cut()
+		time.Sleep(d)
+		proxies[i].Heal()
+	}
 	for time.Since(t0) < soak {
 		time.Sleep(time.Duration(200+rng.IntN(400)) * time.Millisecond)
 		i := target()
-		if rng.IntN(2) == 0 {
+		switch rng.IntN(3) {
+		case 0:
 			kill(i)
+			continue
+		case 1:
+			d := time.Duration(300+rng.IntN(900)) * time.Millisecond
+			if rng.IntN(2) == 0 {
+				d = time.Duration(2500+rng.IntN(1000)) * time.Millisecond // longer than the lease
+			}
+			partition(i, d)
 			continue
 		}
 		d := time.Duration(300+rng.IntN(900)) * time.Millisecond // the lease usually survives
@@ -864,12 +899,12 @@ func TestE2EChaosSoak(t *testing.T) {
 	if n := len(takeovers); n > 0 {
 		worst, median = takeovers[n-1], takeovers[n/2]
 	}
-	t.Logf("faults: %d kills, %d freezes (%d longer than lease_ttl %v); %d runners started; %d runs by %d recorder processes; "+
+	t.Logf("faults: %d kills, %d partitions, %d freezes (%d longer than lease_ttl %v); %d runners started; %d runs by %d recorder processes; "+
 		"%d writes rejected and %d tasks stopped after a newer token began, all by frozen runners",
-		kills, len(pauses), longPauses, ttl, spawned, runs, len(pids), rejected, lateTerms)
+		kills, partitions, len(pauses), longPauses, ttl, spawned, runs, len(pids), rejected, lateTerms)
 	t.Logf("takeover of a killed runner's items: %d items, median %v, worst %v (bound %v)",
 		len(takeovers), median.Round(time.Millisecond), worst.Round(time.Millisecond), ttl+time.Second)
-	if kills == 0 || len(pauses) == 0 {
-		t.Errorf("the soak injected %d kills and %d freezes; want both kinds (a longer -chaos.duration?)", kills, len(pauses))
+	if kills == 0 || len(pauses) == 0 || partitions == 0 {
+		t.Errorf("the soak injected %d kills, %d freezes and %d partitions; want every kind (a longer -chaos.duration?)", kills, len(pauses), partitions)
 	}
 }
