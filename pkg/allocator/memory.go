@@ -6,14 +6,13 @@ import (
 	"container/list"
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 
+	"github.com/lockpool/lockpool/internal/weakstate"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -82,29 +81,14 @@ type memWaiter struct {
 	elem *list.Element // position in the queue; nil when not queued
 }
 
-// memoryStates maps each pool to its allocator state. Keys are weak, and
-// a cleanup deletes an entry once its pool is collected; the state itself
-// does not reference the pool.
-var memoryStates = struct {
-	sync.Mutex
-	m map[weak.Pointer[lock.MemoryLockPool]]*memoryState
-}{m: map[weak.Pointer[lock.MemoryLockPool]]*memoryState{}}
+// memoryStates maps each pool to its allocator state, dropped once the
+// pool is collected; the state itself does not reference the pool.
+var memoryStates weakstate.Table[lock.MemoryLockPool, memoryState]
 
 func memoryStateOf(pool *lock.MemoryLockPool) *memoryState {
-	key := weak.Make(pool)
-	memoryStates.Lock()
-	defer memoryStates.Unlock()
-	if st, ok := memoryStates.m[key]; ok {
-		return st
-	}
-	st := &memoryState{index: newAvailIndex(), bindings: map[string]string{}, foreign: map[string]int64{}, reserved: map[string]string{}, waiters: map[string]*memWaiter{}}
-	memoryStates.m[key] = st
-	runtime.AddCleanup(pool, func(key weak.Pointer[lock.MemoryLockPool]) {
-		memoryStates.Lock()
-		defer memoryStates.Unlock()
-		delete(memoryStates.m, key)
-	}, key)
-	return st
+	return memoryStates.Get(pool, func() *memoryState {
+		return &memoryState{index: newAvailIndex(), bindings: map[string]string{}, foreign: map[string]int64{}, reserved: map[string]string{}, waiters: map[string]*memWaiter{}}
+	})
 }
 
 // heldForeverMs is how far ahead an item whose lock never expires is

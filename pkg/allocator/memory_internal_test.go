@@ -695,10 +695,7 @@ func TestMemorySharedState(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		runtime.GC()
-		memoryStates.Lock()
-		_, ok := memoryStates.m[key]
-		memoryStates.Unlock()
-		if !ok {
+		if !memoryStates.Holds(key) {
 			break
 		}
 		if time.Now().After(deadline) {

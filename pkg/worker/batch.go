@@ -28,6 +28,15 @@ type batchRun struct {
 
 func (b *batchRun) complete() bool { return b.last.Complete() }
 
+// scope is the Store scope of failure counts: the batch id, or "" for
+// loop mode (b nil).
+func (b *batchRun) scope() string {
+	if b == nil {
+		return ""
+	}
+	return b.id
+}
+
 // startBatch creates the batch or joins it, retrying while the store is
 // unreachable.
 func (p *Pool) startBatch(ctx context.Context) (*batchRun, error) {

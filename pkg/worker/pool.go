@@ -304,10 +304,7 @@ func fatal(err error) bool {
 func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
 	p.addHeld(1, false, id)
 	defer p.addHeld(-1, true, id)
-	scope := ""
-	if b != nil {
-		scope = b.id
-	}
+	scope := b.scope()
 	// Keep the lease alive first: everything after this may wait on Redis.
 	ka, err := l.KeepAlive(p.hard, allocator.KeepAliveOptions{
 		Interval:  p.cfg.RefreshInterval,
@@ -381,10 +378,7 @@ func (p *Pool) finish(log hclog.Logger, job Job, runErr error, b *batchRun, outc
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	l := job.Lease
-	scope := ""
-	if b != nil {
-		scope = b.id
-	}
+	scope := b.scope()
 	release := func() {
 		if err := l.Release(ctx); err != nil {
 			log.Warn("cannot release the item; it comes back when its lease expires", "error", err)

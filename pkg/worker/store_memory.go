@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"time"
-	"weak"
 
+	"github.com/lockpool/lockpool/internal/weakstate"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -59,28 +58,14 @@ type memBatch struct {
 	expires time.Time
 }
 
-var memStoreStates = struct {
-	sync.Mutex
-	m map[weak.Pointer[lock.MemoryLockPool]]*memStoreState
-}{m: map[weak.Pointer[lock.MemoryLockPool]]*memStoreState{}}
-
-// memStoreStateOf returns the state shared by every store over pool,
+// memStoreStates holds the state shared by every store over a pool,
 // dropped when the pool is garbage collected.
+var memStoreStates weakstate.Table[lock.MemoryLockPool, memStoreState]
+
 func memStoreStateOf(pool *lock.MemoryLockPool) *memStoreState {
-	key := weak.Make(pool)
-	memStoreStates.Lock()
-	defer memStoreStates.Unlock()
-	if st, ok := memStoreStates.m[key]; ok {
-		return st
-	}
-	st := &memStoreState{failures: map[string]map[string]int{}, batches: map[string]*memBatch{}}
-	memStoreStates.m[key] = st
-	runtime.AddCleanup(pool, func(key weak.Pointer[lock.MemoryLockPool]) {
-		memStoreStates.Lock()
-		defer memStoreStates.Unlock()
-		delete(memStoreStates.m, key)
-	}, key)
-	return st
+	return memStoreStates.Get(pool, func() *memStoreState {
+		return &memStoreState{failures: map[string]map[string]int{}, batches: map[string]*memBatch{}}
+	})
 }
 
 // NewMemoryStore keeps run state in this process beside an in-memory pool.
@@ -281,15 +266,7 @@ func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Le
 		b.failed++
 	}
 	s.st.clearFailure(id, lease.Item)
-	if len(b.todo) == 0 {
-		b.finished = msClock(now)
-		if retain > 0 {
-			b.expires = now.Add(retain)
-			if s.st.nextExpiry.IsZero() || b.expires.Before(s.st.nextExpiry) {
-				s.st.nextExpiry = b.expires
-			}
-		}
-	}
+	s.st.finishIfDone(b, now, retain)
 	return true, nil
 }
 
@@ -333,14 +310,8 @@ func (s *MemoryStore) DropRemoved(ctx context.Context, id string, items []string
 		s.st.clearFailure(id, it)
 		dropped++
 	}
-	if dropped > 0 && len(b.todo) == 0 {
-		b.finished = msClock(now)
-		if retain > 0 {
-			b.expires = now.Add(retain)
-			if s.st.nextExpiry.IsZero() || b.expires.Before(s.st.nextExpiry) {
-				s.st.nextExpiry = b.expires
-			}
-		}
+	if dropped > 0 {
+		s.st.finishIfDone(b, now, retain)
 	}
 	return dropped, nil
 }
@@ -402,3 +373,19 @@ func (b *memBatch) remove(item string) {
 // msClock is t in whole milliseconds without its monotonic reading, as
 // the Redis backend reports times.
 func msClock(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
+
+// finishIfDone marks b finished once nothing is pending, and schedules its
+// expiry after retain (kept forever when retain <= 0), as finish.lua and
+// drop.lua do. The caller holds st.mu.
+func (st *memStoreState) finishIfDone(b *memBatch, now time.Time, retain time.Duration) {
+	if len(b.todo) > 0 {
+		return
+	}
+	b.finished = msClock(now)
+	if retain > 0 {
+		b.expires = now.Add(retain)
+		if st.nextExpiry.IsZero() || b.expires.Before(st.nextExpiry) {
+			st.nextExpiry = b.expires
+		}
+	}
+}
