@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/epoch"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -29,6 +30,20 @@ var (
 	ErrInvalidConfig = errors.New("allocator: invalid config")
 	// ErrClosed: the allocator was closed.
 	ErrClosed = errors.New("allocator: closed")
+	// ErrQuietPeriod: no item is granted because the Redis dataset had a
+	// discontinuity (a restart, failover or restore) and leases granted
+	// before it may still be running; see the package comment. TryAcquire
+	// joins it with ErrNoFreeItem; Acquire waits.
+	ErrQuietPeriod = errors.New("allocator: quiet period after a redis dataset discontinuity")
+	// ErrNotReplicated: a grant or refresh was not acknowledged by
+	// Config.MinReplicasAcked replicas in time. A grant is then undone; a
+	// refresh does not count as confirmed.
+	ErrNotReplicated = errors.New("allocator: not acknowledged by enough replicas")
+	// ErrUnsafeServer: the Redis server's settings break the one-holder
+	// promise (an eviction policy with maxmemory set), or the deployment
+	// cannot hold a pool (a cluster without a hash tag in the prefix, or a
+	// cluster node given to a non-cluster client). See CheckServer.
+	ErrUnsafeServer = errors.New("allocator: unsafe redis server")
 )
 
 // MaxOwnerLen is the longest owner, in bytes.
@@ -65,6 +80,43 @@ type Config struct {
 	// MaxWait bounds one sleep of a blocked Acquire, a safety net for a
 	// wake-up lost with a dropped connection. Default 5s.
 	MaxWait time.Duration
+	// AllowEviction accepts a Redis that may evict keys (maxmemory set with
+	// a policy other than noeviction). Evicted lock keys let two holders
+	// run at once, so NewRedis refuses such a server unless this is set.
+	// Default false.
+	AllowEviction bool
+	// MinReplicasAcked, when above zero, makes every grant and refresh wait
+	// (WAIT) until that many replicas acknowledged it: a failover to an
+	// acknowledging replica then loses no confirmed lease, and holders keep
+	// running across it. A grant not acknowledged within ReplicaAckTimeout
+	// is undone and Acquire reports ErrNotReplicated; such a refresh does
+	// not count as confirmed. Default 0: no wait.
+	MinReplicasAcked int
+	// ReplicaAckTimeout bounds that wait. Default 1s.
+	ReplicaAckTimeout time.Duration
+	// OnDiscontinuity, when set, is called when this allocator first sees
+	// that the Redis dataset had a discontinuity (a restart, failover or
+	// restore, noticed by any allocator on the pool): from then until
+	// Dataset.QuietUntil nothing is granted. It must not block.
+	OnDiscontinuity func(Dataset)
+}
+
+// Dataset is what the allocator knows of the Redis dataset its pool lives
+// in. The memory backend has one generation that never ends.
+type Dataset struct {
+	// Gen is the dataset generation: 1 for a new pool, bumped at every
+	// discontinuity.
+	Gen int64
+	// Since is when this generation began (the discontinuity was
+	// noticed), by the server's clock.
+	Since time.Time
+	// QuietUntil is until when, by the server's clock, no item is granted
+	// after the discontinuity that began this generation; zero when none.
+	QuietUntil time.Time
+}
+
+func datasetOf(s epoch.State) Dataset {
+	return Dataset{Gen: s.Gen, Since: s.Since, QuietUntil: s.QuietUntil}
 }
 
 func (c Config) withDefaults() Config {
@@ -74,6 +126,7 @@ func (c Config) withDefaults() Config {
 	c.FullSyncInterval = cmp.Or(c.FullSyncInterval, 30*time.Second)
 	c.MaxWait = cmp.Or(c.MaxWait, 5*time.Second)
 	c.HandoffWindow = cmp.Or(c.HandoffWindow, 100*time.Millisecond)
+	c.ReplicaAckTimeout = cmp.Or(c.ReplicaAckTimeout, time.Second)
 	return c
 }
 
@@ -91,6 +144,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: HandoffWindow %v (want >= 1ms)", ErrInvalidConfig, c.HandoffWindow)
 	case c.MaxWait < time.Millisecond:
 		return fmt.Errorf("%w: MaxWait %v (want >= 1ms)", ErrInvalidConfig, c.MaxWait)
+	case c.MinReplicasAcked < 0 || c.MinReplicasAcked > 100:
+		return fmt.Errorf("%w: MinReplicasAcked %d (want 0..100)", ErrInvalidConfig, c.MinReplicasAcked)
+	case c.ReplicaAckTimeout < time.Millisecond:
+		return fmt.Errorf("%w: ReplicaAckTimeout %v (want >= 1ms)", ErrInvalidConfig, c.ReplicaAckTimeout)
 	}
 	return nil
 }
@@ -117,14 +174,35 @@ type grant struct {
 	item     string
 	token    int64
 	deadline time.Time // server time
+	gen      int64     // dataset generation it was granted in
 }
 
 // miss is what a store hands back when nothing was free: when an item may
 // next become available, by the server's clock (zero when unknown), the
 // server's time then, and whether the index lags the pool's members.
+// quiet is set (Gen > 0) when nothing was granted because of the quiet
+// period after a discontinuity; next is then its end.
 type miss struct {
 	next, now time.Time
 	behind    bool
+	quiet     epoch.State
+}
+
+// verdict is what a refresh or release found of one lease.
+type verdict int8
+
+const (
+	verdictGone  verdict = -1 // the lock key is gone
+	verdictTaken verdict = 0  // the lock key holds another value
+	verdictHeld  verdict = 1  // the lease was current (and is now extended or ended)
+)
+
+// report is what a refresh or release learned of the dataset: its epoch
+// state (zero Gen when not checked) and the server's evicted_keys (-1 when
+// unknown).
+type report struct {
+	state   epoch.State
+	evicted int64
 }
 
 // retryNow reports whether looking again at once may succeed: items were
@@ -140,11 +218,12 @@ type store interface {
 	// woken by the next release and reports a miss.
 	// With exact it tries only prefer and registers no waiter.
 	acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error)
-	// refresh extends each lease that is still current; held[i] reports it.
-	refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (now time.Time, held []bool, err error)
+	// refresh extends each lease that is still current; v[i] reports what
+	// it found of leases[i].
+	refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (now time.Time, v []verdict, rep report, err error)
 	// release ends a current lease: the item is free at once (hold == 0)
-	// or quarantined for hold. It reports whether the lease was current.
-	release(ctx context.Context, l *Lease, hold time.Duration) (bool, error)
+	// or quarantined for hold. It reports what it found of the lease.
+	release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error)
 	// quarantine holds item for d whoever holds it now.
 	quarantine(ctx context.Context, item string, d time.Duration) error
 	// sync runs one bounded step of reconciling the index with the pool;
@@ -161,15 +240,31 @@ type store interface {
 type Allocator struct {
 	cfg    Config
 	store  store
+	epochs *epoch.Tracker
+	// evicted is the highest evicted_keys the server reported (-1: none).
+	evictMu sync.Mutex
+	evicted int64
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newAllocator(cfg Config, s store) *Allocator {
+// newTracker follows the dataset for one allocator and reports its
+// discontinuities to cfg.OnDiscontinuity.
+func newTracker(cfg Config) *epoch.Tracker {
+	return epoch.NewTracker(cfg.LeaseTTL, func(old, cur epoch.State) {
+		// A process that starts on a pool sees its current generation
+		// first: news only when its quiet period may still run.
+		if cfg.OnDiscontinuity != nil && (old.Gen > 0 || cur.QuietUntil.After(time.Now())) {
+			cfg.OnDiscontinuity(datasetOf(cur))
+		}
+	})
+}
+
+func newAllocator(cfg Config, s store, t *epoch.Tracker) *Allocator {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Allocator{cfg: cfg, store: s, cancel: cancel, closed: make(chan struct{})}
+	a := &Allocator{cfg: cfg, store: s, epochs: t, cancel: cancel, closed: make(chan struct{}), evicted: -1}
 	a.wg.Go(func() { a.syncLoop(ctx) })
 	return a
 }
@@ -209,6 +304,11 @@ func (a *Allocator) syncLoop(ctx context.Context) {
 		}
 	}
 }
+
+// Dataset returns what this allocator last learned of the Redis dataset
+// its pool lives in: the generation, when it began, and the quiet period
+// after the discontinuity that began it.
+func (a *Allocator) Dataset() Dataset { return datasetOf(a.epochs.State()) }
 
 // Sync runs the index reconciliation to completion now. Items added to the
 // pool by other clients are otherwise picked up within SyncInterval (plus
@@ -272,6 +372,8 @@ func (a *Allocator) TryAcquire(ctx context.Context, owner string, opts AcquireOp
 			return nil, fmt.Errorf("allocator: TryAcquire: %w", err)
 		case ok:
 			return a.newLease(owner, ttl, g, sent), nil
+		case m.quiet.Gen > 0:
+			return nil, fmt.Errorf("allocator: TryAcquire: %w", a.quietErr(m.quiet))
 		case opts.Exact:
 			return nil, fmt.Errorf("allocator: TryAcquire %q: %w", opts.Prefer, ErrNoFreeItem)
 		case m.behind:
@@ -338,6 +440,12 @@ func (a *Allocator) Acquire(ctx context.Context, owner string, opts AcquireOptio
 	}
 }
 
+// quietErr says no item is granted until the quiet period ends.
+func (a *Allocator) quietErr(s epoch.State) error {
+	return fmt.Errorf("%w: %w: generation %d began %s; no grant until %s",
+		ErrNoFreeItem, ErrQuietPeriod, s.Gen, s.Since.UTC().Format(time.RFC3339Nano), s.QuietUntil.UTC().Format(time.RFC3339Nano))
+}
+
 // Quarantine makes item unavailable for d, whoever holds it: a current
 // lease on it is lost. Use Lease.Quarantine to quarantine your own lease.
 func (a *Allocator) Quarantine(ctx context.Context, item string, d time.Duration) error {
@@ -375,15 +483,15 @@ func (a *Allocator) RefreshAll(ctx context.Context, leases []*Lease) (lost []*Le
 		}
 		for ttl, group := range byTTL {
 			sent := time.Now()
-			now, held, err := a.store.refresh(ctx, group, ttl)
+			now, vs, rep, err := a.store.refresh(ctx, group, ttl)
 			if err != nil {
 				return lost, fmt.Errorf("allocator: RefreshAll: %w", err)
 			}
 			for i, l := range group {
-				if held[i] {
-					l.extended(now.Add(ttl), sent)
+				if vs[i] == verdictHeld {
+					l.extended(now.Add(ttl), sent, rep.state.Gen)
 				} else {
-					l.markLost()
+					l.markLost(a.lostError(l, vs[i], rep))
 					lost = append(lost, l)
 				}
 			}

@@ -18,6 +18,36 @@ import (
 // leaseBehaviours: TryAcquire, the lease's fields, Refresh, Release,
 // KeepAlive, RefreshAll and bad input.
 var leaseBehaviours = []behaviour{
+	{"lost-lease-says-why", func(t *testing.T, b backend) {
+		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b")
+		la := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"})
+		lb := e.mustTry("w", allocator.AcquireOptions{Prefer: "b"})
+		must(t, e.pool.Update(e.ctx, "a", "thief", time.Minute))
+		_, err := e.pool.Unlock(e.ctx, "b")
+		must(t, err)
+		for _, c := range []struct {
+			l    *allocator.Lease
+			want allocator.LostReason
+			call func(*allocator.Lease) error
+		}{
+			{la, allocator.LostTaken, func(l *allocator.Lease) error { return l.Refresh(e.ctx) }},
+			{lb, allocator.LostGone, func(l *allocator.Lease) error { return l.Release(e.ctx) }},
+		} {
+			err := c.call(c.l)
+			var lost *allocator.LostError
+			if !errors.Is(err, allocator.ErrLeaseLost) || !errors.As(err, &lost) || lost.Reason != c.want || lost.Item != c.l.Item {
+				t.Fatalf("lease on %s: got %v (%+v); want a LostError, reason %q", c.l.Item, err, lost, c.want)
+			}
+			// Later calls report the same loss.
+			err = c.l.Refresh(e.ctx)
+			if !errors.As(err, &lost) || lost.Reason != c.want {
+				t.Fatalf("lease on %s, again: got %v; want reason %q", c.l.Item, err, c.want)
+			}
+		}
+		if v, _, _ := e.pool.LockValue(e.ctx, "a"); v != "thief" {
+			t.Fatalf("a holds %q; want the thief's lock untouched", v)
+		}
+	}},
 	{"try-acquire-hands-out-each-item-once", func(t *testing.T, b backend) {
 		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b", "c")
 		var got []*allocator.Lease

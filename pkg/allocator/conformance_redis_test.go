@@ -99,42 +99,6 @@ func wantHash(t *testing.T, c redis.UniversalClient, key string, want map[string
 	}
 }
 
-// TestRedisTokensIncreaseAfterDataLoss restarts a dedicated server, losing
-// all data, fencing counter included.
-func TestRedisTokensIncreaseAfterDataLoss(t *testing.T) {
-	t.Parallel()
-	s := redistest.StartServer(t)
-	c := s.Client(t)
-	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: long})
-	must(t, pool.Extend(ctx, []string{"a", "b"}))
-	must(t, a.Sync(ctx))
-	var last int64
-	for range 50 {
-		l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-		must(t, err)
-		last = l.Token
-		must(t, l.Release(ctx))
-	}
-	held, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-	must(t, err)
-	last = held.Token
-
-	s.Restart()
-	eventually(t, "Extend after restart", 5*time.Second, func() bool { return pool.Extend(ctx, []string{"a", "b"}) == nil })
-	if err := held.Refresh(ctx); !errors.Is(err, allocator.ErrLeaseLost) {
-		t.Fatalf("Refresh after data loss = %v, want ErrLeaseLost", err)
-	}
-	for i := range 20 {
-		l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-		must(t, err)
-		if l.Token <= last {
-			t.Fatalf("acquire %d after data loss: token %d, not above %d", i, l.Token, last)
-		}
-		last = l.Token
-		must(t, l.Release(ctx))
-	}
-}
-
 // TestRedisRawClients: a raw SADD (as the Python package does) adds an
 // allocatable item, and a lease is a plain string lock with a PX TTL.
 func TestRedisRawClients(t *testing.T) {

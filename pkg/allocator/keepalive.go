@@ -72,12 +72,17 @@ func (k *KeepAlive) run(interval, margin time.Duration, onRefresh func(error)) {
 	defer guard.Stop()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var lastErr error
 	for {
 		select {
 		case <-k.ctx.Done():
 			return
 		case <-guard.C:
-			k.cancel(fmt.Errorf("%w: no refresh confirmed for %v", ErrLeaseLost, ttl-margin))
+			e := &LostError{Item: k.lease.Item, Reason: LostUnconfirmed, Detail: fmt.Sprintf("none for %v", ttl-margin)}
+			if lastErr != nil {
+				e.Detail += "; last error: " + lastErr.Error()
+			}
+			k.cancel(e)
 			return
 		case <-tick.C:
 		}
@@ -94,6 +99,8 @@ func (k *KeepAlive) run(interval, margin time.Duration, onRefresh func(error)) {
 		case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrLeaseReleased):
 			k.cancel(err)
 			return
+		default:
+			lastErr = err
 		}
 		// Other errors (Redis unreachable): try again next tick; the guard
 		// decides when the lease must be given up.

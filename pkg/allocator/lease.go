@@ -37,6 +37,10 @@ type Lease struct {
 	// lives at least until confirmed + ttl.
 	confirmed time.Time
 	state     leaseState
+	// gen is the dataset generation the lease was last confirmed in.
+	gen int64
+	// lostErr says why the lease was lost, once it was.
+	lostErr error
 }
 
 type leaseState int
@@ -57,6 +61,7 @@ func (a *Allocator) newLease(owner string, ttl time.Duration, g grant, sent time
 		a:         a,
 		ttl:       ttl,
 		deadline:  g.deadline,
+		gen:       g.gen,
 	}
 }
 
@@ -98,15 +103,16 @@ func (l *Lease) Refresh(ctx context.Context) error {
 		return err
 	}
 	sent := time.Now()
-	now, held, err := l.a.store.refresh(ctx, []*Lease{l}, l.ttl)
+	now, vs, rep, err := l.a.store.refresh(ctx, []*Lease{l}, l.ttl)
 	if err != nil {
 		return fmt.Errorf("allocator: Refresh %q: %w", l.Item, err)
 	}
-	if !held[0] {
-		l.markLost()
-		return fmt.Errorf("allocator: Refresh %q: %w", l.Item, ErrLeaseLost)
+	if vs[0] != verdictHeld {
+		lerr := l.a.lostError(l, vs[0], rep)
+		l.markLost(lerr)
+		return fmt.Errorf("allocator: Refresh %q: %w", l.Item, lerr)
 	}
-	l.extended(now.Add(l.ttl), sent)
+	l.extended(now.Add(l.ttl), sent, rep.state.Gen)
 	return nil
 }
 
@@ -134,16 +140,17 @@ func (l *Lease) end(ctx context.Context, op string, hold time.Duration) error {
 	if err := l.usable(op); err != nil {
 		return err
 	}
-	ok, err := l.a.store.release(ctx, l, hold)
+	v, rep, err := l.a.store.release(ctx, l, hold)
 	if err != nil {
 		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, err)
 	}
+	if v != verdictHeld {
+		lerr := l.a.lostError(l, v, rep)
+		l.markLost(lerr)
+		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, lerr)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !ok {
-		l.state = leaseLost
-		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, ErrLeaseLost)
-	}
 	l.state = leaseReleased
 	return nil
 }
@@ -156,7 +163,7 @@ func (l *Lease) usable(op string) error {
 	case leaseReleased:
 		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, ErrLeaseReleased)
 	case leaseLost:
-		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, ErrLeaseLost)
+		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, l.lostErr)
 	}
 	return nil
 }
@@ -167,21 +174,27 @@ func (l *Lease) isReleased() bool {
 	return l.state == leaseReleased
 }
 
-func (l *Lease) markLost() {
+// markLost records that the lease is lost, and why (err matches
+// ErrLeaseLost).
+func (l *Lease) markLost(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.state == leaseHeld {
 		l.state = leaseLost
+		l.lostErr = err
 	}
 }
 
-func (l *Lease) extended(deadline, sent time.Time) {
+// extended records a confirmed refresh sent at sent, which found the
+// lease current in dataset generation gen (0: unknown).
+func (l *Lease) extended(deadline, sent time.Time, gen int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.deadline = deadline
 	if sent.After(l.confirmed) {
 		l.confirmed = sent
 	}
+	l.gen = max(l.gen, gen)
 }
 
 // safeUntil is the local monotonic time until which the lease is certainly

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/epoch"
 	"github.com/lockpool/lockpool/internal/weakstate"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -35,7 +36,9 @@ func NewMemory(pool *lock.MemoryLockPool, cfg Config) (*Allocator, error) {
 	}
 	s := newMemoryStore(pool, cfg.WakeWaiters)
 	s.handoffMs = cfg.HandoffWindow.Milliseconds()
-	return newAllocator(cfg, s), nil
+	t := newTracker(cfg)
+	t.Seen(epoch.State{Gen: 1}, "") // one generation: process memory has no discontinuity
+	return newAllocator(cfg, s, t), nil
 }
 
 // memoryStore is the in-memory store: the twin of redisStore, each method
@@ -295,10 +298,10 @@ func isLeaseValue(v string) bool {
 }
 
 // refresh is refresh.lua.
-func (s *memoryStore) refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (time.Time, []bool, error) {
+func (s *memoryStore) refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (time.Time, []verdict, report, error) {
 	const op = "refresh"
 	if err := storeErr(ctx, op); err != nil {
-		return time.Time{}, nil, err
+		return time.Time{}, nil, report{}, err
 	}
 	bg := context.WithoutCancel(ctx)
 	st := s.st
@@ -306,27 +309,46 @@ func (s *memoryStore) refresh(ctx context.Context, leases []*Lease, ttl time.Dur
 	defer st.mu.Unlock()
 	now := time.Now().UnixMilli()
 	ttlMs := ttl.Milliseconds()
-	held := make([]bool, len(leases))
+	vs := make([]verdict, len(leases))
 	for i, l := range leases {
 		ok, err := s.pool.Refresh(bg, l.Item, l.Value, msDuration(ttlMs))
 		if err != nil {
-			return time.Time{}, nil, fmt.Errorf("%s: %w", op, err)
+			return time.Time{}, nil, report{}, fmt.Errorf("%s: %w", op, err)
 		}
 		if ok {
 			st.index.set(l.Item, now+ttlMs)
-			held[i] = true
+			vs[i] = verdictHeld
+		} else if vs[i], err = s.lost(bg, l.Item); err != nil {
+			return time.Time{}, nil, report{}, fmt.Errorf("%s: %w", op, err)
 		}
 	}
-	return msTime(now), held, nil
+	return msTime(now), vs, memoryReport, nil
+}
+
+// memoryReport is what the memory store reports of its dataset: one
+// generation, nothing evicted.
+var memoryReport = report{state: epoch.State{Gen: 1}, evicted: -1}
+
+// lost tells a lease whose lock holds another value from one whose lock
+// is gone.
+func (s *memoryStore) lost(ctx context.Context, item string) (verdict, error) {
+	_, found, err := s.pool.LockValue(ctx, item)
+	switch {
+	case err != nil:
+		return 0, err
+	case found:
+		return verdictTaken, nil
+	}
+	return verdictGone, nil
 }
 
 // release is release.lua. The check of the lease value and the write that
 // ends the lease are one atomic pool operation (Release, or Replace for a
 // quarantine), so a direct pool user can never slip in between.
-func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration) (bool, error) {
+func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error) {
 	const op = "release"
 	if err := storeErr(ctx, op); err != nil {
-		return false, err
+		return 0, report{}, err
 	}
 	bg := context.WithoutCancel(ctx)
 	st := s.st
@@ -336,14 +358,14 @@ func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration)
 	if holdMs := hold.Milliseconds(); holdMs > 0 {
 		ok, err := s.pool.Replace(bg, l.Item, l.Value, quarantineMarker, msDuration(holdMs))
 		if err != nil || !ok {
-			return false, wrapOp(op, err)
+			return s.releaseFailed(bg, op, l.Item, err)
 		}
 		st.index.set(l.Item, now+holdMs)
-		return true, nil
+		return verdictHeld, report{}, nil
 	}
 	ok, err := s.pool.Release(bg, l.Item, l.Value)
 	if err != nil || !ok {
-		return false, wrapOp(op, err)
+		return s.releaseFailed(bg, op, l.Item, err)
 	}
 	score := now
 	if first := st.wake(s.wakeN); first != "" && s.handoffMs > 0 {
@@ -351,7 +373,20 @@ func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration)
 		score = now + s.handoffMs
 	}
 	st.index.set(l.Item, score)
-	return true, nil
+	return verdictHeld, report{}, nil
+}
+
+// releaseFailed reports a release that found the lease not current, or
+// failed with err.
+func (s *memoryStore) releaseFailed(ctx context.Context, op, item string, err error) (verdict, report, error) {
+	if err != nil {
+		return 0, report{}, wrapOp(op, err)
+	}
+	v, err := s.lost(ctx, item)
+	if err != nil {
+		return 0, report{}, wrapOp(op, err)
+	}
+	return v, memoryReport, nil
 }
 
 // wrapOp adds op to a non-nil error.

@@ -240,7 +240,7 @@ func TestMemoryFairnessOrder(t *testing.T) {
 	}
 	// Released c, then b, then a, a few ms apart: they come back in that order.
 	for _, i := range []int{2, 1, 0} {
-		if ok, err := s.release(context.Background(), leases[i], 0); !ok || err != nil {
+		if ok, err := released(s, context.Background(), leases[i], 0); !ok || err != nil {
 			t.Fatalf("release(%q) = %v, %v", leases[i].Item, ok, err)
 		}
 		time.Sleep(3 * time.Millisecond)
@@ -280,7 +280,7 @@ func TestMemoryGrant(t *testing.T) {
 	s.st.fence = time.Now().Add(time.Hour).UnixMicro()
 	fence := s.st.fence
 	s.st.mu.Unlock()
-	if _, err := s.release(context.Background(), l, 0); err != nil {
+	if _, err := released(s, context.Background(), l, 0); err != nil {
 		t.Fatal(err)
 	}
 	if l2 := mustGrant(t, s, "owner", time.Minute, "", "", ""); l2.Token != fence+1 {
@@ -344,7 +344,7 @@ func TestMemoryAffinity(t *testing.T) {
 	if l.Item != "c" {
 		t.Fatalf("prefer c gave %q", l.Item)
 	}
-	if _, err := s.release(context.Background(), l, 0); err != nil {
+	if _, err := released(s, context.Background(), l, 0); err != nil {
 		t.Fatal(err)
 	}
 	if l := mustGrant(t, s, "w", time.Minute, "", "job", ""); l.Item != "c" {
@@ -430,7 +430,7 @@ func TestMemorySyncByGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustSync(t, s, false)
-	if ok, err := s.release(ctx, l, 0); !ok || err != nil {
+	if ok, err := released(s, ctx, l, 0); !ok || err != nil {
 		t.Fatalf("release = %v, %v", ok, err)
 	}
 	if _, ok := scoreOf(s.st, "a"); !ok {
@@ -487,13 +487,13 @@ func TestMemoryWaiterQueue(t *testing.T) {
 		t.Fatalf("queue = %v; want %v", got, want)
 	}
 	// A quarantine wakes nobody; a release wakes the two oldest.
-	if ok, err := s.release(ctx, leases[0], time.Minute); !ok || err != nil {
+	if ok, err := released(s, ctx, leases[0], time.Minute); !ok || err != nil {
 		t.Fatalf("quarantine = %v, %v", ok, err)
 	}
 	if woken(wake1) || woken(wake2) || woken(wake3) {
 		t.Fatal("a quarantine woke a waiter")
 	}
-	if ok, err := s.release(ctx, leases[1], 0); !ok || err != nil {
+	if ok, err := released(s, ctx, leases[1], 0); !ok || err != nil {
 		t.Fatalf("release = %v, %v", ok, err)
 	}
 	if !woken(wake2) || !woken(wake1) || woken(wake3) {
@@ -555,10 +555,10 @@ func TestMemoryQuarantine(t *testing.T) {
 	la := mustGrant(t, s, "w", time.Minute, "a", "", "")
 	lb := mustGrant(t, s, "w", time.Minute, "b", "", "")
 	const hold = 80 * time.Millisecond
-	if ok, err := s.release(ctx, la, hold); !ok || err != nil {
+	if ok, err := released(s, ctx, la, hold); !ok || err != nil {
 		t.Fatalf("release(hold) = %v, %v", ok, err)
 	}
-	if ok, err := s.release(ctx, la, hold); ok || err != nil {
+	if ok, err := released(s, ctx, la, hold); ok || err != nil {
 		t.Fatalf("second release(hold) = %v, %v; want false", ok, err)
 	}
 	if v, ok, _ := pool.LockValue(ctx, "a"); !ok || v != quarantineMarker {
@@ -570,7 +570,7 @@ func TestMemoryQuarantine(t *testing.T) {
 	if err := s.quarantine(ctx, "b", hold); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.release(ctx, lb, 0); ok || err != nil {
+	if ok, err := released(s, ctx, lb, 0); ok || err != nil {
 		t.Fatalf("release of a lease quarantined by force = %v, %v; want false", ok, err)
 	}
 	m := mustMiss(t, s, "")
@@ -595,9 +595,9 @@ func TestMemoryRefresh(t *testing.T) {
 	if err := pool.Update(ctx, "b", "thief", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	now, held, err := s.refresh(ctx, []*Lease{la, lb}, time.Minute)
-	if err != nil || !slices.Equal(held, []bool{true, false}) {
-		t.Fatalf("refresh = %v, %v; want [true false]", held, err)
+	now, held, _, err := s.refresh(ctx, []*Lease{la, lb}, time.Minute)
+	if err != nil || !slices.Equal(held, []verdict{verdictHeld, verdictTaken}) {
+		t.Fatalf("refresh = %v, %v; want [held taken]", held, err)
 	}
 	if score, _ := scoreOf(s.st, "a"); score != now.UnixMilli()+60_000 {
 		t.Fatalf("a scored %d; want now+ttl %d", score, now.UnixMilli()+60_000)
@@ -613,8 +613,8 @@ func TestMemoryCancelledContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, _, _, err1 := s.acquire(ctx, "w", time.Minute, "", "", "", false)
-	_, _, err2 := s.refresh(ctx, []*Lease{{Item: "a", Value: "v"}}, time.Minute)
-	_, err3 := s.release(ctx, &Lease{Item: "a", Value: "v"}, 0)
+	_, _, _, err2 := s.refresh(ctx, []*Lease{{Item: "a", Value: "v"}}, time.Minute)
+	_, _, err3 := s.release(ctx, &Lease{Item: "a", Value: "v"}, 0)
 	err4 := s.quarantine(ctx, "a", time.Minute)
 	_, err5 := s.sync(ctx, true)
 	for i, err := range []error{err1, err2, err3, err4, err5} {
@@ -854,4 +854,10 @@ func TestMemoryAcquireHandoff(t *testing.T) {
 	if _, err := a.Acquire(cctx, "w5", AcquireOptions{}); !errors.Is(err, ErrNoFreeItem) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Acquire with everything leased = %v; want ErrNoFreeItem and DeadlineExceeded", err)
 	}
+}
+
+// released is release reduced to whether the lease was current.
+func released(s *memoryStore, ctx context.Context, l *Lease, hold time.Duration) (bool, error) {
+	v, _, err := s.release(ctx, l, hold)
+	return v == verdictHeld, err
 }

@@ -15,25 +15,27 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/lockpool/lockpool/internal/epoch"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
 var (
 	//go:embed scripts/acquire.lua
 	acquireLua    string
-	acquireScript = redis.NewScript(acquireLua)
+	acquireScript = epoch.Script(acquireLua)
 
 	//go:embed scripts/release.lua
 	releaseLua    string
-	releaseScript = redis.NewScript(releaseLua)
+	releaseScript = epoch.Script(releaseLua)
 
 	//go:embed scripts/refresh.lua
 	refreshLua    string
-	refreshScript = redis.NewScript(refreshLua)
+	refreshScript = epoch.Script(refreshLua)
 
 	//go:embed scripts/sync.lua
 	syncLua    string
-	syncScript = redis.NewScript(syncLua)
+	syncScript = epoch.Script(syncLua)
 
 	//go:embed scripts/quarantine.lua
 	quarantineLua    string
@@ -43,42 +45,40 @@ var (
 // maxCandidates bounds how many index entries one acquire examines.
 const maxCandidates = 64
 
-// redisStore keeps the allocator's state beside the lock pool's keys:
-//
-//	<base>:<item>            lock STRING (pkg/lock): "<owner>#<token>", PX = lease
-//	<base>|pool              member SET (pkg/lock)
-//	<base>|alloc:index       ZSET item -> ms when available (server time)
-//	<base>|alloc:fence       fencing counter
-//	<base>|alloc:bindings    HASH binding name -> item
-//	<base>|alloc:waiters     ZSET "<proc>:<waiter>" -> ms registered
-//	<base>|alloc:sync        HASH sweep cursors
-//	<base>|alloc:foreign     ZSET items seen held by locks not granted here
-//	<base>|alloc:reserved    HASH waiter -> item a release handed to it
-//	<base>|alloc:wake:<proc> pub/sub channel of one allocator process
+// redisStore keeps the allocator's state beside the lock pool's keys (the
+// "<base>|alloc:*" keys and the epoch HASH of pkg/keyspace), and listens on
+// one sharded pub/sub channel per process for wake-ups.
 type redisStore struct {
-	client  redis.UniversalClient
-	pool    *lock.RedisLockPool
-	lockPfx string
-	keys    []string // pool, index, fence, bindings, waiters
-	syncKey string
-	wakePfx string
-	proc    string
-	wakeN   int
+	client redis.UniversalClient
+	pool   *lock.RedisLockPool
+	keys   keyspace.Pool
+	proc   string
+	wakeN  int
 	// syncEvery spaces the rolling sync steps fleet-wide.
 	syncEvery time.Duration
 	// handoff is how long a released item is kept for the waiter it woke.
-	handoff  time.Duration
-	pubsub   *redis.PubSub
-	nextID   atomic.Int64
-	mu       sync.Mutex
-	waiters  map[string]chan struct{}
-	stopSubs chan struct{}
-	subsDone chan struct{}
+	handoff time.Duration
+	// acks and ackTimeout: see Config.MinReplicasAcked.
+	acks       int
+	ackTimeout time.Duration
+	epochs     *epoch.Tracker
+	pubsub     *redis.PubSub
+	nextID     atomic.Int64
+	mu         sync.Mutex
+	waiters    map[string]chan struct{}
+	stopSubs   chan struct{}
+	subsDone   chan struct{}
 }
 
 // NewRedis returns an allocator over the Redis lock pool at prefix/suffix
 // (the pool's Suffix defaults to "lock-pool", as in pkg/lock). Items come
 // from the pool's member set, and leases are the pool's ordinary lock keys.
+//
+// It first checks the server (see CheckServer): a Redis that may evict
+// keys is refused with ErrUnsafeServer unless Config.AllowEviction is set,
+// and on a Redis Cluster the pool's prefix must carry a hash tag and the
+// client must be a *redis.ClusterClient. Then it subscribes to its wake-up
+// channel. It waits at most 10 seconds for the server.
 func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allocator, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -88,35 +88,42 @@ func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allo
 	if err != nil {
 		return nil, fmt.Errorf("allocator: NewRedis: %w", err)
 	}
-	base := strings.TrimSuffix(p.PoolKey(), "|pool")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := CheckServer(ctx, client, p.Keys(), ServerOptions{AllowEviction: cfg.AllowEviction})
+	if err != nil {
+		return nil, fmt.Errorf("allocator: NewRedis: %w", err)
+	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	s := &redisStore{
-		client:    client,
-		pool:      p,
-		lockPfx:   p.Key(""),
-		keys:      []string{p.PoolKey(), base + "|alloc:index", base + "|alloc:fence", base + "|alloc:bindings", base + "|alloc:waiters", base + "|alloc:foreign", base + "|alloc:reserved"},
-		syncKey:   base + "|alloc:sync",
-		wakePfx:   base + "|alloc:wake:",
-		proc:      hex.EncodeToString(id[:]),
-		wakeN:     cfg.WakeWaiters,
-		syncEvery: cfg.SyncInterval,
-		handoff:   cfg.HandoffWindow,
-		waiters:   map[string]chan struct{}{},
-		stopSubs:  make(chan struct{}),
-		subsDone:  make(chan struct{}),
+		client:     client,
+		pool:       p,
+		keys:       p.Keys(),
+		proc:       hex.EncodeToString(id[:]),
+		wakeN:      cfg.WakeWaiters,
+		syncEvery:  cfg.SyncInterval,
+		handoff:    cfg.HandoffWindow,
+		acks:       cfg.MinReplicasAcked,
+		ackTimeout: cfg.ReplicaAckTimeout,
+		waiters:    map[string]chan struct{}{},
+		stopSubs:   make(chan struct{}),
+		subsDone:   make(chan struct{}),
 	}
+	s.epochs = newTracker(cfg)
 	// Subscribe before any waiter registers, so no wake-up is published
-	// to a channel nobody listens on yet.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s.pubsub = client.Subscribe(ctx, s.wakePfx+s.proc)
+	// to a channel nobody listens on yet. Sharded pub/sub: on a Redis
+	// Cluster the channel lives in the pool's hash slot, where the
+	// scripts publish, and SPUBLISH counts its receivers there.
+	s.pubsub = client.SSubscribe(ctx, s.keys.Wake(s.proc))
 	if _, err := s.pubsub.Receive(ctx); err != nil {
 		s.pubsub.Close()
-		return nil, fmt.Errorf("allocator: NewRedis: subscribe %q: %w", s.wakePfx+s.proc, err)
+		return nil, fmt.Errorf("allocator: NewRedis: subscribe %q: %w", s.keys.Wake(s.proc), err)
 	}
 	go s.dispatch()
-	return newAllocator(cfg, s), nil
+	a := newAllocator(cfg, s, s.epochs)
+	a.evicted = info.EvictedKeys
+	return a, nil
 }
 
 // dispatch hands each wake-up to the waiter it names, or to any other local
@@ -165,10 +172,11 @@ func (s *redisStore) waiter() (string, <-chan struct{}, func()) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		// Best effort: a stale entry only costs one skipped wake-up, and a
-		// stale hand-off keeps an item aside for one HandoffWindow.
+		// stale hand-off keeps an item aside for one HandoffWindow; sync
+		// steps forget those of processes that are gone.
 		pipe := s.client.Pipeline()
-		pipe.ZRem(ctx, s.keys[4], id)
-		pipe.HDel(ctx, s.keys[6], id)
+		pipe.ZRem(ctx, s.keys.Waiters(), id)
+		pipe.HDel(ctx, s.keys.Reserved(), id)
 		pipe.Exec(ctx)
 	}
 }
@@ -184,81 +192,184 @@ func (s *redisStore) close() error {
 func (s *redisStore) mapErr(op string, err error) error {
 	var rerr redis.Error
 	if errors.As(err, &rerr) && strings.Contains(rerr.Error(), "WRONGTYPE") {
-		return fmt.Errorf("%s on pool %q: %w: %w", op, s.keys[0], lock.ErrWrongType, err)
+		return fmt.Errorf("%s on pool %q: %w: %w", op, s.keys.Members(), lock.ErrWrongType, err)
 	}
-	return fmt.Errorf("%s on pool %q: %w", op, s.keys[0], err)
+	return fmt.Errorf("%s on pool %q: %w", op, s.keys.Members(), err)
 }
 
 func msTime(ms int64) time.Time { return time.UnixMilli(ms) }
+
+// run runs script. With Config.MinReplicasAcked it sends WAIT on the same
+// connection right after it, and reports whether enough replicas
+// acknowledged the script's writes; otherwise acked is true.
+func (s *redisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) (res []any, acked bool, err error) {
+	if s.acks == 0 {
+		res, err = script.Run(ctx, s.client, keys, args...).Slice()
+		return res, true, err
+	}
+	// WAIT counts the writes of its own connection, so it is pipelined
+	// with the script. On a cluster the pipeline goes straight to the
+	// master of the pool's slot: go-redis would send a keyless WAIT to any
+	// node.
+	var c redis.Cmdable = s.client
+	if cc, ok := s.client.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, s.keys.Members())
+		if err != nil {
+			return nil, false, err
+		}
+		c = node
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := c.Pipeline()
+		ev := pipe.EvalSha(ctx, script.Hash(), keys, args...)
+		wait := pipe.Do(ctx, "wait", s.acks, s.ackTimeout.Milliseconds())
+		_, _ = pipe.Exec(ctx)
+		if err := ev.Err(); err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err := script.Load(ctx, c).Err(); err != nil {
+				return nil, false, err
+			}
+			continue
+		}
+		if res, err = ev.Slice(); err != nil {
+			if cc, ok := s.client.(*redis.ClusterClient); ok && isRedirect(err) {
+				cc.ReloadState(ctx)
+			}
+			return nil, false, err
+		}
+		n, err := wait.Int64()
+		if err != nil {
+			return res, false, fmt.Errorf("WAIT %d replicas: %w", s.acks, err)
+		}
+		return res, n >= int64(s.acks), nil
+	}
+}
+
+// isRedirect reports a cluster MOVED or ASK reply.
+func isRedirect(err error) bool {
+	return redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")
+}
+
+// seen records the epoch fields a script returned at res[i:].
+func (s *redisStore) seen(res []any, i int) (epoch.State, error) {
+	st, id, err := epoch.Parse(res, i)
+	if err != nil {
+		return epoch.State{}, err
+	}
+	s.epochs.Seen(st, id)
+	return st, nil
+}
 
 func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error) {
 	only := ""
 	if exact {
 		only = "1"
 	}
-	res, err := acquireScript.Run(ctx, s.client, s.keys, s.lockPfx, owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates, only).Slice()
+	known, longest := s.epochs.Args(ttl)
+	keys := []string{s.keys.Members(), s.keys.Index(), s.keys.Fence(), s.keys.Bindings(), s.keys.Waiters(), s.keys.Foreign(), s.keys.Reserved(), s.keys.Epoch()}
+	res, acked, err := s.run(ctx, acquireScript, keys, s.keys.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates, only, known, longest)
 	if err != nil {
 		return grant{}, miss{}, false, s.mapErr("acquire", err)
 	}
-	if len(res) == 5 && res[0] == int64(1) {
-		item, _ := res[1].(string)
-		tokStr, _ := res[2].(string)
+	st, err := s.seen(res, 1)
+	if err != nil {
+		return grant{}, miss{}, false, fmt.Errorf("acquire: %w", err)
+	}
+	if len(res) == 9 && res[0] == int64(1) {
+		item, _ := res[5].(string)
+		tokStr, _ := res[6].(string)
 		token, err := strconv.ParseInt(tokStr, 10, 64)
-		deadline, _ := res[3].(int64)
+		deadline, _ := res[7].(int64)
 		if err != nil {
 			return grant{}, miss{}, false, fmt.Errorf("acquire: bad token %q: %w", tokStr, err)
 		}
-		return grant{item: item, token: token, deadline: msTime(deadline)}, miss{}, true, nil
+		g := grant{item: item, token: token, deadline: msTime(deadline), gen: st.Gen}
+		if !acked {
+			// Not confirmed: end it now rather than at its expiry.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_, _, _ = s.release(rctx, &Lease{Item: item, Value: leaseValue(owner, token)}, 0)
+			cancel()
+			return grant{}, miss{}, false, fmt.Errorf("acquire: grant of %q: %w", item, ErrNotReplicated)
+		}
+		return g, miss{}, true, nil
 	}
-	if len(res) != 4 {
+	if len(res) != 8 {
 		return grant{}, miss{}, false, fmt.Errorf("acquire: acquire.lua answered %v", res)
 	}
-	next, _ := res[1].(int64)
-	now, _ := res[2].(int64)
-	m := miss{now: msTime(now), behind: res[3] == int64(1)}
+	next, _ := res[5].(int64)
+	now, _ := res[6].(int64)
+	m := miss{now: msTime(now), behind: res[7] == int64(1)}
 	if next >= 0 {
 		m.next = msTime(next)
+	}
+	if st.QuietUntil.After(m.now) {
+		m.quiet = st
 	}
 	return grant{}, m, false, nil
 }
 
-func (s *redisStore) refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (time.Time, []bool, error) {
-	keys := make([]string, 0, len(leases)+1)
-	args := make([]any, 0, 2*len(leases)+1)
-	keys = append(keys, s.keys[1])
-	args = append(args, ttl.Milliseconds())
+func (s *redisStore) refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (time.Time, []verdict, report, error) {
+	known, longest := s.epochs.Args(ttl)
+	keys := make([]string, 0, len(leases)+3)
+	args := make([]any, 0, 2*len(leases)+3)
+	keys = append(keys, s.keys.Index(), s.keys.Epoch(), s.keys.Fence())
+	args = append(args, ttl.Milliseconds(), known, longest)
 	for _, l := range leases {
-		keys = append(keys, s.lockPfx+l.Item)
+		keys = append(keys, s.keys.Lock(l.Item))
 		args = append(args, l.Value)
 	}
 	for _, l := range leases {
 		args = append(args, l.Item)
 	}
-	res, err := refreshScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	res, acked, err := s.run(ctx, refreshScript, keys, args...)
 	if err != nil {
-		return time.Time{}, nil, s.mapErr("refresh", err)
+		return time.Time{}, nil, report{}, s.mapErr("refresh", err)
 	}
-	if len(res) != len(leases)+1 {
-		return time.Time{}, nil, fmt.Errorf("refresh: refresh.lua answered %d values for %d leases", len(res), len(leases))
+	if len(res) != len(leases)+6 {
+		return time.Time{}, nil, report{}, fmt.Errorf("refresh: refresh.lua answered %d values for %d leases", len(res), len(leases))
 	}
-	held := make([]bool, len(leases))
+	st, err := s.seen(res, 1)
+	if err != nil {
+		return time.Time{}, nil, report{}, fmt.Errorf("refresh: %w", err)
+	}
+	if !acked {
+		return time.Time{}, nil, report{}, fmt.Errorf("refresh: %w", ErrNotReplicated)
+	}
+	now, _ := res[0].(int64)
+	rep := report{state: st, evicted: -1}
+	rep.evicted, _ = res[5].(int64)
+	vs := make([]verdict, len(leases))
 	for i := range leases {
-		held[i] = res[i+1] == 1
+		v, _ := res[i+6].(int64)
+		vs[i] = verdict(v)
 	}
-	return msTime(res[0]), held, nil
+	return msTime(now), vs, rep, nil
 }
 
-func (s *redisStore) release(ctx context.Context, l *Lease, hold time.Duration) (bool, error) {
-	n, err := releaseScript.Run(ctx, s.client, []string{s.lockPfx + l.Item, s.keys[1], s.keys[4], s.keys[6]},
-		l.Value, l.Item, s.wakePfx, s.wakeN, hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds()).Int()
+func (s *redisStore) release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error) {
+	known, longest := s.epochs.Args(0)
+	keys := []string{s.keys.Lock(l.Item), s.keys.Index(), s.keys.Waiters(), s.keys.Reserved(), s.keys.Epoch(), s.keys.Fence()}
+	res, err := releaseScript.Run(ctx, s.client, keys,
+		l.Value, l.Item, s.keys.WakePrefix(), s.wakeN, hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest).Slice()
 	if err != nil {
-		return false, s.mapErr("release", err)
+		return 0, report{}, s.mapErr("release", err)
 	}
-	return n == 1, nil
+	if len(res) == 1 && res[0] == int64(1) {
+		return verdictHeld, report{}, nil
+	}
+	if len(res) != 6 {
+		return 0, report{}, fmt.Errorf("release: release.lua answered %v", res)
+	}
+	st, err := s.seen(res, 1)
+	if err != nil {
+		return 0, report{}, fmt.Errorf("release: %w", err)
+	}
+	code, _ := res[0].(int64)
+	evicted, _ := res[5].(int64)
+	return verdict(code), report{state: st, evicted: evicted}, nil
 }
 
 func (s *redisStore) quarantine(ctx context.Context, item string, d time.Duration) error {
-	err := quarantineScript.Run(ctx, s.client, []string{s.lockPfx + item, s.keys[1]}, item, d.Milliseconds(), quarantineMarker).Err()
+	err := quarantineScript.Run(ctx, s.client, []string{s.keys.Lock(item), s.keys.Index()}, item, d.Milliseconds(), quarantineMarker).Err()
 	if err != nil {
 		return s.mapErr("quarantine", err)
 	}
@@ -270,12 +381,17 @@ func (s *redisStore) sync(ctx context.Context, full bool) (bool, error) {
 	if full {
 		fullArg = "1"
 	}
-	res, err := syncScript.Run(ctx, s.client, []string{s.keys[0], s.keys[1], s.syncKey, s.keys[4]}, 1000, fullArg, s.wakePfx, s.wakeN, s.syncEvery.Milliseconds()).Int64Slice()
+	known, longest := s.epochs.Args(0)
+	keys := []string{s.keys.Members(), s.keys.Index(), s.keys.SyncState(), s.keys.Waiters(), s.keys.Reserved(), s.keys.Epoch(), s.keys.Fence()}
+	res, err := syncScript.Run(ctx, s.client, keys, 1000, fullArg, s.keys.WakePrefix(), s.wakeN, s.syncEvery.Milliseconds(), known, longest).Slice()
 	if err != nil {
 		return false, s.mapErr("sync", err)
 	}
-	if len(res) != 3 {
+	if len(res) != 7 {
 		return false, fmt.Errorf("sync: sync.lua answered %v", res)
 	}
-	return res[2] == 1, nil
+	if _, err := s.seen(res, 3); err != nil {
+		return false, fmt.Errorf("sync: %w", err)
+	}
+	return res[2] == int64(1), nil
 }

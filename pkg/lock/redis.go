@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/pkg/keyspace"
 )
 
 var (
@@ -77,6 +79,7 @@ func (c Config) validate() error {
 type RedisLock struct {
 	conditionals
 	client redis.UniversalClient
+	keys   keyspace.Pool
 	prefix string // "<prefix>|<suffix>:"
 	eps    string // the epsilon, formatted once for cond.lua
 }
@@ -102,7 +105,8 @@ func NewRedisLock(client redis.UniversalClient, cfg Config) (*RedisLock, error) 
 func newRedisLock(client redis.UniversalClient, cfg Config) *RedisLock {
 	l := &RedisLock{
 		client: client,
-		prefix: cfg.Prefix + "|" + cfg.Suffix + ":",
+		keys:   keyspace.New(cfg.Prefix, cfg.Suffix),
+		prefix: keyspace.New(cfg.Prefix, cfg.Suffix).LockPrefix(),
 		eps:    formatNumber(cfg.Epsilon),
 	}
 	l.conditionals = conditionals{l.cond}
@@ -110,7 +114,11 @@ func newRedisLock(client redis.UniversalClient, cfg Config) *RedisLock {
 }
 
 // Key returns the Redis key that holds the lock on key.
-func (l *RedisLock) Key(key string) string { return l.prefix + key }
+func (l *RedisLock) Key(key string) string { return l.keys.Lock(key) }
+
+// Keys returns the keyspace of the lock's prefix and suffix: every key
+// name lockpool derives from them (see pkg/keyspace).
+func (l *RedisLock) Keys() keyspace.Pool { return l.keys }
 
 // wrap adds the operation and the Redis key to a client error, and maps a
 // WRONGTYPE reply to ErrWrongType.

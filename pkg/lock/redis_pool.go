@@ -7,10 +7,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"iter"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/pkg/keyspace"
 )
 
 var (
@@ -76,7 +77,7 @@ func NewRedisLockPool(client redis.UniversalClient, cfg Config) (*RedisLockPool,
 	}
 	return &RedisLockPool{
 		RedisLock: newRedisLock(client, cfg),
-		pool:      cfg.Prefix + "|" + cfg.Suffix + "|pool",
+		pool:      keyspace.New(cfg.Prefix, cfg.Suffix).Members(),
 	}, nil
 }
 
@@ -143,7 +144,7 @@ func (p *RedisLockPool) Assign(ctx context.Context, items []string) error {
 	// it leaves only a staging key that expires by itself.
 	var id [16]byte
 	_, _ = rand.Read(id[:])
-	staging := p.pool + ":assign:" + hex.EncodeToString(id[:])
+	staging := p.keys.Staging(hex.EncodeToString(id[:]))
 	err := p.writeMembers(ctx, staging, items, false, stagingTTL)
 	if err == nil {
 		err = assignScript.Run(ctx, p.client, []string{p.pool, staging}).Err()
@@ -314,7 +315,7 @@ func (p *RedisLockPool) countLockedMembers(ctx context.Context) (int64, error) {
 // countLockKeys walks the keyspace for this pool's lock keys and counts
 // those whose item is a member.
 func (p *RedisLockPool) countLockKeys(ctx context.Context) (int64, error) {
-	match := globEscape(p.prefix) + "*"
+	match := keyspace.GlobEscape(p.prefix) + "*"
 	seen := map[string]struct{}{}
 	cursor := "0"
 	for {
@@ -337,14 +338,3 @@ func (p *RedisLockPool) countLockKeys(ctx context.Context) (int64, error) {
 	}
 }
 
-// globEscape quotes the characters SCAN MATCH treats as a pattern.
-func globEscape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if strings.IndexByte(`*?[]\^-`, s[i]) >= 0 {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}

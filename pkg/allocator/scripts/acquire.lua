@@ -7,10 +7,11 @@
 -- KEYS[3]: the fencing counter STRING        <base>|alloc:fence
 -- KEYS[4]: the binding HASH                  <base>|alloc:bindings
 -- KEYS[5]: the waiter ZSET                   <base>|alloc:waiters
--- KEYS[7]: the hand-off HASH                 <base>|alloc:reserved
 -- KEYS[6]: the foreign-lock ZSET             <base>|alloc:foreign
 --          (items found held by a lock the allocator did not grant -> ms
 --          when last looked at; such locks send no wake-up when removed)
+-- KEYS[7]: the hand-off HASH                 <base>|alloc:reserved
+-- KEYS[8]: the epoch HASH                    <base>|epoch
 -- ARGV[1]: lock key prefix '<base>:' (lock keys are ARGV[1] .. item)
 -- ARGV[2]: owner
 -- ARGV[3]: lease TTL in ms
@@ -19,19 +20,30 @@
 -- ARGV[6]: waiter id to register on failure, or '' (TryAcquire)
 -- ARGV[7]: most candidates to examine (bounded; the client sends <= 64)
 -- ARGV[8]: '1' to lease only the preferred item (ARGV[4]), else ''
--- Returns {1, item, token, deadline_ms, now_ms} on success, or
---         {0, next_ms, now_ms, behind} where next_ms is the earliest time an
---         item may become available (-1 when the index is empty) and behind
---         is 1 when the pool has more members than the index (a sync step
---         is due before waiting). While foreign locks are known, next_ms
---         is at most a second away: their removal wakes nobody.
+-- ARGV[9]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[10]: the longest lease TTL the caller has used, in ms
+-- Every reply starts {ok, gen, id, quiet_ms, at_ms} (epoch's answer, id ''
+-- when it equals ARGV[9]), then
+--   on success (ok 1): item, token, deadline_ms, now_ms;
+--   otherwise (ok 0):  next_ms, now_ms, behind, where next_ms is the
+--         earliest time an item may become available (-1 when the index is
+--         empty) and behind is 1 when the pool has more members than the
+--         index (a sync step is due before waiting). While foreign locks
+--         are known, next_ms is at most a second away: their removal wakes
+--         nobody. During the quiet period after a discontinuity nothing is
+--         granted and next_ms is its end.
 -- Lock keys are built from ARGV[1]: "any free item" cannot name its key up
--- front. Like the lock package's pools, this needs a non-cluster Redis.
+-- front. On a Redis Cluster the pool's prefix carries a hash tag, so they
+-- hash to the slot of KEYS[1] (see pkg/keyspace).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local prefix, owner, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local budget = tonumber(ARGV[7])
+local gen, quiet, id, at = epoch(KEYS[8], KEYS[3], KEYS[2], now, now_us, ttl, ARGV[9], tonumber(ARGV[10]))
+if quiet > now then
+  return {0, gen, id, quiet, at, quiet, now, 0}
+end
 
 -- try takes item if it can be handed out now and returns the grant, or nil.
 -- On the way it drops items that left the pool from the index and re-scores
@@ -62,7 +74,7 @@ local function try(item)
     if ARGV[6] ~= '' then
       redis.call('ZREM', KEYS[5], ARGV[6])
     end
-    return {1, item, tok, now + ttl, now}
+    return {1, gen, id, quiet, at, item, tok, now + ttl, now}
   end
   local pttl = redis.call('PTTL', prefix .. item)
   if pttl == -1 then
@@ -96,8 +108,8 @@ for _, item in ipairs(wanted) do
 end
 if ARGV[8] == '1' then
   -- Only the preferred item would do: report when it may be available.
-  local at = redis.call('ZSCORE', KEYS[2], ARGV[4])
-  return {0, at and tonumber(at) or -1, now, 0}
+  local when = redis.call('ZSCORE', KEYS[2], ARGV[4])
+  return {0, gen, id, quiet, at, when and tonumber(when) or -1, now, 0}
 end
 
 -- Then the longest-available items, oldest score first.
@@ -146,4 +158,4 @@ end
 if redis.call('ZCARD', KEYS[6]) > 0 and (next < 0 or next > now + 1000) then
   next = now + 1000
 end
-return {0, next, now, behind}
+return {0, gen, id, quiet, at, next, now, behind}

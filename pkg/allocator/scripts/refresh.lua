@@ -1,22 +1,42 @@
 -- refresh: extend many leases at once, each only if still current.
 -- KEYS[1]: the availability index ZSET        <base>|alloc:index
--- KEYS[2..n+1]: the leases' lock keys
+-- KEYS[2]: the epoch HASH                     <base>|epoch
+-- KEYS[3]: the fencing counter STRING         <base>|alloc:fence
+-- KEYS[4..n+3]: the leases' lock keys
 -- ARGV[1]: TTL in ms
--- ARGV[2..n+1]: the leases' lock values, in KEYS order
--- ARGV[n+2..2n+1]: the leases' items, in KEYS order
--- Returns {now_ms, 1 or 0 per lease}.
+-- ARGV[2]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[3]: the longest lease TTL the caller has used, in ms
+-- ARGV[4..n+3]: the leases' lock values, in KEYS order
+-- ARGV[n+4..2n+3]: the leases' items, in KEYS order
+-- Returns {now_ms, gen, id, quiet_ms, at_ms, evicted, one flag per lease}:
+-- epoch's answer (id '' when it equals ARGV[2]); evicted is the server's
+-- evicted_keys when some lease's key is gone, else -1; a flag is 1 when
+-- the lease was current (and is now extended), 0 when the key holds
+-- another value, -1 when the key is gone.
+-- A refresh is not a grant: a lease that survived a discontinuity stays
+-- current and is extended, during the quiet period too.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ttl = tonumber(ARGV[1])
-local n = #KEYS - 1
-local out = {now}
+local gen, quiet, id, at = epoch(KEYS[2], KEYS[3], KEYS[1], now, now_us, ttl, ARGV[2], tonumber(ARGV[3]))
+local n = #KEYS - 3
+local out = {now, gen, id, quiet, at, -1}
+local gone = false
 for i = 1, n do
-  if redis.call('GET', KEYS[i + 1]) == ARGV[i + 1] then
-    redis.call('PEXPIRE', KEYS[i + 1], ttl)
-    redis.call('ZADD', KEYS[1], now + ttl, ARGV[n + 1 + i])
-    out[i + 1] = 1
+  local v = redis.call('GET', KEYS[i + 3])
+  if v == ARGV[i + 3] then
+    redis.call('PEXPIRE', KEYS[i + 3], ttl)
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[n + 3 + i])
+    out[i + 6] = 1
+  elseif v then
+    out[i + 6] = 0
   else
-    out[i + 1] = 0
+    out[i + 6] = -1
+    gone = true
   end
+end
+if gone then
+  out[6] = tonumber(string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)')) or -1
 end
 return out

@@ -5,10 +5,12 @@
 -- KEYS[3]: the waiter ZSET                    <base>|alloc:waiters
 -- KEYS[4]: the hand-off HASH                  <base>|alloc:reserved
 --          (waiter -> item released to it)
+-- KEYS[5]: the epoch HASH                     <base>|epoch
+-- KEYS[6]: the fencing counter STRING         <base>|alloc:fence
 -- ARGV[1]: the lease's lock value
 -- ARGV[2]: the item
--- ARGV[3]: wake channel prefix; a waiter "<proc>:<id>" is told on channel
---          ARGV[3] .. <proc> with message <id>
+-- ARGV[3]: wake channel prefix; a waiter "<proc>:<id>" is told on the
+--          sharded channel ARGV[3] .. <proc> with message <id>
 -- ARGV[4]: how many live waiters to wake
 -- ARGV[5]: the new availability time offset in ms (0 = free now; > 0 =
 --          quarantine: the item is held by a marker lock that long)
@@ -16,28 +18,40 @@
 -- ARGV[7]: hand-off window in ms: the item is kept for the first woken
 --          waiter that long, so a caller that loops straight back into
 --          acquire cannot take it from under the waiter it just woke
--- Returns 1 when the lease was current (and is now ended), 0 otherwise.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
+-- ARGV[8]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[9]: the longest lease TTL the caller has used, in ms
+-- Returns {1} when the lease was current (and is now ended). Otherwise
+-- {0, gen, id, quiet_ms, at_ms, evicted} when the key holds another value
+-- or {-1, gen, id, quiet_ms, at_ms, evicted} when it is gone: epoch's
+-- answer (checked only then, so that the caller can say why) and the
+-- server's evicted_keys.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local gen, quiet, id, at = epoch(KEYS[5], KEYS[6], KEYS[2], now, now_us, 0, ARGV[8], tonumber(ARGV[9]))
+  local evicted = tonumber(string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)')) or -1
+  local code = 0
+  if not cur then code = -1 end
+  return {code, gen, id, quiet, at, evicted}
+end
 local hold = tonumber(ARGV[5])
 if hold > 0 then
   redis.call('SET', KEYS[1], ARGV[6], 'PX', hold)
   redis.call('ZADD', KEYS[2], now + hold, ARGV[2])
-  return 1
+  return {1}
 end
 redis.call('DEL', KEYS[1])
--- Wake waiters in arrival order. PUBLISH counts receivers, so a waiter
+-- Wake waiters in arrival order. SPUBLISH counts receivers, so a waiter
 -- whose process died is skipped; the loop is bounded either way.
 local score = now
 local want, woken = tonumber(ARGV[4]), 0
 for _ = 1, want + 8 do
   local w = redis.call('ZPOPMIN', KEYS[3])
   if #w == 0 then break end
-  local proc, id = string.match(w[1], '^([^:]*):(.*)$')
-  if proc and redis.call('PUBLISH', ARGV[3] .. proc, id) > 0 then
+  local proc, wid = string.match(w[1], '^([^:]*):(.*)$')
+  if proc and redis.call('SPUBLISH', ARGV[3] .. proc, wid) > 0 then
     woken = woken + 1
     if woken == 1 then
       redis.call('HSET', KEYS[4], w[1], ARGV[2])
@@ -47,4 +61,4 @@ for _ = 1, want + 8 do
   end
 end
 redis.call('ZADD', KEYS[2], score, ARGV[2])
-return 1
+return {1}

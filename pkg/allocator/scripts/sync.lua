@@ -7,12 +7,24 @@
 --          (add = SSCAN cursor of the member walk, drop = ZSCAN cursor of
 --          the index walk; absent or '0' when no walk is running)
 -- KEYS[4]: the waiter ZSET                    <base>|alloc:waiters
+-- KEYS[5]: the hand-off HASH                  <base>|alloc:reserved
+-- KEYS[6]: the epoch HASH                     <base>|epoch
+-- KEYS[7]: the fencing counter STRING         <base>|alloc:fence
 -- ARGV[1]: COUNT per step (the client sends <= 1000)
 -- ARGV[2]: '1' to start a full sweep even when the counts agree
 -- ARGV[3]: wake channel prefix (as in release.lua)
 -- ARGV[4]: how many waiters to wake when items were added
 -- ARGV[5]: rolling step interval in ms
--- Returns {added, dropped, 1 if a walk is still running else 0}.
+-- ARGV[6]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[7]: the longest lease TTL the caller has used, in ms
+-- Returns {added, dropped, 1 if a walk is still running else 0, gen, id,
+-- quiet_ms, at_ms} (epoch's answer, id '' when it equals ARGV[6]): every
+-- allocator runs a step per SyncInterval, so a discontinuity is noticed,
+-- and its quiet period started, within one even when nobody acquires.
+-- Each step also forgets a few entries of processes that died while
+-- waiting (their wake channel has no subscriber): waiters, and items a
+-- release handed to them; so neither grows with the processes that ever
+-- ran.
 -- Counts only reveal additions that outnumber removals, so besides the
 -- walks started by a count mismatch, one rolling SSCAN step (shared by every
 -- allocator on the pool: at most one per interval fleet-wide) adds members
@@ -20,6 +32,24 @@
 -- Members missing from the index are added as available since the epoch
 -- (score 0), so new items are handed out first; index entries that are no
 -- longer members are dropped.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local gen, quiet, id, at = epoch(KEYS[6], KEYS[7], KEYS[2], now, now_us, 0, ARGV[6], tonumber(ARGV[7]))
+
+-- live reports whether the process of waiter w ("<proc>:<id>") listens.
+local function live(w)
+  local proc = string.match(w, '^([^:]*):')
+  if not proc then return false end
+  return redis.call('PUBSUB', 'SHARDNUMSUB', ARGV[3] .. proc)[2] > 0
+end
+for _, w in ipairs(redis.call('ZRANDMEMBER', KEYS[4], 4)) do
+  if not live(w) then redis.call('ZREM', KEYS[4], w) end
+end
+for _, w in ipairs(redis.call('HRANDFIELD', KEYS[5], 4)) do
+  if not live(w) then redis.call('HDEL', KEYS[5], w) end
+end
+
 local count = tonumber(ARGV[1])
 local members = redis.call('SCARD', KEYS[1])
 local indexed = redis.call('ZCARD', KEYS[2])
@@ -30,8 +60,6 @@ if drop == '0' and (indexed > members or ARGV[2] == '1') then drop = 'start' end
 
 local added, dropped = 0, 0
 if add == '0' and drop == '0' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local last = tonumber(redis.call('HGET', KEYS[3], 'last') or '0')
   if now - last >= tonumber(ARGV[5]) then
     local res = redis.call('SSCAN', KEYS[1], redis.call('HGET', KEYS[3], 'roll') or '0', 'COUNT', count)
@@ -70,8 +98,8 @@ if added > 0 then
   for _ = 1, want + 8 do
     local w = redis.call('ZPOPMIN', KEYS[4])
     if #w == 0 then break end
-    local proc, id = string.match(w[1], '^([^:]*):(.*)$')
-    if proc and redis.call('PUBLISH', ARGV[3] .. proc, id) > 0 then
+    local proc, wid = string.match(w[1], '^([^:]*):(.*)$')
+    if proc and redis.call('SPUBLISH', ARGV[3] .. proc, wid) > 0 then
       woken = woken + 1
       if woken >= want then break end
     end
@@ -79,4 +107,4 @@ if added > 0 then
 end
 local running = 0
 if add ~= '0' or drop ~= '0' then running = 1 end
-return {added, dropped, running}
+return {added, dropped, running, gen, id, quiet, at}
