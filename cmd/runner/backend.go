@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
@@ -28,16 +30,34 @@ type backend struct {
 	// itemsMarker is a key set once pool.items were added: it disappears
 	// with them when Redis loses its data (a restart without persistence).
 	itemsMarker string
+	// server is what the start-up check read of the server.
+	server allocator.ServerInfo
+	// watch follows the server while the runner runs (nil: memory).
+	watch *serverWatch
 }
 
 // embedded reports whether the config asks for the in-memory backend.
 func (c *Config) embedded() bool {
-	return c.Redis.Addr == "" && c.Redis.Sentinel.Master == ""
+	return c.Redis.Addr == "" && c.Redis.Sentinel.Master == "" && len(c.Redis.Cluster.Addrs) == 0
 }
 
 // lockConfig names the pool in pkg/lock terms.
 func (c *Config) lockConfig() lock.Config {
 	return lock.Config{Prefix: c.Pool.Prefix, Suffix: c.Pool.Name}
+}
+
+// keys is the pool's keyspace.
+func (c *Config) keys() keyspace.Pool { return keyspace.New(c.Pool.Prefix, c.Pool.Name) }
+
+// where names the configured Redis for log lines.
+func (c *Config) where() string {
+	switch {
+	case c.Redis.Sentinel.Master != "":
+		return "sentinel master " + c.Redis.Sentinel.Master
+	case len(c.Redis.Cluster.Addrs) > 0:
+		return "cluster " + strings.Join(c.Redis.Cluster.Addrs, ",")
+	}
+	return c.Redis.Addr
 }
 
 // redisLogger takes go-redis's own log lines (such as "connection pool:
@@ -53,6 +73,12 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 // newRedisClient builds the client from the redis section. TLS files are
 // read here, so a bad certificate is a config error at start.
 func newRedisClient(c *Config) (redis.UniversalClient, error) {
+	return newRedisClientFor(c, c.Redis.Cluster.Addrs)
+}
+
+// newRedisClientFor builds a cluster client over seeds when there are any,
+// else the client the redis section names.
+func newRedisClientFor(c *Config, seeds []string) (redis.UniversalClient, error) {
 	opts := &redis.UniversalOptions{
 		Addrs:                 []string{c.Redis.Addr},
 		Username:              c.Redis.Username,
@@ -78,7 +104,58 @@ func newRedisClient(c *Config) (redis.UniversalClient, error) {
 		}
 		opts.TLSConfig = tc
 	}
+	if len(seeds) > 0 {
+		opts.Addrs = seeds
+		return redis.NewClusterClient(opts.Cluster()), nil
+	}
 	return redis.NewUniversalClient(opts), nil
+}
+
+// dialRedis builds the client, waits until Redis answers (retrying until
+// ctx ends when wait is set; one try otherwise), switches to a cluster
+// client when redis.addr names a cluster node, and checks the server's
+// settings (allocator.CheckServer) before anything is written: an error
+// wrapping allocator.ErrUnsafeServer refuses an evicting server (unless
+// redis.allow_eviction) or a cluster with an untagged pool.prefix.
+func dialRedis(ctx context.Context, c *Config, log hclog.Logger, wait bool) (redis.UniversalClient, allocator.ServerInfo, error) {
+	client, err := newRedisClient(c)
+	if err != nil {
+		return nil, allocator.ServerInfo{}, err
+	}
+	fail := func(err error) (redis.UniversalClient, allocator.ServerInfo, error) {
+		client.Close()
+		return nil, allocator.ServerInfo{}, err
+	}
+	if wait {
+		if err := connect(ctx, client, log, c.where()); err != nil {
+			return fail(err)
+		}
+	}
+	if _, plain := client.(*redis.Client); plain && c.Redis.Sentinel.Master == "" {
+		txt, err := client.Info(ctx, "cluster").Result()
+		if err != nil {
+			return fail(fmt.Errorf("redis %s: %w", c.where(), err))
+		}
+		if strings.Contains(txt, "cluster_enabled:1") {
+			log.Info("redis.addr is a redis cluster node: using a cluster client with it as the seed", "addr", c.Redis.Addr)
+			client.Close()
+			if client, err = newRedisClientFor(c, []string{c.Redis.Addr}); err != nil {
+				return nil, allocator.ServerInfo{}, err
+			}
+		}
+	}
+	info, err := allocator.CheckServer(ctx, client, c.keys(), allocator.ServerOptions{AllowEviction: c.Redis.AllowEviction})
+	if err != nil {
+		return fail(err)
+	}
+	if info.Evicts() {
+		log.Warn("redis may evict keys, accepted by redis.allow_eviction: an evicted lock lets two holders run an item at once",
+			"maxmemory", info.MaxMemory, "maxmemory_policy", info.Policy, "server", info.Addr)
+	}
+	if n := c.Redis.MinReplicasAcked; n > 0 && info.Replicas < n && !info.Cluster {
+		log.Warn("redis.min_replicas_acked is above the replicas connected now: grants wait for them and fail until they are", "min_replicas_acked", n, "connected_replicas", info.Replicas)
+	}
+	return client, info, nil
 }
 
 func tlsConfig(t RedisTLSConfig) (*tls.Config, error) {
@@ -145,16 +222,8 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 		}
 		return &backend{pool: pool, alloc: a, store: worker.NewMemoryStore(pool), memory: true}, nil
 	}
-	client, err := newRedisClient(c)
+	client, info, err := dialRedis(ctx, c, log, true)
 	if err != nil {
-		return nil, err
-	}
-	where := c.Redis.Addr
-	if c.Redis.Sentinel.Master != "" {
-		where = "sentinel master " + c.Redis.Sentinel.Master
-	}
-	if err := connect(ctx, client, log, where); err != nil {
-		client.Close()
 		return nil, err
 	}
 	pool, err := lock.NewRedisLockPool(client, c.lockConfig())
@@ -162,13 +231,20 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 		client.Close()
 		return nil, err
 	}
-	b := &backend{client: client, pool: pool, itemsMarker: c.Pool.Prefix + "|" + c.Pool.Name + "|runner:items"}
+	b := &backend{client: client, pool: pool, itemsMarker: c.keys().ItemsMarker(), server: info}
 	if allocCfg.LeaseTTL == 0 {
 		return b, nil // pool commands need no allocator
 	}
+	allocCfg.AllowEviction = c.Redis.AllowEviction
+	allocCfg.MinReplicasAcked = c.Redis.MinReplicasAcked
+	allocCfg.ReplicaAckTimeout = c.Redis.ReplicaAckTimeout
+	allocCfg.OnDiscontinuity = func(d allocator.Dataset) {
+		log.Warn("redis dataset discontinuity (a restart, failover or restore may have lost recent grants): no item is granted until every earlier lease has expired; leases that survived keep running",
+			"generation", d.Gen, "noticed", d.Since, "quiet_until", d.QuietUntil)
+	}
 	for {
 		b.alloc, err = allocator.NewRedis(client, c.lockConfig(), allocCfg)
-		if err == nil || errors.Is(err, allocator.ErrInvalidConfig) || errors.Is(err, lock.ErrWrongType) {
+		if err == nil || errors.Is(err, allocator.ErrInvalidConfig) || errors.Is(err, lock.ErrWrongType) || errors.Is(err, allocator.ErrUnsafeServer) {
 			break
 		}
 		log.Warn("cannot start the allocator, retrying", "error", configOneLine(err.Error()))
@@ -184,7 +260,11 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 		client.Close()
 		return nil, err
 	}
-	if b.store, err = worker.NewRedisStore(client, c.lockConfig()); err != nil {
+	var opts []worker.StoreOption
+	if c.Redis.AllowEviction {
+		opts = append(opts, worker.AllowEviction())
+	}
+	if b.store, err = worker.NewRedisStore(client, c.lockConfig(), opts...); err != nil {
 		b.close()
 		return nil, err
 	}
@@ -258,7 +338,7 @@ func keepItems(ctx context.Context, b *backend, items []string, ttl, every time.
 		if err != nil || n == 1 {
 			continue // present, or Redis unreachable: look again next tick
 		}
-		log.Warn("redis lost pool.items (a restart without persistence?): adding them again once every earlier lease has expired", "in", ttl)
+		log.Warn("pool.items are gone from redis (its data was lost, rolled back to before they were added, or the keys were deleted or evicted): adding them again once every earlier lease has expired", "in", ttl)
 		select {
 		case <-ctx.Done():
 			return

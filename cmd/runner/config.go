@@ -86,8 +86,8 @@ type Config struct {
 	skipTask bool
 }
 
-// RedisConfig says where the pool lives. With Addr and Sentinel.Master
-// both empty the runner uses its in-memory backend.
+// RedisConfig says where the pool lives. With Addr, Sentinel.Master and
+// Cluster.Addrs all empty the runner uses its in-memory backend.
 type RedisConfig struct {
 	Addr        string
 	Username    string
@@ -95,7 +95,19 @@ type RedisConfig struct {
 	DB          int
 	TLS         RedisTLSConfig
 	Sentinel    RedisSentinelConfig
+	Cluster     RedisClusterConfig
 	DialTimeout time.Duration
+	// AllowEviction accepts a Redis that may evict keys (with a warning).
+	AllowEviction bool
+	// MinReplicasAcked and ReplicaAckTimeout: allocator.Config's.
+	MinReplicasAcked  int
+	ReplicaAckTimeout time.Duration
+}
+
+// RedisClusterConfig names seed nodes of a Redis Cluster. A redis.addr that
+// turns out to be a cluster node is used as the only seed.
+type RedisClusterConfig struct {
+	Addrs []string
 }
 
 // RedisTLSConfig turns on TLS to Redis. The files are checked to be
@@ -229,6 +241,10 @@ var configKeys = []configKey{
 	{name: "redis.sentinel.master", field: func(c *Config) any { return &c.Redis.Sentinel.Master }},
 	{name: "redis.sentinel.addrs", field: func(c *Config) any { return &c.Redis.Sentinel.Addrs }},
 	{name: "redis.sentinel.password", field: func(c *Config) any { return &c.Redis.Sentinel.Password }, secret: true},
+	{name: "redis.cluster.addrs", field: func(c *Config) any { return &c.Redis.Cluster.Addrs }},
+	{name: "redis.allow_eviction", field: func(c *Config) any { return &c.Redis.AllowEviction }},
+	{name: "redis.min_replicas_acked", field: func(c *Config) any { return &c.Redis.MinReplicasAcked }},
+	{name: "redis.replica_ack_timeout", field: func(c *Config) any { return &c.Redis.ReplicaAckTimeout }},
 	{name: "pool.prefix", field: func(c *Config) any { return &c.Pool.Prefix }},
 	{name: "pool.name", field: func(c *Config) any { return &c.Pool.Name }},
 	{name: "pool.items", field: func(c *Config) any { return &c.Pool.Items }},
@@ -297,7 +313,7 @@ func isConfigTable(prefix string) bool {
 
 func defaultConfig() *Config {
 	return &Config{
-		Redis: RedisConfig{DialTimeout: 5 * time.Second},
+		Redis: RedisConfig{DialTimeout: 5 * time.Second, ReplicaAckTimeout: time.Second},
 		Pool:  PoolConfig{Prefix: "lockpool", Name: "lock-pool"},
 		Worker: WorkerConfig{
 			Concurrency:   4,
@@ -884,6 +900,25 @@ func (c *Config) validate() error {
 		if err := checkConfigAddr("redis.sentinel.addrs", a); err != nil {
 			return err
 		}
+	}
+	if len(r.Cluster.Addrs) > 0 {
+		switch {
+		case r.Addr != "" || r.Sentinel.Master != "":
+			return configErrorf("redis.cluster.addrs", "set together with redis.addr or redis.sentinel.master; use one of them")
+		case r.DB != 0:
+			return configErrorf("redis.db", "must be 0 on a redis cluster, got %d", r.DB)
+		}
+	}
+	for _, a := range r.Cluster.Addrs {
+		if err := checkConfigAddr("redis.cluster.addrs", a); err != nil {
+			return err
+		}
+	}
+	if r.MinReplicasAcked < 0 || r.MinReplicasAcked > 100 {
+		return configErrorf("redis.min_replicas_acked", "must be 0..100, got %d", r.MinReplicasAcked)
+	}
+	if r.ReplicaAckTimeout < time.Millisecond {
+		return configErrorf("redis.replica_ack_timeout", "must be >= 1ms, got %q", r.ReplicaAckTimeout.String())
 	}
 
 	if err := checkConfigName("pool.prefix", c.Pool.Prefix, lock.MaxKeyLen); err != nil {

@@ -69,7 +69,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{
-		Redis: RedisConfig{DialTimeout: 5 * time.Second},
+		Redis: RedisConfig{DialTimeout: 5 * time.Second, ReplicaAckTimeout: time.Second},
 		Pool:  PoolConfig{Prefix: "lockpool", Name: "lock-pool"},
 		Worker: WorkerConfig{
 			Concurrency:     4,
@@ -133,6 +133,9 @@ redis:
     master: mymaster
     addrs: ["h1:26379", "h2:26379"]
     password: "SECRET"
+  allow_eviction: true
+  min_replicas_acked: 1
+  replica_ack_timeout: 250ms
 pool:
   prefix: acme
   name: keys
@@ -174,6 +177,9 @@ username = "runner"
 password = "SECRET"
 db = 2
 dial_timeout = "2s"
+allow_eviction = true
+min_replicas_acked = 1
+replica_ack_timeout = "250ms"
 [redis.tls]
 enabled = true
 ca_file = "CA"
@@ -220,6 +226,7 @@ listen = "127.0.0.1:9090"
 `,
 		"c.json": `{
   "redis": {"username": "runner", "password": "SECRET", "db": 2, "dial_timeout": "2s",
+    "allow_eviction": true, "min_replicas_acked": 1, "replica_ack_timeout": "250ms",
     "tls": {"enabled": true, "ca_file": "CA", "cert_file": "CERT", "key_file": "KEY", "server_name": "redis.internal"},
     "sentinel": {"master": "mymaster", "addrs": ["h1:26379", "h2:26379"], "password": "SECRET"}},
   "pool": {"prefix": "acme", "name": "keys", "items": ["a", "b", "c d"]},
@@ -237,8 +244,9 @@ listen = "127.0.0.1:9090"
 	want := &Config{
 		Redis: RedisConfig{
 			Username: "runner", Password: configTestSecret, DB: 2, DialTimeout: 2 * time.Second,
-			TLS:      RedisTLSConfig{Enabled: true, CAFile: ca, CertFile: cert, KeyFile: key, ServerName: "redis.internal"},
-			Sentinel: RedisSentinelConfig{Master: "mymaster", Addrs: []string{"h1:26379", "h2:26379"}, Password: configTestSecret},
+			TLS:           RedisTLSConfig{Enabled: true, CAFile: ca, CertFile: cert, KeyFile: key, ServerName: "redis.internal"},
+			Sentinel:      RedisSentinelConfig{Master: "mymaster", Addrs: []string{"h1:26379", "h2:26379"}, Password: configTestSecret},
+			AllowEviction: true, MinReplicasAcked: 1, ReplicaAckTimeout: 250 * time.Millisecond,
 		},
 		Pool: PoolConfig{Prefix: "acme", Name: "keys", Items: []string{"a", "b", "c d"}},
 		Worker: WorkerConfig{
@@ -273,8 +281,8 @@ listen = "127.0.0.1:9090"
 }
 
 // configTestEveryKey is a valid raw value, as in the environment, for
-// every key but redis.addr (exclusive with redis.sentinel), with the typed
-// value it must give.
+// every key but redis.addr and redis.cluster.addrs (exclusive with
+// redis.sentinel), with the typed value it must give.
 func configTestEveryKey(t *testing.T) (raw map[string]string, want map[string]any) {
 	_, ca, cert, key := configTestTLSFiles(t)
 	type kv struct {
@@ -282,47 +290,50 @@ func configTestEveryKey(t *testing.T) (raw map[string]string, want map[string]an
 		want any
 	}
 	all := map[string]kv{
-		"redis.username":          {"runner", "runner"},
-		"redis.password":          {configTestSecret, configSecret(configTestSecret)},
-		"redis.db":                {"7", 7},
-		"redis.dial_timeout":      {"750ms", 750 * time.Millisecond},
-		"redis.tls.enabled":       {"true", true},
-		"redis.tls.ca_file":       {ca, ca},
-		"redis.tls.cert_file":     {cert, cert},
-		"redis.tls.key_file":      {key, key},
-		"redis.tls.server_name":   {"redis.example", "redis.example"},
-		"redis.sentinel.master":   {"mymaster", "mymaster"},
-		"redis.sentinel.addrs":    {"h1:26379, h2:26379", []string{"h1:26379", "h2:26379"}},
-		"redis.sentinel.password": {configTestSecret + "2", configSecret(configTestSecret + "2")},
-		"pool.prefix":             {"acme", "acme"},
-		"pool.name":               {"keys", "keys"},
-		"pool.items":              {"a,b,c", []string{"a", "b", "c"}},
-		"worker.concurrency":      {"16", 16},
-		"worker.lease_ttl":        {"1m", time.Minute},
-		"worker.refresh_interval": {"15s", 15 * time.Second},
-		"worker.safety_margin":    {"20s", 20 * time.Second},
-		"worker.cooldown":         {"1m30s", 90 * time.Second},
-		"worker.max_attempts":     {"9", 9},
-		"worker.backoff":          {"100ms", 100 * time.Millisecond},
-		"worker.max_backoff":      {"5s", 5 * time.Second},
-		"worker.quarantine":       {"2h", 2 * time.Hour},
-		"worker.shutdown_grace":   {"1s", time.Second},
-		"worker.id":               {"host-b:1", "host-b:1"},
-		"task.command":            {`["sh","-c","echo hi"]`, []string{"sh", "-c", "echo hi"}},
-		"task.env":                {`{"LANG":"C","Mixed_Case":"1"}`, map[string]string{"LANG": "C", "Mixed_Case": "1"}},
-		"task.dir":                {"/srv", "/srv"},
-		"task.timeout":            {"10m", 10 * time.Minute},
-		"task.kill_grace":         {"2s", 2 * time.Second},
-		"mode":                    {"batch", "batch"},
-		"batch.id":                {"run-7", "run-7"},
-		"batch.retain":            {"1h", time.Hour},
-		"batch.progress_interval": {"1s", time.Second},
-		"log.level":               {"trace", "trace"},
-		"log.format":              {"json", "json"},
-		"admin.listen":            {":0", ":0"},
+		"redis.username":            {"runner", "runner"},
+		"redis.password":            {configTestSecret, configSecret(configTestSecret)},
+		"redis.db":                  {"7", 7},
+		"redis.dial_timeout":        {"750ms", 750 * time.Millisecond},
+		"redis.tls.enabled":         {"true", true},
+		"redis.tls.ca_file":         {ca, ca},
+		"redis.tls.cert_file":       {cert, cert},
+		"redis.tls.key_file":        {key, key},
+		"redis.tls.server_name":     {"redis.example", "redis.example"},
+		"redis.sentinel.master":     {"mymaster", "mymaster"},
+		"redis.sentinel.addrs":      {"h1:26379, h2:26379", []string{"h1:26379", "h2:26379"}},
+		"redis.sentinel.password":   {configTestSecret + "2", configSecret(configTestSecret + "2")},
+		"redis.allow_eviction":      {"true", true},
+		"redis.min_replicas_acked":  {"2", 2},
+		"redis.replica_ack_timeout": {"300ms", 300 * time.Millisecond},
+		"pool.prefix":               {"acme", "acme"},
+		"pool.name":                 {"keys", "keys"},
+		"pool.items":                {"a,b,c", []string{"a", "b", "c"}},
+		"worker.concurrency":        {"16", 16},
+		"worker.lease_ttl":          {"1m", time.Minute},
+		"worker.refresh_interval":   {"15s", 15 * time.Second},
+		"worker.safety_margin":      {"20s", 20 * time.Second},
+		"worker.cooldown":           {"1m30s", 90 * time.Second},
+		"worker.max_attempts":       {"9", 9},
+		"worker.backoff":            {"100ms", 100 * time.Millisecond},
+		"worker.max_backoff":        {"5s", 5 * time.Second},
+		"worker.quarantine":         {"2h", 2 * time.Hour},
+		"worker.shutdown_grace":     {"1s", time.Second},
+		"worker.id":                 {"host-b:1", "host-b:1"},
+		"task.command":              {`["sh","-c","echo hi"]`, []string{"sh", "-c", "echo hi"}},
+		"task.env":                  {`{"LANG":"C","Mixed_Case":"1"}`, map[string]string{"LANG": "C", "Mixed_Case": "1"}},
+		"task.dir":                  {"/srv", "/srv"},
+		"task.timeout":              {"10m", 10 * time.Minute},
+		"task.kill_grace":           {"2s", 2 * time.Second},
+		"mode":                      {"batch", "batch"},
+		"batch.id":                  {"run-7", "run-7"},
+		"batch.retain":              {"1h", time.Hour},
+		"batch.progress_interval":   {"1s", time.Second},
+		"log.level":                 {"trace", "trace"},
+		"log.format":                {"json", "json"},
+		"admin.listen":              {":0", ":0"},
 	}
-	if len(all)+1 != len(configKeys) {
-		t.Fatalf("configTestEveryKey covers %d keys, want all %d but redis.addr", len(all), len(configKeys)-1)
+	if len(all)+2 != len(configKeys) {
+		t.Fatalf("configTestEveryKey covers %d keys, want all %d but redis.addr and redis.cluster.addrs", len(all), len(configKeys)-2)
 	}
 	raw, want = map[string]string{}, map[string]any{}
 	for k, v := range all {
@@ -526,6 +537,12 @@ func TestConfigInvalid(t *testing.T) {
 		field string
 		msg   string // the whole message, when set
 	}{
+		{name: "cluster with addr", set: map[string]string{"redis.addr": "h:1", "redis.cluster.addrs": "h:2"}, field: "redis.cluster.addrs"},
+		{name: "cluster with db", set: map[string]string{"redis.cluster.addrs": "h:1,h:2", "redis.db": "3"}, field: "redis.db"},
+		{name: "cluster bad addr", set: map[string]string{"redis.cluster.addrs": "h:1,nohost"}, field: "redis.cluster.addrs"},
+		{name: "min_replicas_acked negative", set: map[string]string{"redis.min_replicas_acked": "-1"}, field: "redis.min_replicas_acked"},
+		{name: "replica_ack_timeout zero", set: map[string]string{"redis.replica_ack_timeout": "0s"}, field: "redis.replica_ack_timeout"},
+		{name: "allow_eviction word", env: []string{"RUNNER_REDIS_ALLOW_EVICTION=maybe"}, field: "redis.allow_eviction"},
 		{name: "lease_ttl zero", env: []string{"RUNNER_WORKER_LEASE_TTL=0s"}, field: "worker.lease_ttl", msg: `config: worker.lease_ttl: must be > 0, got "0s"`},
 		{name: "lease_ttl tiny", set: map[string]string{"worker.lease_ttl": "5ms"}, field: "worker.lease_ttl"},
 		{name: "lease_ttl bare", env: []string{"RUNNER_WORKER_LEASE_TTL=30"}, field: "worker.lease_ttl", msg: `config: worker.lease_ttl: bare number "30" has no unit; write a Go duration such as "30s" or "1m30s" (from RUNNER_WORKER_LEASE_TTL)`},

@@ -49,12 +49,14 @@ import (
 var aclCommands = []string{
 	"+ping",             // the runner's connect loop, /healthz, pub/sub health checks
 	"+eval", "+evalsha", // every script (go-redis sends EVALSHA, then EVAL on NOSCRIPT)
-	"+subscribe", "+publish", // allocator wake-ups (PUBLISH from release.lua and sync.lua)
+	"+ssubscribe", "+spublish", // allocator wake-ups (sharded pub/sub: SPUBLISH from release.lua and sync.lua)
+	"+pubsub|shardnumsub", // sync.lua: forget waiters of processes that are gone
+	"+info",               // the dataset check in every script (INFO replication, server, stats) and the start-up check of eviction settings
 	"+time", // server time, in scripts and in "pool status"
 	"+get", "+set", "+del", "+exists", "+type", "+pttl", "+pexpire", "+persist", "+rename", "+incr",
-	"+hget", "+hset", "+hdel", "+hincrby", "+hmget",
+	"+hget", "+hset", "+hdel", "+hincrby", "+hmget", "+hgetall", "+hrandfield",
 	"+sadd", "+srem", "+scard", "+sismember", "+smismember", "+smove", "+sscan", "+srandmember", "+sunionstore",
-	"+zadd", "+zrem", "+zcard", "+zrange", "+zscore", "+zpopmin", "+zscan",
+	"+zadd", "+zrem", "+zcard", "+zrange", "+zscore", "+zpopmin", "+zscan", "+zrandmember",
 }
 
 // aclSetUser is the ACL SETUSER argument list for a runner user limited to
@@ -479,7 +481,7 @@ batch:
 				{"FLUSHALL"}, {"FLUSHDB"}, {"KEYS", "*"}, {"SCAN", "0"}, {"RANDOMKEY"}, {"DBSIZE"},
 				{"CONFIG", "SET", "maxmemory", "1"}, {"SCRIPT", "FLUSH"}, {"FUNCTION", "FLUSH"},
 				{"SWAPDB", "0", "1"}, {"SHUTDOWN"}, {"ACL", "SETUSER", "x"}, {"CLIENT", "KILL", "ID", "1"},
-				{"MONITOR"}, {"PUBSUB", "CHANNELS"}, {"INFO"}, {"SELECT", "1"},
+				{"MONITOR"}, {"PUBSUB", "CHANNELS"}, {"PUBSUB", "SHARDCHANNELS"}, {"SELECT", "1"},
 			} {
 				args := append([]any{"ACL", "DRYRUN", user}, cmd...)
 				res, err := e.client.Do(ctx, args...).Text()

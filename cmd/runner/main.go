@@ -9,8 +9,9 @@
 //	runner version
 //
 // Exit codes: 0 ok; 2 usage or configuration error, printed as one line
-// naming the bad field; 1 runtime failure (including a batch with failed
-// items).
+// naming the bad field, or a Redis whose settings break the one-holder
+// promise (an eviction policy, a cluster without a hash tag in
+// pool.prefix); 1 runtime failure (including a batch with failed items).
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
 
@@ -93,7 +95,7 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "runner: %s\n%s\n", printable(err.Error()), usage)
 		return exitUsage
-	case errors.Is(err, ErrConfig), errors.Is(err, errBadInput):
+	case errors.Is(err, ErrConfig), errors.Is(err, errBadInput), errors.Is(err, allocator.ErrUnsafeServer):
 		fmt.Fprintf(stderr, "runner: %s\n", printable(configOneLine(err.Error())))
 		return exitUsage
 	default:

@@ -52,7 +52,9 @@ func cmdPool(args []string, stdin io.Reader, stdout, stderr io.Writer, environ [
 	// The command's error says what failed; go-redis's own lines would
 	// only repeat it in another format.
 	redis.SetLogger(redisLogger{hclog.NewNullLogger()})
-	client, err := newRedisClient(cfg)
+	// Nothing is written before the server's settings were checked: an
+	// evicting server or an untagged prefix on a cluster is refused here.
+	client, _, err := dialRedis(ctx, cfg, hclog.NewNullLogger(), false)
 	if err != nil {
 		return err
 	}
@@ -295,7 +297,11 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 		return fmt.Errorf("pool status: %w", err)
 	}
 	r := statusReport{Pool: cfg.Pool.Prefix + "|" + cfg.Pool.Name, Items: locked + free, Locked: locked, Free: free}
-	store, err := worker.NewRedisStore(client, cfg.lockConfig())
+	var opts []worker.StoreOption
+	if cfg.Redis.AllowEviction {
+		opts = append(opts, worker.AllowEviction())
+	}
+	store, err := worker.NewRedisStore(client, cfg.lockConfig(), opts...)
 	if err != nil {
 		return err
 	}

@@ -101,7 +101,18 @@ func cmdRun(args []string, stdout, stderr io.Writer, environ []string) error {
 		admin, err = newAdminServer(cfg.Admin.Listen, metrics.Registry(), func(ctx context.Context) error {
 			select {
 			case <-beReady:
-				return be.ready(ctx)
+				if err := be.ready(ctx); err != nil {
+					return err
+				}
+				if err := be.watch.health(); err != nil {
+					return err
+				}
+				select {
+				case <-poolReady:
+					return pool.Health()
+				default:
+					return nil
+				}
 			default:
 				return errors.New("connecting to redis")
 			}
@@ -120,7 +131,7 @@ func cmdRun(args []string, stdout, stderr io.Writer, environ []string) error {
 	if cfg.embedded() {
 		log.Info("redis.addr is empty: using the embedded in-memory pool (this process only; set redis.addr to share a pool across runners)")
 	} else {
-		log.Info("using redis", "addr", cfg.Redis.Addr, "sentinel_master", cfg.Redis.Sentinel.Master, "tls", cfg.Redis.TLS.Enabled, "pool", cfg.Pool.Prefix+"|"+cfg.Pool.Name)
+		log.Info("using redis", "at", cfg.where(), "tls", cfg.Redis.TLS.Enabled, "pool", cfg.keys().Base())
 	}
 	be, err = openBackend(ctx, cfg, log, allocator.Config{LeaseTTL: cfg.Worker.LeaseTTL})
 	if err != nil {
@@ -131,6 +142,19 @@ func cmdRun(args []string, stdout, stderr io.Writer, environ []string) error {
 		return err
 	}
 	defer be.close()
+	if be.client != nil {
+		be.watch = &serverWatch{client: be.client, key: cfg.keys().Members(), log: log.Named("redis")}
+		wctx, stopWatch := context.WithCancel(ctx)
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			be.watch.run(wctx, 2*time.Second)
+		}()
+		defer func() {
+			stopWatch()
+			<-watchDone
+		}()
+	}
 	close(beReady)
 	if err := addItems(ctx, be, cfg.Pool.Items, log); err != nil {
 		if ctx.Err() != nil {

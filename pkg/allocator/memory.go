@@ -467,7 +467,7 @@ func (s *memoryStore) sync(ctx context.Context, full bool) (bool, error) {
 	}
 	st.gen, st.synced = gen, true
 	if added > 0 {
-		st.wake(s.wakeN)
+		st.wake(min(added*s.wakeN, 64)) // as sync.lua: each added item wakes a release's worth
 	}
 	return false, nil
 }

@@ -131,6 +131,7 @@ func (b *batchRun) report(ctx context.Context, p *Pool) {
 		if err != nil || !found {
 			continue
 		}
+		b.warnRollback(p, prog)
 		b.last = prog
 		rate, eta := b.rate(prog, time.Now())
 		args := []any{"batch", b.id, "done", prog.Done, "failed", prog.Failed, "total", prog.Total, "rate_per_s", fmt.Sprintf("%.1f", rate)}
@@ -138,6 +139,15 @@ func (b *batchRun) report(ctx context.Context, p *Pool) {
 			args = append(args, "eta", eta.Round(time.Second))
 		}
 		p.log.Info("batch progress", args...)
+	}
+}
+
+// warnRollback says when the batch's state went through a discontinuity
+// of the Redis dataset since this pool last looked.
+func (b *batchRun) warnRollback(p *Pool, prog Progress) {
+	if prog.Rollbacks > b.last.Rollbacks {
+		p.log.Warn("the batch's state went through a redis dataset discontinuity (restart, failover or restore): items recorded done shortly before it may be pending again and run again, and its counts may have gone back",
+			"batch", b.id, "rollbacks", prog.Rollbacks, "at", prog.RolledBack, "done", prog.Done, "failed", prog.Failed, "total", prog.Total)
 	}
 }
 
@@ -170,7 +180,8 @@ func (p *Pool) finishBatch(b *batchRun) error {
 	if !found {
 		return fmt.Errorf("%w: batch %q is no longer in the store", ErrBatchLost, b.id)
 	}
-	p.log.Info("batch finished", "batch", b.id, "done", prog.Done, "failed", prog.Failed, "total", prog.Total)
+	b.warnRollback(p, prog)
+	p.log.Info("batch finished", "batch", b.id, "done", prog.Done, "failed", prog.Failed, "total", prog.Total, "rollbacks", prog.Rollbacks)
 	if prog.Failed > 0 {
 		return fmt.Errorf("%w: batch %q: %d of %d items failed", ErrBatchFailed, b.id, prog.Failed, prog.Total)
 	}

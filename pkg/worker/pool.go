@@ -40,6 +40,10 @@ type Pool struct {
 	mu      sync.Mutex
 	workers []WorkerStatus
 	held    int
+	// failingSince is when acquiring began to fail with errors (zero
+	// while it works), failErr the latest of them.
+	failingSince time.Time
+	failErr      error
 }
 
 // releaseTimeout bounds recording a result and releasing a lease, which
@@ -206,6 +210,37 @@ func (p *Pool) Status() []WorkerStatus {
 	return append([]WorkerStatus(nil), p.workers...)
 }
 
+// Health is nil while the pool can make progress. It reports an error
+// when every attempt to acquire an item has failed for at least
+// healthWindow (Redis unreachable, refused commands, a cluster redirect
+// loop), naming the latest. Waiting for a free item, or for the quiet
+// period after a Redis dataset discontinuity, is not a failure.
+func (p *Pool) Health() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failingSince.IsZero() || time.Since(p.failingSince) < healthWindow {
+		return nil
+	}
+	return fmt.Errorf("worker: acquiring has failed for %v: %w", time.Since(p.failingSince).Round(100*time.Millisecond), p.failErr)
+}
+
+// healthWindow is how long acquiring must fail before Health reports it.
+const healthWindow = 3 * time.Second
+
+// acquired records the result of an acquire attempt for Health.
+func (p *Pool) acquired(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		p.failingSince, p.failErr = time.Time{}, nil
+		return
+	}
+	if p.failingSince.IsZero() {
+		p.failingSince = time.Now()
+	}
+	p.failErr = err
+}
+
 // Held is how many leases the pool holds now.
 func (p *Pool) Held() int {
 	p.mu.Lock()
@@ -270,9 +305,11 @@ func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
 			return nil
 		case fatal(err):
 			p.obs.Acquired(false)
+			p.acquired(err)
 			return fmt.Errorf("worker %d: %w", id, err)
 		default:
 			p.obs.Acquired(false)
+			p.acquired(err)
 			failures++
 			d := backoff(failures, 100*time.Millisecond, 5*time.Second)
 			p.log.Warn("cannot acquire an item, retrying", "worker", id, "in", d.Round(time.Millisecond), "error", err)
@@ -282,6 +319,7 @@ func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
 		}
 		failures = 0
 		p.obs.Acquired(true)
+		p.acquired(nil)
 		if ctx.Err() != nil { // acquired just as the pool began to stop
 			rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 			_ = l.Release(rctx)
@@ -380,12 +418,16 @@ func (p *Pool) finish(log hclog.Logger, job Job, runErr error, b *batchRun, outc
 	l := job.Lease
 	scope := b.scope()
 	release := func() {
-		if err := l.Release(ctx); err != nil {
+		if err := l.Release(ctx); errors.Is(err, allocator.ErrLeaseLost) {
+			log.Warn("item not released: its lease was already lost", "error", err)
+		} else if err != nil {
 			log.Warn("cannot release the item; it comes back when its lease expires", "error", err)
 		}
 	}
 	hold := func(d time.Duration) {
-		if err := l.Quarantine(ctx, d); err != nil {
+		if err := l.Quarantine(ctx, d); errors.Is(err, allocator.ErrLeaseLost) {
+			log.Warn("item not held back: its lease was already lost", "error", err)
+		} else if err != nil {
 			log.Warn("cannot hold the item back; it comes back when its lease expires", "error", err)
 		}
 	}

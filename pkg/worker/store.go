@@ -61,6 +61,13 @@ type Progress struct {
 	// finished (zero while running), by the server's clock.
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished,omitzero"`
+	// Rollbacks counts the discontinuities of the Redis dataset (a restart
+	// from a snapshot, a failover that lost the last writes) the batch's
+	// state went through, the last at RolledBack: items recorded done
+	// shortly before one may be pending again, and then run again. Zero for
+	// the memory store.
+	Rollbacks  int64     `json:"rollbacks,omitempty"`
+	RolledBack time.Time `json:"rolled_back,omitzero"`
 }
 
 // Pending is how many items are still to do.

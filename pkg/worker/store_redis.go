@@ -11,22 +11,27 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/lockpool/lockpool/internal/epoch"
 	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
 var (
+	//go:embed scripts/batch.lua
+	batchLua string
+
 	//go:embed scripts/start.lua
 	startLua    string
-	startScript = redis.NewScript(startLua)
+	startScript = epoch.Script(batchLua + "\n" + startLua)
 
 	//go:embed scripts/finish.lua
 	finishLua    string
-	finishScript = redis.NewScript(finishLua)
+	finishScript = epoch.Script(batchLua + "\n" + finishLua)
 
 	//go:embed scripts/drop.lua
 	dropLua    string
-	dropScript = redis.NewScript(dropLua)
+	dropScript = epoch.Script(batchLua + "\n" + dropLua)
 
 	//go:embed scripts/progress.lua
 	progressLua    string
@@ -37,68 +42,89 @@ var (
 const maxPending = 1000
 
 // RedisStore is the Redis backend of [Store]. It keeps run state beside
-// the lock pool's keys, so every runner over the same pool shares it:
+// the lock pool's keys, so every runner over the same pool shares it: the
+// "run:failures" and "batch:<id>:*" keys of pkg/keyspace. Times are the
+// Redis server's, in ms since the epoch. When a batch's last item
+// finishes, its five keys expire together after the retain period given
+// to Finish.
 //
-//	<base>:<item>                 lock STRING (pkg/lock): "<owner>#<token>"
-//	<base>|pool                   member SET (pkg/lock)
-//	<base>|run:failures           HASH item -> consecutive failures (loop mode)
-//	<base>|batch:<id>:todo        SET of the batch's pending items
-//	<base>|batch:<id>:done        SET of the items that succeeded
-//	<base>|batch:<id>:failed      SET of the items that exhausted their attempts
-//	<base>|batch:<id>:failures    HASH item -> consecutive failures in the batch
-//	<base>|batch:<id>:meta        HASH {total, started_ms, finished_ms}
+// The scripts that write a batch check the dataset as the allocator's do
+// (see pkg/allocator): when a batch's state went through a discontinuity
+// (a restart from a snapshot, a failover that lost the last writes), its
+// Progress counts it in Rollbacks, because items recorded done just before
+// may be pending again and will run again.
 //
-// where <base> is "<Prefix>|<Suffix>" of the pool's lock.Config, as for the
-// allocator's "<base>|alloc:*" keys. Times are the Redis server's, in ms
-// since the epoch. When a batch's last item finishes, its five keys expire
-// together after the retain period given to Finish.
-//
-// Batch ids cannot make two batches share a key: every batch key ends in
-// ":<name>" with a name that has no colon, so the id is what comes before.
-//
-// StartBatch, Finish and Progress are one script each; the other methods
-// are single commands. A key holding another type than the one above gives
-// an error wrapping lock.ErrWrongType that names the key, and nothing is
-// overwritten. Like the lock pool, it needs a non-cluster Redis: its
-// scripts read the pool's keys and the batch's in one step. It is safe for
+// StartBatch, Finish, DropRemoved and Progress are one script each; the
+// other methods are single commands. A key holding another type than its
+// own gives an error wrapping lock.ErrWrongType that names the key, and
+// nothing is overwritten. On a Redis Cluster the pool's prefix needs a
+// hash tag (see pkg/keyspace), as for the allocator. It is safe for
 // concurrent use.
 type RedisStore struct {
-	client   redis.UniversalClient
-	pool     *lock.RedisLockPool
-	base     string
-	failures string // <base>|run:failures
+	client redis.UniversalClient
+	pool   *lock.RedisLockPool
+	keys   keyspace.Pool
+	epochs *epoch.Tracker
 }
 
 var _ Store = (*RedisStore)(nil)
 
+// StoreOption tunes NewRedisStore.
+type StoreOption func(*storeOptions)
+
+type storeOptions struct{ allowEviction bool }
+
+// AllowEviction accepts a Redis that may evict keys, as
+// allocator.Config.AllowEviction does.
+func AllowEviction() StoreOption { return func(o *storeOptions) { o.allowEviction = true } }
+
 // NewRedisStore keeps run state beside the Redis lock pool named by pool
-// (the same lock.Config the allocator got).
-func NewRedisStore(client redis.UniversalClient, pool lock.Config) (*RedisStore, error) {
+// (the same lock.Config the allocator got). Like allocator.NewRedis, it
+// first checks the server (allocator.CheckServer), waiting at most 10
+// seconds: an error wrapping allocator.ErrUnsafeServer refuses a server
+// that may evict keys (unless AllowEviction) or a cluster the pool cannot
+// live on.
+func NewRedisStore(client redis.UniversalClient, pool lock.Config, opts ...StoreOption) (*RedisStore, error) {
+	var o storeOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	p, err := lock.NewRedisLockPool(client, pool)
 	if err != nil {
 		return nil, fmt.Errorf("worker: NewRedisStore: %w", err)
 	}
-	base := strings.TrimSuffix(p.PoolKey(), "|pool")
-	return &RedisStore{client: client, pool: p, base: base, failures: base + "|run:failures"}, nil
-}
-
-// batchKeys are one batch's keys.
-type batchKeys struct {
-	todo, done, failed, failures, meta string
-}
-
-func (s *RedisStore) batch(id string) batchKeys {
-	b := s.base + "|batch:" + id + ":"
-	return batchKeys{todo: b + "todo", done: b + "done", failed: b + "failed", failures: b + "failures", meta: b + "meta"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := allocator.CheckServer(ctx, client, p.Keys(), allocator.ServerOptions{AllowEviction: o.allowEviction}); err != nil {
+		return nil, fmt.Errorf("worker: NewRedisStore: %w", err)
+	}
+	return &RedisStore{client: client, pool: p, keys: p.Keys(), epochs: epoch.NewTracker(0, nil)}, nil
 }
 
 // failuresKey is the failure count HASH of a scope: "" for loop mode, else
 // a batch id.
 func (s *RedisStore) failuresKey(scope string) string {
 	if scope == "" {
-		return s.failures
+		return s.keys.Failures()
 	}
-	return s.batch(scope).failures
+	return s.keys.Batch(scope).Failures
+}
+
+// batchKeys are the keys a batch script takes: the pool's members or an
+// item's lock, the batch's five keys, then the epoch record, the fencing
+// counter and the index.
+func (s *RedisStore) batchKeys(first, id string) []string {
+	b := s.keys.Batch(id)
+	return []string{first, b.Todo, b.Done, b.Failed, b.Failures, b.Meta, s.keys.Epoch(), s.keys.Fence(), s.keys.Index()}
+}
+
+// seen records the epoch fields a script returned at res[i:].
+func (s *RedisStore) seen(res []any, i int) error {
+	st, id, err := epoch.Parse(res, i)
+	if err == nil {
+		s.epochs.Seen(st, id)
+	}
+	return err
 }
 
 // Failures implements [Store].
@@ -152,12 +178,18 @@ func (s *RedisStore) StartBatch(ctx context.Context, id string) (Progress, error
 	if err := checkBatch(op, id); err != nil {
 		return Progress{}, err
 	}
-	k := s.batch(id)
-	res, err := startScript.Run(ctx, s.client, []string{s.pool.PoolKey(), k.todo, k.done, k.failed, k.failures, k.meta}).Int64Slice()
+	known, longest := s.epochs.Args(0)
+	res, err := startScript.Run(ctx, s.client, s.batchKeys(s.keys.Members(), id), known, longest).Slice()
 	if err != nil {
 		return Progress{}, redisErr(op, batchSubject(id), "", err)
 	}
-	p, found, err := progressOf(res)
+	if len(res) != 11 {
+		return Progress{}, fmt.Errorf("worker: %s %s: start.lua answered %d values, want 11", op, batchSubject(id), len(res))
+	}
+	if err := s.seen(res, 7); err != nil {
+		return Progress{}, fmt.Errorf("worker: %s %s: %w", op, batchSubject(id), err)
+	}
+	p, found, err := progressOf(int64s(res[:7]))
 	if err == nil && !found {
 		err = errors.New("start.lua answered no progress")
 	}
@@ -173,10 +205,10 @@ func (s *RedisStore) Pending(ctx context.Context, id string, n int) ([]string, e
 	if err := checkBatch(op, id); err != nil {
 		return nil, err
 	}
-	k := s.batch(id)
-	items, err := s.client.SRandMemberN(ctx, k.todo, int64(clampPending(n))).Result()
+	todo := s.keys.Batch(id).Todo
+	items, err := s.client.SRandMemberN(ctx, todo, int64(clampPending(n))).Result()
 	if err != nil {
-		return nil, redisErr(op, batchSubject(id), k.todo, err)
+		return nil, redisErr(op, batchSubject(id), todo, err)
 	}
 	return items, nil
 }
@@ -187,10 +219,10 @@ func (s *RedisStore) IsPending(ctx context.Context, id, item string) (bool, erro
 	if err := checkBatchItem(op, id, item); err != nil {
 		return false, err
 	}
-	k := s.batch(id)
-	ok, err := s.client.SIsMember(ctx, k.todo, item).Result()
+	todo := s.keys.Batch(id).Todo
+	ok, err := s.client.SIsMember(ctx, todo, item).Result()
 	if err != nil {
-		return false, redisErr(op, itemSubject(id, item), k.todo, err)
+		return false, redisErr(op, itemSubject(id, item), todo, err)
 	}
 	return ok, nil
 }
@@ -203,17 +235,20 @@ func (s *RedisStore) Finish(ctx context.Context, id string, lease *allocator.Lea
 	if err := checkFinish(op, id, lease); err != nil {
 		return false, err
 	}
-	k := s.batch(id)
 	okArg := "0"
 	if ok {
 		okArg = "1"
 	}
-	n, err := finishScript.Run(ctx, s.client, []string{s.pool.Key(lease.Item), k.todo, k.done, k.failed, k.failures, k.meta},
-		lease.Value, lease.Item, okArg, retainMs(retain)).Int()
+	known, longest := s.epochs.Args(lease.TTL())
+	res, err := finishScript.Run(ctx, s.client, s.batchKeys(s.keys.Lock(lease.Item), id),
+		lease.Value, lease.Item, okArg, retainMs(retain), lease.TTL().Milliseconds(), known, longest).Slice()
 	if err != nil {
 		return false, redisErr(op, itemSubject(id, lease.Item), "", err)
 	}
-	return n == 1, nil
+	if err := s.seen(res, 1); err != nil {
+		return false, fmt.Errorf("worker: %s %s: %w", op, itemSubject(id, lease.Item), err)
+	}
+	return res[0] == int64(1), nil
 }
 
 // DropRemoved implements [Store].
@@ -228,20 +263,24 @@ func (s *RedisStore) DropRemoved(ctx context.Context, id string, items []string,
 	if len(items) > maxPending {
 		return 0, fmt.Errorf("worker: %s %s: %w: %d items, limit %d", op, batchSubject(id), ErrInvalidConfig, len(items), maxPending)
 	}
-	args := make([]any, 0, len(items)+1)
-	args = append(args, retainMs(retain))
+	known, longest := s.epochs.Args(0)
+	args := make([]any, 0, len(items)+3)
+	args = append(args, retainMs(retain), known, longest)
 	for _, it := range items {
 		if err := checkBatchItem(op, id, it); err != nil {
 			return 0, err
 		}
 		args = append(args, it)
 	}
-	k := s.batch(id)
-	n, err := dropScript.Run(ctx, s.client, []string{s.pool.PoolKey(), k.todo, k.done, k.failed, k.failures, k.meta}, args...).Int()
+	res, err := dropScript.Run(ctx, s.client, s.batchKeys(s.keys.Members(), id), args...).Slice()
 	if err != nil {
 		return 0, redisErr(op, batchSubject(id), "", err)
 	}
-	return n, nil
+	if err := s.seen(res, 1); err != nil {
+		return 0, fmt.Errorf("worker: %s %s: %w", op, batchSubject(id), err)
+	}
+	n, _ := res[0].(int64)
+	return int(n), nil
 }
 
 // Progress implements [Store].
@@ -250,8 +289,8 @@ func (s *RedisStore) Progress(ctx context.Context, id string) (Progress, bool, e
 	if err := checkBatch(op, id); err != nil {
 		return Progress{}, false, err
 	}
-	k := s.batch(id)
-	res, err := progressScript.Run(ctx, s.client, []string{k.done, k.failed, k.meta}).Int64Slice()
+	k := s.keys.Batch(id)
+	res, err := progressScript.Run(ctx, s.client, []string{k.Done, k.Failed, k.Meta}).Int64Slice()
 	if err != nil {
 		return Progress{}, false, redisErr(op, batchSubject(id), "", err)
 	}
@@ -263,20 +302,32 @@ func (s *RedisStore) Progress(ctx context.Context, id string) (Progress, bool, e
 }
 
 // progressOf reads a script's {total, done, failed, started_ms,
-// finished_ms}, or {} for no batch.
+// finished_ms, rollbacks, rolled_ms}, or {} for no batch.
 func progressOf(res []int64) (Progress, bool, error) {
 	switch len(res) {
 	case 0:
 		return Progress{}, false, nil
-	case 5:
+	case 7:
 	default:
-		return Progress{}, false, fmt.Errorf("script answered %d values, want 5", len(res))
+		return Progress{}, false, fmt.Errorf("script answered %d values, want 7", len(res))
 	}
-	p := Progress{Total: res[0], Done: res[1], Failed: res[2], Started: time.UnixMilli(res[3])}
+	p := Progress{Total: res[0], Done: res[1], Failed: res[2], Started: time.UnixMilli(res[3]), Rollbacks: res[5]}
 	if res[4] > 0 {
 		p.Finished = time.UnixMilli(res[4])
 	}
+	if res[6] > 0 {
+		p.RolledBack = time.UnixMilli(res[6])
+	}
 	return p, true, nil
+}
+
+// int64s converts a script's integer replies; anything else reads as 0.
+func int64s(vs []any) []int64 {
+	out := make([]int64, len(vs))
+	for i, v := range vs {
+		out[i], _ = v.(int64)
+	}
+	return out
 }
 
 // retainMs is retain in whole milliseconds, at least 1 for a positive

@@ -13,7 +13,8 @@
 -- ARGV[1]: COUNT per step (the client sends <= 1000)
 -- ARGV[2]: '1' to start a full sweep even when the counts agree
 -- ARGV[3]: wake channel prefix (as in release.lua)
--- ARGV[4]: how many waiters to wake when items were added
+-- ARGV[4]: how many waiters a release wakes; when items were added, each
+--          added item wakes that many, at most 64 in all
 -- ARGV[5]: rolling step interval in ms
 -- ARGV[6]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
 -- ARGV[7]: the longest lease TTL the caller has used, in ms
@@ -94,7 +95,7 @@ end
 redis.call('HSET', KEYS[3], 'add', add, 'drop', drop)
 
 if added > 0 then
-  local want, woken = tonumber(ARGV[4]), 0
+  local want, woken = math.min(added * tonumber(ARGV[4]), 64), 0
   for _ = 1, want + 8 do
     local w = redis.call('ZPOPMIN', KEYS[4])
     if #w == 0 then break end

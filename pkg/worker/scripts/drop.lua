@@ -6,11 +6,17 @@
 -- KEYS[4]: the batch's failed SET             <base>|batch:<id>:failed
 -- KEYS[5]: the batch's failure count HASH     <base>|batch:<id>:failures
 -- KEYS[6]: the batch's meta HASH              <base>|batch:<id>:meta
+-- KEYS[7]: the pool's epoch HASH              <base>|epoch
+-- KEYS[8]: the allocator's fencing counter    <base>|alloc:fence
+-- KEYS[9]: the allocator's availability index <base>|alloc:index
 -- ARGV[1]: how long the batch's keys are kept once the last item finished,
 --          in ms; 0 keeps them forever
--- ARGV[2..]: items to look at (the caller sends at most 1,000)
--- Returns how many items were dropped: pending in the batch and no longer
--- members of the pool. A dropped item leaves the batch's total.
+-- ARGV[2]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[3]: the longest lease TTL the caller has used, in ms
+-- ARGV[4..]: items to look at (the caller sends at most 1,000)
+-- Returns {dropped, gen, id, quiet_ms, at_ms}: how many items were
+-- dropped (pending in the batch and no longer members of the pool; a
+-- dropped item leaves the batch's total), then epoch's answer.
 local want = {'set', 'set', 'set', 'set', 'hash', 'hash'}
 for i = 1, #want do
   local t = redis.call('TYPE', KEYS[i])['ok']
@@ -18,11 +24,15 @@ for i = 1, #want do
     return redis.error_reply('WRONGTYPE key ' .. KEYS[i] .. ' holds a ' .. t .. ', want a ' .. want[i])
   end
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gen, quiet, id, at = epoch(KEYS[7], KEYS[8], KEYS[9], now, tonumber(t[1]) * 1000000 + tonumber(t[2]), 0, ARGV[2], tonumber(ARGV[3]))
 if redis.call('EXISTS', KEYS[6]) == 0 then
-  return 0
+  return {0, gen, id, quiet, at}
 end
+rolled(KEYS[6], gen, now)
 local dropped = 0
-for i = 2, #ARGV do
+for i = 4, #ARGV do
   local item = ARGV[i]
   if redis.call('SISMEMBER', KEYS[1], item) == 0 and redis.call('SREM', KEYS[2], item) == 1 then
     redis.call('HDEL', KEYS[5], item)
@@ -31,8 +41,6 @@ for i = 2, #ARGV do
   end
 end
 if dropped > 0 and redis.call('SCARD', KEYS[2]) == 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('HSET', KEYS[6], 'finished_ms', now)
   local retain = tonumber(ARGV[1])
   if retain > 0 then
@@ -41,4 +49,4 @@ if dropped > 0 and redis.call('SCARD', KEYS[2]) == 0 then
     end
   end
 end
-return dropped
+return {dropped, gen, id, quiet, at}

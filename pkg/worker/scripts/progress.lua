@@ -4,7 +4,9 @@
 -- KEYS[3]: the batch's meta HASH              <base>|batch:<id>:meta
 -- No ARGV.
 -- Returns {} when the batch does not exist, else {total, done, failed,
--- started_ms, finished_ms}, finished_ms 0 while running.
+-- started_ms, finished_ms, rollbacks, rolled_ms}, finished_ms 0 while
+-- running; rollbacks counts the dataset discontinuities the batch's state
+-- went through, the last at rolled_ms.
 -- Refuses with WRONGTYPE, naming the key, when any key holds another type.
 local want = {'set', 'set', 'hash'}
 for i = 1, #want do
@@ -16,11 +18,13 @@ end
 if redis.call('EXISTS', KEYS[3]) == 0 then
   return {}
 end
-local m = redis.call('HMGET', KEYS[3], 'total', 'started_ms', 'finished_ms')
+local m = redis.call('HMGET', KEYS[3], 'total', 'started_ms', 'finished_ms', 'rollbacks', 'rolled_ms')
 return {
   tonumber(m[1]) or 0,
   redis.call('SCARD', KEYS[1]),
   redis.call('SCARD', KEYS[2]),
   tonumber(m[2]) or 0,
   tonumber(m[3]) or 0,
+  tonumber(m[4]) or 0,
+  tonumber(m[5]) or 0,
 }
