@@ -52,7 +52,7 @@ var aclCommands = []string{
 	"+ssubscribe", "+spublish", // allocator wake-ups (sharded pub/sub: SPUBLISH from release.lua and sync.lua)
 	"+pubsub|shardnumsub", // sync.lua: forget waiters of processes that are gone
 	"+info",               // the dataset check in every script (INFO replication, server, stats) and the start-up check of eviction settings
-	"+time", // server time, in scripts and in "pool status"
+	"+time",               // server time, in scripts and in "pool status"
 	"+get", "+set", "+del", "+exists", "+type", "+pttl", "+pexpire", "+persist", "+rename", "+incr",
 	"+hget", "+hset", "+hdel", "+hincrby", "+hmget", "+hgetall", "+hrandfield",
 	"+sadd", "+srem", "+scard", "+sismember", "+smismember", "+smove", "+sscan", "+srandmember", "+sunionstore",

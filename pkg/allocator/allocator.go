@@ -244,10 +244,10 @@ type Allocator struct {
 	// evicted is the highest evicted_keys the server reported (-1: none).
 	evictMu sync.Mutex
 	evicted int64
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	closed chan struct{}
-	once   sync.Once
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closed  chan struct{}
+	once    sync.Once
 }
 
 // newTracker follows the dataset for one allocator and reports its

@@ -337,4 +337,3 @@ func (p *RedisLockPool) countLockKeys(ctx context.Context) (int64, error) {
 		}
 	}
 }
-
