@@ -60,6 +60,31 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// tokenGuardLua is the guard when the ledger lives on another server than
+// the pool (fault tests that restart, fail over or roll back the pool's
+// Redis): it cannot read the lease, so it is the fencing check a real
+// target would make. A begin is accepted only with a token above every
+// token seen for the item, an end only with the item's highest token.
+// KEYS and ARGV as for guardLua (KEYS[1] is ignored).
+const tokenGuardLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+local tok = tonumber(ARGV[4])
+local ok
+if ARGV[1] == 'begin' then
+  ok = tok > last
+  if ok then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+else
+  ok = tok == last
+end
+local ev = ARGV[1]
+if not ok then ev = 'rejected-' .. ARGV[1] end
+redis.call('RPUSH', KEYS[2], string.format('{"ev":"%s","t":%d,%s', ev, now, ARGV[5]))
+if ok then return 1 end
+return 0
+`
+
 // guardLua is the fencing guard every recorded write goes through.
 // KEYS[1]: the item's lock key   KEYS[2]: ledger LIST   KEYS[3]: fence HASH item -> highest token
 // ARGV[1]: event (begin|end)  ARGV[2]: lease value owner#token  ARGV[3]: item
@@ -98,10 +123,14 @@ func recorderMain() int {
 	keys := []string{os.Getenv("E2E_LOCK_PREFIX") + item, os.Getenv("E2E_LEDGER"), os.Getenv("E2E_LEDGER") + ":fence"}
 	payload, _ := json.Marshal(map[string]any{"item": item, "token": token, "owner": owner, "pid": os.Getpid(), "attempt": os.Getenv("RUNNER_ATTEMPT")})
 	rest := string(payload[1:]) // the guard prepends "{ev,t,"
+	script := guardLua
+	if os.Getenv("E2E_GUARD") == "token" {
+		script = tokenGuardLua
+	}
 	guard := func(ev string) bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		n, err := c.Eval(ctx, guardLua, keys, ev, owner+"#"+strconv.FormatInt(token, 10), item, token, rest).Int()
+		n, err := c.Eval(ctx, script, keys, ev, owner+"#"+strconv.FormatInt(token, 10), item, token, rest).Int()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "recorder:", err)
 			return false
@@ -154,6 +183,12 @@ type e2eEnv struct {
 	prefix     string
 	ledger     string
 	dir        string
+	// redisYAML, when set, replaces the runner config's redis section
+	// (Sentinel, Cluster); the ledger stays at addr.
+	redisYAML string
+	// tokenGuard makes the recorder's guard check tokens only: set when the
+	// pool lives on another server than the ledger.
+	tokenGuard bool
 }
 
 func newE2E(t *testing.T) *e2eEnv {
@@ -175,8 +210,15 @@ func (e *e2eEnv) config(name string, items []string, extra string, sleep time.Du
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	body := fmt.Sprintf(`redis:
-  addr: %q
+	redisSection := fmt.Sprintf("redis:\n  addr: %q\n", e.runnerAddr)
+	if e.redisYAML != "" {
+		redisSection = e.redisYAML
+	}
+	guard := ""
+	if e.tokenGuard {
+		guard = "token"
+	}
+	body := fmt.Sprintf(`%s
 pool:
   prefix: %q
   items: %s
@@ -189,9 +231,10 @@ task:
     E2E_LOCK_PREFIX: %q
     E2E_LEDGER: %q
     E2E_SLEEP: %q
+    E2E_GUARD: %q
 log:
   level: debug
-%s`, e.runnerAddr, e.prefix, yamlList(items), self, e.addr, e.prefix+"|lock-pool:", e.ledger, sleep.String(), extra)
+%s`, strings.TrimRight(redisSection, "\n"), e.prefix, yamlList(items), self, e.addr, e.prefix+"|lock-pool:", e.ledger, sleep.String(), guard, extra)
 	path := filepath.Join(e.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		e.t.Fatal(err)

@@ -19,8 +19,11 @@
 //
 //	func TestMain(m *testing.M) { redistest.Main(m) }
 //
-// Tests that need to stop, restart or configure their own server use
+// Tests that need to stop, kill, restart or configure their own server use
 // [StartServer], which always launches a dedicated local redis-server.
+// [StartSentinel] runs a master, its replicas and three sentinels, and can
+// force failovers or crash the master; [StartCluster] runs a Redis Cluster.
+// Both also launch local redis-server processes only.
 //
 // Keys of different tests are kept apart with [Prefix]; the shared server is
 // never flushed.
@@ -311,9 +314,15 @@ type Server struct {
 	dir  string
 	port int
 	args []string // extra arguments given to StartServer
+	// cmdline, if set, is the complete redis-server command line, used
+	// instead of the defaults plus args (sentinels: "<conf> --sentinel").
+	cmdline []string
+	// clusterPort is the cluster bus port of a cluster node, 0 otherwise.
+	clusterPort int
 
-	mu   sync.Mutex
-	proc *process // nil while stopped
+	mu      sync.Mutex
+	proc    *process    // nil while stopped
+	lastLog *tailBuffer // output of the latest process, running or not
 }
 
 // StartServer starts a dedicated local redis-server (from PATH; REDIS_ADDR and
@@ -325,23 +334,58 @@ type Server struct {
 // PATH the test fails with instructions.
 func StartServer(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redistest: StartServer needs a local redis-server binary: %v\nTo run these tests, %s.", err, HowTo)
-	}
-	s := &Server{
-		t:    t,
-		bin:  bin,
-		dir:  t.TempDir(),
-		args: append([]string(nil), extraArgs...),
-	}
-	p, err := startOnFreePort(bin, s.dir, s.args)
+	s, err := newServer(t, extraArgs)
 	if err != nil {
 		t.Fatalf("redistest: StartServer: %v", err)
 	}
-	s.proc, s.port, s.Addr = p, p.port, p.addr
-	t.Cleanup(s.Stop)
 	return s
+}
+
+// redisServerBin finds redis-server on PATH or fails the test with
+// instructions.
+func redisServerBin(t testing.TB, what string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redistest: %s needs a local redis-server binary: %v\nTo run these tests, %s.", what, err, HowTo)
+	}
+	return bin
+}
+
+// newServer starts a dedicated server with the default arguments plus
+// extraArgs in a fresh temporary directory, on a free port, and registers its
+// Stop with t.Cleanup.
+func newServer(t testing.TB, extraArgs []string) (*Server, error) {
+	t.Helper()
+	s := &Server{
+		t:    t,
+		bin:  redisServerBin(t, "StartServer"),
+		dir:  t.TempDir(),
+		args: append([]string(nil), extraArgs...),
+	}
+	p, err := startOnFreePort(s.bin, s.dir, s.args)
+	if err != nil {
+		return nil, err
+	}
+	s.adopt(p)
+	return s, nil
+}
+
+// adopt records p as the server's first process and registers Stop with
+// t.Cleanup.
+func (s *Server) adopt(p *process) {
+	s.proc, s.port, s.Addr, s.lastLog = p, p.port, p.addr, p.log
+	s.t.Cleanup(s.Stop)
+}
+
+// output returns the tail of the output of the server's latest process.
+func (s *Server) output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastLog == nil {
+		return ""
+	}
+	return s.lastLog.String()
 }
 
 // Client returns a new go-redis client connected to the server, with
@@ -353,32 +397,85 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 }
 
 // Stop terminates the server (SIGTERM, then SIGKILL after a few seconds) and
-// waits for it to exit. Stopping a stopped server does nothing.
+// waits for it to exit. SIGTERM is a clean shutdown: a server configured to
+// persist (save points or AOF) writes its RDB snapshot or flushes its AOF
+// before exiting, like SHUTDOWN. Use [Server.Kill] to simulate a crash.
+// Stopping a stopped (or killed) server does nothing.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	p := s.proc
-	s.proc = nil
-	s.mu.Unlock()
-	if p != nil {
+	if p := s.take(); p != nil {
 		p.stop()
 	}
 }
 
-// Restart stops the server if it is running and starts it again on the same
-// port with the same arguments. With the default arguments nothing is
-// persisted, so all data is lost.
+// Kill simulates a crash, like kill -9: it sends SIGKILL to the server's
+// process group (the server and any BGSAVE or AOF-rewrite child it forked)
+// and waits until the server has exited. Nothing is saved or flushed on the
+// way out: the RDB file is whatever the last completed save wrote, and the
+// AOF holds what Redis had already written to the kernel. Redis writes the
+// AOF before it replies, so acknowledged writes survive whatever appendfsync
+// says, except when a slow fsync made it postpone a write (possible with
+// everysec); fsync itself only matters for a machine crash, which Kill does
+// not simulate. The port is released, so [Server.Restart] can bring the
+// server back from its files. Killing a stopped (or killed) server does
+// nothing.
+func (s *Server) Kill() {
+	if p := s.take(); p != nil {
+		p.kill()
+	}
+}
+
+// take detaches the running process, if any.
+func (s *Server) take() *process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proc
+	s.proc = nil
+	return p
+}
+
+// Dir returns the server's working directory (its --dir), where it keeps
+// dump.rdb, the AOF directory and, for cluster nodes, nodes.conf. It stays
+// the same across [Server.Restart] and is removed when the test finishes.
+func (s *Server) Dir() string { return s.dir }
+
+// Pid returns the process id of the running redis-server, or 0 while the
+// server is stopped or killed.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
+// Running reports whether the server process is running (it was started or
+// restarted and has not been stopped or killed since). It does not check that
+// the server still answers.
+func (s *Server) Running() bool { return s.Pid() != 0 }
+
+// Restart starts the server again on the same port, in the same directory
+// and with the same arguments, and waits until it answers PING. If it is
+// running it is first stopped with [Server.Stop] (SIGTERM: a persistent server
+// saves on the way out); after [Server.Kill] it restarts from whatever its
+// files held at the crash. A server started with persistence arguments (e.g.
+// "--appendonly", "yes" or "--save", "3600 1") reloads its RDB/AOF from
+// [Server.Dir]; with the default arguments nothing is persisted, so all data
+// is lost.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// The port was just released; another process could in theory grab it,
-	// and the kernel may briefly refuse the bind. Retry until startTimeout.
+	// the kernel may briefly refuse the bind, and after a SIGKILL a dying
+	// BGSAVE child may still hold the listening socket for a moment. Retry
+	// until startTimeout.
 	deadline := time.Now().Add(startTimeout)
 	for {
-		p, err := startRedis(s.bin, s.dir, s.port, s.args)
+		p, err := s.start(s.port)
 		if err == nil {
-			s.proc = p
+			s.proc, s.lastLog = p, p.log
 			return
 		}
 		if !errors.Is(err, errAddrInUse) || time.Now().After(deadline) {
@@ -386,6 +483,14 @@ func (s *Server) Restart() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// start launches the server's redis-server on port.
+func (s *Server) start(port int) (*process, error) {
+	if s.cmdline != nil {
+		return launch(s.bin, s.dir, port, s.cmdline)
+	}
+	return startRedis(s.bin, s.dir, port, s.args)
 }
 
 // process is one running redis-server.
@@ -433,9 +538,9 @@ func freePort() (int, error) {
 	return port, nil
 }
 
-// startRedis launches redis-server on 127.0.0.1:port and waits until it
-// answers PING. On failure the process is gone and the error carries the tail
-// of its output.
+// startRedis launches redis-server on 127.0.0.1:port with the default
+// arguments followed by extra, and waits until it answers PING. On failure
+// the process is gone and the error carries the tail of its output.
 func startRedis(bin, dir string, port int, extra []string) (*process, error) {
 	args := []string{
 		"--port", strconv.Itoa(port),
@@ -447,7 +552,14 @@ func startRedis(bin, dir string, port int, extra []string) (*process, error) {
 		"--protected-mode", "no",
 		"--loglevel", "warning",
 	}
-	args = append(args, extra...)
+	return launch(bin, dir, port, append(args, extra...))
+}
+
+// launch runs bin with exactly args in dir, expecting it to listen on
+// 127.0.0.1:port, and waits until it answers PING. On failure the process is
+// gone and the error carries the tail of its output; it wraps errAddrInUse
+// if the port (or, for a cluster node, its bus port) was taken.
+func launch(bin, dir string, port int, args []string) (*process, error) {
 	p := &process{
 		port: port,
 		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
@@ -459,6 +571,9 @@ func startRedis(bin, dir string, port int, extra []string) (*process, error) {
 	p.cmd.Stdout = p.log // without --logfile redis logs to stdout
 	p.cmd.Stderr = p.log
 	p.cmd.SysProcAttr = sysProcAttr()
+	// Wait also waits for the output pipe to close; a forked child that
+	// somehow outlived the process group kill must not block it forever.
+	p.cmd.WaitDelay = stopTimeout
 	if err := spawn(p.cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
@@ -491,6 +606,17 @@ func (p *process) stop() {
 	case <-p.done:
 		return
 	case <-time.After(stopTimeout):
+	}
+	kill(p.cmd)
+	<-p.done
+}
+
+// kill sends SIGKILL to the process group and waits for the process to exit.
+func (p *process) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
 	}
 	kill(p.cmd)
 	<-p.done

@@ -3,6 +3,7 @@ package redistest_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -17,7 +18,18 @@ import (
 	"github.com/lockpool/lockpool/internal/redistest"
 )
 
-func TestMain(m *testing.M) { redistest.Main(m) }
+func TestMain(m *testing.M) {
+	// Most tests here wait for Redis (replication, Sentinel failovers,
+	// cluster gossip) rather than use CPU: unless -parallel was given, run
+	// them all at once instead of GOMAXPROCS at a time.
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", "16")
+	}
+	redistest.Main(m)
+}
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
