@@ -33,6 +33,10 @@
 -- Members missing from the index are added as available since the epoch
 -- (score 0), so new items are handed out first; index entries that are no
 -- longer members are dropped.
+-- The counts come first: a pool or index key of another type fails the
+-- script (WRONGTYPE) before it writes anything.
+local members = redis.call('SCARD', KEYS[1])
+local indexed = redis.call('ZCARD', KEYS[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -52,8 +56,6 @@ for _, w in ipairs(redis.call('HRANDFIELD', KEYS[5], 4)) do
 end
 
 local count = tonumber(ARGV[1])
-local members = redis.call('SCARD', KEYS[1])
-local indexed = redis.call('ZCARD', KEYS[2])
 local add = redis.call('HGET', KEYS[3], 'add') or '0'
 local drop = redis.call('HGET', KEYS[3], 'drop') or '0'
 if add == '0' and (members > indexed or ARGV[2] == '1') then add = 'start' end
