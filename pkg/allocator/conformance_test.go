@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
@@ -31,6 +33,21 @@ type backend struct {
 	// clock returns the clock lease deadlines are measured by: the Redis
 	// server's TIME, or the process clock for the memory backend.
 	clock func(t *testing.T) func() time.Time
+	// start, when set, prepares what every test of the backend shares
+	// (the cluster), for the lifetime of t.
+	start func(t *testing.T)
+}
+
+// cluster is the Redis Cluster the "redis-cluster" backend shares, started
+// once by its start.
+var cluster struct{ c *redistest.Cluster }
+
+// clusterClient is a cluster client seeded with one node that owns none of
+// the slots of most prefixes, so redirects are followed from the start.
+func clusterClient(t *testing.T) *redis.ClusterClient {
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.c.Addrs()[:1], ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func backends() []backend {
@@ -47,8 +64,7 @@ func backends() []backend {
 				return a, pool
 			},
 			attach: func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
-				// The pool key is "<Prefix>|<Suffix>|pool".
-				prefix := strings.TrimSuffix(pool.(*lock.RedisLockPool).PoolKey(), "|"+lock.DefaultPoolSuffix+"|pool")
+				prefix := pool.(*lock.RedisLockPool).Keys().Prefix()
 				a, err := allocator.NewRedis(redistest.Client(t), lock.Config{Prefix: prefix}, cfg)
 				if err == nil {
 					closeOnCleanup(t, a)
@@ -57,6 +73,35 @@ func backends() []backend {
 			},
 			clock: func(t *testing.T) func() time.Time {
 				c := redistest.Client(t)
+				return func() time.Time { return redistest.ServerTime(t, c) }
+			},
+		},
+		{
+			// Every behaviour on a 3-master Redis Cluster, the pool's
+			// prefix carrying a hash tag, through a cluster client.
+			name: "redis-cluster",
+			start: func(t *testing.T) {
+				cluster.c = redistest.StartCluster(t, redistest.ClusterOptions{})
+			},
+			new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
+				lcfg := lock.Config{Prefix: "{" + redistest.Prefix(t) + "}"}
+				pool, err := lock.NewRedisLockPool(clusterClient(t), lcfg)
+				must(t, err)
+				a, err := allocator.NewRedis(clusterClient(t), lcfg, cfg)
+				must(t, err)
+				closeOnCleanup(t, a)
+				return a, pool
+			},
+			attach: func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
+				prefix := pool.(*lock.RedisLockPool).Keys().Prefix()
+				a, err := allocator.NewRedis(clusterClient(t), lock.Config{Prefix: prefix}, cfg)
+				if err == nil {
+					closeOnCleanup(t, a)
+				}
+				return a, err
+			},
+			clock: func(t *testing.T) func() time.Time {
+				c := clusterClient(t)
 				return func() time.Time { return redistest.ServerTime(t, c) }
 			},
 		},
@@ -109,6 +154,9 @@ func TestConformance(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
+			if b.start != nil {
+				b.start(t)
+			}
 			seen := map[string]bool{}
 			for _, group := range behaviourGroups {
 				for _, tc := range group {

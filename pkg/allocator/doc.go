@@ -31,6 +31,40 @@
 // second; and Config.MaxWait (5s) bounds any sleep in case a wake-up was
 // lost with a dropped connection.
 //
+// # Dataset discontinuities
+//
+// One holder per item rests on Redis keeping every grant and refresh it
+// acknowledged. A discontinuity of the dataset breaks that: a restart from
+// an RDB snapshot or from an AOF that lost its last second, a replica
+// promoted by Sentinel before it received the last writes, an operator's
+// restore, keys deleted or evicted. Every script that grants, refreshes or
+// syncs checks the dataset's identity (the server's replication id, INFO
+// replication, about 4 µs; and its run id when that changed) against the
+// pool's epoch record (pkg/keyspace). On a mismatch, or a missing record
+// where the pool was used before, it starts a new generation:
+//   - nothing is granted until the quiet period ends, one longest lease TTL
+//     after the discontinuity was noticed (the TTLs in use are recorded in
+//     the epoch record, and every process that calls during the quiet
+//     period lengthens it to its own longest TTL): every lease granted
+//     before it has then expired, or was confirmed on the new dataset by a
+//     refresh; TryAcquire reports ErrQuietPeriod, Acquire waits;
+//   - leases that survived in the dataset keep refreshing (a refresh is not
+//     a grant); lost ones are reported with LostDiscontinuity;
+//   - the fencing counter is lifted to max(counter + 1,000,000, server time
+//     in µs), above every token issued before: tokens never repeat or go
+//     back, assuming fewer than a million tokens were lost, or that tokens
+//     are issued at under a million a second on average since the counter
+//     was seeded from the clock, and that a promoted replica's clock is not
+//     behind the old master's by more than that margin.
+// Every allocator runs a sync step per SyncInterval, so a discontinuity is
+// noticed within one even when nobody acquires. Config.MinReplicasAcked
+// makes grants and refreshes wait for replicas (WAIT), so that a failover
+// to an acknowledging replica loses no confirmed lease.
+//
+// A server that may evict keys (maxmemory with a policy other than
+// noeviction) is refused by NewRedis unless Config.AllowEviction; on a
+// Redis Cluster the pool's prefix must carry a hash tag (see CheckServer).
+//
 // Items added to the pool by any client are found by a sync step every
 // Config.SyncInterval: at once when the member count grows, and by a
 // rolling scan (about 1,000 members per interval, fleet-wide) or the full

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -60,6 +61,7 @@ func CheckServer(ctx context.Context, client redis.UniversalClient, keys keyspac
 		if tag, ok := keys.HashTag(); !ok || tag == "" {
 			return ServerInfo{Cluster: true}, clusterTagErr(keys)
 		}
+		var mu sync.Mutex // ForEachMaster calls in parallel
 		var last ServerInfo
 		var bad error
 		err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
@@ -68,6 +70,8 @@ func CheckServer(ctx context.Context, client redis.UniversalClient, keys keyspac
 				return err
 			}
 			info.Addr = node.Options().Addr
+			mu.Lock()
+			defer mu.Unlock()
 			if err := checkEviction(info, opts); err != nil && bad == nil {
 				last, bad = info, err
 			}

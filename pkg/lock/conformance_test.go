@@ -3,6 +3,8 @@ package lock_test
 import (
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -21,6 +23,20 @@ type backend struct {
 	name    string
 	newLock func(t *testing.T, o options) lock.Locker
 	newPool func(t *testing.T, o options) lock.Pool
+	// start, when set, prepares what every test of the backend shares
+	// (the cluster), for the lifetime of t.
+	start func(t *testing.T)
+}
+
+// cluster is the Redis Cluster the "redis-cluster" backend shares.
+var cluster struct{ c *redistest.Cluster }
+
+// clusterClient is a cluster client seeded with one node only, so
+// redirects are followed from the start.
+func clusterClient(t *testing.T) *redis.ClusterClient {
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.c.Addrs()[:1], ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func backends() []backend {
@@ -34,6 +50,22 @@ func backends() []backend {
 			},
 			newPool: func(t *testing.T, o options) lock.Pool {
 				p, err := lock.NewRedisLockPool(redistest.Client(t), lock.Config{Prefix: redistest.Prefix(t), Epsilon: o.epsilon})
+				must(t, err)
+				return p
+			},
+		},
+		{
+			// Pools on a 3-master Redis Cluster: the prefix carries a hash
+			// tag, so every key of a pool lives in one slot.
+			name:  "redis-cluster",
+			start: func(t *testing.T) { cluster.c = redistest.StartCluster(t, redistest.ClusterOptions{}) },
+			newLock: func(t *testing.T, o options) lock.Locker {
+				l, err := lock.NewRedisLock(clusterClient(t), lock.Config{Prefix: "{" + redistest.Prefix(t) + "}", Epsilon: o.epsilon})
+				must(t, err)
+				return l
+			},
+			newPool: func(t *testing.T, o options) lock.Pool {
+				p, err := lock.NewRedisLockPool(clusterClient(t), lock.Config{Prefix: "{" + redistest.Prefix(t) + "}", Epsilon: o.epsilon})
 				must(t, err)
 				return p
 			},
@@ -61,6 +93,9 @@ func TestConformance(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
+			if b.start != nil {
+				b.start(t)
+			}
 			for _, tc := range lockBehaviours {
 				t.Run("lock/"+tc.name, func(t *testing.T) {
 					t.Parallel()

@@ -56,9 +56,11 @@ const (
 // a million items; walks of the pool are SSCAN-based and bounded per round
 // trip. It is safe for concurrent use.
 //
-// Like the Python package's pool, it needs a non-cluster Redis (standalone
-// or Sentinel): Assign renames a staging key onto the pool key, and the
-// pool-wide walks read lock keys in the same script as the member set.
+// Assign renames a staging key onto the pool key, and the pool-wide walks
+// read lock keys in the same script as the member set, so on a Redis
+// Cluster the prefix must carry a hash tag ("{acme}"): every key of the
+// pool then lives in one slot (see pkg/keyspace). Standalone and Sentinel
+// deployments take any prefix.
 type RedisLockPool struct {
 	*RedisLock
 	pool string

@@ -22,11 +22,14 @@ import (
 type poolBackend struct {
 	name string
 	new  func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool)
+	// start, when set, prepares what every test of the backend shares
+	// (a cluster), for the lifetime of t.
+	start func(t *testing.T)
 }
 
 func poolBackends() []poolBackend {
 	return []poolBackend{
-		{"redis", func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
+		{name: "redis", new: func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
 			c := redistest.Client(t)
 			lcfg := lock.Config{Prefix: redistest.Prefix(t)}
 			pool, err := lock.NewRedisLockPool(c, lcfg)
@@ -40,7 +43,8 @@ func poolBackends() []poolBackend {
 			mustOK(t, err)
 			return a, st, pool
 		}},
-		{"memory", func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
+		clusterPoolBackend(),
+		{name: "memory", new: func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
 			pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
 			mustOK(t, err)
 			mustOK(t, pool.Extend(context.Background(), items))
@@ -205,6 +209,9 @@ func TestPoolConformance(t *testing.T) {
 	for _, b := range poolBackends() {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
+			if b.start != nil {
+				b.start(t)
+			}
 			for _, bh := range poolBehaviours {
 				t.Run(bh.name, func(t *testing.T) {
 					t.Parallel()

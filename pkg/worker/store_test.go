@@ -25,6 +25,9 @@ import (
 type storeBackend struct {
 	name string
 	new  func(t *testing.T) *storeEnv
+	// start, when set, prepares what every test of the backend shares
+	// (a cluster), for the lifetime of t.
+	start func(t *testing.T)
 }
 
 // storeEnv is one test's store, pool and allocator.
@@ -48,7 +51,7 @@ type storeEnv struct {
 
 func storeBackends() []storeBackend {
 	return []storeBackend{
-		{"redis", func(t *testing.T) *storeEnv {
+		{name: "redis", new: func(t *testing.T) *storeEnv {
 			c := redistest.Client(t)
 			lcfg := lock.Config{Prefix: redistest.Prefix(t)}
 			pool, err := lock.NewRedisLockPool(c, lcfg)
@@ -68,7 +71,8 @@ func storeBackends() []storeBackend {
 			e.redis, e.prefix = c, lcfg.Prefix
 			return e
 		}},
-		{"memory", func(t *testing.T) *storeEnv {
+		clusterStoreBackend(),
+		{name: "memory", new: func(t *testing.T) *storeEnv {
 			pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
 			stMust(t, err)
 			a, err := allocator.NewMemory(pool, allocator.Config{})
@@ -99,6 +103,9 @@ func TestStoreConformance(t *testing.T) {
 	for _, b := range storeBackends() {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
+			if b.start != nil {
+				b.start(t)
+			}
 			for _, bh := range storeBehaviours {
 				t.Run(bh.name, func(t *testing.T) {
 					t.Parallel()
