@@ -341,6 +341,10 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 		if b.ETASeconds > 0 && b.Finished.IsZero() {
 			fmt.Fprintf(w, ", ETA %v", (time.Duration(b.ETASeconds) * time.Second).Round(time.Second))
 		}
+		if b.Rollbacks > 0 {
+			fmt.Fprintf(w, "; its state went through %d redis dataset discontinuities (last %s): items finished shortly before may run again",
+				b.Rollbacks, b.RolledBack.Format(time.RFC3339))
+		}
 		fmt.Fprintln(w)
 	} else {
 		fmt.Fprintf(w, "batch   %s: not started\n", cfg.Batch.ID)
