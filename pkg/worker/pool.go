@@ -42,8 +42,8 @@ type Pool struct {
 	held    int
 	// failingSince is when acquiring began to fail with errors (zero
 	// while it works), failErr the latest of them.
-	failingSince time.Time
-	failErr      error
+	failingSince, failedAt time.Time
+	failErr                error
 }
 
 // releaseTimeout bounds recording a result and releasing a lease, which
@@ -211,14 +211,19 @@ func (p *Pool) Status() []WorkerStatus {
 }
 
 // Health is nil while the pool can make progress. It reports an error
-// when every attempt to acquire an item has failed for at least
-// healthWindow (Redis unreachable, refused commands, a cluster redirect
-// loop), naming the latest. Waiting for a free item, or for the quiet
-// period after a Redis dataset discontinuity, is not a failure.
+// when every attempt to acquire an item has failed for at least 3 seconds
+// (Redis unreachable, refused commands, a cluster redirect loop), naming
+// the latest, and until 6 seconds pass without a failed attempt (retries
+// after errors are at most 5 seconds apart). Waiting for a free item, or
+// for the quiet period after a Redis dataset discontinuity, is not a
+// failure.
 func (p *Pool) Health() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.failingSince.IsZero() || time.Since(p.failingSince) < healthWindow {
+	// Failing now: the latest failure is more recent than the longest
+	// retry backoff (5s) plus a margin; a worker blocked waiting for an
+	// item reports nothing, and is not failing.
+	if p.failingSince.IsZero() || time.Since(p.failingSince) < healthWindow || time.Since(p.failedAt) > maxRetryBackoff+time.Second {
 		return nil
 	}
 	return fmt.Errorf("worker: acquiring has failed for %v: %w", time.Since(p.failingSince).Round(100*time.Millisecond), p.failErr)
@@ -227,18 +232,24 @@ func (p *Pool) Health() error {
 // healthWindow is how long acquiring must fail before Health reports it.
 const healthWindow = 3 * time.Second
 
+// maxRetryBackoff caps the wait between acquire attempts after errors.
+const maxRetryBackoff = 5 * time.Second
+
 // acquired records the result of an acquire attempt for Health.
 func (p *Pool) acquired(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err == nil {
+	now := time.Now()
+	if err == nil || now.Sub(p.failedAt) > maxRetryBackoff+time.Second {
 		p.failingSince, p.failErr = time.Time{}, nil
+	}
+	if err == nil {
 		return
 	}
 	if p.failingSince.IsZero() {
-		p.failingSince = time.Now()
+		p.failingSince = now
 	}
-	p.failErr = err
+	p.failedAt, p.failErr = now, err
 }
 
 // Held is how many leases the pool holds now.
@@ -311,7 +322,7 @@ func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
 			p.obs.Acquired(false)
 			p.acquired(err)
 			failures++
-			d := backoff(failures, 100*time.Millisecond, 5*time.Second)
+			d := backoff(failures, 100*time.Millisecond, maxRetryBackoff)
 			p.log.Warn("cannot acquire an item, retrying", "worker", id, "in", d.Round(time.Millisecond), "error", err)
 			p.setState(id, StateBackoff, nil)
 			sleep(ctx, d)
