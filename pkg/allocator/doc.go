@@ -56,6 +56,7 @@
 //     are issued at under a million a second on average since the counter
 //     was seeded from the clock, and that a promoted replica's clock is not
 //     behind the old master's by more than that margin.
+//
 // Every allocator runs a sync step per SyncInterval, so a discontinuity is
 // noticed within one even when nobody acquires. Config.MinReplicasAcked
 // makes grants and refreshes wait for replicas (WAIT), so that a failover
