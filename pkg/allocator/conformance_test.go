@@ -52,59 +52,12 @@ func clusterClient(t *testing.T) *redis.ClusterClient {
 
 func backends() []backend {
 	return []backend{
-		{
-			name: "redis",
-			new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
-				lcfg := lock.Config{Prefix: redistest.Prefix(t)}
-				pool, err := lock.NewRedisLockPool(redistest.Client(t), lcfg)
-				must(t, err)
-				a, err := allocator.NewRedis(redistest.Client(t), lcfg, cfg)
-				must(t, err)
-				closeOnCleanup(t, a)
-				return a, pool
-			},
-			attach: func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
-				prefix := pool.(*lock.RedisLockPool).Keys().Prefix()
-				a, err := allocator.NewRedis(redistest.Client(t), lock.Config{Prefix: prefix}, cfg)
-				if err == nil {
-					closeOnCleanup(t, a)
-				}
-				return a, err
-			},
-			clock: func(t *testing.T) func() time.Time {
-				c := redistest.Client(t)
-				return func() time.Time { return redistest.ServerTime(t, c) }
-			},
-		},
-		{
-			// Every behaviour on a 3-master Redis Cluster, the pool's
-			// prefix carrying a hash tag, through a cluster client.
-			name: "redis-cluster",
-			start: func(t *testing.T) {
-				cluster.c = redistest.StartCluster(t, redistest.ClusterOptions{})
-			},
-			new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
-				lcfg := lock.Config{Prefix: "{" + redistest.Prefix(t) + "}"}
-				pool, err := lock.NewRedisLockPool(clusterClient(t), lcfg)
-				must(t, err)
-				a, err := allocator.NewRedis(clusterClient(t), lcfg, cfg)
-				must(t, err)
-				closeOnCleanup(t, a)
-				return a, pool
-			},
-			attach: func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
-				prefix := pool.(*lock.RedisLockPool).Keys().Prefix()
-				a, err := allocator.NewRedis(clusterClient(t), lock.Config{Prefix: prefix}, cfg)
-				if err == nil {
-					closeOnCleanup(t, a)
-				}
-				return a, err
-			},
-			clock: func(t *testing.T) func() time.Time {
-				c := clusterClient(t)
-				return func() time.Time { return redistest.ServerTime(t, c) }
-			},
-		},
+		redisBackend("redis", nil, func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }, redistest.Prefix),
+		// Every behaviour on a 3-master Redis Cluster, the pool's prefix
+		// carrying a hash tag, through a cluster client.
+		redisBackend("redis-cluster", func(t *testing.T) { cluster.c = redistest.StartCluster(t, redistest.ClusterOptions{}) },
+			func(t *testing.T) redis.UniversalClient { return clusterClient(t) },
+			func(t testing.TB) string { return "{" + redistest.Prefix(t) + "}" }),
 		{
 			name: "memory",
 			new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
@@ -123,6 +76,34 @@ func backends() []backend {
 				return a, err
 			},
 			clock: func(*testing.T) func() time.Time { return time.Now },
+		},
+	}
+}
+
+// redisBackend builds allocators over Redis pools reached through client,
+// with prefixes from prefix; start, when set, runs once per suite.
+func redisBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) backend {
+	attach := func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
+		a, err := allocator.NewRedis(client(t), lock.Config{Prefix: pool.(*lock.RedisLockPool).Keys().Prefix()}, cfg)
+		if err == nil {
+			closeOnCleanup(t, a)
+		}
+		return a, err
+	}
+	return backend{
+		name:  name,
+		start: start,
+		new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
+			pool, err := lock.NewRedisLockPool(client(t), lock.Config{Prefix: prefix(t)})
+			must(t, err)
+			a, err := attach(t, pool, cfg)
+			must(t, err)
+			return a, pool
+		},
+		attach: attach,
+		clock: func(t *testing.T) func() time.Time {
+			c := client(t)
+			return func() time.Time { return redistest.ServerTime(t, c) }
 		},
 	}
 }

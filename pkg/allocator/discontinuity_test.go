@@ -103,7 +103,7 @@ func TestDiscontinuityNewPoolHasNoQuietPeriod(t *testing.T) {
 // key is lost, the epoch record and the fencing counter included.
 func TestDiscontinuityDataLoss(t *testing.T) {
 	t.Parallel()
-	const ttl = 600 * time.Millisecond
+	const ttl = 2 * time.Second // long enough for a loaded machine between grant and release
 	s := redistest.StartServer(t)
 	c := s.Client(t)
 	var seen atomic.Int64
@@ -165,7 +165,9 @@ func TestDiscontinuityDataLoss(t *testing.T) {
 // above everything issued before.
 func TestDiscontinuityPromotionKeepsSurvivingLeases(t *testing.T) {
 	t.Parallel()
-	const ttl = 500 * time.Millisecond
+	// The surviving lease's keep-alive must outlast the failover (a
+	// replica's start and sync, ~1s on a loaded machine).
+	const ttl = 2 * time.Second
 	m := newMovable(t)
 	c := m.c
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: ttl})

@@ -41,35 +41,12 @@ func clusterClient(t *testing.T) *redis.ClusterClient {
 
 func backends() []backend {
 	return []backend{
-		{
-			name: "redis",
-			newLock: func(t *testing.T, o options) lock.Locker {
-				l, err := lock.NewRedisLock(redistest.Client(t), lock.Config{Prefix: redistest.Prefix(t), Epsilon: o.epsilon})
-				must(t, err)
-				return l
-			},
-			newPool: func(t *testing.T, o options) lock.Pool {
-				p, err := lock.NewRedisLockPool(redistest.Client(t), lock.Config{Prefix: redistest.Prefix(t), Epsilon: o.epsilon})
-				must(t, err)
-				return p
-			},
-		},
-		{
-			// Pools on a 3-master Redis Cluster: the prefix carries a hash
-			// tag, so every key of a pool lives in one slot.
-			name:  "redis-cluster",
-			start: func(t *testing.T) { cluster.c = redistest.StartCluster(t, redistest.ClusterOptions{}) },
-			newLock: func(t *testing.T, o options) lock.Locker {
-				l, err := lock.NewRedisLock(clusterClient(t), lock.Config{Prefix: "{" + redistest.Prefix(t) + "}", Epsilon: o.epsilon})
-				must(t, err)
-				return l
-			},
-			newPool: func(t *testing.T, o options) lock.Pool {
-				p, err := lock.NewRedisLockPool(clusterClient(t), lock.Config{Prefix: "{" + redistest.Prefix(t) + "}", Epsilon: o.epsilon})
-				must(t, err)
-				return p
-			},
-		},
+		redisBackend("redis", nil, func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }, redistest.Prefix),
+		// Pools on a 3-master Redis Cluster: the prefix carries a hash
+		// tag, so every key of a pool lives in one slot.
+		redisBackend("redis-cluster", func(t *testing.T) { cluster.c = redistest.StartCluster(t, redistest.ClusterOptions{}) },
+			func(t *testing.T) redis.UniversalClient { return clusterClient(t) },
+			func(t testing.TB) string { return "{" + redistest.Prefix(t) + "}" }),
 		{
 			name: "memory",
 			newLock: func(t *testing.T, o options) lock.Locker {
@@ -82,6 +59,25 @@ func backends() []backend {
 				must(t, err)
 				return p
 			},
+		},
+	}
+}
+
+// redisBackend builds locks and pools over Redis reached through client,
+// with prefixes from prefix; start, when set, runs once per suite.
+func redisBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) backend {
+	return backend{
+		name:  name,
+		start: start,
+		newLock: func(t *testing.T, o options) lock.Locker {
+			l, err := lock.NewRedisLock(client(t), lock.Config{Prefix: prefix(t), Epsilon: o.epsilon})
+			must(t, err)
+			return l
+		},
+		newPool: func(t *testing.T, o options) lock.Pool {
+			p, err := lock.NewRedisLockPool(client(t), lock.Config{Prefix: prefix(t), Epsilon: o.epsilon})
+			must(t, err)
+			return p
 		},
 	}
 }

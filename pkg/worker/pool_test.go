@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
@@ -29,21 +31,10 @@ type poolBackend struct {
 
 func poolBackends() []poolBackend {
 	return []poolBackend{
-		{name: "redis", new: func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
-			c := redistest.Client(t)
-			lcfg := lock.Config{Prefix: redistest.Prefix(t)}
-			pool, err := lock.NewRedisLockPool(c, lcfg)
-			mustOK(t, err)
-			mustOK(t, pool.Extend(context.Background(), items))
-			a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
-			mustOK(t, err)
-			t.Cleanup(func() { a.Close() })
-			mustOK(t, a.Sync(context.Background()))
-			st, err := worker.NewRedisStore(c, lcfg)
-			mustOK(t, err)
-			return a, st, pool
-		}},
-		clusterPoolBackend(),
+		redisPoolBackend("redis", nil, func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }, redistest.Prefix),
+		redisPoolBackend("redis-cluster", startCluster("pool"),
+			func(t *testing.T) redis.UniversalClient { return clusterClient(t, "pool") },
+			func(t testing.TB) string { return "{" + redistest.Prefix(t) + "}" }),
 		{name: "memory", new: func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
 			pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
 			mustOK(t, err)
@@ -55,6 +46,25 @@ func poolBackends() []poolBackend {
 			return a, worker.NewMemoryStore(pool), pool
 		}},
 	}
+}
+
+// redisPoolBackend builds pools over Redis reached through client, with
+// prefixes from prefix.
+func redisPoolBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) poolBackend {
+	return poolBackend{name: name, start: start, new: func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
+		c := client(t)
+		lcfg := lock.Config{Prefix: prefix(t)}
+		pool, err := lock.NewRedisLockPool(c, lcfg)
+		mustOK(t, err)
+		mustOK(t, pool.Extend(context.Background(), items))
+		a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+		mustOK(t, err)
+		t.Cleanup(func() { a.Close() })
+		mustOK(t, a.Sync(context.Background()))
+		st, err := worker.NewRedisStore(c, lcfg)
+		mustOK(t, err)
+		return a, st, pool
+	}}
 }
 
 func mustOK(t testing.TB, err error) {

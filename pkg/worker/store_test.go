@@ -14,6 +14,7 @@ import (
 
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
@@ -51,27 +52,10 @@ type storeEnv struct {
 
 func storeBackends() []storeBackend {
 	return []storeBackend{
-		{name: "redis", new: func(t *testing.T) *storeEnv {
-			c := redistest.Client(t)
-			lcfg := lock.Config{Prefix: redistest.Prefix(t)}
-			pool, err := lock.NewRedisLockPool(c, lcfg)
-			stMust(t, err)
-			a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
-			stMust(t, err)
-			t.Cleanup(func() { a.Close() })
-			st, err := worker.NewRedisStore(c, lcfg)
-			stMust(t, err)
-			e := newStoreEnv(t, st, pool, a)
-			e.again = func() worker.Store {
-				st, err := worker.NewRedisStore(redistest.Client(t), lcfg)
-				stMust(t, err)
-				return st
-			}
-			e.clock = func() time.Time { return redistest.ServerTime(t, c) }
-			e.redis, e.prefix = c, lcfg.Prefix
-			return e
-		}},
-		clusterStoreBackend(),
+		redisStoreBackend("redis", nil, func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }, redistest.Prefix),
+		redisStoreBackend("redis-cluster", startCluster("store"),
+			func(t *testing.T) redis.UniversalClient { return clusterClient(t, "store") },
+			func(t testing.TB) string { return "{" + redistest.Prefix(t) + "}" }),
 		{name: "memory", new: func(t *testing.T) *storeEnv {
 			pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
 			stMust(t, err)
@@ -756,6 +740,34 @@ func (e *storeEnv) wantProgress(id string, total, done, failed int64) worker.Pro
 	return p
 }
 
+// redisStoreBackend builds stores over Redis pools reached through client,
+// with prefixes from prefix. The raw-key checks (e.redis) run on a plain
+// client only.
+func redisStoreBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) storeBackend {
+	return storeBackend{name: name, start: start, new: func(t *testing.T) *storeEnv {
+		c := client(t)
+		lcfg := lock.Config{Prefix: prefix(t)}
+		pool, err := lock.NewRedisLockPool(c, lcfg)
+		stMust(t, err)
+		a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+		stMust(t, err)
+		t.Cleanup(func() { a.Close() })
+		st, err := worker.NewRedisStore(c, lcfg)
+		stMust(t, err)
+		e := newStoreEnv(t, st, pool, a)
+		e.again = func() worker.Store {
+			st, err := worker.NewRedisStore(client(t), lcfg)
+			stMust(t, err)
+			return st
+		}
+		e.clock = func() time.Time { return redistest.ServerTime(t, c) }
+		if plain, ok := c.(*redis.Client); ok {
+			e.redis, e.prefix = plain, lcfg.Prefix
+		}
+		return e
+	}}
+}
+
 // state describes everything the store keeps: for Redis every key under
 // the test's prefix with its type, TTL and contents; for memory what the
 // Store methods show of batch id and items.
@@ -805,25 +817,13 @@ func (e *storeEnv) state(id string, items ...string) string {
 func (e *storeEnv) scanKeys(pattern string) []string {
 	e.t.Helper()
 	var keys []string
-	iter := e.redis.Scan(e.ctx, 0, globQuote(e.prefix)+pattern, 1000).Iterator()
+	iter := e.redis.Scan(e.ctx, 0, keyspace.GlobEscape(e.prefix)+pattern, 1000).Iterator()
 	for iter.Next(e.ctx) {
 		keys = append(keys, iter.Val())
 	}
 	stMust(e.t, iter.Err())
 	slices.Sort(keys)
 	return keys
-}
-
-// globQuote escapes the characters SCAN MATCH treats as a pattern.
-func globQuote(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if strings.IndexByte(`*?[]\^-`, s[i]) >= 0 {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // wantWithin asserts that t, reported in whole milliseconds, lies between
