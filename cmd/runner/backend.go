@@ -149,8 +149,11 @@ func dialRedis(ctx context.Context, c *Config, log hclog.Logger, wait bool) (red
 		return fail(err)
 	}
 	if info.Evicts() {
-		log.Warn("redis may evict keys, accepted by redis.allow_eviction: an evicted lock lets two holders run an item at once",
-			"maxmemory", info.MaxMemory, "maxmemory_policy", info.Policy, "server", info.Addr)
+		args := []any{"maxmemory", info.MaxMemory, "maxmemory_policy", info.Policy}
+		if info.Addr != "" {
+			args = append(args, "server", info.Addr)
+		}
+		log.Warn("redis may evict keys, accepted by redis.allow_eviction: an evicted lock lets two holders run an item at once", args...)
 	}
 	if n := c.Redis.MinReplicasAcked; n > 0 && info.Replicas < n && !info.Cluster {
 		log.Warn("redis.min_replicas_acked is above the replicas connected now: grants wait for them and fail until they are", "min_replicas_acked", n, "connected_replicas", info.Replicas)

@@ -3,6 +3,7 @@ package allocator_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,4 +127,38 @@ func commandCalls(t *testing.T, c *redis.Client) map[string]int {
 		out[name] = n
 	}
 	return out
+}
+
+// TestDeadProcessEntriesAreForgotten: waiters and hand-offs of a process
+// that died (its wake channel has no subscriber) are dropped by the sync
+// steps of the live allocators, so neither key grows with the processes
+// that ever ran; a live process's entries stay.
+func TestDeadProcessEntriesAreForgotten(t *testing.T) {
+	t.Parallel()
+	c := redistest.Client(t)
+	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: long, SyncInterval: 20 * time.Millisecond})
+	must(t, pool.Extend(ctx, []string{"a"}))
+	held, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
+	must(t, err)
+	// A live waiter of this process, blocked on the only item.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	waiting := acquireAsync(t, wctx, a, "waiter", allocator.AcquireOptions{})
+	keys := pool.Keys()
+	eventually(t, "the live waiter registered", 5*time.Second, func() bool { return c.ZCard(ctx, keys.Waiters()).Val() == 1 })
+	// Entries of 50 processes that are gone.
+	for i := range 50 {
+		w := fmt.Sprintf("dead%02d:1", i)
+		must(t, c.ZAdd(ctx, keys.Waiters(), redis.Z{Score: 1, Member: w}).Err())
+		must(t, c.HSet(ctx, keys.Reserved(), w, "a").Err())
+	}
+	took := eventually(t, "dead waiters and hand-offs dropped", 10*time.Second, func() bool {
+		return c.ZCard(ctx, keys.Waiters()).Val() == 1 && c.HLen(ctx, keys.Reserved()).Val() == 0
+	})
+	t.Logf("50 dead waiters and hand-offs dropped in %v (sync every 20ms, 4 of each looked at per step)", took.Round(time.Millisecond))
+	// The live waiter is still woken by a release.
+	must(t, held.Release(ctx))
+	r := waitResult(t, "the live waiter", waiting, 5*time.Second)
+	must(t, r.err)
+	must(t, r.l.Release(ctx))
 }
