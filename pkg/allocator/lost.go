@@ -59,7 +59,7 @@ func (e *LostError) Error() string {
 	if e.Detail != "" {
 		what += ": " + e.Detail
 	}
-	return ErrLeaseLost.Error() + ": " + what
+	return ErrLeaseLost.Error() + " (" + string(e.Reason) + "): " + what
 }
 
 // Is makes a LostError match ErrLeaseLost.

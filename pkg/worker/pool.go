@@ -381,6 +381,19 @@ func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
 	}
 	p.setState(id, StateRunning, &job)
 	log.Debug("task started", "attempt", job.Attempt)
+	// Say so the moment the lease is lost, not only once the task has
+	// stopped: a task may take up to its kill grace to die.
+	taskDone := make(chan struct{})
+	defer close(taskDone)
+	go func() {
+		select {
+		case <-taskDone:
+		case <-ka.Done():
+			if cause := context.Cause(ka.Context()); errors.Is(cause, ErrLeaseLost) {
+				log.Warn("lease lost: stopping the task", "cause", cause)
+			}
+		}
+	}()
 	start := time.Now()
 	runErr := p.safeRun(taskCtx, job, log)
 	took := time.Since(start)
