@@ -155,8 +155,9 @@ func dialRedis(ctx context.Context, c *Config, log hclog.Logger, wait bool) (red
 		}
 		log.Warn("redis may evict keys, accepted by redis.allow_eviction: an evicted lock lets two holders run an item at once", args...)
 	}
-	if n := c.Redis.MinReplicasAcked; n > 0 && info.Replicas < n && !info.Cluster {
-		log.Warn("redis.min_replicas_acked is above the replicas connected now: grants wait for them and fail until they are", "min_replicas_acked", n, "connected_replicas", info.Replicas)
+	if n := c.Redis.MinReplicasAcked; n > 0 && info.Replicas <= n && !info.Cluster {
+		log.Warn("redis.min_replicas_acked needs more replicas than its value: after a failover the new master has one replica fewer until the old master rejoins, and until then no grant or refresh is acknowledged (leases are given up)",
+			"min_replicas_acked", n, "connected_replicas", info.Replicas)
 	}
 	return client, info, nil
 }

@@ -199,49 +199,42 @@ func (s *redisStore) mapErr(op string, err error) error {
 
 func msTime(ms int64) time.Time { return time.UnixMilli(ms) }
 
-// run runs script. With Config.MinReplicasAcked it sends WAIT on the same
-// connection right after it, and reports whether enough replicas
-// acknowledged the script's writes; otherwise acked is true.
+// run runs script. With Config.MinReplicasAcked it then sends WAIT on the
+// same connection (WAIT counts the writes of its own connection), and
+// reports whether enough replicas acknowledged the script's writes;
+// otherwise acked is true. The two are sent one after the other, not
+// pipelined: a pipelined WAIT would block for ReplicaAckTimeout behind a
+// NOSCRIPT reply, and a promoted replica has no script loaded.
 func (s *redisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) (res []any, acked bool, err error) {
 	if s.acks == 0 {
 		res, err = script.Run(ctx, s.client, keys, args...).Slice()
 		return res, true, err
 	}
-	// WAIT counts the writes of its own connection, so it is pipelined
-	// with the script. On a cluster the pipeline goes straight to the
-	// master of the pool's slot: go-redis would send a keyless WAIT to any
-	// node.
-	var c redis.Cmdable = s.client
-	if cc, ok := s.client.(*redis.ClusterClient); ok {
-		node, err := cc.MasterForKey(ctx, s.keys.Members())
-		if err != nil {
+	// On a cluster the pair goes straight to the master of the pool's
+	// slot: go-redis would send a keyless WAIT to any node.
+	node, ok := s.client.(*redis.Client)
+	if cc, isCluster := s.client.(*redis.ClusterClient); isCluster {
+		if node, err = cc.MasterForKey(ctx, s.keys.Members()); err != nil {
 			return nil, false, err
 		}
-		c = node
+		ok = true
 	}
-	for attempt := 0; ; attempt++ {
-		pipe := c.Pipeline()
-		ev := pipe.EvalSha(ctx, script.Hash(), keys, args...)
-		wait := pipe.Do(ctx, "wait", s.acks, s.ackTimeout.Milliseconds())
-		_, _ = pipe.Exec(ctx)
-		if err := ev.Err(); err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			if err := script.Load(ctx, c).Err(); err != nil {
-				return nil, false, err
-			}
-			continue
-		}
-		if res, err = ev.Slice(); err != nil {
-			if cc, ok := s.client.(*redis.ClusterClient); ok && isRedirect(err) {
-				cc.ReloadState(ctx)
-			}
-			return nil, false, err
-		}
-		n, err := wait.Int64()
-		if err != nil {
-			return res, false, fmt.Errorf("WAIT %d replicas: %w", s.acks, err)
-		}
-		return res, n >= int64(s.acks), nil
+	if !ok {
+		return nil, false, fmt.Errorf("%w: MinReplicasAcked needs a *redis.Client or *redis.ClusterClient, got %T", ErrInvalidConfig, s.client)
 	}
+	cn := node.Conn()
+	defer cn.Close()
+	if res, err = script.Run(ctx, cn, keys, args...).Slice(); err != nil {
+		if cc, isCluster := s.client.(*redis.ClusterClient); isCluster && isRedirect(err) {
+			cc.ReloadState(ctx)
+		}
+		return nil, false, err
+	}
+	n, err := cn.Do(ctx, "wait", s.acks, s.ackTimeout.Milliseconds()).Int64()
+	if err != nil {
+		return res, false, fmt.Errorf("WAIT %d replicas: %w", s.acks, err)
+	}
+	return res, n >= int64(s.acks), nil
 }
 
 // isRedirect reports a cluster MOVED or ASK reply.
