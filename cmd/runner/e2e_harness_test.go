@@ -473,3 +473,66 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// schedProbe measures how late this process's timers fire: the scheduling
+// delay of a loaded machine, printed with every timing failure.
+type schedProbe struct {
+	mu      sync.Mutex
+	worst   time.Duration
+	worstAt time.Time
+	samples int
+}
+
+func startSchedProbe(t *testing.T) *schedProbe {
+	p := &schedProbe{}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		const tick = 20 * time.Millisecond
+		for {
+			start := time.Now()
+			select {
+			case <-stop:
+				return
+			case <-time.After(tick):
+			}
+			late := time.Since(start) - tick
+			p.mu.Lock()
+			p.samples++
+			if late > p.worst {
+				p.worst, p.worstAt = late, time.Now()
+			}
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return p
+}
+
+func (p *schedProbe) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	load, _ := os.ReadFile("/proc/loadavg")
+	return fmt.Sprintf("scheduling delay seen by the test process: worst timer lateness %v (at %s, over %d samples of 20ms); load average %s",
+		p.worst.Round(time.Millisecond), p.worstAt.Format("15:04:05.000"), p.samples, strings.TrimSpace(string(load)))
+}
+
+// waitGranted polls item's lock (every 10ms) until it holds a lease with a
+// token above token, and returns the server time it was seen: the grant,
+// to within the poll. A run's begin comes later by the start of its
+// recorder process, which takes seconds on a loaded machine.
+func (e *e2eEnv) waitGranted(item string, token int64, within time.Duration) time.Time {
+	e.t.Helper()
+	var at time.Time
+	waitFor(e.t, fmt.Sprintf("item %s granted with a token above %d", item, token), within, func() bool {
+		val, err := e.client.Get(context.Background(), e.lockKey(item)).Result()
+		if _, tok, ok := strings.Cut(val, "#"); err == nil && ok {
+			if n, _ := strconv.ParseInt(tok, 10, 64); n > token {
+				at = e.serverTime()
+				return true
+			}
+		}
+		return false
+	})
+	return at
+}

@@ -393,6 +393,10 @@ func TestMinReplicasAcked(t *testing.T) {
 		info, _ := rc.Info(ctx, "replication").Result()
 		return strings.Contains(info, "master_link_status:up")
 	})
+	// Another process, with a timeout a loaded machine's replica meets.
+	a, err = allocator.NewRedis(c, lock.Config{Prefix: pool.Keys().Prefix()}, allocator.Config{LeaseTTL: long, MinReplicasAcked: 1, ReplicaAckTimeout: 5 * time.Second})
+	must(t, err)
+	closeOnCleanup(t, a)
 	// The master drew a new replication id for its first replica: no
 	// discontinuity.
 	l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
