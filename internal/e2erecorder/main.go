@@ -1,0 +1,130 @@
+// Command e2erecorder is the task the runner's end-to-end tests run
+// (cmd/runner/e2e_*_test.go): it records each run in a ledger LIST in
+// Redis through a fencing guard, with the ledger server's time, so the
+// tests can check that no two runs of an item overlapped and that every
+// write carried a current token. It is built without -race by the tests'
+// TestMain: the tests start thousands of them.
+//
+// Environment: RUNNER_ITEM, RUNNER_OWNER, RUNNER_TOKEN, RUNNER_ATTEMPT (set
+// by the runner); E2E_REDIS_ADDR (the ledger's server), E2E_LEDGER (the
+// ledger key; its fence HASH is E2E_LEDGER:fence), E2E_LOCK_PREFIX (the
+// pool's lock key prefix, for the lease guard), E2E_SLEEP (how long a run
+// lasts), E2E_GUARD ("token": check tokens only, for a ledger on another
+// server than the pool).
+//
+// Exit codes: 0 done; 3 begin rejected; 4 end rejected; 143 SIGTERM.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func main() { os.Exit(record()) }
+
+// tokenGuardLua is the guard when the ledger lives on another server than
+// the pool (fault tests that restart, fail over or roll back the pool's
+// Redis): it cannot read the lease, so it is the fencing check a real
+// target would make. A begin is accepted only with a token above every
+// token seen for the item, an end only with the item's highest token.
+// KEYS and ARGV as for guardLua (KEYS[1] is ignored).
+const tokenGuardLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+local tok = tonumber(ARGV[4])
+local ok
+if ARGV[1] == 'begin' then
+  ok = tok > last
+  if ok then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+else
+  ok = tok == last
+end
+local ev = ARGV[1]
+if not ok then ev = 'rejected-' .. ARGV[1] end
+redis.call('RPUSH', KEYS[2], string.format('{"ev":"%s","t":%d,%s', ev, now, ARGV[5]))
+if ok then return 1 end
+return 0
+`
+
+// guardLua is the fencing guard every recorded write goes through.
+// KEYS[1]: the item's lock key   KEYS[2]: ledger LIST   KEYS[3]: fence HASH item -> highest token
+// ARGV[1]: event (begin|end)  ARGV[2]: lease value owner#token  ARGV[3]: item
+// ARGV[4]: token  ARGV[5]: json payload without time
+// A begin is accepted only while the lease is current and its token is
+// above every token seen for the item; an end only while the lease is
+// current and no later token began. Rejections are recorded too.
+const guardLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cur = redis.call('GET', KEYS[1])
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+local tok = tonumber(ARGV[4])
+local ok = cur == ARGV[2]
+if ARGV[1] == 'begin' then
+  ok = ok and tok > last
+  if ok then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+else
+  ok = ok and tok == last
+end
+local ev = ARGV[1]
+if not ok then ev = 'rejected-' .. ARGV[1] end
+redis.call('RPUSH', KEYS[2], string.format('{"ev":"%s","t":%d,%s', ev, now, ARGV[5]))
+if ok then return 1 end
+return 0
+`
+
+// record is the task: begin (guarded), sleep E2E_SLEEP, end
+// (guarded). SIGTERM is recorded as a "term" event with the server's time
+// and ends the task.
+func record() int {
+	c := redis.NewClient(&redis.Options{Addr: os.Getenv("E2E_REDIS_ADDR")})
+	defer c.Close()
+	item, owner := os.Getenv("RUNNER_ITEM"), os.Getenv("RUNNER_OWNER")
+	token, _ := strconv.ParseInt(os.Getenv("RUNNER_TOKEN"), 10, 64)
+	keys := []string{os.Getenv("E2E_LOCK_PREFIX") + item, os.Getenv("E2E_LEDGER"), os.Getenv("E2E_LEDGER") + ":fence"}
+	payload, _ := json.Marshal(map[string]any{"item": item, "token": token, "owner": owner, "pid": os.Getpid(), "attempt": os.Getenv("RUNNER_ATTEMPT")})
+	rest := string(payload[1:]) // the guard prepends "{ev,t,"
+	script := guardLua
+	if os.Getenv("E2E_GUARD") == "token" {
+		script = tokenGuardLua
+	}
+	guard := func(ev string) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := c.Eval(ctx, script, keys, ev, owner+"#"+strconv.FormatInt(token, 10), item, token, rest).Int()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "recorder:", err)
+			return false
+		}
+		return n == 1
+	}
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	if !guard("begin") {
+		return 3
+	}
+	fmt.Printf("recorder: began %s token %d\n", item, token)
+	d, _ := time.ParseDuration(os.Getenv("E2E_SLEEP"))
+	select {
+	case <-time.After(d):
+	case <-term:
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ts, _ := c.Time(ctx).Result()
+		c.RPush(ctx, keys[1], fmt.Sprintf(`{"ev":"term","t":%d,%s`, ts.UnixMicro(), rest))
+		return 143
+	}
+	if !guard("end") {
+		return 4
+	}
+	return 0
+}
