@@ -506,8 +506,9 @@ func TestE2EPauseRunnerAndTasks(t *testing.T) {
 	waitFor(t, "task "+b+" killed by its resumed runner", chaosKillGrace+3*time.Second, func() bool { return !pidAlive(mine[b].Pid) })
 	t.Logf("task %s killed %v after its runner resumed (kill_grace %v)", b, time.Since(resumedAt).Round(time.Millisecond), chaosKillGrace)
 	waitFor(t, "the resumed runner logging the lost lease of "+b, 5*time.Second, func() bool { return chaosLeaseLostLogged(p, b, mine[b].Token) })
-	if alive := chaosGroupsAlive(groups); len(alive) != 0 {
-		t.Errorf("processes of the frozen runner's tasks still alive: %+v", alive)
+	// The task's wrapper, its group's leader, exits right after it.
+	if !waitUntil(3*time.Second, func() bool { return len(chaosGroupsAlive(groups)) == 0 }) {
+		t.Errorf("processes of the frozen runner's tasks still alive 3s after its task died: %+v", chaosGroupsAlive(groups))
 	}
 
 	// The runs of the runner that took over end normally.
