@@ -155,6 +155,9 @@ func dialRedis(ctx context.Context, c *Config, log hclog.Logger, wait bool) (red
 		}
 		log.Warn("redis may evict keys, accepted by redis.allow_eviction: an evicted lock lets two holders run an item at once", args...)
 	}
+	if c.Redis.Sentinel.Master != "" && c.Redis.MinReplicasAcked == 0 && !info.MinReplicasToWrite {
+		log.Warn("redis through Sentinel with neither redis.min_replicas_acked nor the server's min-replicas-to-write: a network partition that leaves runners writing to a deposed master lets two holders run an item until it is demoted (see docs/guarantees.md, Sentinel)")
+	}
 	if n := c.Redis.MinReplicasAcked; n > 0 && info.Replicas <= n && !info.Cluster {
 		log.Warn("redis.min_replicas_acked needs more replicas than its value: after a failover the new master has one replica fewer until the old master rejoins, and until then no grant or refresh is acknowledged (leases are given up)",
 			"min_replicas_acked", n, "connected_replicas", info.Replicas)

@@ -75,14 +75,15 @@ func NewTracker(ttl time.Duration, onChange func(old, new State)) *Tracker {
 	return &Tracker{longest: ttl, onChange: onChange}
 }
 
-// Args returns what a script takes as known ("<gen>:<id>" of the dataset
-// last seen, or "") and longest (the longest TTL used, counting ttl), in ms.
+// Args returns what a script takes as known ("<gen>:<at>:<id>" of the
+// dataset generation last seen, or "") and longest (the longest TTL used,
+// counting ttl), in ms.
 func (t *Tracker) Args(ttl time.Duration) (known string, longestMs int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.longest = max(t.longest, ttl)
-	if t.id != "" {
-		known = strconv.FormatInt(t.state.Gen, 10) + ":" + t.id
+	if t.id != "" && t.state.Gen > 0 {
+		known = strconv.FormatInt(t.state.Gen, 10) + ":" + strconv.FormatInt(t.state.Since.UnixMilli(), 10) + ":" + t.id
 	}
 	return known, t.longest.Milliseconds()
 }
@@ -90,10 +91,12 @@ func (t *Tracker) Args(ttl time.Duration) (known string, longestMs int64) {
 // Seen records what a script reported; id is "" when unchanged.
 func (t *Tracker) Seen(s State, id string) {
 	t.mu.Lock()
-	if id != "" {
+	old := t.state
+	// A late reply from a server left behind (an older generation) must
+	// not pair its id with the newer generation.
+	if id != "" && s.Gen >= old.Gen {
 		t.id = id
 	}
-	old := t.state
 	newer := s.Gen > old.Gen || (s.Gen == old.Gen && s.QuietUntil.After(old.QuietUntil))
 	if newer {
 		t.state = s

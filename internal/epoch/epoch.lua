@@ -21,14 +21,13 @@
 --
 -- epoch(ekey, fkey, ikey, now, now_us, ttl, known, longest)
 --   ekey     the pool's epoch HASH             <base>|epoch
---            {id, run, gen, at, quiet, prev (the id before a change that
---            lost nothing), ttl:<ms> -> server ms last used}
+--            {id, run, gen, at, quiet, ttl:<ms> -> server ms last used}
 --   fkey     the fencing counter STRING        <base>|alloc:fence
 --   ikey     the availability index ZSET       <base>|alloc:index
 --   now      server time, ms; now_us the same in µs
 --   ttl      the TTL in ms the caller grants or refreshes with (0: none)
---   known    '<gen>:<id>': the generation and dataset id the caller's
---            process saw last, or ''
+--   known    '<gen>:<at>:<id>': the generation, its start and the dataset
+--            id the caller's process saw last, or ''
 --   longest  the longest lease TTL the caller's process has used, in ms
 -- Returns gen, quiet, id, at: the dataset generation (1 for a new pool,
 -- bumped at every discontinuity), the server ms until which no item may be
@@ -38,10 +37,10 @@
 -- A stored id that differs means a discontinuity. A missing one means a
 -- new pool, unless something shows the pool was used before: the fencing
 -- counter or the index exists (keys lost one by one: deleted, evicted), or
--- the caller saw an id before (everything lost, or FLUSHALL). A stored id
--- that matches but is older than the caller's knowledge (a process new to
--- the pool recreated the record after everything was lost) counts too,
--- late. After a discontinuity:
+-- the caller saw an id before (everything lost, or FLUSHALL). A record of
+-- no newer generation than the caller saw, but begun at another time (a
+-- process new to the pool wrote it afresh after everything was lost)
+-- counts too, late. After a discontinuity:
 --   * nothing is granted until every lease that may have been granted
 --     before it has expired: quiet = now + the longest TTL known, from the
 --     ttl:<ms> fields used within a day and the caller's own; every caller
@@ -57,16 +56,15 @@ local function epoch(ekey, fkey, ikey, now, now_us, ttl, known, longest)
   local repl = redis.call('INFO', 'replication')
   local id = string.match(repl, 'master_replid:(%w+)')
   local tfield = 'ttl:' .. ttl
-  local e = redis.call('HMGET', ekey, 'id', 'gen', 'quiet', 'at', tfield, 'run', 'prev')
+  local e = redis.call('HMGET', ekey, 'id', 'gen', 'quiet', 'at', tfield, 'run')
   local gen, quiet, at = tonumber(e[2]) or 0, tonumber(e[3]) or 0, tonumber(e[4]) or now
   longest = math.max(ttl, longest)
-  local kgen, kid = string.match(known, '^(%d+):(.*)$')
-  kgen = tonumber(kgen) or 0
-  -- The record names this dataset but the caller saw another one of a
-  -- generation at least as new: the record was rewritten as a new pool by
-  -- a process that never saw the old one, after everything was lost. (The
-  -- id before a change that lost nothing, below, is no sign of that.)
-  local recreated = e[1] == id and kid and kid ~= id and kid ~= e[7] and gen <= kgen
+  local kgen, kat, kid = string.match(known, '^(%d+):(%d+):(.*)$')
+  kgen, kat = tonumber(kgen) or 0, tonumber(kat) or 0
+  -- The record is not the one the caller saw, yet no newer: it was written
+  -- afresh, as a new pool, by a process that never saw the old one, after
+  -- every key was lost (on this server or with a restart).
+  local recreated = e[1] and kgen > 0 and gen <= kgen and tonumber(e[4]) ~= kat
   if e[1] ~= id or recreated then
     local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
     -- The same server process drawing a new id with no history behind it
@@ -74,7 +72,7 @@ local function epoch(ekey, fkey, ikey, now, now_us, ttl, known, longest)
     -- (a first replica attached; none for repl-backlog-ttl): no data lost.
     local id2 = string.match(repl, 'master_replid2:(%w+)')
     if e[1] and not recreated and e[6] == run and not string.find(id2, '[^0]') then
-      redis.call('HSET', ekey, 'id', id, 'prev', e[1])
+      redis.call('HSET', ekey, 'id', id)
     else
       local lost = e[1] ~= false or known ~= '' or redis.call('EXISTS', fkey, ikey) > 0
       -- Generations never go back, even when the record was lost with the
@@ -92,7 +90,10 @@ local function epoch(ekey, fkey, ikey, now, now_us, ttl, known, longest)
             end
           end
         end
-        quiet = now + longest
+        if longest <= 0 then
+        longest = 30000 -- no TTL known at all: the allocator's default
+      end
+      quiet = now + longest
         local f = tonumber(redis.call('GET', fkey) or '0') or 0
         redis.call('SET', fkey, string.format('%d', math.max(f + 1000000, now_us)))
       end

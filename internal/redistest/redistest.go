@@ -88,6 +88,7 @@ var shared struct {
 //
 //	func TestMain(m *testing.M) { redistest.Main(m) }
 func Main(m *testing.M) {
+	startSched()
 	code := m.Run()
 	stopShared()
 	os.Exit(code)

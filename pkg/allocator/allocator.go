@@ -241,9 +241,11 @@ type Allocator struct {
 	cfg    Config
 	store  store
 	epochs *epoch.Tracker
-	// evicted is the highest evicted_keys the server reported (-1: none).
-	evictMu sync.Mutex
-	evicted int64
+	// evicted is the highest evicted_keys the server reported (-1: not
+	// known yet), in dataset generation evictedGen (0: before any script).
+	evictMu    sync.Mutex
+	evicted    int64
+	evictedGen int64
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closed  chan struct{}

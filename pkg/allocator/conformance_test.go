@@ -159,12 +159,12 @@ func TestConformance(t *testing.T) {
 const (
 	long = time.Minute
 	// handoffBound: a blocked Acquire returns this soon after a release.
-	handoffBound = 150 * time.Millisecond
+	handoffBound = 250 * time.Millisecond
 	// deadlineBound: ... and this soon after the blocking lease's deadline.
-	deadlineBound = 300 * time.Millisecond
+	deadlineBound = 400 * time.Millisecond
 	// recoveryBound: an abandoned item is allocatable this soon after its
 	// lease's deadline.
-	recoveryBound = 250 * time.Millisecond
+	recoveryBound = 300 * time.Millisecond
 	// syncBound: items added by plain pool calls become allocatable this
 	// soon.
 	syncBound = time.Second

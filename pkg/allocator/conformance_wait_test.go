@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 )
 
@@ -47,7 +48,7 @@ var waitBehaviours = []behaviour{
 		r := waitResult(t, "cancelled Acquire", ch, time.Second)
 		wantErr(t, "cancelled Acquire", r.err, allocator.ErrNoFreeItem, context.Canceled)
 		if took := r.at.Sub(start); took > handoffBound {
-			t.Fatalf("cancelled Acquire returned %v after the cancel", took)
+			t.Fatalf("cancelled Acquire returned %v after the cancel, want <= %v (%s)", took, handoffBound, redistest.SchedDelay())
 		}
 		e.wantHeld(l)
 	}},
@@ -83,7 +84,7 @@ var waitBehaviours = []behaviour{
 		t.Logf("release-to-waiter handoff over %d samples: p50 %v, p99 %v, max %v", len(lat), p50, p99, maxd)
 		for i, d := range lat {
 			if d > handoffBound {
-				t.Errorf("handoff %d took %v, want <= %v", i, d, handoffBound)
+				t.Errorf("handoff %d took %v, want <= %v (%s)", i, d, handoffBound, redistest.SchedDelay())
 			}
 		}
 	}},
@@ -100,7 +101,7 @@ var waitBehaviours = []behaviour{
 			d := r.at.Sub(granted.Add(ttl))
 			late = append(late, d)
 			if d > deadlineBound {
-				t.Errorf("Acquire returned %v after the blocking lease's deadline, want <= %v", d, deadlineBound)
+				t.Errorf("Acquire returned %v after the blocking lease's deadline, want <= %v (%s)", d, deadlineBound, redistest.SchedDelay())
 			}
 			// Never before the deadline, by the backend's clock.
 			if grant := r.l.Deadline().Add(-r.l.TTL()); grant.Before(holder.Deadline()) {
@@ -162,7 +163,7 @@ var waitBehaviours = []behaviour{
 		p50, _, maxd := quantiles(lat.ds)
 		t.Logf("chain of %d waiters over two allocators: handoff p50 %v, max %v", n, p50, maxd)
 		if maxd > handoffBound {
-			t.Errorf("a waiter got the item %v after the previous release, want <= %v", maxd, handoffBound)
+			t.Errorf("a waiter got the item %v after the previous release, want <= %v (%s)", maxd, handoffBound, redistest.SchedDelay())
 		}
 	}},
 	{"release-hands-the-item-to-the-waiter-it-wakes", func(t *testing.T, b backend) {
@@ -203,7 +204,7 @@ var waitBehaviours = []behaviour{
 		r := waitResult(t, "Acquire on a closed allocator", ch, time.Second)
 		wantErr(t, "Acquire after Close", r.err, allocator.ErrClosed)
 		if took := r.at.Sub(start); took > handoffBound {
-			t.Fatalf("blocked Acquire returned %v after Close", took)
+			t.Fatalf("blocked Acquire returned %v after Close, want <= %v (%s)", took, handoffBound, redistest.SchedDelay())
 		}
 		_, err := tryOn(t, e.ctx, other, "w", allocator.AcquireOptions{})
 		wantErr(t, "TryAcquire after Close", err, allocator.ErrClosed)
@@ -232,7 +233,7 @@ var waitBehaviours = []behaviour{
 			delay := grant.Sub(crashed.Deadline())
 			delays = append(delays, delay)
 			if delay < 0 || delay > recoveryBound {
-				t.Fatalf("granted %v after the abandoned lease's deadline, want within [0, %v]", delay, recoveryBound)
+				t.Fatalf("granted %v after the abandoned lease's deadline, want within [0, %v] (%s)", delay, recoveryBound, redistest.SchedDelay())
 			}
 			if got.Token <= crashed.Token {
 				t.Fatalf("token %d after the abandoned %d", got.Token, crashed.Token)

@@ -289,9 +289,25 @@ func TestDiscontinuityRecordDeleted(t *testing.T) {
 // TestDiscontinuityRecordRecreated: after everything was lost, a process
 // new to the pool writes a new record before any process that knew the
 // pool comes back. The first of those to call notices, and starts the
-// quiet period then.
+// quiet period then. Everything lost: with a restart, and on the same
+// server (FLUSHALL keeps the replication id).
 func TestDiscontinuityRecordRecreated(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		lose func(*testing.T, *redistest.Server, *redis.Client)
+	}{
+		{"restart", func(_ *testing.T, s *redistest.Server, _ *redis.Client) { s.Restart() }},
+		{"flushall", func(t *testing.T, _ *redistest.Server, c *redis.Client) { must(t, c.FlushAll(context.Background()).Err()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testRecordRecreated(t, tc.lose)
+		})
+	}
+}
+
+func testRecordRecreated(t *testing.T, lose func(*testing.T, *redistest.Server, *redis.Client)) {
 	s := redistest.StartServer(t)
 	c := s.Client(t)
 	old, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: 400 * time.Millisecond, SyncInterval: time.Hour, FullSyncInterval: time.Hour})
@@ -300,7 +316,7 @@ func TestDiscontinuityRecordRecreated(t *testing.T) {
 	must(t, err)
 	must(t, l.Release(ctx))
 
-	s.Restart()
+	lose(t, s, c)
 	newcomer, err := allocator.NewRedis(c, lock.Config{Prefix: pool.Keys().Prefix()}, allocator.Config{LeaseTTL: 400 * time.Millisecond})
 	must(t, err)
 	closeOnCleanup(t, newcomer)

@@ -78,7 +78,7 @@ func (a *Allocator) lostError(l *Lease, v verdict, rep report) error {
 		if !rep.state.QuietUntil.IsZero() {
 			e.Detail += fmt.Sprintf("; no grant until %s", rep.state.QuietUntil.UTC().Format(time.RFC3339Nano))
 		}
-	case v == verdictGone && a.evictedSince(rep.evicted):
+	case v == verdictGone && a.evictedSince(rep.evicted, rep.state.Gen):
 		e.Reason = LostEvicted
 		e.Detail = fmt.Sprintf("redis has evicted %d keys since it started", rep.evicted)
 	case v == verdictGone:
@@ -87,15 +87,21 @@ func (a *Allocator) lostError(l *Lease, v verdict, rep report) error {
 	return e
 }
 
-// evictedSince reports whether the server's evicted_keys rose above what
-// this allocator saw before, and remembers n.
-func (a *Allocator) evictedSince(n int64) bool {
+// evictedSince reports whether the server's evicted_keys, n in dataset
+// generation gen, rose above what this allocator saw before in the same
+// generation (a restart or a failover starts the count anew), and
+// remembers n.
+func (a *Allocator) evictedSince(n, gen int64) bool {
 	if n < 0 {
 		return false
 	}
 	a.evictMu.Lock()
 	defer a.evictMu.Unlock()
+	if a.evictedGen != 0 && gen != a.evictedGen || a.evicted < 0 {
+		a.evicted, a.evictedGen = n, gen // a new baseline
+		return false
+	}
 	rose := n > a.evicted
-	a.evicted = max(a.evicted, n)
+	a.evicted, a.evictedGen = max(a.evicted, n), gen
 	return rose
 }

@@ -122,7 +122,9 @@ func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allo
 	}
 	go s.dispatch()
 	a := newAllocator(cfg, s, s.epochs)
-	a.evicted = info.EvictedKeys
+	if !info.Cluster { // on a cluster, the node read may not own the pool's slot
+		a.evicted, a.evictedGen = info.EvictedKeys, 0
+	}
 	return a, nil
 }
 
@@ -260,7 +262,9 @@ func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duratio
 	known, longest := s.epochs.Args(ttl)
 	keys := []string{s.keys.Members(), s.keys.Index(), s.keys.Fence(), s.keys.Bindings(), s.keys.Waiters(), s.keys.Foreign(), s.keys.Reserved(), s.keys.Epoch()}
 	res, acked, err := s.run(ctx, acquireScript, keys, s.keys.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates, only, known, longest)
-	if err != nil {
+	if err != nil && res != nil {
+		acked = false // the grant ran, its WAIT failed: undo it below
+	} else if err != nil {
 		return grant{}, miss{}, false, s.mapErr("acquire", err)
 	}
 	st, err := s.seen(res, 1)
@@ -281,9 +285,15 @@ func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duratio
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_, _, _ = s.release(rctx, &Lease{Item: item, Value: leaseValue(owner, token)}, 0)
 			cancel()
+			if err != nil {
+				return grant{}, miss{}, false, fmt.Errorf("acquire: grant of %q: %w: %w", item, ErrNotReplicated, err)
+			}
 			return grant{}, miss{}, false, fmt.Errorf("acquire: grant of %q: %w", item, ErrNotReplicated)
 		}
 		return g, miss{}, true, nil
+	}
+	if err != nil { // a miss whose WAIT failed: nothing to undo
+		return grant{}, miss{}, false, s.mapErr("acquire", err)
 	}
 	if len(res) != 8 {
 		return grant{}, miss{}, false, fmt.Errorf("acquire: acquire.lua answered %v", res)

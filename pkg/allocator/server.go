@@ -36,6 +36,10 @@ type ServerInfo struct {
 	Cluster bool
 	// Replicas is connected_slaves.
 	Replicas int
+	// MinReplicasToWrite reports that the server refuses writes without
+	// enough replicas (its min-replicas-to-write setting is on: INFO shows
+	// min_slaves_good_slaves).
+	MinReplicasToWrite bool
 }
 
 // Evicts reports whether the server may evict keys: a maxmemory limit with
@@ -124,6 +128,7 @@ func readServer(ctx context.Context, c redis.Cmdable) (ServerInfo, error) {
 	info.MaxMemory, _ = strconv.ParseInt(f["maxmemory"], 10, 64)
 	info.EvictedKeys, _ = strconv.ParseInt(f["evicted_keys"], 10, 64)
 	info.Replicas, _ = strconv.Atoi(f["connected_slaves"])
+	_, info.MinReplicasToWrite = f["min_slaves_good_slaves"]
 	return info, nil
 }
 

@@ -98,6 +98,10 @@ func NewRedisStore(client redis.UniversalClient, pool lock.Config, opts ...Store
 	if _, err := allocator.CheckServer(ctx, client, p.Keys(), allocator.ServerOptions{AllowEviction: o.allowEviction}); err != nil {
 		return nil, fmt.Errorf("worker: NewRedisStore: %w", err)
 	}
+	// The store learns the lease TTL from Finish. Before that, a
+	// discontinuity it is the first to notice gets its quiet period from
+	// the TTLs the epoch record holds, or, when they were lost with it, 30s
+	// (epoch.lua), which allocators calling meanwhile lengthen to theirs.
 	return &RedisStore{client: client, pool: p, keys: p.Keys(), epochs: epoch.NewTracker(0, nil)}, nil
 }
 

@@ -20,7 +20,7 @@
 -- ARGV[6]: waiter id to register on failure, or '' (TryAcquire)
 -- ARGV[7]: most candidates to examine (bounded; the client sends <= 64)
 -- ARGV[8]: '1' to lease only the preferred item (ARGV[4]), else ''
--- ARGV[9]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[9]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
 -- ARGV[10]: the longest lease TTL the caller has used, in ms
 -- Every reply starts {ok, gen, id, quiet_ms, at_ms} (epoch's answer, id ''
 -- when it equals ARGV[9]), then

@@ -4,7 +4,7 @@
 -- KEYS[3]: the fencing counter STRING         <base>|alloc:fence
 -- KEYS[4..n+3]: the leases' lock keys
 -- ARGV[1]: TTL in ms
--- ARGV[2]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[2]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
 -- ARGV[3]: the longest lease TTL the caller has used, in ms
 -- ARGV[4..n+3]: the leases' lock values, in KEYS order
 -- ARGV[n+4..2n+3]: the leases' items, in KEYS order

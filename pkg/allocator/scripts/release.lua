@@ -18,7 +18,7 @@
 -- ARGV[7]: hand-off window in ms: the item is kept for the first woken
 --          waiter that long, so a caller that loops straight back into
 --          acquire cannot take it from under the waiter it just woke
--- ARGV[8]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[8]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
 -- ARGV[9]: the longest lease TTL the caller has used, in ms
 -- Returns {1} when the lease was current (and is now ended). Otherwise
 -- {0, gen, id, quiet_ms, at_ms, evicted} when the key holds another value

@@ -16,7 +16,7 @@
 -- ARGV[4]: how many waiters a release wakes; when items were added, each
 --          added item wakes that many, at most 64 in all
 -- ARGV[5]: rolling step interval in ms
--- ARGV[6]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[6]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
 -- ARGV[7]: the longest lease TTL the caller has used, in ms
 -- Returns {added, dropped, 1 if a walk is still running else 0, gen, id,
 -- quiet_ms, at_ms} (epoch's answer, id '' when it equals ARGV[6]): every

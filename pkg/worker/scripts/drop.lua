@@ -11,7 +11,7 @@
 -- KEYS[9]: the allocator's availability index <base>|alloc:index
 -- ARGV[1]: how long the batch's keys are kept once the last item finished,
 --          in ms; 0 keeps them forever
--- ARGV[2]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[2]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
 -- ARGV[3]: the longest lease TTL the caller has used, in ms
 -- ARGV[4..]: items to look at (the caller sends at most 1,000)
 -- Returns {dropped, gen, id, quiet_ms, at_ms}: how many items were

@@ -15,7 +15,7 @@
 -- ARGV[4]: how long the batch's keys are kept once the last item finished,
 --          in ms; 0 keeps them forever
 -- ARGV[5]: the lease's TTL in ms
--- ARGV[6]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[6]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
 -- ARGV[7]: the longest lease TTL the caller has used, in ms
 -- Returns {recorded, gen, id, quiet_ms, at_ms}: recorded is 1 when
 -- recorded; 0 when the lease is not current or the item is not pending in

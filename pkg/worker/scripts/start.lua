@@ -10,7 +10,7 @@
 -- KEYS[7]: the pool's epoch HASH              <base>|epoch
 -- KEYS[8]: the allocator's fencing counter    <base>|alloc:fence
 -- KEYS[9]: the allocator's availability index <base>|alloc:index
--- ARGV[1]: '<gen>:<id>' of the dataset the caller saw last, or '' (see epoch)
+-- ARGV[1]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
 -- ARGV[2]: the longest lease TTL the caller has used, in ms
 -- Returns {total, done, failed, started_ms, finished_ms, rollbacks,
 -- rolled_ms, gen, id, quiet_ms, at_ms}, finished_ms 0 while running, then
