@@ -246,10 +246,10 @@ type Allocator struct {
 	evictMu    sync.Mutex
 	evicted    int64
 	evictedGen int64
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closed  chan struct{}
-	once    sync.Once
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closed     chan struct{}
+	once       sync.Once
 }
 
 // newTracker follows the dataset for one allocator and reports its

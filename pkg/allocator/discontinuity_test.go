@@ -298,7 +298,9 @@ func TestDiscontinuityRecordRecreated(t *testing.T) {
 		lose func(*testing.T, *redistest.Server, *redis.Client)
 	}{
 		{"restart", func(_ *testing.T, s *redistest.Server, _ *redis.Client) { s.Restart() }},
-		{"flushall", func(t *testing.T, _ *redistest.Server, c *redis.Client) { must(t, c.FlushAll(context.Background()).Err()) }},
+		{"flushall", func(t *testing.T, _ *redistest.Server, c *redis.Client) {
+			must(t, c.FlushAll(context.Background()).Err())
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
