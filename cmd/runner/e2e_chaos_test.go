@@ -711,10 +711,7 @@ func TestE2EChaosSoak(t *testing.T) {
 		// token, seen by polling it every 10ms. The next run's begin also
 		// waits for its recorder process to start, which takes seconds on a
 		// loaded machine (a -race binary), so it has a looser bound.
-		granted := map[string]time.Time{}
-		for _, it := range sortedKeys(held) {
-			granted[it] = e.waitGranted(it, held[it], ttl+5*time.Second)
-		}
+		granted := e.waitGranted(held, ttl+5*time.Second)
 		for _, it := range sortedKeys(held) {
 			var next event
 			waitFor(t, fmt.Sprintf("item %s of killed %s run again", it, v.name), ttl+15*time.Second, func() bool {

@@ -421,22 +421,27 @@ func (p *schedProbe) String() string {
 		p.worst.Round(time.Millisecond), p.worstAt.Format("15:04:05.000"), p.samples, strings.TrimSpace(string(load)))
 }
 
-// waitGranted polls item's lock (every 10ms) until it holds a lease with a
-// token above token, and returns the server time it was seen: the grant,
-// to within the poll. A run's begin comes later by the start of its
-// recorder process, which takes seconds on a loaded machine.
-func (e *e2eEnv) waitGranted(item string, token int64, within time.Duration) time.Time {
+// waitGranted polls the locks of the items of held (item -> token) every
+// 10ms until each holds a lease with a higher token, and returns the
+// server time each was first seen: its grant, to within the poll. A run's
+// begin comes later by the start of its recorder process, which takes
+// seconds on a loaded machine.
+func (e *e2eEnv) waitGranted(held map[string]int64, within time.Duration) map[string]time.Time {
 	e.t.Helper()
-	var at time.Time
-	waitFor(e.t, fmt.Sprintf("item %s granted with a token above %d", item, token), within, func() bool {
-		val, err := e.client.Get(context.Background(), e.lockKey(item)).Result()
-		if _, tok, ok := strings.Cut(val, "#"); err == nil && ok {
-			if n, _ := strconv.ParseInt(tok, 10, 64); n > token {
-				at = e.serverTime()
-				return true
+	at := map[string]time.Time{}
+	waitFor(e.t, fmt.Sprintf("items %v granted again", sortedKeys(held)), within, func() bool {
+		for item, token := range held {
+			if _, ok := at[item]; ok {
+				continue
+			}
+			val, err := e.client.Get(context.Background(), e.lockKey(item)).Result()
+			if _, tok, ok := strings.Cut(val, "#"); err == nil && ok {
+				if n, _ := strconv.ParseInt(tok, 10, 64); n > token {
+					at[item] = e.serverTime()
+				}
 			}
 		}
-		return false
+		return len(at) == len(held)
 	})
 	return at
 }

@@ -163,8 +163,13 @@ func TestE2EKilledRunnersItemsAreTakenOver(t *testing.T) {
 	// Its items are granted to the others within the lease TTL + 1s, and
 	// run (their recorders take a while to start on a loaded machine).
 	probe := startSchedProbe(t)
+	tokens := map[string]int64{}
+	for it, ev := range held {
+		tokens[it] = ev.Token
+	}
+	granted := e.waitGranted(tokens, ttl+5*time.Second)
 	for it, old := range held {
-		took := e.waitGranted(it, old.Token, ttl+5*time.Second).Sub(killedAt)
+		took := granted[it].Sub(killedAt)
 		var began time.Duration
 		waitFor(t, "item "+it+" run again", ttl+15*time.Second, func() bool {
 			for _, ev := range e.events() {
