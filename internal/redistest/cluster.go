@@ -43,7 +43,7 @@ type ClusterOptions struct {
 // tests start servers too: a freshly started master reports cluster_state:ok
 // only 2s after its start at the earliest.
 type Cluster struct {
-	nodes []*Server
+	nodes serverSet
 	// first[i] is the first slot of nodes[i]; it owns first[i] up to
 	// first[i+1]-1 (the last node up to 16383).
 	first []int
@@ -257,24 +257,11 @@ func sortSlotMap(m []string) {
 
 // Addrs returns the host:port of every node, in slot order: the first node
 // owns the lowest slots.
-func (c *Cluster) Addrs() []string {
-	addrs := make([]string, len(c.nodes))
-	for i, n := range c.nodes {
-		addrs[i] = n.Addr
-	}
-	return addrs
-}
+func (c *Cluster) Addrs() []string { return c.nodes.addrs() }
 
 // Server returns the node listening on addr (one of [Cluster.Addrs]), or nil
 // if there is none.
-func (c *Cluster) Server(addr string) *Server {
-	for _, n := range c.nodes {
-		if n.Addr == addr {
-			return n
-		}
-	}
-	return nil
-}
+func (c *Cluster) Server(addr string) *Server { return c.nodes.find(addr) }
 
 // Client returns a new go-redis cluster client seeded with every node, with
 // ContextTimeoutEnabled set. It is closed when the test finishes.

@@ -494,6 +494,28 @@ func (s *Server) start(port int) (*process, error) {
 	return startRedis(s.bin, s.dir, port, s.args)
 }
 
+// serverSet is the servers of a topology (a cluster, a Sentinel set-up).
+type serverSet []*Server
+
+// addrs returns every server's host:port, in order.
+func (ss serverSet) addrs() []string {
+	addrs := make([]string, len(ss))
+	for i, s := range ss {
+		addrs[i] = s.Addr
+	}
+	return addrs
+}
+
+// find returns the server listening on addr, or nil.
+func (ss serverSet) find(addr string) *Server {
+	for _, s := range ss {
+		if s.Addr == addr {
+			return s
+		}
+	}
+	return nil
+}
+
 // process is one running redis-server.
 type process struct {
 	cmd  *exec.Cmd

@@ -125,7 +125,7 @@ const (
 type Sentinel struct {
 	t         testing.TB
 	opts      SentinelOptions
-	servers   []*Server // data servers; servers[0] was the first master
+	servers   serverSet // data servers; servers[0] was the first master
 	sentinels []*Server
 
 	mu       sync.Mutex
@@ -406,25 +406,12 @@ func (s *Sentinel) SentinelAddrs() []string {
 
 // Addrs returns the host:port of every data server (the master and the
 // replicas, whatever their current roles), the first master first.
-func (s *Sentinel) Addrs() []string {
-	addrs := make([]string, len(s.servers))
-	for i, srv := range s.servers {
-		addrs[i] = srv.Addr
-	}
-	return addrs
-}
+func (s *Sentinel) Addrs() []string { return s.servers.addrs() }
 
 // Server returns the data server listening on addr (one of [Sentinel.Addrs]),
 // or nil if there is none. Use it to reach a particular server, e.g.
 // s.Server(s.MasterAddr(t)).Client(t), or to kill a replica.
-func (s *Sentinel) Server(addr string) *Server {
-	for _, srv := range s.servers {
-		if srv.Addr == addr {
-			return srv
-		}
-	}
-	return nil
-}
+func (s *Sentinel) Server(addr string) *Server { return s.servers.find(addr) }
 
 // Client returns a new go-redis failover client (redis.NewFailoverClient)
 // that finds the master through the sentinels, with ContextTimeoutEnabled
