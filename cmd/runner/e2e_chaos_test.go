@@ -37,6 +37,14 @@ import (
 var chaosDurationFlag = flag.Duration("chaos.duration", 0,
 	"how long TestE2EChaosSoak injects faults (default 60s, or $CHAOS_DURATION)")
 
+// takeoverMargin bounds how long after a killed runner's leases can expire
+// (lease_ttl after the kill at the latest) one of its items is granted
+// again: a sleeping waiter's timer at the deadline, on a loaded 2-core
+// machine where the -race runners are starved (up to 1.2s seen under make
+// test); takeoverMedianMargin bounds the median of all of a soak's
+// takeovers (0.1s typical).
+const takeoverMargin, takeoverMedianMargin = 2 * time.Second, 500 * time.Millisecond
+
 // chaosEnv is the runners' extra environment: without the race runtime's
 // one-second sleep at exit, which the wrapper and the recorder (race-built
 // here) would otherwise add to every task run.
@@ -731,9 +739,9 @@ func TestE2EChaosSoak(t *testing.T) {
 			switch {
 			case next.Ev != "begin":
 				t.Errorf("item %s of killed %s: the next run's begin was rejected: %+v", it, v.name, next)
-			case d > ttl+time.Second:
-				t.Errorf("item %s of killed %s (token %d) granted again %v after the kill; want within lease_ttl + 1s = %v (the grant is seen by polling every 10ms; %v)",
-					it, v.name, held[it], d, ttl+time.Second, probe)
+			case d > ttl+takeoverMargin:
+				t.Errorf("item %s of killed %s (token %d) granted again %v after the kill; want within lease_ttl + %v = %v (the grant is seen by polling every 10ms; %v)",
+					it, v.name, held[it], d, takeoverMargin, ttl+takeoverMargin, probe)
 			case !next.at().After(goneAt):
 				t.Errorf("item %s of killed %s run again at %v, before its tasks were all gone (%v)", it, v.name, next.at(), goneAt)
 			}
@@ -910,8 +918,13 @@ func TestE2EChaosSoak(t *testing.T) {
 	t.Logf("faults: %d kills, %d partitions, %d freezes (%d longer than lease_ttl %v); %d runners started; %d runs by %d recorder processes; "+
 		"%d writes rejected and %d tasks stopped after a newer token began, all by frozen runners",
 		kills, partitions, len(pauses), longPauses, ttl, spawned, runs, len(pids), rejected, lateTerms)
-	t.Logf("takeover of a killed runner's items: %d items, median %v, worst %v (bound %v)",
-		len(takeovers), median.Round(time.Millisecond), worst.Round(time.Millisecond), ttl+time.Second)
+	t.Logf("takeover of a killed runner's items: %d items, median %v, worst %v (bounds: median %v, each %v)",
+		len(takeovers), median.Round(time.Millisecond), worst.Round(time.Millisecond), ttl+takeoverMedianMargin, ttl+takeoverMargin)
+	// The typical takeover is the lease's expiry plus a wake-up; a missed
+	// wake-up would show as the allocator's MaxWait (5s) in the median.
+	if len(takeovers) > 0 && median > ttl+takeoverMedianMargin {
+		t.Errorf("median takeover %v after the kill; want within lease_ttl + %v = %v (%v)", median, takeoverMedianMargin, ttl+takeoverMedianMargin, probe)
+	}
 	if kills == 0 || len(pauses) == 0 || partitions == 0 {
 		t.Errorf("the soak injected %d kills, %d freezes and %d partitions; want every kind (a longer -chaos.duration?)", kills, len(pauses), partitions)
 	}
