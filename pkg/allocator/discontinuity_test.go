@@ -413,7 +413,7 @@ func TestMinReplicasAcked(t *testing.T) {
 	_, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	wantErr(t, "TryAcquire with no replica", err, allocator.ErrNotReplicated)
 	if locked, _ := pool.IsLocked(ctx, "a"); locked {
-		t.Fatal("the unacknowledged grant was left in place")
+		t.Fatalf("the unacknowledged grant was left in place (TryAcquire said: %v; %s)", err, redistest.SchedDelay())
 	}
 
 	host, port, _ := strings.Cut(primary.Addr, ":")

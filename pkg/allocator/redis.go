@@ -261,12 +261,11 @@ func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duratio
 	}
 	known, longest := s.epochs.Args(ttl)
 	keys := []string{s.keys.Members(), s.keys.Index(), s.keys.Fence(), s.keys.Bindings(), s.keys.Waiters(), s.keys.Foreign(), s.keys.Reserved(), s.keys.Epoch()}
-	res, acked, err := s.run(ctx, acquireScript, keys, s.keys.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates, only, known, longest)
-	if err != nil && res != nil {
-		acked = false // the grant ran, its WAIT failed: undo it below
-	} else if err != nil {
-		return grant{}, miss{}, false, s.mapErr("acquire", err)
+	res, acked, waitErr := s.run(ctx, acquireScript, keys, s.keys.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates, only, known, longest)
+	if waitErr != nil && res == nil {
+		return grant{}, miss{}, false, s.mapErr("acquire", waitErr)
 	}
+	// With res, waitErr is WAIT's own failure: a grant is undone below.
 	st, err := s.seen(res, 1)
 	if err != nil {
 		return grant{}, miss{}, false, fmt.Errorf("acquire: %w", err)
@@ -280,20 +279,15 @@ func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duratio
 			return grant{}, miss{}, false, fmt.Errorf("acquire: bad token %q: %w", tokStr, err)
 		}
 		g := grant{item: item, token: token, deadline: msTime(deadline), gen: st.Gen}
-		if !acked {
+		if !acked || waitErr != nil {
 			// Not confirmed: end it now rather than at its expiry.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_, _, _ = s.release(rctx, &Lease{Item: item, Value: leaseValue(owner, token)}, 0)
-			cancel()
-			if err != nil {
-				return grant{}, miss{}, false, fmt.Errorf("acquire: grant of %q: %w: %w", item, ErrNotReplicated, err)
-			}
-			return grant{}, miss{}, false, fmt.Errorf("acquire: grant of %q: %w", item, ErrNotReplicated)
+			undo := s.undo(ctx, item, leaseValue(owner, token))
+			return grant{}, miss{}, false, fmt.Errorf("acquire: grant of %q: %w%s%s", item, ErrNotReplicated, errSuffix(waitErr), undo)
 		}
 		return g, miss{}, true, nil
 	}
-	if err != nil { // a miss whose WAIT failed: nothing to undo
-		return grant{}, miss{}, false, s.mapErr("acquire", err)
+	if waitErr != nil { // a miss whose WAIT failed: nothing to undo
+		return grant{}, miss{}, false, s.mapErr("acquire", waitErr)
 	}
 	if len(res) != 8 {
 		return grant{}, miss{}, false, fmt.Errorf("acquire: acquire.lua answered %v", res)
@@ -308,6 +302,34 @@ func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duratio
 		m.quiet = st
 	}
 	return grant{}, m, false, nil
+}
+
+// undo releases a grant that was not acknowledged, retrying for up to 5
+// seconds, and says so when it could not: the item then comes back when
+// the lease expires.
+func (s *redisStore) undo(ctx context.Context, item, value string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	for ctx.Err() == nil {
+		var v verdict
+		if v, _, err = s.release(ctx, &Lease{Item: item, Value: value}, 0); err == nil {
+			if v != verdictHeld {
+				return "; the grant was gone already"
+			}
+			return ""
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Sprintf("; the grant could not be undone (%v): it ends at its TTL", err)
+}
+
+// errSuffix is ": err" or "".
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
 }
 
 func (s *redisStore) refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (time.Time, []verdict, report, error) {
