@@ -606,7 +606,7 @@ func TestE2EChaosSoak(t *testing.T) {
 	t.Parallel()
 	soak := chaosSoakDuration(t)
 	e := newE2E(t)
-	probe := startSchedProbe(t)
+	probe := redistest.Sched
 	items := itemNames(20)
 	const ttl = 2 * time.Second
 	const cooldown = 3 * time.Second

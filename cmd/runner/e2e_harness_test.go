@@ -378,49 +378,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// schedProbe measures how late this process's timers fire: the scheduling
-// delay of a loaded machine, printed with every timing failure.
-type schedProbe struct {
-	mu      sync.Mutex
-	worst   time.Duration
-	worstAt time.Time
-	samples int
-}
-
-func startSchedProbe(t *testing.T) *schedProbe {
-	p := &schedProbe{}
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		const tick = 20 * time.Millisecond
-		for {
-			start := time.Now()
-			select {
-			case <-stop:
-				return
-			case <-time.After(tick):
-			}
-			late := time.Since(start) - tick
-			p.mu.Lock()
-			p.samples++
-			if late > p.worst {
-				p.worst, p.worstAt = late, time.Now()
-			}
-			p.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-done })
-	return p
-}
-
-func (p *schedProbe) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	load, _ := os.ReadFile("/proc/loadavg")
-	return fmt.Sprintf("scheduling delay seen by the test process: worst timer lateness %v (at %s, over %d samples of 20ms); load average %s",
-		p.worst.Round(time.Millisecond), p.worstAt.Format("15:04:05.000"), p.samples, strings.TrimSpace(string(load)))
-}
-
 // waitGranted polls the locks of the items of held (item -> token) every
 // 10ms until each holds a lease with a higher token, and returns the
 // server time each was first seen: its grant, to within the poll. A run's

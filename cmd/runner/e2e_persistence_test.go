@@ -459,7 +459,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	e := newE2E(t) // the ledger: on the shared server, never faulted
 	e.runnerAddr = srv.Addr
 	e.tokenGuard = true
-	probe := startSchedProbe(t)
+	probe := redistest.Sched
 	ctx := context.Background()
 	items := itemNames(persistItems)
 	const ttl, margin = faultTTL, faultMargin

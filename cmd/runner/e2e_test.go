@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lockpool/lockpool/internal/redistest"
 )
 
 func itemNames(n int) []string {
@@ -162,7 +164,7 @@ func TestE2EKilledRunnersItemsAreTakenOver(t *testing.T) {
 	}
 	// Its items are granted to the others within the lease TTL + 1s, and
 	// run (their recorders take a while to start on a loaded machine).
-	probe := startSchedProbe(t)
+	probe := redistest.Sched
 	tokens := map[string]int64{}
 	for it, ev := range held {
 		tokens[it] = ev.Token

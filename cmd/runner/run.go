@@ -143,7 +143,7 @@ func cmdRun(args []string, stdout, stderr io.Writer, environ []string) error {
 	}
 	defer be.close()
 	if be.client != nil {
-		be.watch = &serverWatch{client: be.client, key: cfg.keys().Members(), log: log.Named("redis")}
+		be.watch = &serverWatch{client: be.client, keys: cfg.keys(), log: log.Named("redis")}
 		wctx, stopWatch := context.WithCancel(ctx)
 		watchDone := make(chan struct{})
 		go func() {

@@ -63,6 +63,7 @@ type Tracker struct {
 	mu      sync.Mutex
 	id      string
 	state   State
+	known   string // "<gen>:<at>:<id>" of id and state, or ""
 	longest time.Duration
 	// onChange is called, outside the lock, when a script reports a newer
 	// generation than any seen before.
@@ -82,10 +83,7 @@ func (t *Tracker) Args(ttl time.Duration) (known string, longestMs int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.longest = max(t.longest, ttl)
-	if t.id != "" && t.state.Gen > 0 {
-		known = strconv.FormatInt(t.state.Gen, 10) + ":" + strconv.FormatInt(t.state.Since.UnixMilli(), 10) + ":" + t.id
-	}
-	return known, t.longest.Milliseconds()
+	return t.known, t.longest.Milliseconds()
 }
 
 // Seen records what a script reported; id is "" when unchanged.
@@ -94,12 +92,16 @@ func (t *Tracker) Seen(s State, id string) {
 	old := t.state
 	// A late reply from a server left behind (an older generation) must
 	// not pair its id with the newer generation.
-	if id != "" && s.Gen >= old.Gen {
+	newID := id != "" && s.Gen >= old.Gen && id != t.id
+	if newID {
 		t.id = id
 	}
 	newer := s.Gen > old.Gen || (s.Gen == old.Gen && s.QuietUntil.After(old.QuietUntil))
 	if newer {
 		t.state = s
+	}
+	if (newID || newer) && t.id != "" && t.state.Gen > 0 {
+		t.known = strconv.FormatInt(t.state.Gen, 10) + ":" + strconv.FormatInt(t.state.Since.UnixMilli(), 10) + ":" + t.id
 	}
 	f := t.onChange
 	t.mu.Unlock()

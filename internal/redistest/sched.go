@@ -14,8 +14,11 @@ import (
 var sched struct {
 	once sync.Once
 	mu   sync.Mutex
-	// late holds the lateness of the samples of the last 10 seconds.
-	late []schedSample
+	// late holds the lateness of the samples of the last 10 seconds;
+	// worst is the worst since the start, and when.
+	late    []schedSample
+	worst   schedSample
+	samples int
 }
 
 type schedSample struct {
@@ -33,7 +36,12 @@ func startSched() {
 				time.Sleep(schedTick)
 				now := time.Now()
 				sched.mu.Lock()
-				sched.late = append(sched.late, schedSample{now, now.Sub(start) - schedTick})
+				sample := schedSample{now, now.Sub(start) - schedTick}
+				sched.late = append(sched.late, sample)
+				sched.samples++
+				if sample.late > sched.worst.late {
+					sched.worst = sample
+				}
 				for len(sched.late) > 0 && now.Sub(sched.late[0].at) > schedWindow {
 					sched.late = sched.late[1:]
 				}
@@ -43,20 +51,33 @@ func startSched() {
 	})
 }
 
-// SchedDelay describes the scheduling delay this test process saw in the
-// last 10 seconds (the worst lateness of a 20ms timer) and the load
-// average, for the message of a failed timing bound. Packages that use
-// Main measure from their start; others from their first call.
+// SchedDelay describes the scheduling delay this test process saw (the
+// lateness of a 20ms timer: the worst of the last 10 seconds, and the
+// worst since the start, with when) and the load average, for the message
+// of a failed timing bound. Packages that use Main measure from their
+// start; others from their first call.
 func SchedDelay() string {
 	startSched()
 	sched.mu.Lock()
-	var worst time.Duration
+	var recent time.Duration
 	for _, s := range sched.late {
-		worst = max(worst, s.late)
+		recent = max(recent, s.late)
 	}
-	n := len(sched.late)
+	worst, n := sched.worst, sched.samples
 	sched.mu.Unlock()
+	fields := strings.Fields(readLoad())
+	return fmt.Sprintf("scheduling delay seen by the test process: a 20ms timer up to %v late in the last 10s, %v at worst (%s) over %d samples; load average %s",
+		recent.Round(time.Millisecond), worst.late.Round(time.Millisecond), worst.at.Format("15:04:05.000"), n, strings.Join(fields[:min(3, len(fields))], " "))
+}
+
+// Sched is SchedDelay as a fmt.Stringer, to pass to a failure message.
+var Sched fmt.Stringer = schedStringer{}
+
+type schedStringer struct{}
+
+func (schedStringer) String() string { return SchedDelay() }
+
+func readLoad() string {
 	load, _ := os.ReadFile("/proc/loadavg")
-	return fmt.Sprintf("scheduling delay: worst 20ms timer %v late over the last %d samples; load average %s",
-		worst.Round(time.Millisecond), n, strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
+	return string(load)
 }

@@ -25,9 +25,12 @@ var (
 	acquireLua    string
 	acquireScript = epoch.Script(acquireLua)
 
+	//go:embed scripts/wake.lua
+	wakeLua string
+
 	//go:embed scripts/release.lua
 	releaseLua    string
-	releaseScript = epoch.Script(releaseLua)
+	releaseScript = epoch.Script(wakeLua + "\n" + releaseLua)
 
 	//go:embed scripts/refresh.lua
 	refreshLua    string
@@ -35,7 +38,7 @@ var (
 
 	//go:embed scripts/sync.lua
 	syncLua    string
-	syncScript = epoch.Script(syncLua)
+	syncScript = epoch.Script(wakeLua + "\n" + syncLua)
 
 	//go:embed scripts/quarantine.lua
 	quarantineLua    string
@@ -52,8 +55,11 @@ type redisStore struct {
 	client redis.UniversalClient
 	pool   *lock.RedisLockPool
 	keys   keyspace.Pool
-	proc   string
-	wakeN  int
+	// acquireKeys and syncKeys are the KEYS of acquire.lua and sync.lua,
+	// the same for every call.
+	acquireKeys, syncKeys []string
+	proc                  string
+	wakeN                 int
 	// syncEvery spaces the rolling sync steps fleet-wide.
 	syncEvery time.Duration
 	// handoff is how long a released item is kept for the waiter it woke.
@@ -110,6 +116,9 @@ func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allo
 		stopSubs:   make(chan struct{}),
 		subsDone:   make(chan struct{}),
 	}
+	k := s.keys
+	s.acquireKeys = []string{k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch()}
+	s.syncKeys = []string{k.Members(), k.Index(), k.SyncState(), k.Waiters(), k.Reserved(), k.Epoch(), k.Fence()}
 	s.epochs = newTracker(cfg)
 	// Subscribe before any waiter registers, so no wake-up is published
 	// to a channel nobody listens on yet. Sharded pub/sub: on a Redis
@@ -260,8 +269,7 @@ func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duratio
 		only = "1"
 	}
 	known, longest := s.epochs.Args(ttl)
-	keys := []string{s.keys.Members(), s.keys.Index(), s.keys.Fence(), s.keys.Bindings(), s.keys.Waiters(), s.keys.Foreign(), s.keys.Reserved(), s.keys.Epoch()}
-	res, acked, waitErr := s.run(ctx, acquireScript, keys, s.keys.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates, only, known, longest)
+	res, acked, waitErr := s.run(ctx, acquireScript, s.acquireKeys, s.keys.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, waiter, maxCandidates, only, known, longest)
 	if waitErr != nil && res == nil {
 		return grant{}, miss{}, false, s.mapErr("acquire", waitErr)
 	}
@@ -407,8 +415,7 @@ func (s *redisStore) sync(ctx context.Context, full bool) (bool, error) {
 		fullArg = "1"
 	}
 	known, longest := s.epochs.Args(0)
-	keys := []string{s.keys.Members(), s.keys.Index(), s.keys.SyncState(), s.keys.Waiters(), s.keys.Reserved(), s.keys.Epoch(), s.keys.Fence()}
-	res, err := syncScript.Run(ctx, s.client, keys, 1000, fullArg, s.keys.WakePrefix(), s.wakeN, s.syncEvery.Milliseconds(), known, longest).Slice()
+	res, err := syncScript.Run(ctx, s.client, s.syncKeys, 1000, fullArg, s.keys.WakePrefix(), s.wakeN, s.syncEvery.Milliseconds(), known, longest).Slice()
 	if err != nil {
 		return false, s.mapErr("sync", err)
 	}

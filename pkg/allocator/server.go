@@ -24,8 +24,9 @@ type ServerOptions struct {
 type ServerInfo struct {
 	// Addr names the server read, for messages ("" for a plain client).
 	Addr string
-	// Version is redis_version.
-	Version string
+	// Version is redis_version, RunID run_id (evicted_keys counts from
+	// the start of that process).
+	Version, RunID string
 	// MaxMemory is maxmemory in bytes (0: no limit) and Policy
 	// maxmemory-policy.
 	MaxMemory int64
@@ -117,6 +118,20 @@ func checkEviction(info ServerInfo, opts ServerOptions) error {
 		ErrUnsafeServer, at, info.MaxMemory, info.Policy)
 }
 
+// ReadServer reads, with INFO, the settings and counters of the server that
+// holds the pool named by keys: on a cluster the master of the pool's slot.
+func ReadServer(ctx context.Context, client redis.UniversalClient, keys keyspace.Pool) (ServerInfo, error) {
+	var c redis.Cmdable = client
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, keys.Members())
+		if err != nil {
+			return ServerInfo{}, err
+		}
+		c = node
+	}
+	return readServer(ctx, c)
+}
+
 // readServer runs INFO on one server (or whichever node a client picks).
 func readServer(ctx context.Context, c redis.Cmdable) (ServerInfo, error) {
 	txt, err := c.Info(ctx, "server", "memory", "stats", "cluster", "replication").Result()
@@ -124,7 +139,7 @@ func readServer(ctx context.Context, c redis.Cmdable) (ServerInfo, error) {
 		return ServerInfo{}, err
 	}
 	f := infoFields(txt)
-	info := ServerInfo{Version: f["redis_version"], Policy: f["maxmemory_policy"], Cluster: f["cluster_enabled"] == "1"}
+	info := ServerInfo{Version: f["redis_version"], RunID: f["run_id"], Policy: f["maxmemory_policy"], Cluster: f["cluster_enabled"] == "1"}
 	info.MaxMemory, _ = strconv.ParseInt(f["maxmemory"], 10, 64)
 	info.EvictedKeys, _ = strconv.ParseInt(f["evicted_keys"], 10, 64)
 	info.Replicas, _ = strconv.Atoi(f["connected_slaves"])

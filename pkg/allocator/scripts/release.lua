@@ -43,22 +43,13 @@ if hold > 0 then
   return {1}
 end
 redis.call('DEL', KEYS[1])
--- Wake waiters in arrival order. SPUBLISH counts receivers, so a waiter
--- whose process died is skipped; the loop is bounded either way.
+-- Wake waiters in arrival order (wake.lua), and keep the item for the
+-- first for the hand-off window.
 local score = now
-local want, woken = tonumber(ARGV[4]), 0
-for _ = 1, want + 8 do
-  local w = redis.call('ZPOPMIN', KEYS[3])
-  if #w == 0 then break end
-  local proc, wid = string.match(w[1], '^([^:]*):(.*)$')
-  if proc and redis.call('SPUBLISH', ARGV[3] .. proc, wid) > 0 then
-    woken = woken + 1
-    if woken == 1 then
-      redis.call('HSET', KEYS[4], w[1], ARGV[2])
-      score = now + tonumber(ARGV[7])
-    end
-    if woken >= want then break end
-  end
+local first = wake(KEYS[3], ARGV[3], tonumber(ARGV[4]))
+if first then
+  redis.call('HSET', KEYS[4], first, ARGV[2])
+  score = now + tonumber(ARGV[7])
 end
 redis.call('ZADD', KEYS[2], score, ARGV[2])
 return {1}

@@ -97,16 +97,7 @@ end
 redis.call('HSET', KEYS[3], 'add', add, 'drop', drop)
 
 if added > 0 then
-  local want, woken = math.min(added * tonumber(ARGV[4]), 64), 0
-  for _ = 1, want + 8 do
-    local w = redis.call('ZPOPMIN', KEYS[4])
-    if #w == 0 then break end
-    local proc, wid = string.match(w[1], '^([^:]*):(.*)$')
-    if proc and redis.call('SPUBLISH', ARGV[3] .. proc, wid) > 0 then
-      woken = woken + 1
-      if woken >= want then break end
-    end
-  end
+  wake(KEYS[4], ARGV[3], math.min(added * tonumber(ARGV[4]), 64))
 end
 local running = 0
 if add ~= '0' or drop ~= '0' then running = 1 end
