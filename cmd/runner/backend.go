@@ -238,7 +238,7 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 		client.Close()
 		return nil, err
 	}
-	b := &backend{client: client, pool: pool, itemsMarker: c.keys().ItemsMarker(), server: info}
+	b := &backend{client: client, pool: pool, itemsMarker: pool.Keys().ItemsMarker(), server: info}
 	if allocCfg.LeaseTTL == 0 {
 		return b, nil // pool commands need no allocator
 	}
@@ -250,7 +250,7 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 			"generation", d.Gen, "noticed", d.Since, "quiet_until", d.QuietUntil)
 	}
 	for {
-		b.alloc, err = allocator.NewRedis(client, c.lockConfig(), allocCfg)
+		b.alloc, err = allocator.NewRedis(pool, allocCfg)
 		if err == nil || errors.Is(err, allocator.ErrInvalidConfig) || errors.Is(err, lock.ErrWrongType) || errors.Is(err, allocator.ErrUnsafeServer) {
 			break
 		}
@@ -271,7 +271,7 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 	if c.Redis.AllowEviction {
 		opts = append(opts, worker.AllowEviction())
 	}
-	if b.store, err = worker.NewRedisStore(client, c.lockConfig(), opts...); err != nil {
+	if b.store, err = worker.NewRedisStore(pool, opts...); err != nil {
 		b.close()
 		return nil, err
 	}

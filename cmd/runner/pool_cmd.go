@@ -296,12 +296,12 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 	if err != nil {
 		return fmt.Errorf("pool status: %w", err)
 	}
-	r := statusReport{Pool: cfg.Pool.Prefix + "|" + cfg.Pool.Name, Items: locked + free, Locked: locked, Free: free}
+	r := statusReport{Pool: pool.Keys().Base(), Items: locked + free, Locked: locked, Free: free}
 	var opts []worker.StoreOption
 	if cfg.Redis.AllowEviction {
 		opts = append(opts, worker.AllowEviction())
 	}
-	store, err := worker.NewRedisStore(client, cfg.lockConfig(), opts...)
+	store, err := worker.NewRedisStore(pool, opts...)
 	if err != nil {
 		return err
 	}

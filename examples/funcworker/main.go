@@ -176,11 +176,11 @@ func newBackend(ctx context.Context, log hclog.Logger, items []string) (*allocat
 	if err := pool.Assign(ctx, items); err != nil {
 		return nil, nil, fmt.Errorf("assign items on Redis %s: %w", addr, err)
 	}
-	alloc, err := allocator.NewRedis(client, poolCfg, cfg)
+	alloc, err := allocator.NewRedis(pool, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := worker.NewRedisStore(client, poolCfg)
+	store, err := worker.NewRedisStore(pool)
 	if err != nil {
 		alloc.Close()
 		return nil, nil, err

@@ -116,7 +116,7 @@ func newAllocator(ctx context.Context) (*allocator.Allocator, error) {
 		return nil, fmt.Errorf("assign keys on Redis %s: %w", addr, err)
 	}
 	log.Printf("backend: Redis at %s, pool %s", addr, pool.PoolKey())
-	return allocator.NewRedis(client, poolCfg, cfg)
+	return allocator.NewRedis(pool, cfg)
 }
 
 type service struct {

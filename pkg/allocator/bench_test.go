@@ -128,7 +128,7 @@ func (e *benchEnv) pool(b *testing.B, name string, n int) *benchPool {
 	benchMust(b, err)
 	start := time.Now()
 	benchMust(b, lp.Assign(ctx, benchItems(n)))
-	a, err := allocator.NewRedis(e.client, cfg, allocator.Config{LeaseTTL: benchTTL})
+	a, err := allocator.NewRedis(lp, allocator.Config{LeaseTTL: benchTTL})
 	benchMust(b, err)
 	e.parent.Cleanup(func() { _ = a.Close() })
 	benchMust(b, a.Sync(ctx))
@@ -263,7 +263,7 @@ func BenchmarkHandoff(b *testing.B) {
 	env := newBenchEnv(b)
 	ctx := context.Background()
 	p := env.pool(b, "handoff", 1)
-	waitersKey := strings.TrimSuffix(p.pool.PoolKey(), "|pool") + "|alloc:waiters"
+	waitersKey := p.pool.Keys().Waiters()
 	raw := benchRawCycle(ctx, env.client, p.pool.PoolKey())
 	opts := allocator.AcquireOptions{TTL: benchTTL}
 
@@ -495,7 +495,7 @@ func BenchmarkReplicaAcked(b *testing.B) {
 		lp, err := lock.NewRedisLockPool(c, cfg)
 		benchMust(b, err)
 		benchMust(b, lp.Assign(ctx, benchItems(128)))
-		a, err := allocator.NewRedis(c, cfg, allocator.Config{LeaseTTL: benchTTL, MinReplicasAcked: acks})
+		a, err := allocator.NewRedis(lp, allocator.Config{LeaseTTL: benchTTL, MinReplicasAcked: acks})
 		benchMust(b, err)
 		b.Cleanup(func() { _ = a.Close() })
 		benchMust(b, a.Sync(ctx))

@@ -17,12 +17,20 @@ import (
 // Redis-only behaviours: keys of the wrong type, data loss, and raw Redis
 // clients (such as the Python package) sharing the keyspace.
 
+// poolOn is a Redis lock pool over client c.
+func poolOn(t testing.TB, c redis.UniversalClient, cfg lock.Config) *lock.RedisLockPool {
+	t.Helper()
+	p, err := lock.NewRedisLockPool(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func redisSetup(t *testing.T, c redis.UniversalClient, cfg allocator.Config) (*allocator.Allocator, *lock.RedisLockPool, context.Context) {
 	t.Helper()
-	lcfg := lock.Config{Prefix: redistest.Prefix(t)}
-	pool, err := lock.NewRedisLockPool(c, lcfg)
-	must(t, err)
-	a, err := allocator.NewRedis(c, lcfg, cfg)
+	pool := poolOn(t, c, lock.Config{Prefix: redistest.Prefix(t)})
+	a, err := allocator.NewRedis(pool, cfg)
 	must(t, err)
 	closeOnCleanup(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -84,7 +84,7 @@ func backends() []backend {
 // with prefixes from prefix; start, when set, runs once per suite.
 func redisBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) backend {
 	attach := func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
-		a, err := allocator.NewRedis(client(t), lock.Config{Prefix: pool.(*lock.RedisLockPool).Keys().Prefix()}, cfg)
+		a, err := allocator.NewRedis(poolOn(t, client(t), lock.Config{Prefix: pool.(*lock.RedisLockPool).Keys().Prefix()}), cfg)
 		if err == nil {
 			closeOnCleanup(t, a)
 		}
@@ -302,7 +302,7 @@ func (e *env) wantHeld(l *allocator.Lease) {
 
 func (e *env) wantStatus(item string, timeout time.Duration, want lock.Status) {
 	e.t.Helper()
-	got, err := e.pool.KeyStatus(e.ctx, item, timeout)
+	got, err := lock.Ops{Locker: e.pool}.KeyStatus(e.ctx, item, timeout)
 	must(e.t, err)
 	if got != want {
 		e.t.Fatalf("pool.KeyStatus(%q, %v) = %v, want %v", item, timeout, got, want)

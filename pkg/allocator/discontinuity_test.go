@@ -234,7 +234,7 @@ func TestDiscontinuityQuietLastsTheLongestTTL(t *testing.T) {
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: 300 * time.Millisecond})
 	must(t, pool.Extend(ctx, []string{"a", "b"}))
 	// Another process's lease with a long TTL, once.
-	other, err := allocator.NewRedis(c, lock.Config{Prefix: pool.Keys().Prefix()}, allocator.Config{LeaseTTL: 2 * time.Second})
+	other, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: 2 * time.Second})
 	must(t, err)
 	closeOnCleanup(t, other)
 	l, err := tryOn(t, ctx, other, "other", allocator.AcquireOptions{})
@@ -251,7 +251,7 @@ func TestDiscontinuityQuietLastsTheLongestTTL(t *testing.T) {
 
 	// A third process with a 3s TTL that was never recorded lengthens it
 	// when it calls during the quiet period.
-	third, err := allocator.NewRedis(c, lock.Config{Prefix: pool.Keys().Prefix()}, allocator.Config{LeaseTTL: 3 * time.Second})
+	third, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: 3 * time.Second})
 	must(t, err)
 	closeOnCleanup(t, third)
 	_, err = tryOn(t, ctx, third, "third", allocator.AcquireOptions{})
@@ -274,7 +274,7 @@ func TestDiscontinuityRecordDeleted(t *testing.T) {
 	must(t, l.Release(ctx))
 	must(t, c.Del(ctx, pool.Keys().Epoch()).Err())
 
-	fresh, err := allocator.NewRedis(c, lock.Config{Prefix: pool.Keys().Prefix()}, allocator.Config{LeaseTTL: 200 * time.Millisecond})
+	fresh, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: 200 * time.Millisecond})
 	must(t, err)
 	closeOnCleanup(t, fresh)
 	_, err = tryOn(t, ctx, fresh, "w", allocator.AcquireOptions{})
@@ -320,7 +320,7 @@ func testRecordRecreated(t *testing.T, lose func(*testing.T, *redistest.Server, 
 	must(t, l.Release(ctx))
 
 	lose(t, s, c)
-	newcomer, err := allocator.NewRedis(c, lock.Config{Prefix: pool.Keys().Prefix()}, allocator.Config{LeaseTTL: 400 * time.Millisecond})
+	newcomer, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: 400 * time.Millisecond})
 	must(t, err)
 	closeOnCleanup(t, newcomer)
 	must(t, pool.Extend(ctx, []string{"a", "b"}))
@@ -354,7 +354,7 @@ func TestCheckServerRefusesEviction(t *testing.T) {
 			s := redistest.StartServer(t, tc.args...)
 			c := s.Client(t)
 			lcfg := lock.Config{Prefix: redistest.Prefix(t)}
-			a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+			a, err := allocator.NewRedis(poolOn(t, c, lcfg), allocator.Config{})
 			if tc.safe {
 				must(t, err)
 				closeOnCleanup(t, a)
@@ -367,7 +367,7 @@ func TestCheckServerRefusesEviction(t *testing.T) {
 			if n, err := c.DBSize(context.Background()).Result(); err != nil || n != 0 {
 				t.Fatalf("DBSIZE %d, %v after the refusal; want nothing written", n, err)
 			}
-			a, err = allocator.NewRedis(c, lcfg, allocator.Config{AllowEviction: true})
+			a, err = allocator.NewRedis(poolOn(t, c, lcfg), allocator.Config{AllowEviction: true})
 			must(t, err)
 			closeOnCleanup(t, a)
 		})
@@ -425,7 +425,7 @@ func TestMinReplicasAcked(t *testing.T) {
 		return strings.Contains(info, "master_link_status:up")
 	})
 	// Another process, with a timeout a loaded machine's replica meets.
-	a, err = allocator.NewRedis(c, lock.Config{Prefix: pool.Keys().Prefix()}, allocator.Config{LeaseTTL: long, MinReplicasAcked: 1, ReplicaAckTimeout: 5 * time.Second})
+	a, err = allocator.NewRedis(pool, allocator.Config{LeaseTTL: long, MinReplicasAcked: 1, ReplicaAckTimeout: 5 * time.Second})
 	must(t, err)
 	closeOnCleanup(t, a)
 	// The master drew a new replication id for its first replica: no

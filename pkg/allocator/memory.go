@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/lockpool/lockpool/internal/epoch"
-	"github.com/lockpool/lockpool/internal/weakstate"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -24,8 +23,8 @@ import (
 //
 // It behaves like the Redis allocator (see NewRedis), with the process's
 // clock in place of the server's. Allocators created over the same pool
-// share their index, fencing counter, bindings and waiters, as Redis
-// allocators over the same keys do.
+// share their index, fencing counter, bindings and waiters (kept beside
+// the pool: see lock.Shared), as Redis allocators over the same keys do.
 func NewMemory(pool *lock.MemoryLockPool, cfg Config) (*Allocator, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -84,12 +83,10 @@ type memWaiter struct {
 	elem *list.Element // position in the queue; nil when not queued
 }
 
-// memoryStates maps each pool to its allocator state, dropped once the
-// pool is collected; the state itself does not reference the pool.
-var memoryStates weakstate.Table[lock.MemoryLockPool, memoryState]
-
+// memoryStateOf returns the allocator state kept beside pool (see
+// lock.Shared), shared by every allocator over the pool.
 func memoryStateOf(pool *lock.MemoryLockPool) *memoryState {
-	return memoryStates.Get(pool, func() *memoryState {
+	return lock.Shared(pool, "allocator", func() *memoryState {
 		return &memoryState{index: newAvailIndex(), bindings: map[string]string{}, foreign: map[string]int64{}, reserved: map[string]string{}, waiters: map[string]*memWaiter{}}
 	})
 }

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-	"weak"
 
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -644,7 +642,7 @@ func TestNewMemoryConfig(t *testing.T) {
 }
 
 // TestMemorySharedState: allocators over one pool share one state, as
-// Redis allocators over one keyspace do; the state goes with the pool.
+// Redis allocators over one keyspace do; it is kept beside the pool.
 func TestMemorySharedState(t *testing.T) {
 	ctx := context.Background()
 	pool := newTestPool(t, "a", "b", "c", "d")
@@ -686,22 +684,10 @@ func TestMemorySharedState(t *testing.T) {
 		}
 	}
 
-	// A collected pool takes its state with it.
-	key := func() weak.Pointer[lock.MemoryLockPool] {
-		p := newTestPool(t)
-		newMemoryStore(p, 1)
-		return weak.Make(p)
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		runtime.GC()
-		if !memoryStates.Holds(key) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the state of a collected pool is still registered")
-		}
-		time.Sleep(10 * time.Millisecond)
+	// The shared state is the one kept beside the pool, and another pool
+	// has its own.
+	if got := lock.Shared(pool, "allocator", func() *memoryState { return nil }); got != a1.store.(*memoryStore).st {
+		t.Fatal("the allocators' state is not the one lock.Shared keeps beside the pool")
 	}
 }
 

@@ -76,27 +76,28 @@ type redisStore struct {
 	subsDone   chan struct{}
 }
 
-// NewRedis returns an allocator over the Redis lock pool at prefix/suffix
-// (the pool's Suffix defaults to "lock-pool", as in pkg/lock). Items come
-// from the pool's member set, and leases are the pool's ordinary lock keys.
+// NewRedis returns an allocator over a Redis lock pool. Items come from
+// the pool's member set, leases are the pool's ordinary lock keys, and the
+// allocator keeps its state beside them (pool.Keys(), see pkg/keyspace),
+// using the pool's client.
 //
 // It first checks the server (see CheckServer): a Redis that may evict
 // keys is refused with ErrUnsafeServer unless Config.AllowEviction is set,
 // and on a Redis Cluster the pool's prefix must carry a hash tag and the
 // client must be a *redis.ClusterClient. Then it subscribes to its wake-up
 // channel. It waits at most 10 seconds for the server.
-func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allocator, error) {
+func NewRedis(pool *lock.RedisLockPool, cfg Config) (*Allocator, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("allocator: NewRedis: %w", err)
 	}
-	p, err := lock.NewRedisLockPool(client, pool)
-	if err != nil {
-		return nil, fmt.Errorf("allocator: NewRedis: %w", err)
+	if pool == nil {
+		return nil, fmt.Errorf("allocator: NewRedis: %w: nil pool", ErrInvalidConfig)
 	}
+	client := pool.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	info, err := CheckServer(ctx, client, p.Keys(), ServerOptions{AllowEviction: cfg.AllowEviction})
+	info, err := CheckServer(ctx, client, pool.Keys(), ServerOptions{AllowEviction: cfg.AllowEviction})
 	if err != nil {
 		return nil, fmt.Errorf("allocator: NewRedis: %w", err)
 	}
@@ -104,8 +105,8 @@ func NewRedis(client redis.UniversalClient, pool lock.Config, cfg Config) (*Allo
 	_, _ = rand.Read(id[:])
 	s := &redisStore{
 		client:     client,
-		pool:       p,
-		keys:       p.Keys(),
+		pool:       pool,
+		keys:       pool.Keys(),
 		proc:       hex.EncodeToString(id[:]),
 		wakeN:      cfg.WakeWaiters,
 		syncEvery:  cfg.SyncInterval,

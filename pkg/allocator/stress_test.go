@@ -368,7 +368,7 @@ func TestStressChild(t *testing.T) {
 	// The stop time is by the server's clock; turn it into ours.
 	offset := time.Until(redistest.ServerTime(t, c))
 	stopAt := time.UnixMicro(stopUs).Add(-offset)
-	a, err := allocator.NewRedis(c, lock.Config{Prefix: prefix}, allocator.Config{LeaseTTL: stressTTL})
+	a, err := allocator.NewRedis(poolOn(t, c, lock.Config{Prefix: prefix}), allocator.Config{LeaseTTL: stressTTL})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func TestThousandWaitersDoNotSpin(t *testing.T) {
 	for range procs {
 		c := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: perProc + 10, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { c.Close() })
-		a, err := allocator.NewRedis(c, cfg, acfg)
+		a, err := allocator.NewRedis(poolOn(t, c, cfg), acfg)
 		must(t, err)
 		closeOnCleanup(t, a)
 		allocs = append(allocs, a)
@@ -69,7 +69,7 @@ func TestThousandWaitersDoNotSpin(t *testing.T) {
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	waitersKey := "spin|lock-pool|alloc:waiters"
+	waitersKey := pool.Keys().Waiters()
 	deadline := time.Now().Add(30 * time.Second)
 	for admin.ZCard(ctx, waitersKey).Val() < procs*perProc {
 		if time.Now().After(deadline) {

@@ -7,26 +7,28 @@
 // redis_allocator names its keys the same way), and every key starts with
 // its base "<prefix>|<suffix>":
 //
-//	key                               type    owner       holds
-//	<base>:<item>                     STRING  lock        the holder's value; the key's TTL is the lease
-//	<base>|pool                       SET     lock        the pool's member items
-//	<base>|pool:assign:<random>       SET     lock        an Assign's staging set (1 minute TTL)
-//	<base>|epoch                      HASH    allocator   the dataset's identity and quiet period (see below)
-//	<base>|alloc:index                ZSET    allocator   item -> server ms from which it is available
-//	<base>|alloc:fence                STRING  allocator   the fencing token counter
-//	<base>|alloc:bindings             HASH    allocator   binding name -> item it had last
-//	<base>|alloc:waiters              ZSET    allocator   "<proc>:<waiter>" -> ms registered
-//	<base>|alloc:reserved             HASH    allocator   waiter -> item a release handed to it
-//	<base>|alloc:foreign              ZSET    allocator   items seen held by locks it did not grant
-//	<base>|alloc:sync                 HASH    allocator   sweep cursors
-//	<base>|run:failures               HASH    worker      item -> consecutive failures (loop mode)
-//	<base>|batch:<id>:todo|done|failed SET    worker      a batch's items by state
-//	<base>|batch:<id>:failures        HASH    worker      item -> consecutive failures in the batch
-//	<base>|batch:<id>:meta            HASH    worker      total, started_ms, finished_ms, gen, rollbacks
-//	<base>|runner:items               STRING  runner      set once the runner added pool.items
+//	key                             type     owner      holds
+//	<base>:<item>                   STRING   lock       the holder's value; the key's TTL is the lease
+//	<base>|pool                     SET      lock       the pool's member items
+//	<base>|pool:assign:<random>     SET      lock       an Assign's staging set (1 minute TTL)
+//	<base>|epoch                    HASH     allocator  the dataset's identity and quiet period (see below)
+//	<base>|alloc:index              ZSET     allocator  item -> server ms from which it is available
+//	<base>|alloc:fence              STRING   allocator  the fencing token counter
+//	<base>|alloc:bindings           HASH     allocator  binding name -> item it had last
+//	<base>|alloc:waiters            ZSET     allocator  "<proc>:<waiter>" -> ms registered
+//	<base>|alloc:reserved           HASH     allocator  waiter -> item a release handed to it
+//	<base>|alloc:foreign            ZSET     allocator  items seen held by locks it did not grant
+//	<base>|alloc:sync               HASH     allocator  sweep cursors
+//	<base>|alloc:wake:<proc>        channel  allocator  sharded pub/sub: releases wake the waiters of process <proc>
+//	<base>|run:failures             HASH     worker     item -> consecutive failures (loop mode)
+//	<base>|batch:<id>:todo          SET      worker     a batch's pending items
+//	<base>|batch:<id>:done          SET      worker     a batch's items done
+//	<base>|batch:<id>:failed        SET      worker     a batch's items failed
+//	<base>|batch:<id>:failures      HASH     worker     item -> consecutive failures in the batch
+//	<base>|batch:<id>:meta          HASH     worker     total, started_ms, finished_ms, gen, rollbacks
+//	<base>|runner:items             STRING   runner     set once the runner added pool.items
 //
-// and one sharded pub/sub channel per allocator process,
-// "<base>|alloc:wake:<proc>", on which releases wake its waiters.
+// (TestDocumentedLayout checks this table against the methods below.)
 //
 // The epoch HASH records the Redis dataset the pool's state lives in (the
 // server's replication id), a generation counter bumped at every

@@ -14,39 +14,39 @@ import (
 // condOp names one conditional operation; set is nil for the Del ones.
 type condOp struct {
 	name string
-	set  func(l lock.Locker) func(context.Context, string, float64, float64, time.Duration) (bool, error)
-	del  func(l lock.Locker) func(context.Context, string, float64) (bool, error)
+	set  func(l lock.Ops) func(context.Context, string, float64, float64, time.Duration) (bool, error)
+	del  func(l lock.Ops) func(context.Context, string, float64) (bool, error)
 }
 
 var condOps = map[string]condOp{
-	"SetGT": {name: "SetGT", set: func(l lock.Locker) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
+	"SetGT": {name: "SetGT", set: func(l lock.Ops) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
 		return l.SetGT
 	}},
-	"SetLT": {name: "SetLT", set: func(l lock.Locker) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
+	"SetLT": {name: "SetLT", set: func(l lock.Ops) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
 		return l.SetLT
 	}},
-	"SetGE": {name: "SetGE", set: func(l lock.Locker) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
+	"SetGE": {name: "SetGE", set: func(l lock.Ops) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
 		return l.SetGE
 	}},
-	"SetLE": {name: "SetLE", set: func(l lock.Locker) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
+	"SetLE": {name: "SetLE", set: func(l lock.Ops) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
 		return l.SetLE
 	}},
-	"SetEQ": {name: "SetEQ", set: func(l lock.Locker) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
+	"SetEQ": {name: "SetEQ", set: func(l lock.Ops) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
 		return l.SetEQ
 	}},
-	"SetNE": {name: "SetNE", set: func(l lock.Locker) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
+	"SetNE": {name: "SetNE", set: func(l lock.Ops) func(context.Context, string, float64, float64, time.Duration) (bool, error) {
 		return l.SetNE
 	}},
-	"DelGT": {name: "DelGT", del: func(l lock.Locker) func(context.Context, string, float64) (bool, error) { return l.DelGT }},
-	"DelLT": {name: "DelLT", del: func(l lock.Locker) func(context.Context, string, float64) (bool, error) { return l.DelLT }},
-	"DelGE": {name: "DelGE", del: func(l lock.Locker) func(context.Context, string, float64) (bool, error) { return l.DelGE }},
-	"DelLE": {name: "DelLE", del: func(l lock.Locker) func(context.Context, string, float64) (bool, error) { return l.DelLE }},
-	"DelEQ": {name: "DelEQ", del: func(l lock.Locker) func(context.Context, string, float64) (bool, error) { return l.DelEQ }},
-	"DelNE": {name: "DelNE", del: func(l lock.Locker) func(context.Context, string, float64) (bool, error) { return l.DelNE }},
+	"DelGT": {name: "DelGT", del: func(l lock.Ops) func(context.Context, string, float64) (bool, error) { return l.DelGT }},
+	"DelLT": {name: "DelLT", del: func(l lock.Ops) func(context.Context, string, float64) (bool, error) { return l.DelLT }},
+	"DelGE": {name: "DelGE", del: func(l lock.Ops) func(context.Context, string, float64) (bool, error) { return l.DelGE }},
+	"DelLE": {name: "DelLE", del: func(l lock.Ops) func(context.Context, string, float64) (bool, error) { return l.DelLE }},
+	"DelEQ": {name: "DelEQ", del: func(l lock.Ops) func(context.Context, string, float64) (bool, error) { return l.DelEQ }},
+	"DelNE": {name: "DelNE", del: func(l lock.Ops) func(context.Context, string, float64) (bool, error) { return l.DelNE }},
 }
 
 // run applies the operation, setting setTo with ttl for the Set ones.
-func (o condOp) run(ctx context.Context, l lock.Locker, key string, cmp, setTo float64, ttl time.Duration) (bool, error) {
+func (o condOp) run(ctx context.Context, l lock.Ops, key string, cmp, setTo float64, ttl time.Duration) (bool, error) {
 	if o.set != nil {
 		return o.set(l)(ctx, key, cmp, setTo, ttl)
 	}
@@ -61,7 +61,7 @@ const (
 	outside = 2 * eps
 )
 
-func testConditional(t *testing.T, newLock func(options) lock.Locker) {
+func testConditional(t *testing.T, newLock func(options) lock.Ops) {
 	type tc struct {
 		cur  string // "" means the key is absent
 		cmp  float64

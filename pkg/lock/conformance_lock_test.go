@@ -14,7 +14,7 @@ import (
 
 type lockBehaviour struct {
 	name string
-	fn   func(t *testing.T, newLock func(options) lock.Locker)
+	fn   func(t *testing.T, newLock func(options) lock.Ops)
 }
 
 // short is a TTL that real tests wait out; expiryWait comfortably exceeds
@@ -27,7 +27,7 @@ const (
 )
 
 var lockBehaviours = []lockBehaviour{
-	{"lock-free-key", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"lock-free-key", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "Lock(free)", true)(l.Lock(ctx, "k", "owner-a", long))
 		wantValue(t, l, "k", "owner-a", true)
@@ -38,7 +38,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "IsLocked(other key)", false)(l.IsLocked(ctx, "other"))
 		wantValue(t, l, "other", "", false)
 	}},
-	{"empty-value-is-a-value", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"empty-value-is-a-value", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "Lock", true)(l.Lock(ctx, "k", "", long))
 		wantValue(t, l, "k", "", true)
@@ -46,7 +46,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "Release(empty value)", true)(l.Release(ctx, "k", ""))
 		wantValue(t, l, "k", "", false)
 	}},
-	{"lock-expires", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"lock-expires", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "Lock", true)(l.Lock(ctx, "k", "a", short))
 		time.Sleep(expiryWait)
@@ -56,7 +56,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "Lock after expiry", true)(l.Lock(ctx, "k", "b", long))
 		wantValue(t, l, "k", "b", true)
 	}},
-	{"update-is-forceful", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"update-is-forceful", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		must(t, l.Update(ctx, "k", "a", long))
 		wantValue(t, l, "k", "a", true)
@@ -67,7 +67,7 @@ var lockBehaviours = []lockBehaviour{
 		time.Sleep(expiryWait)
 		wantValue(t, l, "k", "", false)
 	}},
-	{"rlock-is-reentrant-and-extends", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"rlock-is-reentrant-and-extends", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "RLock(free)", true)(l.RLock(ctx, "k", "a", 200*time.Millisecond))
 		wantBool(t, "RLock(same value)", true)(l.RLock(ctx, "k", "a", long))
@@ -81,14 +81,14 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "Release", true)(l.Release(ctx, "k", "a"))
 		wantValue(t, l, "k", "", false)
 	}},
-	{"rlock-after-expiry", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"rlock-after-expiry", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "Lock", true)(l.Lock(ctx, "k", "a", short))
 		time.Sleep(expiryWait)
 		wantBool(t, "RLock(expired, other value)", true)(l.RLock(ctx, "k", "b", long))
 		wantValue(t, l, "k", "b", true)
 	}},
-	{"unlock-is-forceful", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"unlock-is-forceful", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "Unlock(free)", false)(l.Unlock(ctx, "k"))
 		wantBool(t, "Lock", true)(l.Lock(ctx, "k", "a", long))
@@ -97,7 +97,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "Unlock again", false)(l.Unlock(ctx, "k"))
 		wantBool(t, "Lock after Unlock", true)(l.Lock(ctx, "k", "b", long))
 	}},
-	{"refresh-only-own", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"refresh-only-own", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "Refresh(free)", false)(l.Refresh(ctx, "k", "a", long))
 		wantValue(t, l, "k", "", false) // a failed refresh must not create the lock
@@ -114,7 +114,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "Refresh(expired)", false)(l.Refresh(ctx, "k", "a", long))
 		wantValue(t, l, "k", "", false)
 	}},
-	{"release-only-own", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"release-only-own", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "Release(free)", false)(l.Release(ctx, "k", "a"))
 		wantBool(t, "Lock", true)(l.Lock(ctx, "k", "a", long))
@@ -124,7 +124,7 @@ var lockBehaviours = []lockBehaviour{
 		wantValue(t, l, "k", "", false)
 		wantBool(t, "Release(own) twice", false)(l.Release(ctx, "k", "a"))
 	}},
-	{"stalled-holder-cannot-clobber", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"stalled-holder-cannot-clobber", func(t *testing.T, newLock func(options) lock.Ops) {
 		// a holds, stalls past its TTL, b takes over: a's Refresh and
 		// Release must fail and leave b's lock alone.
 		l, ctx := newLock(options{}), context.Background()
@@ -135,7 +135,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "Release(a)", false)(l.Release(ctx, "k", "a"))
 		wantValue(t, l, "k", "b", true)
 	}},
-	{"ttl", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"ttl", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		ttl, found, err := l.TTL(ctx, "k")
 		must(t, err)
@@ -149,7 +149,7 @@ var lockBehaviours = []lockBehaviour{
 		must(t, l.Update(ctx, "k", "a", lock.NoExpiry))
 		wantTTL(t, l, "k", lock.NoExpiry, lock.NoExpiry)
 	}},
-	{"key-status", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"key-status", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		timeout := 2 * time.Minute
 		wantStatus(t, l, "k", timeout, lock.Free)
@@ -164,7 +164,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "Unlock", true)(l.Unlock(ctx, "k"))
 		wantStatus(t, l, "k", timeout, lock.Free)
 	}},
-	{"no-expiry-is-explicit", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"no-expiry-is-explicit", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		wantBool(t, "Lock(NoExpiry)", true)(l.Lock(ctx, "k", "a", lock.NoExpiry))
 		wantTTL(t, l, "k", lock.NoExpiry, lock.NoExpiry)
@@ -173,7 +173,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "RLock(same value, 1 min)", true)(l.RLock(ctx, "k", "a", time.Minute))
 		wantTTL(t, l, "k", 50*time.Second, time.Minute)
 	}},
-	{"keys-are-opaque", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"keys-are-opaque", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		for _, k := range []string{"a:b|c", "with space", "new\nline", "ünïcødé-ключ-鍵", "$(touch pwned)", "; rm -rf /", "'quote\"", strings.Repeat("x", lock.MaxKeyLen)} {
 			wantBool(t, "Lock("+k+")", true)(l.Lock(ctx, k, "v:"+k, long))
@@ -183,7 +183,7 @@ var lockBehaviours = []lockBehaviour{
 	}},
 	{"bad-input-is-rejected-and-writes-nothing", testBadInput},
 	{"conditional-ops", testConditional},
-	{"conditional-ops-custom-epsilon", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"conditional-ops-custom-epsilon", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{epsilon: 0.1}), context.Background()
 		must(t, l.Update(ctx, "k", "1", long))
 		wantBool(t, "SetEQ(1.05 ~ 1 with eps 0.1)", true)(l.SetEQ(ctx, "k", 1.05, 2, long))
@@ -192,7 +192,7 @@ var lockBehaviours = []lockBehaviour{
 		wantBool(t, "DelGE(1.95 >= 2-0.1)", true)(l.DelGE(ctx, "k", 1.95))
 		wantValue(t, l, "k", "", false)
 	}},
-	{"64-goroutines-race-one-wins", func(t *testing.T, newLock func(options) lock.Locker) {
+	{"64-goroutines-race-one-wins", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
 		var wins atomic.Int32
 		var wg sync.WaitGroup
@@ -217,7 +217,7 @@ var lockBehaviours = []lockBehaviour{
 	}},
 }
 
-func testBadInput(t *testing.T, newLock func(options) lock.Locker) {
+func testBadInput(t *testing.T, newLock func(options) lock.Ops) {
 	l, ctx := newLock(options{}), context.Background()
 	// A lock that must survive every rejected call untouched.
 	must(t, l.Update(ctx, "witness", "w", long))
@@ -253,6 +253,17 @@ func testBadInput(t *testing.T, newLock func(options) lock.Locker) {
 		for name, err := range calls {
 			if !errors.Is(err, lock.ErrInvalidTTL) {
 				t.Errorf("%s(ttl %v) = %v; want ErrInvalidTTL", name, ttl, err)
+			}
+		}
+	}
+	for _, c := range []lock.Comparison{"", "=", ">>", "gt"} {
+		calls := map[string]error{
+			"SetIf": second(l.SetIf(ctx, "witness", c, 1, 1, long)),
+			"DelIf": second(l.DelIf(ctx, "witness", c, 1)),
+		}
+		for name, err := range calls {
+			if !errors.Is(err, lock.ErrInvalidValue) {
+				t.Errorf("%s(comparison %q) = %v; want ErrInvalidValue", name, c, err)
 			}
 		}
 	}
@@ -319,7 +330,7 @@ func wantTTL(t *testing.T, l lock.Locker, key string, lo, hi time.Duration) {
 
 func wantStatus(t *testing.T, l lock.Locker, key string, timeout time.Duration, want lock.Status) {
 	t.Helper()
-	got, err := l.KeyStatus(context.Background(), key, timeout)
+	got, err := lock.Ops{Locker: l}.KeyStatus(context.Background(), key, timeout)
 	if err != nil {
 		t.Fatalf("KeyStatus(%q): %v", key, err)
 	}

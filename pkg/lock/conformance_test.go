@@ -95,11 +95,11 @@ func TestConformance(t *testing.T) {
 			for _, tc := range lockBehaviours {
 				t.Run("lock/"+tc.name, func(t *testing.T) {
 					t.Parallel()
-					tc.fn(t, func(o options) lock.Locker { return b.newLock(t, o) })
+					tc.fn(t, func(o options) lock.Ops { return lock.Ops{Locker: b.newLock(t, o)} })
 				})
 				t.Run("pool-as-lock/"+tc.name, func(t *testing.T) {
 					t.Parallel()
-					tc.fn(t, func(o options) lock.Locker { return b.newPool(t, o) })
+					tc.fn(t, func(o options) lock.Ops { return lock.Ops{Locker: b.newPool(t, o)} })
 				})
 			}
 			for _, tc := range poolBehaviours {

@@ -45,7 +45,7 @@ func ExampleLocker_rLock() {
 }
 
 // SetGT keeps the largest value seen, e.g. a high-water mark.
-func ExampleLocker_setGT() {
+func ExampleOps_SetGT() {
 	ctx := context.Background()
 	l, _ := lock.NewMemoryLock(lock.MemoryConfig{})
 	for _, v := range []float64{3, 7, 5} {

@@ -107,7 +107,7 @@ func outcome(err error, vals ...any) string {
 
 func condFuzzOp(name string, op condOp) fuzzOp {
 	return fuzzOp{name, func(ctx context.Context, p lock.Pool, sel, arg byte) string {
-		ok, err := op.run(ctx, p, pick(fuzzKeys, sel), pick(fuzzNums, arg), pick(fuzzNums, arg>>4), pick(fuzzTTLs, arg>>2))
+		ok, err := op.run(ctx, lock.Ops{Locker: p}, pick(fuzzKeys, sel), pick(fuzzNums, arg), pick(fuzzNums, arg>>4), pick(fuzzTTLs, arg>>2))
 		return outcome(err, ok)
 	}}
 }
@@ -147,7 +147,7 @@ var fuzzOps = []fuzzOp{
 		return outcome2(p.Release(ctx, pick(fuzzKeys, sel), pick(fuzzValues, arg)))
 	}},
 	{"IsLocked", func(ctx context.Context, p lock.Pool, sel, _ byte) string {
-		return outcome2(p.IsLocked(ctx, pick(fuzzKeys, sel)))
+		return outcome2(lock.Ops{Locker: p}.IsLocked(ctx, pick(fuzzKeys, sel)))
 	}},
 	{"LockValue", func(ctx context.Context, p lock.Pool, sel, _ byte) string {
 		v, found, err := p.LockValue(ctx, pick(fuzzKeys, sel))
@@ -165,7 +165,7 @@ var fuzzOps = []fuzzOp{
 		return outcome(nil, "bucket", (ttl+time.Minute-time.Second)/time.Minute, found)
 	}},
 	{"KeyStatus", func(ctx context.Context, p lock.Pool, sel, arg byte) string {
-		return outcome2(p.KeyStatus(ctx, pick(fuzzKeys, sel), pick(fuzzTimeouts, arg)))
+		return outcome2(lock.Ops{Locker: p}.KeyStatus(ctx, pick(fuzzKeys, sel), pick(fuzzTimeouts, arg)))
 	}},
 	condFuzzOp("SetGT", condOps["SetGT"]), condFuzzOp("SetLT", condOps["SetLT"]),
 	condFuzzOp("SetGE", condOps["SetGE"]), condFuzzOp("SetLE", condOps["SetLE"]),

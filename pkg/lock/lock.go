@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Status is the state of one lock key, as reported by [Locker.KeyStatus].
+// Status is the state of one lock key, as reported by [Ops.KeyStatus].
 // The numeric values are those of the Python package's LockStatus.
 type Status int
 
@@ -67,7 +67,8 @@ var (
 	// ErrInvalidKey: a key or item name is empty, longer than MaxKeyLen, or
 	// contains a NUL byte.
 	ErrInvalidKey = errors.New("lock: invalid key")
-	// ErrInvalidValue: an owner value is longer than MaxValueLen.
+	// ErrInvalidValue: an owner value is longer than MaxValueLen, or a
+	// conditional operation was given an unknown Comparison.
 	ErrInvalidValue = errors.New("lock: invalid value")
 	// ErrInvalidTTL: a TTL or timeout is below one millisecond and is not
 	// NoExpiry.
@@ -85,31 +86,33 @@ var (
 )
 
 // Locker is the spec's BaseLock: expiring locks on keys with owner values.
+// It holds the primitives a backend implements; the operations the spec
+// derives from them (KeyStatus, IsLocked and the twelve named conditional
+// operations) are written once, in [Ops], which [RedisLock] and
+// [MemoryLock] embed.
+//
 // Every method is safe for concurrent use, and every method validates its
 // input before touching the store: an invalid key, value or TTL returns an
 // error and writes nothing.
 type Locker interface {
-	// KeyStatus reports Free when the key is not held, Unavailable when its
-	// remaining TTL exceeds timeout, Error when it never expires, and Locked
-	// otherwise.
-	KeyStatus(ctx context.Context, key string, timeout time.Duration) (Status, error)
-	// Update sets the key to value with the TTL whoever holds it. It is the
-	// spec's forceful update; holders should use Refresh.
-	Update(ctx context.Context, key, value string, ttl time.Duration) error
 	// Lock sets the key to value with the TTL only if nobody holds it, and
 	// reports whether it did.
 	Lock(ctx context.Context, key, value string, ttl time.Duration) (bool, error)
-	// IsLocked reports whether anybody holds the key.
-	IsLocked(ctx context.Context, key string) (bool, error)
-	// LockValue returns the holder's value and true, or "" and false when
-	// nobody holds the key.
-	LockValue(ctx context.Context, key string) (string, bool, error)
+	// Update sets the key to value with the TTL whoever holds it. It is the
+	// spec's forceful update; holders should use Refresh.
+	Update(ctx context.Context, key, value string, ttl time.Duration) error
 	// RLock is the re-entrant Lock: it succeeds when the key is free or
 	// already holds value, and then (re)sets the TTL.
 	RLock(ctx context.Context, key, value string, ttl time.Duration) (bool, error)
 	// Unlock deletes the key whoever holds it and reports whether it was
 	// held. It is the spec's forceful unlock; holders should use Release.
 	Unlock(ctx context.Context, key string) (bool, error)
+	// LockValue returns the holder's value and true, or "" and false when
+	// nobody holds the key.
+	LockValue(ctx context.Context, key string) (string, bool, error)
+	// TTL returns the key's remaining time to live (NoExpiry for a lock that
+	// never expires) and true, or 0 and false when nobody holds it.
+	TTL(ctx context.Context, key string) (time.Duration, bool, error)
 	// Refresh resets the TTL only while the key still holds value. It
 	// reports false when the lock was lost (expired or held by another).
 	Refresh(ctx context.Context, key, value string, ttl time.Duration) (bool, error)
@@ -121,32 +124,30 @@ type Locker interface {
 	// whether it did. An absent or expired key, or one holding another
 	// value, is left alone.
 	Replace(ctx context.Context, key, oldValue, newValue string, ttl time.Duration) (bool, error)
-	// TTL returns the key's remaining time to live (NoExpiry for a lock that
-	// never expires) and true, or 0 and false when nobody holds it.
-	TTL(ctx context.Context, key string) (time.Duration, bool, error)
-
-	// The conditional operations compare the number given with the number
-	// the key holds. When the key is not held, or the comparison holds, the
-	// Set operations set the key to set with the TTL and the Del operations
-	// delete it; either way they report true. Otherwise nothing changes and
-	// they report false. >=, <=, == and != allow the lock's epsilon, as in
-	// the Python package: GE is cmp >= cur-eps, LE is cmp <= cur+eps, EQ is
-	// |cmp-cur| < eps, NE is |cmp-cur| > eps. A key holding a non-number
-	// gives ErrNotNumeric and is left alone.
-
-	SetGT(ctx context.Context, key string, cmp, set float64, ttl time.Duration) (bool, error)
-	SetLT(ctx context.Context, key string, cmp, set float64, ttl time.Duration) (bool, error)
-	SetGE(ctx context.Context, key string, cmp, set float64, ttl time.Duration) (bool, error)
-	SetLE(ctx context.Context, key string, cmp, set float64, ttl time.Duration) (bool, error)
-	SetEQ(ctx context.Context, key string, cmp, set float64, ttl time.Duration) (bool, error)
-	SetNE(ctx context.Context, key string, cmp, set float64, ttl time.Duration) (bool, error)
-	DelGT(ctx context.Context, key string, cmp float64) (bool, error)
-	DelLT(ctx context.Context, key string, cmp float64) (bool, error)
-	DelGE(ctx context.Context, key string, cmp float64) (bool, error)
-	DelLE(ctx context.Context, key string, cmp float64) (bool, error)
-	DelEQ(ctx context.Context, key string, cmp float64) (bool, error)
-	DelNE(ctx context.Context, key string, cmp float64) (bool, error)
+	// SetIf sets the key to the number set with the TTL when the key is not
+	// held or "cmp c the key's number" holds, and reports whether it did;
+	// see [Comparison] for the comparisons and their epsilon. A key holding
+	// a non-number gives ErrNotNumeric and is left alone.
+	SetIf(ctx context.Context, key string, c Comparison, cmp, set float64, ttl time.Duration) (bool, error)
+	// DelIf deletes the key when "cmp c the key's number" holds, and
+	// reports true then or when the key is not held.
+	DelIf(ctx context.Context, key string, c Comparison, cmp float64) (bool, error)
 }
+
+// Comparison is one of the six comparisons of the conditional operations,
+// "cmp c current" where cmp is the caller's number and current the key's.
+// GE, LE, EQ and NE allow the lock's epsilon, as in the Python package.
+type Comparison string
+
+// The comparisons. The values are what scripts/cond.lua receives.
+const (
+	GT Comparison = ">"  // cmp > current
+	LT Comparison = "<"  // cmp < current
+	GE Comparison = ">=" // cmp >= current - epsilon
+	LE Comparison = "<=" // cmp <= current + epsilon
+	EQ Comparison = "==" // |cmp - current| < epsilon
+	NE Comparison = "!=" // |cmp - current| > epsilon
+)
 
 // ItemLock is one pool member and whether its lock is held.
 type ItemLock struct {
@@ -190,33 +191,21 @@ type Pool interface {
 	HealthCheck(ctx context.Context) (locked, free int64, err error)
 }
 
-// compareOp is one of the six comparisons of the conditional operations.
-type compareOp string
-
-const (
-	opGT compareOp = ">"
-	opLT compareOp = "<"
-	opGE compareOp = ">="
-	opLE compareOp = "<="
-	opEQ compareOp = "=="
-	opNE compareOp = "!="
-)
-
 // holds reports whether "cmp op cur" holds with tolerance eps, exactly as
 // the Python package (and cond.lua) computes it in float64.
-func (op compareOp) holds(cmp, cur, eps float64) bool {
+func (op Comparison) holds(cmp, cur, eps float64) bool {
 	switch op {
-	case opGT:
+	case GT:
 		return cmp > cur
-	case opLT:
+	case LT:
 		return cmp < cur
-	case opGE:
+	case GE:
 		return cmp >= cur-eps
-	case opLE:
+	case LE:
 		return cmp <= cur+eps
-	case opEQ:
+	case EQ:
 		return math.Abs(cmp-cur) < eps
-	case opNE:
+	case NE:
 		return math.Abs(cmp-cur) > eps
 	}
 	return false

@@ -29,7 +29,7 @@ type MemoryConfig struct {
 // extend a lease. Expired locks read as absent at once and are reclaimed by
 // the next call that writes, at an amortised O(log n) each.
 type MemoryLock struct {
-	conditionals
+	Ops
 	mu      sync.Mutex
 	epoch   time.Time            // monotonic origin of every deadline
 	entries map[string]*memEntry // lock key -> entry, possibly expired
@@ -96,7 +96,7 @@ func newMemoryLock(cfg MemoryConfig) (*MemoryLock, error) {
 		entries: make(map[string]*memEntry),
 		eps:     eps,
 	}
-	l.conditionals = conditionals{l.cond}
+	l.Ops = Ops{l}
 	return l, nil
 }
 
@@ -183,22 +183,6 @@ func ctxErr(ctx context.Context, op, key string) error {
 	return nil
 }
 
-// KeyStatus implements [Locker].
-func (l *MemoryLock) KeyStatus(ctx context.Context, key string, timeout time.Duration) (Status, error) {
-	const op = "KeyStatus"
-	if err := checkKey(op, key); err != nil {
-		return Error, err
-	}
-	if err := checkTimeout(op, key, timeout); err != nil {
-		return Error, err
-	}
-	ttl, found, err := l.TTL(ctx, key)
-	if err != nil {
-		return Error, err
-	}
-	return statusOf(ttl, found, timeout), nil
-}
-
 // Update implements [Locker].
 func (l *MemoryLock) Update(ctx context.Context, key, value string, ttl time.Duration) error {
 	const op = "Update"
@@ -236,12 +220,6 @@ func (l *MemoryLock) Lock(ctx context.Context, key, value string, ttl time.Durat
 	}
 	l.set(key, value, ms, now)
 	return true, nil
-}
-
-// IsLocked implements [Locker].
-func (l *MemoryLock) IsLocked(ctx context.Context, key string) (bool, error) {
-	_, found, err := l.ttl(ctx, "IsLocked", key)
-	return found, err
 }
 
 // LockValue implements [Locker].
@@ -358,10 +336,7 @@ func (l *MemoryLock) ifHolds(ctx context.Context, op, key, value string, act fun
 // TTL implements [Locker]. Like Redis's PTTL it rounds down to whole
 // milliseconds, so a lock in its last millisecond reports 0 and true.
 func (l *MemoryLock) TTL(ctx context.Context, key string) (time.Duration, bool, error) {
-	return l.ttl(ctx, "TTL", key)
-}
-
-func (l *MemoryLock) ttl(ctx context.Context, op, key string) (time.Duration, bool, error) {
+	const op = "TTL"
 	if err := checkKey(op, key); err != nil {
 		return 0, false, err
 	}
@@ -378,10 +353,28 @@ func (l *MemoryLock) ttl(ctx context.Context, op, key string) (time.Duration, bo
 	return remaining(e, now), true, nil
 }
 
-// cond is scripts/cond.lua: when the key is absent or "cmp cop current"
-// holds, it deletes the key (del) or sets it to set with ms to live.
-func (l *MemoryLock) cond(ctx context.Context, op string, cop compareOp, key string, cmp float64, set string, ms int64, del bool) (bool, error) {
-	if err := ctxErr(ctx, op, key); err != nil {
+// SetIf implements [Locker].
+func (l *MemoryLock) SetIf(ctx context.Context, key string, c Comparison, cmp, set float64, ttl time.Duration) (bool, error) {
+	a, err := checkSetIf(key, c, cmp, set, ttl)
+	if err != nil {
+		return false, err
+	}
+	return l.cond(ctx, key, a)
+}
+
+// DelIf implements [Locker].
+func (l *MemoryLock) DelIf(ctx context.Context, key string, c Comparison, cmp float64) (bool, error) {
+	a, err := checkDelIf(key, c, cmp)
+	if err != nil {
+		return false, err
+	}
+	return l.cond(ctx, key, a)
+}
+
+// cond is scripts/cond.lua: when the key is absent or "cmp c current"
+// holds, it deletes the key (a.del) or sets it to a.set with a.ms to live.
+func (l *MemoryLock) cond(ctx context.Context, key string, a condArgs) (bool, error) {
+	if err := ctxErr(ctx, a.op, key); err != nil {
 		return false, err
 	}
 	l.mu.Lock()
@@ -392,15 +385,15 @@ func (l *MemoryLock) cond(ctx context.Context, op string, cop compareOp, key str
 	if e != nil {
 		cur, ok := parseNumber(e.value)
 		if !ok {
-			return false, fmt.Errorf("lock: %s %q: %w: the key holds a non-number", op, key, ErrNotNumeric)
+			return false, fmt.Errorf("lock: %s %q: %w: the key holds a non-number", a.op, key, ErrNotNumeric)
 		}
-		if !cop.holds(cmp, cur, l.eps) {
+		if !a.c.holds(a.cmp, cur, l.eps) {
 			return false, nil
 		}
 	}
 	switch {
-	case !del:
-		l.set(key, set, ms, now)
+	case !a.del:
+		l.set(key, a.set, a.ms, now)
 	case e != nil:
 		l.remove(e)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"sync"
 )
 
 // memCtxEvery is how many items Items and ItemLocks yield between checks of
@@ -25,6 +26,9 @@ type MemoryLockPool struct {
 	*MemoryLock
 	members map[string]struct{} // guarded by MemoryLock.mu
 	gen     uint64              // membership generation; guarded by MemoryLock.mu
+
+	sharedMu sync.Mutex
+	shared   map[string]any // see Shared
 }
 
 var _ Pool = (*MemoryLockPool)(nil)
@@ -36,6 +40,35 @@ func NewMemoryLockPool(cfg MemoryConfig) (*MemoryLockPool, error) {
 		return nil, fmt.Errorf("lock: NewMemoryLockPool: %w", err)
 	}
 	return &MemoryLockPool{MemoryLock: l, members: make(map[string]struct{})}, nil
+}
+
+// Shared returns the state that a package built on the pool keeps beside
+// it under name, made by create on first use: the in-memory counterpart of
+// the keys such a package adds to a Redis pool's keyspace (pkg/keyspace).
+// Every caller naming the same pool and name gets the same value, as every
+// Redis client over one prefix sees the same keys, so two allocators (or a
+// runner's allocator and its worker store) over one MemoryLockPool share
+// their index, tokens and run state. The state lives as long as the pool.
+//
+// The names in use are "allocator" (pkg/allocator) and "worker"
+// (pkg/worker). Asking for a name with another type than it was made with
+// panics: that is a programming error, not a runtime condition.
+func Shared[T any](p *MemoryLockPool, name string, create func() *T) *T {
+	p.sharedMu.Lock()
+	defer p.sharedMu.Unlock()
+	if v, ok := p.shared[name]; ok {
+		t, ok := v.(*T)
+		if !ok {
+			panic(fmt.Sprintf("lock: Shared(%q): the state is a %T, not a %T", name, v, t))
+		}
+		return t
+	}
+	if p.shared == nil {
+		p.shared = map[string]any{}
+	}
+	t := create()
+	p.shared[name] = t
+	return t
 }
 
 // poolCtxErr reports a done context for a pool-wide operation, which has no

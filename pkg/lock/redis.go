@@ -77,7 +77,7 @@ func (c Config) validate() error {
 // what a raw SET or DEL costs; the others are one script each, loaded once.
 // It is safe for concurrent use.
 type RedisLock struct {
-	conditionals
+	Ops
 	client redis.UniversalClient
 	keys   keyspace.Pool
 	prefix string // "<prefix>|<suffix>:"
@@ -109,12 +109,15 @@ func newRedisLock(client redis.UniversalClient, cfg Config) *RedisLock {
 		prefix: keyspace.New(cfg.Prefix, cfg.Suffix).LockPrefix(),
 		eps:    formatNumber(cfg.Epsilon),
 	}
-	l.conditionals = conditionals{l.cond}
+	l.Ops = Ops{l}
 	return l
 }
 
 // Key returns the Redis key that holds the lock on key.
 func (l *RedisLock) Key(key string) string { return l.keys.Lock(key) }
+
+// Client returns the Redis client the lock was created with.
+func (l *RedisLock) Client() redis.UniversalClient { return l.client }
 
 // Keys returns the keyspace of the lock's prefix and suffix: every key
 // name lockpool derives from them (see pkg/keyspace).
@@ -132,21 +135,6 @@ func wrap(op, rkey string, err error) error {
 func isWrongType(err error) bool {
 	var rerr redis.Error
 	return errors.As(err, &rerr) && strings.Contains(rerr.Error(), "WRONGTYPE")
-}
-
-func (l *RedisLock) KeyStatus(ctx context.Context, key string, timeout time.Duration) (Status, error) {
-	const op = "KeyStatus"
-	if err := checkKey(op, key); err != nil {
-		return Error, err
-	}
-	if err := checkTimeout(op, key, timeout); err != nil {
-		return Error, err
-	}
-	ttl, found, err := l.TTL(ctx, key)
-	if err != nil {
-		return Error, err
-	}
-	return statusOf(ttl, found, timeout), nil
 }
 
 func (l *RedisLock) Update(ctx context.Context, key, value string, ttl time.Duration) error {
@@ -186,11 +174,6 @@ func (l *RedisLock) Lock(ctx context.Context, key, value string, ttl time.Durati
 		return false, wrap(op, l.Key(key), err)
 	}
 	return false, nil
-}
-
-func (l *RedisLock) IsLocked(ctx context.Context, key string) (bool, error) {
-	_, found, err := l.ttl(ctx, "IsLocked", key)
-	return found, err
 }
 
 func (l *RedisLock) LockValue(ctx context.Context, key string) (string, bool, error) {
@@ -275,10 +258,7 @@ func (l *RedisLock) Unlock(ctx context.Context, key string) (bool, error) {
 }
 
 func (l *RedisLock) TTL(ctx context.Context, key string) (time.Duration, bool, error) {
-	return l.ttl(ctx, "TTL", key)
-}
-
-func (l *RedisLock) ttl(ctx context.Context, op, key string) (time.Duration, bool, error) {
+	const op = "TTL"
 	if err := checkKey(op, key); err != nil {
 		return 0, false, err
 	}
@@ -295,19 +275,36 @@ func (l *RedisLock) ttl(ctx context.Context, op, key string) (time.Duration, boo
 	return time.Duration(ms) * time.Millisecond, true, nil
 }
 
-// cond runs scripts/cond.lua for the shared conditionals.
-func (l *RedisLock) cond(ctx context.Context, op string, cop compareOp, key string, cmp float64, set string, ms int64, del bool) (bool, error) {
+// SetIf implements [Locker] with one script (scripts/cond.lua).
+func (l *RedisLock) SetIf(ctx context.Context, key string, c Comparison, cmp, set float64, ttl time.Duration) (bool, error) {
+	a, err := checkSetIf(key, c, cmp, set, ttl)
+	if err != nil {
+		return false, err
+	}
+	return l.cond(ctx, key, a)
+}
+
+// DelIf implements [Locker] with one script (scripts/cond.lua).
+func (l *RedisLock) DelIf(ctx context.Context, key string, c Comparison, cmp float64) (bool, error) {
+	a, err := checkDelIf(key, c, cmp)
+	if err != nil {
+		return false, err
+	}
+	return l.cond(ctx, key, a)
+}
+
+func (l *RedisLock) cond(ctx context.Context, key string, a condArgs) (bool, error) {
 	rkey := l.Key(key)
 	delArg := "0"
-	if del {
+	if a.del {
 		delArg = "1"
 	}
-	n, err := condScript.Run(ctx, l.client, []string{rkey}, string(cop), formatNumber(cmp), set, strconv.FormatInt(ms, 10), delArg, l.eps).Int()
+	n, err := condScript.Run(ctx, l.client, []string{rkey}, string(a.c), formatNumber(a.cmp), a.set, strconv.FormatInt(a.ms, 10), delArg, l.eps).Int()
 	switch {
 	case err != nil:
-		return false, wrap(op, rkey, err)
+		return false, wrap(a.op, rkey, err)
 	case n < 0:
-		return false, fmt.Errorf("lock: %s %q: %w: the key holds a non-number", op, rkey, ErrNotNumeric)
+		return false, fmt.Errorf("lock: %s %q: %w: the key holds a non-number", a.op, rkey, ErrNotNumeric)
 	}
 	return n == 1, nil
 }

@@ -17,7 +17,7 @@ import (
 // backend like every other lock behaviour.
 func init() {
 	for _, rb := range replaceBehaviours {
-		lockBehaviours = append(lockBehaviours, lockBehaviour{"replace/" + rb.name, func(t *testing.T, newLock func(options) lock.Locker) {
+		lockBehaviours = append(lockBehaviours, lockBehaviour{"replace/" + rb.name, func(t *testing.T, newLock func(options) lock.Ops) {
 			rb.fn(t, newLock(options{}))
 		}})
 	}

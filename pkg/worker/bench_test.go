@@ -59,11 +59,11 @@ func benchBackend(b *testing.B, name string, n int) (*allocator.Allocator, worke
 	pool, err := lock.NewRedisLockPool(c, lcfg)
 	mustOK(b, err)
 	mustOK(b, pool.Extend(ctx, its))
-	a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+	a, err := allocator.NewRedis(pool, allocator.Config{})
 	mustOK(b, err)
 	b.Cleanup(func() { a.Close() })
 	mustOK(b, a.Sync(ctx))
-	st, err := worker.NewRedisStore(c, lcfg)
+	st, err := worker.NewRedisStore(pool)
 	mustOK(b, err)
 	return a, st, c
 }

@@ -23,10 +23,10 @@ func TestPoolHealth(t *testing.T) {
 	pool, err := lock.NewRedisLockPool(c, lcfg)
 	mustOK(t, err)
 	mustOK(t, pool.Extend(context.Background(), []string{"a"}))
-	a, err := allocator.NewRedis(c, lcfg, allocator.Config{LeaseTTL: 2 * time.Second})
+	a, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: 2 * time.Second})
 	mustOK(t, err)
 	defer a.Close()
-	st, err := worker.NewRedisStore(c, lcfg)
+	st, err := worker.NewRedisStore(pool)
 	mustOK(t, err)
 	// Two workers, one item: one always waits for it.
 	p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {

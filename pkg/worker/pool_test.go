@@ -57,11 +57,11 @@ func redisPoolBackend(name string, start func(*testing.T), client func(*testing.
 		pool, err := lock.NewRedisLockPool(c, lcfg)
 		mustOK(t, err)
 		mustOK(t, pool.Extend(context.Background(), items))
-		a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+		a, err := allocator.NewRedis(pool, allocator.Config{})
 		mustOK(t, err)
 		t.Cleanup(func() { a.Close() })
 		mustOK(t, a.Sync(context.Background()))
-		st, err := worker.NewRedisStore(c, lcfg)
+		st, err := worker.NewRedisStore(pool)
 		mustOK(t, err)
 		return a, st, pool
 	}}
@@ -616,15 +616,15 @@ func TestPoolBatchStateLost(t *testing.T) {
 	pool, err := lock.NewRedisLockPool(c, lcfg)
 	mustOK(t, err)
 	mustOK(t, pool.Extend(ctx, items(6)))
-	a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+	a, err := allocator.NewRedis(pool, allocator.Config{})
 	mustOK(t, err)
 	defer a.Close()
-	st, err := worker.NewRedisStore(c, lcfg)
+	st, err := worker.NewRedisStore(pool)
 	mustOK(t, err)
 	var runs atomic.Int64
 	p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
 		if runs.Add(1) == 2 {
-			keys, err := c.Keys(ctx, lcfg.Prefix+"|lock-pool|batch:*").Result()
+			keys, err := c.Keys(ctx, pool.Keys().BatchPattern()).Result()
 			if err == nil && len(keys) > 0 {
 				err = c.Del(ctx, keys...).Err()
 			}

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lockpool/lockpool/internal/weakstate"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -58,12 +57,10 @@ type memBatch struct {
 	expires time.Time
 }
 
-// memStoreStates holds the state shared by every store over a pool,
-// dropped when the pool is garbage collected.
-var memStoreStates weakstate.Table[lock.MemoryLockPool, memStoreState]
-
+// memStoreStateOf returns the run state kept beside pool (see
+// lock.Shared), shared by every store over the pool.
 func memStoreStateOf(pool *lock.MemoryLockPool) *memStoreState {
-	return memStoreStates.Get(pool, func() *memStoreState {
+	return lock.Shared(pool, "worker", func() *memStoreState {
 		return &memStoreState{failures: map[string]map[string]int{}, batches: map[string]*memBatch{}}
 	})
 }

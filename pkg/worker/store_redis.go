@@ -78,31 +78,30 @@ type storeOptions struct{ allowEviction bool }
 // allocator.Config.AllowEviction does.
 func AllowEviction() StoreOption { return func(o *storeOptions) { o.allowEviction = true } }
 
-// NewRedisStore keeps run state beside the Redis lock pool named by pool
-// (the same lock.Config the allocator got). Like allocator.NewRedis, it
-// first checks the server (allocator.CheckServer), waiting at most 10
-// seconds: an error wrapping allocator.ErrUnsafeServer refuses a server
-// that may evict keys (unless AllowEviction) or a cluster the pool cannot
-// live on.
-func NewRedisStore(client redis.UniversalClient, pool lock.Config, opts ...StoreOption) (*RedisStore, error) {
+// NewRedisStore keeps run state beside a Redis lock pool (the pool the
+// allocator was given; the keys are pool.Keys(), see pkg/keyspace), using
+// the pool's client. Like allocator.NewRedis, it first checks the server
+// (allocator.CheckServer), waiting at most 10 seconds: an error wrapping
+// allocator.ErrUnsafeServer refuses a server that may evict keys (unless
+// AllowEviction) or a cluster the pool cannot live on.
+func NewRedisStore(pool *lock.RedisLockPool, opts ...StoreOption) (*RedisStore, error) {
 	var o storeOptions
 	for _, f := range opts {
 		f(&o)
 	}
-	p, err := lock.NewRedisLockPool(client, pool)
-	if err != nil {
-		return nil, fmt.Errorf("worker: NewRedisStore: %w", err)
+	if pool == nil {
+		return nil, fmt.Errorf("worker: NewRedisStore: %w: nil pool", ErrInvalidConfig)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := allocator.CheckServer(ctx, client, p.Keys(), allocator.ServerOptions{AllowEviction: o.allowEviction}); err != nil {
+	if _, err := allocator.CheckServer(ctx, pool.Client(), pool.Keys(), allocator.ServerOptions{AllowEviction: o.allowEviction}); err != nil {
 		return nil, fmt.Errorf("worker: NewRedisStore: %w", err)
 	}
 	// The store learns the lease TTL from Finish. Before that, a
 	// discontinuity it is the first to notice gets its quiet period from
 	// the TTLs the epoch record holds, or, when they were lost with it, 30s
 	// (epoch.lua), which allocators calling meanwhile lengthen to theirs.
-	return &RedisStore{client: client, pool: p, keys: p.Keys(), epochs: epoch.NewTracker(0, nil)}, nil
+	return &RedisStore{client: pool.Client(), pool: pool, keys: pool.Keys(), epochs: epoch.NewTracker(0, nil)}, nil
 }
 
 // failuresKey is the failure count HASH of a scope: "" for loop mode, else

@@ -749,14 +749,16 @@ func redisStoreBackend(name string, start func(*testing.T), client func(*testing
 		lcfg := lock.Config{Prefix: prefix(t)}
 		pool, err := lock.NewRedisLockPool(c, lcfg)
 		stMust(t, err)
-		a, err := allocator.NewRedis(c, lcfg, allocator.Config{})
+		a, err := allocator.NewRedis(pool, allocator.Config{})
 		stMust(t, err)
 		t.Cleanup(func() { a.Close() })
-		st, err := worker.NewRedisStore(c, lcfg)
+		st, err := worker.NewRedisStore(pool)
 		stMust(t, err)
 		e := newStoreEnv(t, st, pool, a)
 		e.again = func() worker.Store {
-			st, err := worker.NewRedisStore(client(t), lcfg)
+			other, err := lock.NewRedisLockPool(client(t), lcfg)
+			stMust(t, err)
+			st, err := worker.NewRedisStore(other)
 			stMust(t, err)
 			return st
 		}
