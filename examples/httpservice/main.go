@@ -170,12 +170,12 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer ka.Stop()
 
-	result, err := callUpstream(ka.Context(), lease.Item, lease.Token, work)
+	result, err := callUpstream(ka.Context(), lease.Item(), lease.Token(), work)
 	switch {
 	case err == nil:
-		fmt.Fprintf(w, "%s (via %s, fencing token %d)\n", result, lease.Item, lease.Token)
+		fmt.Fprintf(w, "%s (via %s, fencing token %d)\n", result, lease.Item(), lease.Token())
 	case errors.Is(context.Cause(ka.Context()), allocator.ErrLeaseLost):
-		log.Printf("%s: lease lost mid-call: %v", lease.Item, context.Cause(ka.Context()))
+		log.Printf("%s: lease lost mid-call: %v", lease.Item(), context.Cause(ka.Context()))
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "lost the API key mid-call, retry", http.StatusServiceUnavailable)
 	case r.Context().Err() != nil:

@@ -178,7 +178,7 @@ func benchAllocCycle(ctx context.Context, a *allocator.Allocator) func(i int) er
 			return fmt.Errorf("TryAcquire: %w", err)
 		}
 		if err := l.Release(ctx); err != nil {
-			return fmt.Errorf("Release %q: %w", l.Item, err)
+			return fmt.Errorf("Release %q: %w", l.Item(), err)
 		}
 		return nil
 	}

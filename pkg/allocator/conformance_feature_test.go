@@ -20,21 +20,21 @@ var featureBehaviours = []behaviour{
 		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b", "c", "d", "e")
 		ctx := e.ctx
 		c := e.mustTry("w", allocator.AcquireOptions{Prefer: "c"})
-		if c.Item != "c" {
-			t.Fatalf("Prefer c got %q", c.Item)
+		if c.Item() != "c" {
+			t.Fatalf("Prefer c got %q", c.Item())
 		}
 		x2 := e.mustTry("w", allocator.AcquireOptions{Prefer: "c"}) // held: falls back
-		if x2.Item == "c" {
+		if x2.Item() == "c" {
 			t.Fatal("Prefer c handed out c twice")
 		}
 		x3 := e.mustTry("w", allocator.AcquireOptions{Prefer: "ghost"}) // not a member
-		if x3.Item == "ghost" || x3.Item == "c" || x3.Item == x2.Item {
-			t.Fatalf("Prefer ghost got %q", x3.Item)
+		if x3.Item() == "ghost" || x3.Item() == "c" || x3.Item() == x2.Item() {
+			t.Fatalf("Prefer ghost got %q", x3.Item())
 		}
 		e.wantValue("ghost", "", false)
 		var free []string
 		for _, it := range []string{"a", "b", "d", "e"} {
-			if it != x2.Item && it != x3.Item {
+			if it != x2.Item() && it != x3.Item() {
 				free = append(free, it)
 			}
 		}
@@ -49,11 +49,11 @@ var featureBehaviours = []behaviour{
 		must(t, x2.Release(ctx))
 		time.Sleep(5 * time.Millisecond)
 		must(t, c.Release(ctx))
-		if l := e.mustTry("w", allocator.AcquireOptions{Prefer: "c"}); l.Item != "c" {
-			t.Fatalf("Prefer c (free) got %q", l.Item)
+		if l := e.mustTry("w", allocator.AcquireOptions{Prefer: "c"}); l.Item() != "c" {
+			t.Fatalf("Prefer c (free) got %q", l.Item())
 		}
-		if l := e.mustTry("w", allocator.AcquireOptions{}); l.Item != x2.Item {
-			t.Fatalf("got %q, want %q", l.Item, x2.Item)
+		if l := e.mustTry("w", allocator.AcquireOptions{}); l.Item() != x2.Item() {
+			t.Fatalf("got %q, want %q", l.Item(), x2.Item())
 		}
 	}},
 	{"exact-leases-only-the-named-item", func(t *testing.T, b backend) {
@@ -63,8 +63,8 @@ var featureBehaviours = []behaviour{
 			return allocator.AcquireOptions{Prefer: item, Exact: true}
 		}
 		b1 := e.mustTry("w", exact("b"))
-		if b1.Item != "b" {
-			t.Fatalf("Exact b got %q", b1.Item)
+		if b1.Item() != "b" {
+			t.Fatalf("Exact b got %q", b1.Item())
 		}
 		e.wantNoFree("w", exact("b")) // held: no fallback to a or c
 		e.wantNoFree("w", exact("ghost"))
@@ -78,8 +78,8 @@ var featureBehaviours = []behaviour{
 		must(t, b1.Release(ctx))
 		r := waitResult(t, "Acquire Exact b after release", ch, 2*time.Second)
 		must(t, r.err)
-		if r.l.Item != "b" || r.l.Token <= b1.Token {
-			t.Fatalf("Acquire Exact b got %q token %d (previous %d)", r.l.Item, r.l.Token, b1.Token)
+		if r.l.Item() != "b" || r.l.Token() <= b1.Token() {
+			t.Fatalf("Acquire Exact b got %q token %d (previous %d)", r.l.Item(), r.l.Token(), b1.Token())
 		}
 	}},
 	{"binding-gets-its-previous-item-back", func(t *testing.T, b backend) {
@@ -88,39 +88,39 @@ var featureBehaviours = []behaviour{
 		ctx := e.ctx
 		job := allocator.AcquireOptions{Binding: "job"}
 		l := e.mustTry("w", job)
-		x := l.Item
+		x := l.Item()
 		must(t, l.Release(ctx)) // x is now the most recently freed item
 		l = e.mustTry("w", job)
-		if l.Item != x {
-			t.Fatalf("binding got %q, want its previous %q", l.Item, x)
+		if l.Item() != x {
+			t.Fatalf("binding got %q, want its previous %q", l.Item(), x)
 		}
 		must(t, l.Release(ctx))
 		// Another allocator over the same pool knows the binding too.
 		l, err := tryOn(t, ctx, peer, "w", job)
 		must(t, err)
-		if l.Item != x {
-			t.Fatalf("binding via another allocator got %q, want %q", l.Item, x)
+		if l.Item() != x {
+			t.Fatalf("binding via another allocator got %q, want %q", l.Item(), x)
 		}
 		must(t, l.Release(ctx))
 		// x taken by someone else: fall back, and remember the new item.
 		other := e.mustTry("other", allocator.AcquireOptions{Prefer: x})
-		if other.Item != x {
-			t.Fatalf("Prefer %s got %q", x, other.Item)
+		if other.Item() != x {
+			t.Fatalf("Prefer %s got %q", x, other.Item())
 		}
 		l = e.mustTry("w", job)
-		y := l.Item
+		y := l.Item()
 		if y == x {
 			t.Fatal("binding handed out a held item")
 		}
 		must(t, l.Release(ctx))
 		time.Sleep(5 * time.Millisecond)
 		must(t, other.Release(ctx))
-		if l = e.mustTry("w", job); l.Item != y {
-			t.Fatalf("binding got %q, want its latest item %q", l.Item, y)
+		if l = e.mustTry("w", job); l.Item() != y {
+			t.Fatalf("binding got %q, want its latest item %q", l.Item(), y)
 		}
 		// A different binding is independent.
 		l2 := e.mustTry("w", allocator.AcquireOptions{Binding: "job2"})
-		if l2.Item == y {
+		if l2.Item() == y {
 			t.Fatal("job2 got job's held item")
 		}
 		// The bound item held: fall back; nothing free: ErrNoFreeItem.
@@ -135,8 +135,8 @@ var featureBehaviours = []behaviour{
 		qLocal := time.Now()
 		e.wantStatus("a", long, lock.Locked)
 		e.wantStatus("a", 100*time.Millisecond, lock.Unavailable)
-		if l := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"}); l.Item != "b" {
-			t.Fatalf("Prefer a during quarantine got %q", l.Item)
+		if l := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"}); l.Item() != "b" {
+			t.Fatalf("Prefer a during quarantine got %q", l.Item())
 		}
 		e.wantNoFree("w", allocator.AcquireOptions{Prefer: "a"})
 		locked, free, err := e.pool.HealthCheck(e.ctx)
@@ -147,8 +147,8 @@ var featureBehaviours = []behaviour{
 		// A blocked Acquire gets it when the quarantine ends.
 		r := waitResult(t, "Acquire behind a quarantine", acquireAsync(t, e.ctx, e.a, "w", allocator.AcquireOptions{}), d+2*time.Second)
 		must(t, r.err)
-		if r.l.Item != "a" {
-			t.Fatalf("got %q", r.l.Item)
+		if r.l.Item() != "a" {
+			t.Fatalf("got %q", r.l.Item())
 		}
 		if grant := r.l.Deadline().Add(-r.l.TTL()); grant.Before(qBefore.Truncate(time.Millisecond).Add(d)) {
 			t.Fatalf("granted at %v, before the quarantine ended (%v + %v)", grant, qBefore, d)
@@ -180,7 +180,7 @@ var featureBehaviours = []behaviour{
 		var got []string
 		eventually(t, "quarantined items back", d+recoveryBound+100*time.Millisecond, func() bool {
 			for _, l := range e.drain("w") {
-				got = append(got, l.Item)
+				got = append(got, l.Item())
 			}
 			return len(got) == 2
 		})
@@ -202,11 +202,11 @@ var featureBehaviours = []behaviour{
 		wantErr(t, "Quarantine twice", l.Quarantine(ctx, d), allocator.ErrLeaseReleased)
 		e.wantStatus("a", long, lock.Locked)
 		e.wantStatus("a", 100*time.Millisecond, lock.Unavailable)
-		if v, _, err := e.pool.LockValue(ctx, "a"); err != nil || v == l.Value {
+		if v, _, err := e.pool.LockValue(ctx, "a"); err != nil || v == l.Value() {
 			t.Fatalf("quarantined item holds %q, %v: still the lease's value", v, err)
 		}
-		if got := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"}); got.Item != "b" {
-			t.Fatalf("got %q", got.Item)
+		if got := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"}); got.Item() != "b" {
+			t.Fatalf("got %q", got.Item())
 		}
 		var back *allocator.Lease
 		eventually(t, "quarantined item back", d+recoveryBound+100*time.Millisecond, func() bool {
@@ -216,8 +216,8 @@ var featureBehaviours = []behaviour{
 			}
 			return back != nil
 		})
-		if back.Item != "a" {
-			t.Fatalf("got %q", back.Item)
+		if back.Item() != "a" {
+			t.Fatalf("got %q", back.Item())
 		}
 		grant := back.Deadline().Add(-back.TTL())
 		// -1ms: grants are stamped in whole milliseconds of one clock and
@@ -235,7 +235,7 @@ var featureBehaviours = []behaviour{
 		var want []string
 		for _, i := range []int{3, 1, 5, 0, 4, 2} {
 			must(t, ls[i].Release(e.ctx))
-			want = append(want, ls[i].Item)
+			want = append(want, ls[i].Item())
 			time.Sleep(5 * time.Millisecond)
 		}
 		again := e.drain("w")
@@ -246,12 +246,12 @@ var featureBehaviours = []behaviour{
 		must(t, again[1].Release(e.ctx))
 		// An expired lease's item has been free since its deadline, so it
 		// goes before an item released after that.
-		x := e.mustTry("w", allocator.AcquireOptions{Prefer: again[0].Item, TTL: 100 * time.Millisecond})
-		y := e.mustTry("w", allocator.AcquireOptions{Prefer: again[1].Item})
+		x := e.mustTry("w", allocator.AcquireOptions{Prefer: again[0].Item(), TTL: 100 * time.Millisecond})
+		y := e.mustTry("w", allocator.AcquireOptions{Prefer: again[1].Item()})
 		time.Sleep(150 * time.Millisecond)
 		must(t, y.Release(e.ctx))
-		if got := items(e.drain("w")); !slices.Equal(got, []string{x.Item, y.Item}) {
-			t.Fatalf("TryAcquire order %v, want the expired %s before the released %s", got, x.Item, y.Item)
+		if got := items(e.drain("w")); !slices.Equal(got, []string{x.Item(), y.Item()}) {
+			t.Fatalf("TryAcquire order %v, want the expired %s before the released %s", got, x.Item(), y.Item())
 		}
 	}},
 	{"round-robin-uses-every-item", func(t *testing.T, b backend) {
@@ -260,7 +260,7 @@ var featureBehaviours = []behaviour{
 		var seq []string
 		for range n * rounds {
 			l := e.mustTry("w", allocator.AcquireOptions{})
-			seq = append(seq, l.Item)
+			seq = append(seq, l.Item())
 			must(t, l.Release(e.ctx))
 			time.Sleep(2 * time.Millisecond)
 		}
@@ -287,7 +287,7 @@ var featureBehaviours = []behaviour{
 						return
 					}
 					mu.Lock()
-					count[l.Item]++
+					count[l.Item()]++
 					mu.Unlock()
 					time.Sleep(time.Millisecond)
 					if err := l.Release(e2.ctx); err != nil {
@@ -332,15 +332,15 @@ var featureBehaviours = []behaviour{
 						return
 					}
 					grants.Add(1)
-					slot := &inside[l.Item[0]-'a']
+					slot := &inside[l.Item()[0]-'a']
 					if slot.Add(1) != 1 {
-						t.Errorf("item %s held twice at once", l.Item)
+						t.Errorf("item %s held twice at once", l.Item())
 					}
 					mu.Lock()
-					if l.Token <= last[l.Item] {
-						t.Errorf("item %s: token %d after %d", l.Item, l.Token, last[l.Item])
+					if l.Token() <= last[l.Item()] {
+						t.Errorf("item %s: token %d after %d", l.Item(), l.Token(), last[l.Item()])
 					}
-					last[l.Item] = l.Token
+					last[l.Item()] = l.Token()
 					mu.Unlock()
 					if rng.IntN(3) == 0 {
 						if err := l.Refresh(e.ctx); err != nil {

@@ -35,13 +35,13 @@ var leaseBehaviours = []behaviour{
 		} {
 			err := c.call(c.l)
 			var lost *allocator.LostError
-			if !errors.Is(err, allocator.ErrLeaseLost) || !errors.As(err, &lost) || lost.Reason != c.want || lost.Item != c.l.Item {
-				t.Fatalf("lease on %s: got %v (%+v); want a LostError, reason %q", c.l.Item, err, lost, c.want)
+			if !errors.Is(err, allocator.ErrLeaseLost) || !errors.As(err, &lost) || lost.Reason != c.want || lost.Item != c.l.Item() {
+				t.Fatalf("lease on %s: got %v (%+v); want a LostError, reason %q", c.l.Item(), err, lost, c.want)
 			}
 			// Later calls report the same loss.
 			err = c.l.Refresh(e.ctx)
 			if !errors.As(err, &lost) || lost.Reason != c.want {
-				t.Fatalf("lease on %s, again: got %v; want reason %q", c.l.Item, err, c.want)
+				t.Fatalf("lease on %s, again: got %v; want reason %q", c.l.Item(), err, c.want)
 			}
 		}
 		if v, _, _ := e.pool.LockValue(e.ctx, "a"); v != "thief" {
@@ -122,14 +122,14 @@ var leaseBehaviours = []behaviour{
 		before := e.now()
 		l := e.mustTry("worker-1", allocator.AcquireOptions{Prefer: "a"})
 		after := e.now()
-		if l.Item != "a" || l.Owner != "worker-1" {
-			t.Fatalf("lease Item %q Owner %q, want a, worker-1", l.Item, l.Owner)
+		if l.Item() != "a" || l.Owner() != "worker-1" {
+			t.Fatalf("lease Item %q Owner %q, want a, worker-1", l.Item(), l.Owner())
 		}
-		if l.Token <= 0 {
-			t.Fatalf("Token = %d, want > 0", l.Token)
+		if l.Token() <= 0 {
+			t.Fatalf("Token = %d, want > 0", l.Token())
 		}
-		if want := "worker-1#" + strconv.FormatInt(l.Token, 10); l.Value != want {
-			t.Fatalf("Value = %q, want %q", l.Value, want)
+		if want := "worker-1#" + strconv.FormatInt(l.Token(), 10); l.Value() != want {
+			t.Fatalf("Value = %q, want %q", l.Value(), want)
 		}
 		if l.TTL() != ttl {
 			t.Fatalf("TTL() = %v, want the configured %v", l.TTL(), ttl)
@@ -150,8 +150,8 @@ var leaseBehaviours = []behaviour{
 			t.Fatalf("TTL() = %v, want 5s", l2.TTL())
 		}
 		wantDeadline(t, "Deadline with TTL 5s", l2.Deadline(), before, after, 5*time.Second)
-		if l2.Value == l.Value || l2.Token == l.Token {
-			t.Fatalf("two leases share a value or token: %q, %q", l.Value, l2.Value)
+		if l2.Value() == l.Value() || l2.Token() == l.Token() {
+			t.Fatalf("two leases share a value or token: %q, %q", l.Value(), l2.Value())
 		}
 	}},
 	{"tokens-strictly-increase", func(t *testing.T, b backend) {
@@ -165,10 +165,10 @@ var leaseBehaviours = []behaviour{
 			}
 			l, err := tryOn(t, e.ctx, a, "w", allocator.AcquireOptions{})
 			must(t, err)
-			if l.Token <= last {
-				t.Fatalf("acquire %d: token %d after %d", i, l.Token, last)
+			if l.Token() <= last {
+				t.Fatalf("acquire %d: token %d after %d", i, l.Token(), last)
 			}
-			last = l.Token
+			last = l.Token()
 			must(t, l.Release(e.ctx))
 		}
 
@@ -196,13 +196,13 @@ var leaseBehaviours = []behaviour{
 						t.Errorf("Acquire: %v", err)
 						return
 					}
-					if l.Token <= mine {
-						t.Errorf("goroutine %d: token %d after its own %d", g, l.Token, mine)
+					if l.Token() <= mine {
+						t.Errorf("goroutine %d: token %d after its own %d", g, l.Token(), mine)
 					}
-					mine = l.Token
+					mine = l.Token()
 					mu.Lock() // the item is held: grants of one item are serial
 					seq++
-					grants = append(grants, grant{l.Item, l.Token, seq})
+					grants = append(grants, grant{l.Item(), l.Token(), seq})
 					mu.Unlock()
 					if err := l.Release(e.ctx); err != nil {
 						t.Errorf("Release: %v", err)
@@ -269,8 +269,8 @@ var leaseBehaviours = []behaviour{
 		wantErr(t, "KeepAlive of a lost lease", err, allocator.ErrLeaseLost)
 		e.wantValue("a", "", false)
 		l2 := e.mustTry("w2", allocator.AcquireOptions{})
-		if l2.Item != "a" {
-			t.Fatalf("got %q, want a", l2.Item)
+		if l2.Item() != "a" {
+			t.Fatalf("got %q, want a", l2.Item())
 		}
 	}},
 	{"refresh-after-someone-else-took-it-is-lease-lost", func(t *testing.T, b backend) {
@@ -280,8 +280,8 @@ var leaseBehaviours = []behaviour{
 		old := e.mustTry("w", allocator.AcquireOptions{Prefer: "a", TTL: 50 * time.Millisecond})
 		time.Sleep(150 * time.Millisecond)
 		taker := e.mustTry("taker", allocator.AcquireOptions{Prefer: "a"})
-		if taker.Item != "a" {
-			t.Fatalf("taker got %q, want a", taker.Item)
+		if taker.Item() != "a" {
+			t.Fatalf("taker got %q, want a", taker.Item())
 		}
 		wantErr(t, "Refresh after re-grant", old.Refresh(ctx), allocator.ErrLeaseLost)
 		e.wantHeld(taker)
@@ -310,8 +310,8 @@ var leaseBehaviours = []behaviour{
 		e.wantValue("a", "", false)
 		e.wantStatus("a", long, lock.Free)
 		l2 := e.mustTry("w2", allocator.AcquireOptions{}) // at once, no waiting
-		if l2.Item != "a" || l2.Token <= l.Token {
-			t.Fatalf("after Release got %q token %d (old token %d)", l2.Item, l2.Token, l.Token)
+		if l2.Item() != "a" || l2.Token() <= l.Token() {
+			t.Fatalf("after Release got %q token %d (old token %d)", l2.Item(), l2.Token(), l.Token())
 		}
 		wantErr(t, "Release twice", l.Release(ctx), allocator.ErrLeaseReleased)
 		wantErr(t, "Refresh after Release", l.Refresh(ctx), allocator.ErrLeaseReleased)
@@ -363,9 +363,9 @@ var leaseBehaviours = []behaviour{
 			old = e.mustTry("same-owner", allocator.AcquireOptions{TTL: 50 * time.Millisecond})
 			time.Sleep(150 * time.Millisecond)
 			cur = e.mustTry("same-owner", allocator.AcquireOptions{})
-			if cur.Item != old.Item || cur.Value == old.Value || cur.Token <= old.Token {
+			if cur.Item() != old.Item() || cur.Value() == old.Value() || cur.Token() <= old.Token() {
 				t.Fatalf("re-acquire: item %q value %q token %d; old item %q value %q token %d",
-					cur.Item, cur.Value, cur.Token, old.Item, old.Value, old.Token)
+					cur.Item(), cur.Value(), cur.Token(), old.Item(), old.Value(), old.Token())
 			}
 			return old, cur
 		}
@@ -505,16 +505,16 @@ var leaseBehaviours = []behaviour{
 		if len(leases) != n {
 			t.Fatalf("drained %d leases, want %d", len(leases), n)
 		}
-		slices.SortFunc(leases, func(x, y *allocator.Lease) int { return strings.Compare(x.Item, y.Item) })
+		slices.SortFunc(leases, func(x, y *allocator.Lease) int { return strings.Compare(x.Item(), y.Item()) })
 		wantLost := map[*allocator.Lease]bool{}
 		for i, l := range leases {
 			switch {
 			case i%14 == 0: // taken by someone else
-				wantBool(t, "pool.Unlock", true)(e.pool.Unlock(e.ctx, l.Item))
-				wantBool(t, "pool.Lock", true)(e.pool.Lock(e.ctx, l.Item, "intruder", long))
+				wantBool(t, "pool.Unlock", true)(e.pool.Unlock(e.ctx, l.Item()))
+				wantBool(t, "pool.Lock", true)(e.pool.Lock(e.ctx, l.Item(), "intruder", long))
 				wantLost[l] = true
 			case i%7 == 0: // gone
-				wantBool(t, "pool.Unlock", true)(e.pool.Unlock(e.ctx, l.Item))
+				wantBool(t, "pool.Unlock", true)(e.pool.Unlock(e.ctx, l.Item()))
 				wantLost[l] = true
 			}
 		}
@@ -530,11 +530,11 @@ var leaseBehaviours = []behaviour{
 		got := map[*allocator.Lease]bool{}
 		for _, l := range lost {
 			if got[l] {
-				t.Fatalf("lease %s reported lost twice", l.Item)
+				t.Fatalf("lease %s reported lost twice", l.Item())
 			}
 			got[l] = true
 			if !wantLost[l] {
-				t.Fatalf("lease %s reported lost, but it is held", l.Item)
+				t.Fatalf("lease %s reported lost, but it is held", l.Item())
 			}
 		}
 		if len(got) != len(wantLost) {
@@ -545,12 +545,12 @@ var leaseBehaviours = []behaviour{
 			case wantLost[l]:
 				wantErr(t, "Refresh of a lost lease", l.Refresh(e.ctx), allocator.ErrLeaseLost)
 				if i%14 == 0 {
-					e.wantValue(l.Item, "intruder", true)
+					e.wantValue(l.Item(), "intruder", true)
 				}
 			case i == 1:
 			default:
 				if !l.Deadline().After(deadlines[l]) || l.Deadline().Before(before.Add(l.TTL())) {
-					t.Fatalf("lease %s: deadline %v not extended (was %v)", l.Item, l.Deadline(), deadlines[l])
+					t.Fatalf("lease %s: deadline %v not extended (was %v)", l.Item(), l.Deadline(), deadlines[l])
 				}
 			}
 		}
@@ -648,8 +648,8 @@ var leaseBehaviours = []behaviour{
 		}
 		// The limits themselves are fine.
 		l := e.mustTry(strings.Repeat("o", allocator.MaxOwnerLen), allocator.AcquireOptions{TTL: time.Millisecond})
-		if l.Item != "b" || l.Owner != strings.Repeat("o", allocator.MaxOwnerLen) {
-			t.Fatalf("1 KiB owner got %q", l.Item)
+		if l.Item() != "b" || l.Owner() != strings.Repeat("o", allocator.MaxOwnerLen) {
+			t.Fatalf("1 KiB owner got %q", l.Item())
 		}
 	}},
 }

@@ -37,8 +37,8 @@ var poolBehaviours = []behaviour{
 				return false
 			}
 			must(t, err)
-			if l.Item != "b" {
-				t.Fatalf("got %q", l.Item)
+			if l.Item() != "b" {
+				t.Fatalf("got %q", l.Item())
 			}
 			return true
 		})
@@ -53,8 +53,8 @@ var poolBehaviours = []behaviour{
 			must(t, e.pool.Extend(e.ctx, []string{item}))
 			r := waitResult(t, "Acquire behind Extend", ch, syncBound)
 			must(t, r.err)
-			if r.l.Item != item {
-				t.Fatalf("got %q, want %q", r.l.Item, item)
+			if r.l.Item() != item {
+				t.Fatalf("got %q, want %q", r.l.Item(), item)
 			}
 			t.Logf("blocked Acquire got the extended item after %v", r.at.Sub(start))
 		}
@@ -72,7 +72,7 @@ var poolBehaviours = []behaviour{
 				break
 			}
 			must(t, err)
-			got = append(got, l.Item)
+			got = append(got, l.Item())
 		}
 		slices.Sort(got)
 		if !slices.Equal(got, []string{"a", "c"}) {
@@ -90,8 +90,8 @@ var poolBehaviours = []behaviour{
 		// Extended again, it is back.
 		must(t, e.pool.Extend(ctx, []string{"d"}))
 		must(t, e.a.Sync(ctx))
-		if l := e.mustTry("w", allocator.AcquireOptions{}); l.Item != "d" {
-			t.Fatalf("got %q", l.Item)
+		if l := e.mustTry("w", allocator.AcquireOptions{}); l.Item() != "d" {
+			t.Fatalf("got %q", l.Item())
 		}
 		// Clear: nothing is handed out.
 		must(t, e.pool.Clear(ctx))
@@ -116,8 +116,8 @@ var poolBehaviours = []behaviour{
 			got = l
 			return true
 		})
-		if got.Item != "c" {
-			t.Fatalf("got %q", got.Item)
+		if got.Item() != "c" {
+			t.Fatalf("got %q", got.Item())
 		}
 		t.Logf("replacement member allocatable after %v", took)
 	}},
@@ -128,8 +128,8 @@ var poolBehaviours = []behaviour{
 		wantBool(t, "pool.Lock(b)", true)(e.pool.Lock(ctx, "b", "python-2", lock.NoExpiry))
 		wantBool(t, "pool.Lock(d)", true)(e.pool.Lock(ctx, "d", "python-3", 150*time.Millisecond))
 		start := time.Now()
-		if l := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"}); l.Item != "c" {
-			t.Fatalf("got %q, want c", l.Item)
+		if l := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"}); l.Item() != "c" {
+			t.Fatalf("got %q, want c", l.Item())
 		}
 		e.wantNoFree("w", allocator.AcquireOptions{Prefer: "b"})
 		e.wantValue("a", "python-1", true)
@@ -141,8 +141,8 @@ var poolBehaviours = []behaviour{
 		// A direct lock that expires frees its item like a lease does.
 		r := waitResult(t, "Acquire behind a direct lock", acquireAsync(t, ctx, e.a, "w", allocator.AcquireOptions{}), 2*time.Second)
 		must(t, r.err)
-		if r.l.Item != "d" {
-			t.Fatalf("got %q, want d", r.l.Item)
+		if r.l.Item() != "d" {
+			t.Fatalf("got %q, want d", r.l.Item())
 		}
 		if late := r.at.Sub(start) - 150*time.Millisecond; late > deadlineBound {
 			t.Fatalf("Acquire returned %v after the direct lock expired", late)
@@ -160,8 +160,8 @@ var poolBehaviours = []behaviour{
 		wantBool(t, "pool.Lock(a)", true)(e.pool.Lock(ctx, "a", "python-1", time.Hour))
 		e.wantNoFree("w", allocator.AcquireOptions{}) // the allocator now knows a is held
 		wantBool(t, "pool.Unlock(a)", true)(e.pool.Unlock(ctx, "a"))
-		if l := e.mustTry("w", allocator.AcquireOptions{}); l.Item != "a" {
-			t.Fatalf("TryAcquire after the direct unlock got %q, want a", l.Item)
+		if l := e.mustTry("w", allocator.AcquireOptions{}); l.Item() != "a" {
+			t.Fatalf("TryAcquire after the direct unlock got %q, want a", l.Item())
 		}
 
 		// A blocked Acquire notices a direct unlock too, within a second
@@ -174,8 +174,8 @@ var poolBehaviours = []behaviour{
 		wantBool(t, "pool.Unlock(b)", true)(e2.pool.Unlock(ctx, "b"))
 		unlocked := time.Now()
 		r := waitResult(t, "Acquire behind a direct lock removed early", ch, 3*time.Second)
-		if r.l.Item != "b" {
-			t.Fatalf("got %q, want b", r.l.Item)
+		if r.l.Item() != "b" {
+			t.Fatalf("got %q, want b", r.l.Item())
 		}
 		if took := r.at.Sub(unlocked); took > time.Second+deadlineBound {
 			t.Fatalf("blocked Acquire took %v after the direct unlock; want within 1s", took)

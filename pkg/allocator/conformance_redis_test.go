@@ -124,11 +124,11 @@ func TestRedisRawClients(t *testing.T) {
 		l = got
 		return true
 	})
-	if l.Item != "py-item" {
-		t.Fatalf("got %q", l.Item)
+	if l.Item() != "py-item" {
+		t.Fatalf("got %q", l.Item())
 	}
-	if v, err := c.Get(ctx, pool.Key("py-item")).Result(); err != nil || v != l.Value {
-		t.Fatalf("GET lock key = %q, %v; want %q", v, err, l.Value)
+	if v, err := c.Get(ctx, pool.Key("py-item")).Result(); err != nil || v != l.Value() {
+		t.Fatalf("GET lock key = %q, %v; want %q", v, err, l.Value())
 	}
 	if ttl, err := c.PTTL(ctx, pool.Key("py-item")).Result(); err != nil || ttl <= 4*time.Second || ttl > 5*time.Second {
 		t.Fatalf("PTTL lock key = %v, %v; want about 5s", ttl, err)

@@ -210,7 +210,7 @@ func checkResult(t testing.TB, what string, l *allocator.Lease, err error) {
 	case l == nil && err == nil:
 		t.Fatalf("%s returned nil, nil", what)
 	case l != nil && err != nil:
-		t.Fatalf("%s returned a lease (%s) and an error: %v", what, l.Item, err)
+		t.Fatalf("%s returned a lease (%s) and an error: %v", what, l.Item(), err)
 	}
 }
 
@@ -273,13 +273,13 @@ func leaseItem(l *allocator.Lease) string {
 	if l == nil {
 		return "<nil>"
 	}
-	return l.Item
+	return l.Item()
 }
 
 func items(ls []*allocator.Lease) []string {
 	out := make([]string, len(ls))
 	for i, l := range ls {
-		out[i] = l.Item
+		out[i] = l.Item()
 	}
 	return out
 }
@@ -297,7 +297,7 @@ func (e *env) wantValue(item, want string, wantFound bool) {
 // wantHeld asserts that item's lock holds the lease's value.
 func (e *env) wantHeld(l *allocator.Lease) {
 	e.t.Helper()
-	e.wantValue(l.Item, l.Value, true)
+	e.wantValue(l.Item(), l.Value(), true)
 }
 
 func (e *env) wantStatus(item string, timeout time.Duration, want lock.Status) {

@@ -75,8 +75,8 @@ var waitBehaviours = []behaviour{
 			r := waitResult(t, "Acquire after a release", ch, 2*time.Second)
 			must(t, r.err)
 			lat = append(lat, r.at.Sub(start))
-			if r.l.Item != "a" || r.l.Token <= holder.Token {
-				t.Fatalf("waiter got %q token %d after holder's %d", r.l.Item, r.l.Token, holder.Token)
+			if r.l.Item() != "a" || r.l.Token() <= holder.Token() {
+				t.Fatalf("waiter got %q token %d after holder's %d", r.l.Item(), r.l.Token(), holder.Token())
 			}
 			must(t, r.l.Release(e.ctx))
 		}
@@ -141,8 +141,8 @@ var waitBehaviours = []behaviour{
 					t.Errorf("two waiters hold the item at once")
 				}
 				v, _, err := e.pool.LockValue(ctx, "a")
-				if err != nil || v != l.Value {
-					t.Errorf("waiter %d: lock holds %q, %v; want its value %q", i, v, err, l.Value)
+				if err != nil || v != l.Value() {
+					t.Errorf("waiter %d: lock holds %q, %v; want its value %q", i, v, err, l.Value())
 				}
 				time.Sleep(5 * time.Millisecond)
 				inside.Add(-1)
@@ -182,8 +182,8 @@ var waitBehaviours = []behaviour{
 				t.Fatalf("round %d: a TryAcquire right after the release got %v, %v; the item was the woken waiter's", round, leaseItem(l2), err)
 			}
 			r := waitResult(t, "woken waiter", ch, time.Second)
-			if r.l.Item != "a" {
-				t.Fatalf("round %d: waiter got %q, want a", round, r.l.Item)
+			if r.l.Item() != "a" {
+				t.Fatalf("round %d: waiter got %q, want a", round, r.l.Item())
 			}
 			must(t, r.l.Release(e.ctx))
 		}
@@ -235,8 +235,8 @@ var waitBehaviours = []behaviour{
 			if delay < 0 || delay > recoveryBound {
 				t.Fatalf("granted %v after the abandoned lease's deadline, want within [0, %v] (%s)", delay, recoveryBound, redistest.SchedDelay())
 			}
-			if got.Token <= crashed.Token {
-				t.Fatalf("token %d after the abandoned %d", got.Token, crashed.Token)
+			if got.Token() <= crashed.Token() {
+				t.Fatalf("token %d after the abandoned %d", got.Token(), crashed.Token())
 			}
 			wantErr(t, "Refresh of the abandoned lease", crashed.Refresh(e.ctx), allocator.ErrLeaseLost)
 			e.wantHeld(got)
@@ -254,7 +254,7 @@ var waitBehaviours = []behaviour{
 		distinct := func(ls []*allocator.Lease) int {
 			seen := map[string]bool{}
 			for _, l := range ls {
-				seen[l.Item] = true
+				seen[l.Item()] = true
 			}
 			return len(seen)
 		}

@@ -125,12 +125,12 @@ func TestDiscontinuityDataLoss(t *testing.T) {
 	for range 50 {
 		l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 		must(t, err)
-		last = l.Token
+		last = l.Token()
 		must(t, l.Release(ctx))
 	}
 	held, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	must(t, err)
-	last = held.Token
+	last = held.Token()
 
 	s.Restart()
 	eventually(t, "Extend after restart", 5*time.Second, func() bool { return pool.Extend(ctx, []string{"a", "b"}) == nil })
@@ -155,18 +155,18 @@ func TestDiscontinuityDataLoss(t *testing.T) {
 	if granted := l.Deadline().Add(-ttl); granted.Before(d.QuietUntil) {
 		t.Fatalf("granted at %v (server time), inside the quiet period ending %v", granted, d.QuietUntil)
 	}
-	if l.Token <= last {
-		t.Fatalf("token %d after the data loss; not above %d", l.Token, last)
+	if l.Token() <= last {
+		t.Fatalf("token %d after the data loss; not above %d", l.Token(), last)
 	}
-	last = l.Token
+	last = l.Token()
 	must(t, l.Release(ctx))
 	for i := range 20 {
 		l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 		must(t, err)
-		if l.Token <= last {
-			t.Fatalf("acquire %d after data loss: token %d, not above %d", i, l.Token, last)
+		if l.Token() <= last {
+			t.Fatalf("acquire %d after data loss: token %d, not above %d", i, l.Token(), last)
 		}
-		last = l.Token
+		last = l.Token()
 		must(t, l.Release(ctx))
 	}
 }
@@ -212,8 +212,8 @@ func TestDiscontinuityPromotionKeepsSurvivingLeases(t *testing.T) {
 	if granted := l.Deadline().Add(-ttl); granted.Before(d.QuietUntil) {
 		t.Fatalf("granted at %v, inside the quiet period ending %v", granted, d.QuietUntil)
 	}
-	if l.Item == "a" || l.Token <= before+1_000_000 {
-		t.Fatalf("granted %s token %d; want another item than the surviving lease's, token above %d", l.Item, l.Token, before+1_000_000)
+	if l.Item() == "a" || l.Token() <= before+1_000_000 {
+		t.Fatalf("granted %s token %d; want another item than the surviving lease's, token above %d", l.Item(), l.Token(), before+1_000_000)
 	}
 	if ka.Err() != nil {
 		t.Fatalf("the surviving lease's keep-alive ended: %v", ka.Err())
@@ -436,8 +436,8 @@ func TestMinReplicasAcked(t *testing.T) {
 		t.Fatalf("Dataset after a replica attached = %+v; want generation 1 still", d)
 	}
 	must(t, l.Refresh(ctx))
-	if v, err := rc.Get(ctx, pool.Key("a")).Result(); err != nil || v != l.Value {
-		t.Fatalf("replica holds %q, %v; want the acknowledged lease %q", v, err, l.Value)
+	if v, err := rc.Get(ctx, pool.Key("a")).Result(); err != nil || v != l.Value() {
+		t.Fatalf("replica holds %q, %v; want the acknowledged lease %q", v, err, l.Value())
 	}
 	must(t, l.Release(ctx))
 }

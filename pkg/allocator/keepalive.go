@@ -54,7 +54,7 @@ func (l *Lease) KeepAlive(ctx context.Context, opts KeepAliveOptions) (*KeepAliv
 		margin = l.ttl / 5
 	}
 	if interval <= 0 || margin <= 0 || margin >= l.ttl || interval >= l.ttl-margin {
-		return nil, fmt.Errorf("allocator: KeepAlive %q: %w: interval %v, margin %v for TTL %v", l.Item, ErrInvalidConfig, interval, margin, l.ttl)
+		return nil, fmt.Errorf("allocator: KeepAlive %q: %w: interval %v, margin %v for TTL %v", l.item, ErrInvalidConfig, interval, margin, l.ttl)
 	}
 	if err := l.usable("KeepAlive"); err != nil {
 		return nil, err
@@ -78,7 +78,7 @@ func (k *KeepAlive) run(interval, margin time.Duration, onRefresh func(error)) {
 		case <-k.ctx.Done():
 			return
 		case <-guard.C:
-			e := &LostError{Item: k.lease.Item, Reason: LostUnconfirmed, Detail: fmt.Sprintf("none for %v", ttl-margin)}
+			e := &LostError{Item: k.lease.item, Reason: LostUnconfirmed, Detail: fmt.Sprintf("none for %v", ttl-margin)}
 			if lastErr != nil {
 				e.Detail += "; last error: " + lastErr.Error()
 			}

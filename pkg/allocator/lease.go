@@ -12,19 +12,12 @@ import (
 // Lease is one item handed to one owner until its deadline. Its lock value
 // is unique to the lease, so a holder that stalled past its deadline can
 // never refresh or release a newer lease on the same item, even one of its
-// own owner's. It is safe for concurrent use.
+// own owner's. What it names (Item, Owner, Token, Value) is fixed when it is
+// granted and read through accessors: nothing a caller does can make it
+// release or refresh another lock. It is safe for concurrent use.
 type Lease struct {
-	// Item is the pool item leased.
-	Item string
-	// Owner is who asked for it.
-	Owner string
-	// Token is the lease's fencing token: strictly increasing per pool
-	// across all hosts, never reused. Hand it to whatever the task writes,
-	// so writes from a holder whose lease has passed can be rejected.
-	Token int64
-	// Value is the lease's lock value, "<owner>#<token>", stored at the
-	// item's lock key.
-	Value string
+	item, owner, value string
+	token              int64
 
 	a   *Allocator
 	ttl time.Duration
@@ -54,10 +47,10 @@ const (
 func (a *Allocator) newLease(owner string, ttl time.Duration, g grant, sent time.Time) *Lease {
 	return &Lease{
 		confirmed: sent,
-		Item:      g.item,
-		Owner:     owner,
-		Token:     g.token,
-		Value:     leaseValue(owner, g.token),
+		item:      g.item,
+		owner:     owner,
+		token:     g.token,
+		value:     leaseValue(owner, g.token),
 		a:         a,
 		ttl:       ttl,
 		deadline:  g.deadline,
@@ -84,6 +77,21 @@ func ParseLeaseValue(v string) (owner string, token int64, ok bool) {
 	return v[:i], token, true
 }
 
+// Item is the pool item leased.
+func (l *Lease) Item() string { return l.item }
+
+// Owner is who asked for the lease.
+func (l *Lease) Owner() string { return l.owner }
+
+// Token is the lease's fencing token: strictly increasing per pool across
+// all hosts, never reused. Hand it to whatever the task writes, so writes
+// from a holder whose lease has passed can be rejected.
+func (l *Lease) Token() int64 { return l.token }
+
+// Value is the lease's lock value, "<owner>#<token>", stored at the
+// item's lock key.
+func (l *Lease) Value() string { return l.value }
+
 // Deadline is when the lease expires unless refreshed, by the Redis
 // server's clock (the process clock for the memory backend).
 func (l *Lease) Deadline() time.Time {
@@ -105,12 +113,12 @@ func (l *Lease) Refresh(ctx context.Context) error {
 	sent := time.Now()
 	now, vs, rep, err := l.a.store.refresh(ctx, []*Lease{l}, l.ttl)
 	if err != nil {
-		return fmt.Errorf("allocator: Refresh %q: %w", l.Item, err)
+		return fmt.Errorf("allocator: Refresh %q: %w", l.item, err)
 	}
 	if vs[0] != verdictHeld {
 		lerr := l.a.lostError(l, vs[0], rep)
 		l.markLost(lerr)
-		return fmt.Errorf("allocator: Refresh %q: %w", l.Item, lerr)
+		return fmt.Errorf("allocator: Refresh %q: %w", l.item, lerr)
 	}
 	l.extended(now.Add(l.ttl), sent, rep.state.Gen)
 	return nil
@@ -129,7 +137,7 @@ func (l *Lease) Release(ctx context.Context) error {
 // task failures. Errors are those of Release.
 func (l *Lease) Quarantine(ctx context.Context, d time.Duration) error {
 	if d < time.Millisecond {
-		return fmt.Errorf("allocator: Quarantine %q: %w: duration %v (want >= 1ms)", l.Item, ErrInvalidConfig, d)
+		return fmt.Errorf("allocator: Quarantine %q: %w: duration %v (want >= 1ms)", l.item, ErrInvalidConfig, d)
 	}
 	return l.end(ctx, "Quarantine", d)
 }
@@ -142,12 +150,12 @@ func (l *Lease) end(ctx context.Context, op string, hold time.Duration) error {
 	}
 	v, rep, err := l.a.store.release(ctx, l, hold)
 	if err != nil {
-		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, err)
+		return fmt.Errorf("allocator: %s %q: %w", op, l.item, err)
 	}
 	if v != verdictHeld {
 		lerr := l.a.lostError(l, v, rep)
 		l.markLost(lerr)
-		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, lerr)
+		return fmt.Errorf("allocator: %s %q: %w", op, l.item, lerr)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -161,9 +169,9 @@ func (l *Lease) usable(op string) error {
 	defer l.mu.Unlock()
 	switch l.state {
 	case leaseReleased:
-		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, ErrLeaseReleased)
+		return fmt.Errorf("allocator: %s %q: %w", op, l.item, ErrLeaseReleased)
 	case leaseLost:
-		return fmt.Errorf("allocator: %s %q: %w", op, l.Item, l.lostErr)
+		return fmt.Errorf("allocator: %s %q: %w", op, l.item, l.lostErr)
 	}
 	return nil
 }

@@ -67,7 +67,7 @@ func (e *LostError) Is(target error) bool { return target == ErrLeaseLost }
 
 // lostError says why l was found lost with verdict v.
 func (a *Allocator) lostError(l *Lease, v verdict, rep report) error {
-	e := &LostError{Item: l.Item, Reason: LostTaken}
+	e := &LostError{Item: l.item, Reason: LostTaken}
 	l.mu.Lock()
 	gen := l.gen
 	l.mu.Unlock()

@@ -308,14 +308,14 @@ func (s *memoryStore) refresh(ctx context.Context, leases []*Lease, ttl time.Dur
 	ttlMs := ttl.Milliseconds()
 	vs := make([]verdict, len(leases))
 	for i, l := range leases {
-		ok, err := s.pool.Refresh(bg, l.Item, l.Value, msDuration(ttlMs))
+		ok, err := s.pool.Refresh(bg, l.item, l.value, msDuration(ttlMs))
 		if err != nil {
 			return time.Time{}, nil, report{}, fmt.Errorf("%s: %w", op, err)
 		}
 		if ok {
-			st.index.set(l.Item, now+ttlMs)
+			st.index.set(l.item, now+ttlMs)
 			vs[i] = verdictHeld
-		} else if vs[i], err = s.lost(bg, l.Item); err != nil {
+		} else if vs[i], err = s.lost(bg, l.item); err != nil {
 			return time.Time{}, nil, report{}, fmt.Errorf("%s: %w", op, err)
 		}
 	}
@@ -353,23 +353,23 @@ func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration)
 	defer st.mu.Unlock()
 	now := time.Now().UnixMilli()
 	if holdMs := hold.Milliseconds(); holdMs > 0 {
-		ok, err := s.pool.Replace(bg, l.Item, l.Value, quarantineMarker, msDuration(holdMs))
+		ok, err := s.pool.Replace(bg, l.item, l.value, quarantineMarker, msDuration(holdMs))
 		if err != nil || !ok {
-			return s.releaseFailed(bg, op, l.Item, err)
+			return s.releaseFailed(bg, op, l.item, err)
 		}
-		st.index.set(l.Item, now+holdMs)
+		st.index.set(l.item, now+holdMs)
 		return verdictHeld, report{}, nil
 	}
-	ok, err := s.pool.Release(bg, l.Item, l.Value)
+	ok, err := s.pool.Release(bg, l.item, l.value)
 	if err != nil || !ok {
-		return s.releaseFailed(bg, op, l.Item, err)
+		return s.releaseFailed(bg, op, l.item, err)
 	}
 	score := now
 	if first := st.wake(s.wakeN); first != "" && s.handoffMs > 0 {
-		st.reserved[first] = l.Item
+		st.reserved[first] = l.item
 		score = now + s.handoffMs
 	}
-	st.index.set(l.Item, score)
+	st.index.set(l.item, score)
 	return verdictHeld, report{}, nil
 }
 

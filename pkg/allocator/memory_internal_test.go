@@ -100,7 +100,7 @@ func mustGrant(t *testing.T, s *memoryStore, owner string, ttl time.Duration, pr
 	if err != nil || !ok {
 		t.Fatalf("acquire(%q) = %v, %+v, %v; want a grant", owner, ok, m, err)
 	}
-	return &Lease{Item: g.item, Owner: owner, Token: g.token, Value: leaseValue(owner, g.token), ttl: ttl, deadline: g.deadline}
+	return &Lease{item: g.item, owner: owner, token: g.token, value: leaseValue(owner, g.token), ttl: ttl, deadline: g.deadline}
 }
 
 func mustMiss(t *testing.T, s *memoryStore, waiter string) miss {
@@ -220,15 +220,15 @@ func TestMemoryFairnessOrder(t *testing.T) {
 	var last int64
 	for _, want := range []string{"a", "b", "c"} {
 		l := mustGrant(t, s, "w", time.Minute, "", "", "")
-		if l.Item != want {
-			t.Fatalf("acquired %q; want %q", l.Item, want)
+		if l.item != want {
+			t.Fatalf("acquired %q; want %q", l.item, want)
 		}
-		if l.Token <= last {
-			t.Fatalf("token %d after %d", l.Token, last)
+		if l.token <= last {
+			t.Fatalf("token %d after %d", l.token, last)
 		}
-		last = l.Token
-		if v, ok, _ := pool.LockValue(context.Background(), l.Item); !ok || v != l.Value {
-			t.Fatalf("pool lock of %q = %q, %v; want the lease value %q", l.Item, v, ok, l.Value)
+		last = l.token
+		if v, ok, _ := pool.LockValue(context.Background(), l.item); !ok || v != l.value {
+			t.Fatalf("pool lock of %q = %q, %v; want the lease value %q", l.item, v, ok, l.value)
 		}
 		leases = append(leases, l)
 	}
@@ -239,13 +239,13 @@ func TestMemoryFairnessOrder(t *testing.T) {
 	// Released c, then b, then a, a few ms apart: they come back in that order.
 	for _, i := range []int{2, 1, 0} {
 		if ok, err := released(s, context.Background(), leases[i], 0); !ok || err != nil {
-			t.Fatalf("release(%q) = %v, %v", leases[i].Item, ok, err)
+			t.Fatalf("release(%q) = %v, %v", leases[i].item, ok, err)
 		}
 		time.Sleep(3 * time.Millisecond)
 	}
 	for _, want := range []string{"c", "b", "a"} {
-		if l := mustGrant(t, s, "w", time.Minute, "", "", ""); l.Item != want {
-			t.Fatalf("acquired %q; want %q", l.Item, want)
+		if l := mustGrant(t, s, "w", time.Minute, "", "", ""); l.item != want {
+			t.Fatalf("acquired %q; want %q", l.item, want)
 		}
 	}
 }
@@ -264,8 +264,8 @@ func TestMemoryGrant(t *testing.T) {
 	if l.deadline.Before(lo) || l.deadline.After(hi) {
 		t.Fatalf("deadline %v not in [%v, %v]", l.deadline, lo, hi)
 	}
-	if l.Token < before.UnixMicro() || l.Token > after.UnixMicro() {
-		t.Fatalf("token %d is not the time in µs", l.Token)
+	if l.token < before.UnixMicro() || l.token > after.UnixMicro() {
+		t.Fatalf("token %d is not the time in µs", l.token)
 	}
 	if score, _ := scoreOf(s.st, "a"); score != l.deadline.UnixMilli() {
 		t.Fatalf("index score %d; want the deadline %d", score, l.deadline.UnixMilli())
@@ -281,8 +281,8 @@ func TestMemoryGrant(t *testing.T) {
 	if _, err := released(s, context.Background(), l, 0); err != nil {
 		t.Fatal(err)
 	}
-	if l2 := mustGrant(t, s, "owner", time.Minute, "", "", ""); l2.Token != fence+1 {
-		t.Fatalf("token %d; want %d", l2.Token, fence+1)
+	if l2 := mustGrant(t, s, "owner", time.Minute, "", "", ""); l2.token != fence+1 {
+		t.Fatalf("token %d; want %d", l2.token, fence+1)
 	}
 }
 
@@ -304,8 +304,8 @@ func TestMemoryHeldItems(t *testing.T) {
 	}
 	now := time.Now().UnixMilli()
 	l := mustGrant(t, s, "w", time.Minute, "", "", "")
-	if l.Item != "d" {
-		t.Fatalf("acquired %q; want d", l.Item)
+	if l.item != "d" {
+		t.Fatalf("acquired %q; want d", l.item)
 	}
 	if score, ok := scoreOf(s.st, "a"); !ok || score < now+59_000 || score > now+61_000 {
 		t.Fatalf("a re-scored to %d (now %d); want its lock's expiry", score, now)
@@ -324,8 +324,8 @@ func TestMemoryHeldItems(t *testing.T) {
 	if _, ok := s.st.foreign["a"]; !ok {
 		t.Fatal("a, found held by a direct lock, is not remembered as foreign")
 	}
-	if l := mustGrant(t, s, "w", time.Minute, "", "", ""); l.Item != "a" {
-		t.Fatalf("acquire after a's direct unlock gave %q; want a", l.Item)
+	if l := mustGrant(t, s, "w", time.Minute, "", "", ""); l.item != "a" {
+		t.Fatalf("acquire after a's direct unlock gave %q; want a", l.item)
 	}
 	// A prefer naming a held item falls through; one naming a non-member
 	// is dropped from the index; none hands out a held item.
@@ -339,18 +339,18 @@ func TestMemoryAffinity(t *testing.T) {
 	s := newMemoryStore(pool, 1)
 	mustSync(t, s, false)
 	l := mustGrant(t, s, "w", time.Minute, "c", "job", "")
-	if l.Item != "c" {
-		t.Fatalf("prefer c gave %q", l.Item)
+	if l.item != "c" {
+		t.Fatalf("prefer c gave %q", l.item)
 	}
 	if _, err := released(s, context.Background(), l, 0); err != nil {
 		t.Fatal(err)
 	}
-	if l := mustGrant(t, s, "w", time.Minute, "", "job", ""); l.Item != "c" {
-		t.Fatalf("binding job gave %q; want its last item c", l.Item)
+	if l := mustGrant(t, s, "w", time.Minute, "", "job", ""); l.item != "c" {
+		t.Fatalf("binding job gave %q; want its last item c", l.item)
 	}
 	// c is leased: the binding falls back to the oldest and remembers it.
-	if l := mustGrant(t, s, "w", time.Minute, "", "job", ""); l.Item != "a" {
-		t.Fatalf("binding job with c leased gave %q; want a", l.Item)
+	if l := mustGrant(t, s, "w", time.Minute, "", "job", ""); l.item != "a" {
+		t.Fatalf("binding job with c leased gave %q; want a", l.item)
 	}
 	s.st.mu.Lock()
 	bound := s.st.bindings["job"]
@@ -383,8 +383,8 @@ func TestMemoryCandidateBudget(t *testing.T) {
 	if n := len(indexOf(s.st)); n != len(items)-maxCandidates {
 		t.Fatalf("index holds %d entries; want %d left after one bounded step", n, len(items)-maxCandidates)
 	}
-	if l := mustGrant(t, s, "w", time.Minute, "", "", ""); l.Item != items[maxCandidates+5] {
-		t.Fatalf("acquired %q; want %q", l.Item, items[maxCandidates+5])
+	if l := mustGrant(t, s, "w", time.Minute, "", "", ""); l.item != items[maxCandidates+5] {
+		t.Fatalf("acquired %q; want %q", l.item, items[maxCandidates+5])
 	}
 }
 
@@ -521,8 +521,8 @@ func TestMemoryWaiterQueue(t *testing.T) {
 	s.st.mu.Lock()
 	s.st.index.set("c", 0)
 	s.st.mu.Unlock()
-	if l := mustGrant(t, s, "w", time.Minute, "", "", id1); l.Item != "c" {
-		t.Fatalf("acquired %q; want c", l.Item)
+	if l := mustGrant(t, s, "w", time.Minute, "", "", id1); l.item != "c" {
+		t.Fatalf("acquired %q; want c", l.item)
 	}
 	if got, want := queued(s.st), []string{id3, id2}; !slices.Equal(got, want) {
 		t.Fatalf("queue after id1 succeeded = %v; want %v", got, want)
@@ -576,7 +576,7 @@ func TestMemoryQuarantine(t *testing.T) {
 		t.Fatalf("miss during quarantine = %+v; want next within %v", m, hold)
 	}
 	time.Sleep(hold + 20*time.Millisecond)
-	got := []string{mustGrant(t, s, "w", time.Minute, "", "", "").Item, mustGrant(t, s, "w", time.Minute, "", "", "").Item}
+	got := []string{mustGrant(t, s, "w", time.Minute, "", "", "").item, mustGrant(t, s, "w", time.Minute, "", "", "").item}
 	slices.Sort(got)
 	if !slices.Equal(got, []string{"a", "b"}) {
 		t.Fatalf("after the quarantine acquired %v; want a and b", got)
@@ -611,8 +611,8 @@ func TestMemoryCancelledContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, _, _, err1 := s.acquire(ctx, "w", time.Minute, "", "", "", false)
-	_, _, _, err2 := s.refresh(ctx, []*Lease{{Item: "a", Value: "v"}}, time.Minute)
-	_, _, err3 := s.release(ctx, &Lease{Item: "a", Value: "v"}, 0)
+	_, _, _, err2 := s.refresh(ctx, []*Lease{{item: "a", value: "v"}}, time.Minute)
+	_, _, err3 := s.release(ctx, &Lease{item: "a", value: "v"}, 0)
 	err4 := s.quarantine(ctx, "a", time.Minute)
 	_, err5 := s.sync(ctx, true)
 	for i, err := range []error{err1, err2, err3, err4, err5} {
@@ -669,17 +669,17 @@ func TestMemorySharedState(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Token <= last {
-			t.Fatalf("token %d after %d", l.Token, last)
+		if l.token <= last {
+			t.Fatalf("token %d after %d", l.token, last)
 		}
-		last = l.Token
+		last = l.token
 		if err := l.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if l2, err := []*Allocator{a2, a1}[i%2].TryAcquire(ctx, "w", AcquireOptions{Binding: "job"}); err != nil || l2.Item != l.Item {
-			t.Fatalf("the other allocator's binding gave %v, %v; want %q", l2, err, l.Item)
+		if l2, err := []*Allocator{a2, a1}[i%2].TryAcquire(ctx, "w", AcquireOptions{Binding: "job"}); err != nil || l2.item != l.item {
+			t.Fatalf("the other allocator's binding gave %v, %v; want %q", l2, err, l.item)
 		} else {
-			last = l2.Token
+			last = l2.token
 			_ = l2.Release(ctx)
 		}
 	}
@@ -732,9 +732,9 @@ func TestMemoryConcurrentUse(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				enter(l.Item, who)
+				enter(l.item, who)
 				time.Sleep(100 * time.Microsecond)
-				leave(l.Item)
+				leave(l.item)
 				if i%7 == 0 {
 					err = l.Quarantine(ctx, time.Millisecond)
 				} else {
@@ -817,8 +817,8 @@ func TestMemoryAcquireHandoff(t *testing.T) {
 	go func() { time.Sleep(30 * time.Millisecond); _ = l2.Release(ctx) }()
 	start := time.Now()
 	l3, err := a.Acquire(ctx, "w3", AcquireOptions{TTL: time.Minute})
-	if err != nil || l3.Item != l2.Item {
-		t.Fatalf("Acquire = %v, %v; want %q", l3, err, l2.Item)
+	if err != nil || l3.item != l2.item {
+		t.Fatalf("Acquire = %v, %v; want %q", l3, err, l2.item)
 	}
 	if d := time.Since(start); d > 250*time.Millisecond {
 		t.Fatalf("hand-off took %v; want the release to wake the waiter", d)
@@ -826,8 +826,8 @@ func TestMemoryAcquireHandoff(t *testing.T) {
 	// Nothing is released now: the waiter sleeps until l1 expires.
 	start = time.Now()
 	l4, err := a.Acquire(ctx, "w4", AcquireOptions{TTL: time.Minute})
-	if err != nil || l4.Item != l1.Item {
-		t.Fatalf("Acquire = %v, %v; want %q after it expired", l4, err, l1.Item)
+	if err != nil || l4.item != l1.item {
+		t.Fatalf("Acquire = %v, %v; want %q after it expired", l4, err, l1.item)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("expiry wait took %v", d)

@@ -322,7 +322,7 @@ func (s *redisStore) undo(ctx context.Context, item, value string) string {
 	var err error
 	for ctx.Err() == nil {
 		var v verdict
-		if v, _, err = s.release(ctx, &Lease{Item: item, Value: value}, 0); err == nil {
+		if v, _, err = s.release(ctx, &Lease{item: item, value: value}, 0); err == nil {
 			if v != verdictHeld {
 				return "; the grant was gone already"
 			}
@@ -348,11 +348,11 @@ func (s *redisStore) refresh(ctx context.Context, leases []*Lease, ttl time.Dura
 	keys = append(keys, s.keys.Index(), s.keys.Epoch(), s.keys.Fence())
 	args = append(args, ttl.Milliseconds(), known, longest)
 	for _, l := range leases {
-		keys = append(keys, s.keys.Lock(l.Item))
-		args = append(args, l.Value)
+		keys = append(keys, s.keys.Lock(l.item))
+		args = append(args, l.value)
 	}
 	for _, l := range leases {
-		args = append(args, l.Item)
+		args = append(args, l.item)
 	}
 	res, acked, err := s.run(ctx, refreshScript, keys, args...)
 	if err != nil {
@@ -381,9 +381,9 @@ func (s *redisStore) refresh(ctx context.Context, leases []*Lease, ttl time.Dura
 
 func (s *redisStore) release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error) {
 	known, longest := s.epochs.Args(0)
-	keys := []string{s.keys.Lock(l.Item), s.keys.Index(), s.keys.Waiters(), s.keys.Reserved(), s.keys.Epoch(), s.keys.Fence()}
+	keys := []string{s.keys.Lock(l.item), s.keys.Index(), s.keys.Waiters(), s.keys.Reserved(), s.keys.Epoch(), s.keys.Fence()}
 	res, err := releaseScript.Run(ctx, s.client, keys,
-		l.Value, l.Item, s.keys.WakePrefix(), s.wakeN, hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest).Slice()
+		l.value, l.item, s.keys.WakePrefix(), s.wakeN, hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest).Slice()
 	if err != nil {
 		return 0, report{}, s.mapErr("release", err)
 	}

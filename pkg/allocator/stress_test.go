@@ -387,7 +387,7 @@ func TestStressChild(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(g)))
 			who := "p" + procStr + "-g" + strconv.Itoa(g)
 			guard := func(op string, l *allocator.Lease, grantMs int64) bool {
-				res, err := guardScript.Run(ctx, c, keys, op, l.Item, l.Token, l.Deadline().UnixMilli(), who, grantMs).Int64Slice()
+				res, err := guardScript.Run(ctx, c, keys, op, l.Item(), l.Token(), l.Deadline().UnixMilli(), who, grantMs).Int64Slice()
 				if err != nil {
 					fail("guard %s: %v", op, err)
 					return false

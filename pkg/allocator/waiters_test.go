@@ -108,7 +108,7 @@ func TestThousandWaitersDoNotSpin(t *testing.T) {
 	}
 	select {
 	case l := <-got:
-		t.Fatalf("a second waiter (%s) got the single item held by %s", l.Owner, winner.Owner)
+		t.Fatalf("a second waiter (%s) got the single item held by %s", l.Owner(), winner.Owner())
 	default:
 	}
 }

@@ -159,7 +159,7 @@ func BenchmarkLeaseKeeping(b *testing.B) {
 		l, err := a.TryAcquire(ctx, "keeper", allocator.AcquireOptions{TTL: time.Minute})
 		mustOK(b, err)
 		leases[i] = l
-		keys[i] = redistest.Prefix(b) + "|raw:" + l.Item
+		keys[i] = redistest.Prefix(b) + "|raw:" + l.Item()
 		mustOK(b, c.Set(ctx, keys[i], "x", time.Minute).Err())
 	}
 	benchpair.Compare(b, benchConcurrency,

@@ -178,8 +178,8 @@ func FuzzItemNames(f *testing.F) {
 		if err != nil {
 			t.Fatalf("TryAcquire(%q) after the batch: %v", name, err)
 		}
-		if l.Item != name {
-			t.Fatalf("leased %q, want %q", l.Item, name)
+		if l.Item() != name {
+			t.Fatalf("leased %q, want %q", l.Item(), name)
 		}
 		if err := l.Release(ctx); err != nil {
 			t.Fatal(err)

@@ -361,16 +361,16 @@ func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
 		OnRefresh: p.obs.Refreshed,
 	})
 	if err != nil { // shutting down, or the lease is already gone
-		p.finish(p.log.With("item", l.Item, "worker", id), Job{Item: l.Item, Token: l.Token, Owner: owner, Worker: id, Lease: l}, nil, b, OutcomeCancelled, 0)
+		p.finish(p.log.With("item", l.Item(), "worker", id), Job{Item: l.Item(), Token: l.Token(), Owner: owner, Worker: id, Lease: l}, nil, b, OutcomeCancelled, 0)
 		return
 	}
 	rctx, cancel := context.WithTimeout(ka.Context(), releaseTimeout)
-	fails, err := p.store.Failures(rctx, scope, l.Item)
+	fails, err := p.store.Failures(rctx, scope, l.Item())
 	cancel()
 	if err != nil {
-		p.log.Warn("cannot read the item's failure count; counting from 0", "item", l.Item, "error", err)
+		p.log.Warn("cannot read the item's failure count; counting from 0", "item", l.Item(), "error", err)
 	}
-	job := Job{Item: l.Item, Token: l.Token, Owner: owner, Worker: id, Attempt: fails + 1, Lease: l}
+	job := Job{Item: l.Item(), Token: l.Token(), Owner: owner, Worker: id, Attempt: fails + 1, Lease: l}
 	log := p.log.With("item", job.Item, "worker", id, "token", job.Token)
 
 	taskCtx := ka.Context()

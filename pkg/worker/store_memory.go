@@ -236,7 +236,7 @@ func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Le
 	if err := checkFinish(op, id, lease); err != nil {
 		return false, err
 	}
-	subject := itemSubject(id, lease.Item)
+	subject := itemSubject(id, lease.Item())
 	now, err := s.enter(ctx, op, subject)
 	if err != nil {
 		return false, err
@@ -246,23 +246,23 @@ func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Le
 	if b == nil {
 		return false, nil
 	}
-	if _, pending := b.at[lease.Item]; !pending {
+	if _, pending := b.at[lease.Item()]; !pending {
 		return false, nil
 	}
-	v, held, err := s.pool.LockValue(ctx, lease.Item)
+	v, held, err := s.pool.LockValue(ctx, lease.Item())
 	if err != nil {
 		return false, fmt.Errorf("worker: %s %s: %w", op, subject, err)
 	}
-	if !held || v != lease.Value {
+	if !held || v != lease.Value() {
 		return false, nil
 	}
-	b.remove(lease.Item)
+	b.remove(lease.Item())
 	if ok {
 		b.done++
 	} else {
 		b.failed++
 	}
-	s.st.clearFailure(id, lease.Item)
+	s.st.clearFailure(id, lease.Item())
 	s.st.finishIfDone(b, now, retain)
 	return true, nil
 }

@@ -243,13 +243,13 @@ func (s *RedisStore) Finish(ctx context.Context, id string, lease *allocator.Lea
 		okArg = "1"
 	}
 	known, longest := s.epochs.Args(lease.TTL())
-	res, err := finishScript.Run(ctx, s.client, s.batchKeys(s.keys.Lock(lease.Item), id),
-		lease.Value, lease.Item, okArg, retainMs(retain), lease.TTL().Milliseconds(), known, longest).Slice()
+	res, err := finishScript.Run(ctx, s.client, s.batchKeys(s.keys.Lock(lease.Item()), id),
+		lease.Value(), lease.Item(), okArg, retainMs(retain), lease.TTL().Milliseconds(), known, longest).Slice()
 	if err != nil {
-		return false, redisErr(op, itemSubject(id, lease.Item), "", err)
+		return false, redisErr(op, itemSubject(id, lease.Item()), "", err)
 	}
 	if err := s.seen(res, 1); err != nil {
-		return false, fmt.Errorf("worker: %s %s: %w", op, itemSubject(id, lease.Item), err)
+		return false, fmt.Errorf("worker: %s %s: %w", op, itemSubject(id, lease.Item()), err)
 	}
 	return res[0] == int64(1), nil
 }
@@ -414,5 +414,5 @@ func checkFinish(op, id string, lease *allocator.Lease) error {
 	if lease == nil {
 		return fmt.Errorf("worker: %s: %w: nil lease", op, ErrInvalidConfig)
 	}
-	return checkBatchItem(op, id, lease.Item)
+	return checkBatchItem(op, id, lease.Item())
 }

@@ -312,8 +312,8 @@ var storeBehaviours = []storeBehaviour{
 			cur = l
 			return true
 		})
-		if cur.Token <= old.Token {
-			t.Fatalf("new token %d not above old %d", cur.Token, old.Token)
+		if cur.Token() <= old.Token() {
+			t.Fatalf("new token %d not above old %d", cur.Token(), old.Token())
 		}
 		if ok, err := e.store.Finish(e.ctx, "b1", old, true, 0); err != nil || ok {
 			t.Fatalf("Finish with the superseded lease = %v, %v; want false", ok, err)
@@ -505,12 +505,10 @@ var storeBehaviours = []storeBehaviour{
 			{"IsPending bad id", worker.ErrInvalidBatch, func() error { _, err := st.IsPending(ctx, "b\r", "a"); return err }},
 			{"IsPending bad item", lock.ErrInvalidKey, func() error { _, err := st.IsPending(ctx, "b1", long); return err }},
 			{"Finish bad id", worker.ErrInvalidBatch, func() error { _, err := st.Finish(ctx, "", held, true, 0); return err }},
-			{"Finish bad item", lock.ErrInvalidKey, func() error {
-				_, err := st.Finish(ctx, "b1", &allocator.Lease{Item: "a\x00", Value: held.Value}, true, 0)
-				return err
-			}},
-			{"Finish empty item", lock.ErrInvalidKey, func() error {
-				_, err := st.Finish(ctx, "b1", &allocator.Lease{Value: held.Value}, true, 0)
+			// A lease names a valid item (the allocator grants no other, and
+			// callers cannot change it); a zero Lease names none.
+			{"Finish zero lease", lock.ErrInvalidKey, func() error {
+				_, err := st.Finish(ctx, "b1", &allocator.Lease{}, true, 0)
 				return err
 			}},
 			{"Finish nil lease", worker.ErrInvalidConfig, func() error { _, err := st.Finish(ctx, "b1", nil, true, 0); return err }},
@@ -699,7 +697,7 @@ func (e *storeEnv) finishIn(id string, l *allocator.Lease, ok bool, retain time.
 	recorded, err := e.store.Finish(e.ctx, id, l, ok, retain)
 	stMust(e.t, err)
 	if !recorded {
-		e.t.Fatalf("Finish(%q, %q, %v) with the current lease was not recorded", id, l.Item, ok)
+		e.t.Fatalf("Finish(%q, %q, %v) with the current lease was not recorded", id, l.Item(), ok)
 	}
 	stMust(e.t, l.Release(e.ctx))
 }
