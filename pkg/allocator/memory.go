@@ -95,13 +95,17 @@ func memoryStateOf(pool *lock.MemoryLockPool) *memoryState {
 // looked at again, as in acquire.lua.
 const heldForeverMs = 3_600_000
 
-// storeErr reports a done context the way the Redis store reports a
-// failed script call: before anything is read or written.
-func storeErr(ctx context.Context, op string) error {
+// step begins one store step, atomic among allocators as a Lua script is:
+// a done ctx fails it before anything is read or written, as the Redis
+// store's failed script call does; then it takes the state's mutex, which
+// done releases. Once started, a step runs to its end, as a script does,
+// so it uses the returned context, which ctx's cancellation does not reach.
+func (s *memoryStore) step(ctx context.Context, op string) (context.Context, func(), error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
 	}
-	return nil
+	s.st.mu.Lock()
+	return context.WithoutCancel(ctx), s.st.mu.Unlock, nil
 }
 
 // msDuration is a whole number of milliseconds as a Duration.
@@ -110,14 +114,12 @@ func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millis
 // acquire is acquire.lua.
 func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error) {
 	const op = "acquire"
-	if err := storeErr(ctx, op); err != nil {
+	bg, done, err := s.step(ctx, op)
+	if err != nil {
 		return grant{}, miss{}, false, err
 	}
-	// Once started, a step runs to its end, as a script does.
-	bg := context.WithoutCancel(ctx)
+	defer done()
 	st := s.st
-	st.mu.Lock()
-	defer st.mu.Unlock()
 
 	t := time.Now()
 	now, nowUs := t.UnixMilli(), t.UnixMicro()
@@ -297,13 +299,12 @@ func isLeaseValue(v string) bool {
 // refresh is refresh.lua.
 func (s *memoryStore) refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (time.Time, []verdict, report, error) {
 	const op = "refresh"
-	if err := storeErr(ctx, op); err != nil {
+	bg, done, err := s.step(ctx, op)
+	if err != nil {
 		return time.Time{}, nil, report{}, err
 	}
-	bg := context.WithoutCancel(ctx)
+	defer done()
 	st := s.st
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	now := time.Now().UnixMilli()
 	ttlMs := ttl.Milliseconds()
 	vs := make([]verdict, len(leases))
@@ -344,13 +345,12 @@ func (s *memoryStore) lost(ctx context.Context, item string) (verdict, error) {
 // quarantine), so a direct pool user can never slip in between.
 func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error) {
 	const op = "release"
-	if err := storeErr(ctx, op); err != nil {
+	bg, done, err := s.step(ctx, op)
+	if err != nil {
 		return 0, report{}, err
 	}
-	bg := context.WithoutCancel(ctx)
+	defer done()
 	st := s.st
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	now := time.Now().UnixMilli()
 	if holdMs := hold.Milliseconds(); holdMs > 0 {
 		ok, err := s.pool.Replace(bg, l.item, l.value, quarantineMarker, msDuration(holdMs))
@@ -397,13 +397,12 @@ func wrapOp(op string, err error) error {
 // quarantine is quarantine.lua.
 func (s *memoryStore) quarantine(ctx context.Context, item string, d time.Duration) error {
 	const op = "quarantine"
-	if err := storeErr(ctx, op); err != nil {
+	bg, done, err := s.step(ctx, op)
+	if err != nil {
 		return err
 	}
-	bg := context.WithoutCancel(ctx)
+	defer done()
 	st := s.st
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	now := time.Now().UnixMilli()
 	dMs := d.Milliseconds()
 	if err := s.pool.Update(bg, item, quarantineMarker, msDuration(dMs)); err != nil {
@@ -422,13 +421,12 @@ func (s *memoryStore) quarantine(ctx context.Context, item string, d time.Durati
 // longer members are dropped.
 func (s *memoryStore) sync(ctx context.Context, full bool) (bool, error) {
 	const op = "sync"
-	if err := storeErr(ctx, op); err != nil {
+	bg, done, err := s.step(ctx, op)
+	if err != nil {
 		return false, err
 	}
-	bg := context.WithoutCancel(ctx)
+	defer done()
 	st := s.st
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	// Read the generation before the members: a change in between makes
 	// the next sync reconcile again.
 	gen := s.pool.Generation()

@@ -190,15 +190,11 @@ func (l *MemoryLock) Update(ctx context.Context, key, value string, ttl time.Dur
 	if err != nil {
 		return err
 	}
-	if err := ctxErr(ctx, op, key); err != nil {
-		return err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.reap(now)
-	l.set(key, value, ms, now)
-	return nil
+	_, err = l.write(ctx, op, key, func(_ *memEntry, now time.Duration) bool {
+		l.set(key, value, ms, now)
+		return true
+	})
+	return err
 }
 
 // Lock implements [Locker].
@@ -208,18 +204,13 @@ func (l *MemoryLock) Lock(ctx context.Context, key, value string, ttl time.Durat
 	if err != nil {
 		return false, err
 	}
-	if err := ctxErr(ctx, op, key); err != nil {
-		return false, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.reap(now)
-	if l.live(key, now) != nil {
-		return false, nil
-	}
-	l.set(key, value, ms, now)
-	return true, nil
+	return l.write(ctx, op, key, func(e *memEntry, now time.Duration) bool {
+		if e != nil {
+			return false
+		}
+		l.set(key, value, ms, now)
+		return true
+	})
 }
 
 // LockValue implements [Locker].
@@ -247,18 +238,13 @@ func (l *MemoryLock) RLock(ctx context.Context, key, value string, ttl time.Dura
 	if err != nil {
 		return false, err
 	}
-	if err := ctxErr(ctx, op, key); err != nil {
-		return false, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.reap(now)
-	if e := l.live(key, now); e != nil && e.value != value {
-		return false, nil
-	}
-	l.set(key, value, ms, now)
-	return true, nil
+	return l.write(ctx, op, key, func(e *memEntry, now time.Duration) bool {
+		if e != nil && e.value != value {
+			return false
+		}
+		l.set(key, value, ms, now)
+		return true
+	})
 }
 
 // Unlock implements [Locker].
@@ -267,19 +253,13 @@ func (l *MemoryLock) Unlock(ctx context.Context, key string) (bool, error) {
 	if err := checkKey(op, key); err != nil {
 		return false, err
 	}
-	if err := ctxErr(ctx, op, key); err != nil {
-		return false, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.reap(now)
-	e := l.live(key, now)
-	if e == nil {
-		return false, nil
-	}
-	l.remove(e)
-	return true, nil
+	return l.write(ctx, op, key, func(e *memEntry, _ time.Duration) bool {
+		if e == nil {
+			return false
+		}
+		l.remove(e)
+		return true
+	})
 }
 
 // Refresh implements [Locker].
@@ -318,6 +298,20 @@ func (l *MemoryLock) Replace(ctx context.Context, key, oldValue, newValue string
 // reports whether it did: the shape of refresh.lua, release.lua and
 // replace.lua. Input must already be validated.
 func (l *MemoryLock) ifHolds(ctx context.Context, op, key, value string, act func(e *memEntry, now time.Duration)) (bool, error) {
+	return l.write(ctx, op, key, func(e *memEntry, now time.Duration) bool {
+		if e == nil || e.value != value {
+			return false
+		}
+		act(e, now)
+		return true
+	})
+}
+
+// write is one writing step on key, atomic as a Redis command or script:
+// after ctx is checked, under the lock and with expired entries reaped, fn
+// gets key's live entry (nil when absent or expired) and the time, and
+// reports what the step reports. Input must already be validated.
+func (l *MemoryLock) write(ctx context.Context, op, key string, fn func(e *memEntry, now time.Duration) bool) (bool, error) {
 	if err := ctxErr(ctx, op, key); err != nil {
 		return false, err
 	}
@@ -325,12 +319,7 @@ func (l *MemoryLock) ifHolds(ctx context.Context, op, key, value string, act fun
 	defer l.mu.Unlock()
 	now := l.now()
 	l.reap(now)
-	e := l.live(key, now)
-	if e == nil || e.value != value {
-		return false, nil
-	}
-	act(e, now)
-	return true, nil
+	return fn(l.live(key, now), now), nil
 }
 
 // TTL implements [Locker]. Like Redis's PTTL it rounds down to whole
@@ -374,28 +363,28 @@ func (l *MemoryLock) DelIf(ctx context.Context, key string, c Comparison, cmp fl
 // cond is scripts/cond.lua: when the key is absent or "cmp c current"
 // holds, it deletes the key (a.del) or sets it to a.set with a.ms to live.
 func (l *MemoryLock) cond(ctx context.Context, key string, a condArgs) (bool, error) {
-	if err := ctxErr(ctx, a.op, key); err != nil {
-		return false, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.reap(now)
-	e := l.live(key, now)
-	if e != nil {
-		cur, ok := parseNumber(e.value)
-		if !ok {
-			return false, fmt.Errorf("lock: %s %q: %w: the key holds a non-number", a.op, key, ErrNotNumeric)
+	notNumber := false
+	ok, err := l.write(ctx, a.op, key, func(e *memEntry, now time.Duration) bool {
+		if e != nil {
+			cur, ok := parseNumber(e.value)
+			if !ok {
+				notNumber = true
+				return false
+			}
+			if !a.c.holds(a.cmp, cur, l.eps) {
+				return false
+			}
 		}
-		if !a.c.holds(a.cmp, cur, l.eps) {
-			return false, nil
+		switch {
+		case !a.del:
+			l.set(key, a.set, a.ms, now)
+		case e != nil:
+			l.remove(e)
 		}
+		return true
+	})
+	if notNumber {
+		return false, fmt.Errorf("lock: %s %q: %w: the key holds a non-number", a.op, key, ErrNotNumeric)
 	}
-	switch {
-	case !a.del:
-		l.set(key, a.set, a.ms, now)
-	case e != nil:
-		l.remove(e)
-	}
-	return true, nil
+	return ok, err
 }

@@ -82,35 +82,17 @@ func poolCtxErr(ctx context.Context, op string) error {
 
 // Extend implements [Pool].
 func (p *MemoryLockPool) Extend(ctx context.Context, items []string) error {
-	const op = "Extend"
-	if err := checkItems(op, items); err != nil {
-		return err
-	}
-	if len(items) == 0 {
-		return nil
-	}
-	if err := poolCtxErr(ctx, op); err != nil {
-		return err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.reap(p.now())
-	changed := false
-	for _, it := range items {
-		if _, ok := p.members[it]; !ok {
-			p.members[it] = struct{}{}
-			changed = true
-		}
-	}
-	if changed {
-		p.gen++
-	}
-	return nil
+	return p.writeMembers(ctx, "Extend", items, true)
 }
 
 // Shrink implements [Pool].
 func (p *MemoryLockPool) Shrink(ctx context.Context, items []string) error {
-	const op = "Shrink"
+	return p.writeMembers(ctx, "Shrink", items, false)
+}
+
+// writeMembers adds items to the members (add) or removes them, bumping
+// the generation when that changed anything.
+func (p *MemoryLockPool) writeMembers(ctx context.Context, op string, items []string, add bool) error {
 	if err := checkItems(op, items); err != nil {
 		return err
 	}
@@ -125,8 +107,12 @@ func (p *MemoryLockPool) Shrink(ctx context.Context, items []string) error {
 	p.reap(p.now())
 	changed := false
 	for _, it := range items {
-		if _, ok := p.members[it]; ok {
-			delete(p.members, it)
+		if _, ok := p.members[it]; ok != add {
+			if add {
+				p.members[it] = struct{}{}
+			} else {
+				delete(p.members, it)
+			}
 			changed = true
 		}
 	}
