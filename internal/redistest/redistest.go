@@ -486,6 +486,29 @@ func (s *Server) Restart() {
 	}
 }
 
+// replicaSyncTimeout bounds how long [Server.StartReplica] waits for the
+// replica's link to come up.
+const replicaSyncTimeout = 10 * time.Second
+
+// StartReplica starts a dedicated server, as [StartServer] with extraArgs,
+// replicating s ("--replicaof"), and returns once the replica reports its
+// link to s up (INFO replication: role:slave, master_link_status:up): it
+// holds what s held then, and receives every later write. It fails the
+// test, with what the replica last reported and the scheduling delay, if
+// that takes longer than 10s. The replica is stopped when the test
+// finishes.
+func (s *Server) StartReplica(t testing.TB, extraArgs ...string) *Server {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(s.Addr)
+	r := StartServer(t, append([]string{"--replicaof", host, port}, extraArgs...)...)
+	if _, err := poll(replicaSyncTimeout, "the replica "+r.Addr+" in sync with "+s.Addr, func() (bool, string) {
+		return replicating(r.Addr, s.Addr)
+	}); err != nil {
+		t.Fatalf("redistest: StartReplica: %v (%s)", err, SchedDelay())
+	}
+	return r
+}
+
 // start launches the server's redis-server on port.
 func (s *Server) start(port int) (*process, error) {
 	if s.cmdline != nil {
