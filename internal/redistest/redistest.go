@@ -27,6 +27,12 @@
 //
 // Keys of different tests are kept apart with [Prefix]; the shared server is
 // never flushed.
+//
+// A conformance suite runs its behaviours on every Redis backend of
+// [Backends]: the shared server and a Redis Cluster. Tests wait for a state
+// they can observe with [Eventually], which reports the scheduling delay
+// ([SchedDelay]) when a wait times out, rather than sleep for a time that
+// is usually long enough.
 package redistest
 
 import (
