@@ -156,7 +156,7 @@ var featureBehaviours = []behaviour{
 		late := r.at.Sub(qLocal.Add(d))
 		t.Logf("Acquire returned %v after the quarantine ended", late)
 		if late > deadlineBound {
-			t.Fatalf("Acquire returned %v after the quarantine ended, want <= %v", late, deadlineBound)
+			t.Fatalf("Acquire returned %v after the quarantine ended, want <= %v (%s)", late, deadlineBound, redistest.SchedDelay())
 		}
 	}},
 	{"allocator-quarantine-takes-a-held-item", func(t *testing.T, b backend) {
@@ -175,7 +175,7 @@ var featureBehaviours = []behaviour{
 		e.wantNoFree("w", allocator.AcquireOptions{})
 		e.wantNoFree("w", allocator.AcquireOptions{Prefer: "b"})
 		if took := time.Since(start); took > d {
-			t.Fatalf("test too slow (%v) to check the quarantine", took)
+			t.Fatalf("test too slow (%v) to check the quarantine (%s)", took, redistest.SchedDelay())
 		}
 		var got []string
 		redistest.Eventually(t, "quarantined items back", d+recoveryBound+100*time.Millisecond, func() bool {

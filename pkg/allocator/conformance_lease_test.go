@@ -410,7 +410,7 @@ var leaseBehaviours = []behaviour{
 		time.Sleep(4 * ttl)
 		select {
 		case <-k.Done():
-			t.Fatalf("keep-alive ended after %v: %v", 4*ttl, k.Err())
+			t.Fatalf("keep-alive ended after %v: %v (%s)", 4*ttl, k.Err(), redistest.SchedDelay())
 		default:
 		}
 		if k.Err() != nil || k.Context().Err() != nil {
@@ -682,7 +682,7 @@ func wantLoss(t *testing.T, k *allocator.KeepAlive, since time.Time, within time
 	select {
 	case <-k.Done():
 	case <-time.After(within):
-		t.Fatalf("keep-alive did not report the loss within %v", within)
+		t.Fatalf("keep-alive did not report the loss within %v (%s)", within, redistest.SchedDelay())
 	}
 	t.Logf("keep-alive reported the loss after %v", time.Since(since).Round(time.Millisecond))
 	if cause := context.Cause(k.Context()); !errors.Is(cause, allocator.ErrLeaseLost) {

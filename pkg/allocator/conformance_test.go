@@ -411,7 +411,7 @@ func waitResult(t testing.TB, what string, ch <-chan result, within time.Duratio
 		checkResult(t, what, r.l, r.err)
 		return r
 	case <-time.After(within):
-		t.Fatalf("%s: still blocked after %v", what, within)
+		t.Fatalf("%s: still blocked after %v (%s)", what, within, redistest.SchedDelay())
 		return result{}
 	}
 }

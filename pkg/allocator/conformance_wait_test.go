@@ -27,7 +27,7 @@ var waitBehaviours = []behaviour{
 			took := time.Since(start)
 			wantErr(t, what, err, allocator.ErrNoFreeItem, context.DeadlineExceeded)
 			if took < 140*time.Millisecond || took > 150*time.Millisecond+deadlineBound {
-				t.Fatalf("%s returned after %v, want about 150ms", what, took)
+				t.Fatalf("%s returned after %v, want about 150ms (%s)", what, took, redistest.SchedDelay())
 			}
 		}
 		check("Acquire on an empty pool")

@@ -90,7 +90,7 @@ func TestThousandWaitersDoNotSpin(t *testing.T) {
 	select {
 	case winner = <-got:
 	case <-time.After(2 * time.Second):
-		t.Fatal("no waiter got the released item within 2s")
+		t.Fatalf("no waiter got the released item within 2s (%s)", redistest.SchedDelay())
 	}
 	time.Sleep(300 * time.Millisecond) // let any over-woken waiters show up in the counters
 	after := commandCalls(t, admin)

@@ -143,7 +143,7 @@ func waitErr(t *testing.T, what string, ch <-chan error, within time.Duration) e
 	case err := <-ch:
 		return err
 	case <-time.After(within):
-		t.Fatalf("%s: Run still running after %v", what, within)
+		t.Fatalf("%s: Run still running after %v (%s)", what, within, redistest.SchedDelay())
 		return nil
 	}
 }

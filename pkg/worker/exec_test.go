@@ -142,7 +142,7 @@ func awaitReady(t *testing.T, r *recorder, errc <-chan error) {
 	case err := <-errc:
 		t.Fatalf("task ended before printing ready: %v; stderr %q", err, r.stream("stderr"))
 	case <-time.After(10 * time.Second):
-		t.Fatal("task did not print ready within 10s")
+		t.Fatalf("task did not print ready within 10s (%s)", redistest.SchedDelay())
 	}
 }
 
@@ -657,7 +657,7 @@ func TestExecOutputPanic(t *testing.T) {
 		t.Errorf("Run panicked with %v, want %q", got, "output exploded")
 	}
 	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("Run took %v: the panic should have stopped the command", took)
+		t.Errorf("Run took %v: the panic should have stopped the command (%s)", took, redistest.SchedDelay())
 	}
 }
 

@@ -115,7 +115,7 @@ func runPool(t *testing.T, p *worker.Pool) (stop func(within time.Duration) erro
 		case err := <-ch:
 			return err
 		case <-time.After(within):
-			t.Fatalf("Run did not return within %v of cancel", within)
+			t.Fatalf("Run did not return within %v of cancel (%s)", within, redistest.SchedDelay())
 			return nil
 		}
 	}, ch
@@ -348,10 +348,10 @@ var poolBehaviours = []poolBehaviour{
 				t.Fatalf("task cause %v, want ErrLeaseLost", c)
 			}
 			if d := time.Since(removed); d > 100*time.Millisecond+300*time.Millisecond {
-				t.Fatalf("task stopped %v after its lock was removed; refresh interval is 100ms", d)
+				t.Fatalf("task stopped %v after its lock was removed; refresh interval is 100ms (%s)", d, redistest.SchedDelay())
 			}
 		case <-time.After(3 * time.Second):
-			t.Fatal("task not cancelled within 3s of losing its lock")
+			t.Fatalf("task not cancelled within 3s of losing its lock (%s)", redistest.SchedDelay())
 		}
 		redistest.Eventually(t, "LeaseLost observed", 2*time.Second, func() bool { return obs.lost.Load() == 1 })
 		must(t, stop(5*time.Second))
