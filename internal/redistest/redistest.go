@@ -27,6 +27,12 @@
 //
 // Keys of different tests are kept apart with [Prefix]; the shared server is
 // never flushed.
+//
+// A conformance suite runs its behaviours on every Redis backend of
+// [Backends]: the shared server and a Redis Cluster. Tests wait for a state
+// they can observe with [Eventually], which reports the scheduling delay
+// ([SchedDelay]) when a wait times out, rather than sleep for a time that
+// is usually long enough.
 package redistest
 
 import (
@@ -484,6 +490,29 @@ func (s *Server) Restart() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// replicaSyncTimeout bounds how long [Server.StartReplica] waits for the
+// replica's link to come up.
+const replicaSyncTimeout = 10 * time.Second
+
+// StartReplica starts a dedicated server, as [StartServer] with extraArgs,
+// replicating s ("--replicaof"), and returns once the replica reports its
+// link to s up (INFO replication: role:slave, master_link_status:up): it
+// holds what s held then, and receives every later write. It fails the
+// test, with what the replica last reported and the scheduling delay, if
+// that takes longer than 10s. The replica is stopped when the test
+// finishes.
+func (s *Server) StartReplica(t testing.TB, extraArgs ...string) *Server {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(s.Addr)
+	r := StartServer(t, append([]string{"--replicaof", host, port}, extraArgs...)...)
+	if _, err := poll(replicaSyncTimeout, "the replica "+r.Addr+" in sync with "+s.Addr, func() (bool, string) {
+		return replicating(r.Addr, s.Addr)
+	}); err != nil {
+		t.Fatalf("redistest: StartReplica: %v (%s)", err, SchedDelay())
+	}
+	return r
 }
 
 // start launches the server's redis-server on port.

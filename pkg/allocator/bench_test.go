@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -125,13 +124,13 @@ func (e *benchEnv) pool(b *testing.B, name string, n int) *benchPool {
 	ctx := context.Background()
 	cfg := lock.Config{Prefix: redistest.Prefix(b)}
 	lp, err := lock.NewRedisLockPool(e.client, cfg)
-	benchMust(b, err)
+	must(b, err)
 	start := time.Now()
-	benchMust(b, lp.Assign(ctx, benchItems(n)))
+	must(b, lp.Assign(ctx, benchItems(n)))
 	a, err := allocator.NewRedis(lp, allocator.Config{LeaseTTL: benchTTL})
-	benchMust(b, err)
+	must(b, err)
 	e.parent.Cleanup(func() { _ = a.Close() })
-	benchMust(b, a.Sync(ctx))
+	must(b, a.Sync(ctx))
 	p := &benchPool{alloc: a, pool: lp, items: n, setup: time.Since(start)}
 	e.pools[name] = p
 	return p
@@ -143,13 +142,6 @@ func benchItems(n int) []string {
 		items[i] = "item-" + strconv.Itoa(i)
 	}
 	return items
-}
-
-func benchMust(tb testing.TB, err error) {
-	tb.Helper()
-	if err != nil {
-		tb.Fatal(err)
-	}
 }
 
 // benchRawCycle is the baseline: what a hand-written Redis lock costs, two
@@ -268,7 +260,7 @@ func BenchmarkHandoff(b *testing.B) {
 	opts := allocator.AcquireOptions{TTL: benchTTL}
 
 	held, err := p.alloc.TryAcquire(ctx, "holder", opts)
-	benchMust(b, err)
+	must(b, err)
 
 	type result struct {
 		lease *allocator.Lease
@@ -289,39 +281,31 @@ func BenchmarkHandoff(b *testing.B) {
 	}()
 	defer func() { close(start); cancel() }()
 
-	// waitBlocked polls until the waiter is registered on the server, i.e.
+	// waitBlocked waits until the waiter is registered on the server, i.e.
 	// its Acquire found nothing free and now waits for a wake-up.
-	waitBlocked := func() error {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n, err := env.client.ZCard(ctx, waitersKey).Result()
-			if err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
+	waitBlocked := func() {
+		redistest.Eventually(b, fmt.Sprintf("a waiter registered at %q (did the waiter key move?)", waitersKey), 5*time.Second, func() bool {
 			select {
 			case r := <-out:
-				return fmt.Errorf("Acquire returned before the release: %v, %v", r.lease, r.err)
+				b.Fatalf("Acquire returned before the release: %v, %v", r.lease, r.err)
 			default:
 			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("no waiter registered at %q after 5s (did the waiter key move?)", waitersKey)
-			}
-		}
+			n, err := env.client.ZCard(ctx, waitersKey).Result()
+			must(b, err)
+			return n > 0
+		})
 	}
 
 	var handoffs, cycles []time.Duration
 	i := 0
 	for b.Loop() {
 		t := time.Now()
-		benchMust(b, raw(i))
+		must(b, raw(i))
 		cycles = append(cycles, time.Since(t))
 		i++
 
 		start <- struct{}{}
-		benchMust(b, waitBlocked())
+		waitBlocked()
 		t0 := time.Now()
 		if err := held.Release(ctx); err != nil {
 			b.Fatalf("Release: %v", err)
@@ -385,7 +369,7 @@ func BenchmarkRefreshAll(b *testing.B) {
 			trips0 := env.trips.n.Load()
 			for b.Loop() {
 				t := time.Now()
-				benchMust(b, baseline())
+				must(b, baseline())
 				t1 := time.Now()
 				lost, err := p.alloc.RefreshAll(cctx, leases)
 				t2 := time.Now()
@@ -437,7 +421,7 @@ func benchLeaseAll(b *testing.B, p *benchPool, n int) []*allocator.Lease {
 		})
 	}
 	wg.Wait()
-	benchMust(b, firstErr)
+	must(b, firstErr)
 	if _, err := p.alloc.TryAcquire(ctx, "owner", allocator.AcquireOptions{}); !errors.Is(err, allocator.ErrNoFreeItem) {
 		b.Fatalf("TryAcquire on a fully leased pool = %v; want ErrNoFreeItem", err)
 	}
@@ -460,7 +444,7 @@ func benchRawKeys(b *testing.B, c *redis.Client, prefix string, n int) []string 
 		pipe.Set(ctx, keys[i], "owner", benchTTL)
 	}
 	_, err := pipe.Exec(ctx)
-	benchMust(b, err)
+	must(b, err)
 	return keys
 }
 
@@ -473,32 +457,19 @@ func benchRawKeys(b *testing.B, c *redis.Client, prefix string, n int) []string 
 // operation.
 func BenchmarkReplicaAcked(b *testing.B) {
 	primary := redistest.StartServer(b)
-	host, port, _ := strings.Cut(primary.Addr, ":")
-	replica := redistest.StartServer(b, "--replicaof", host, port)
+	primary.StartReplica(b)
 	ctx := context.Background()
-	rc := replica.Client(b)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		info, err := rc.Info(ctx, "replication").Result()
-		benchMust(b, err)
-		if strings.Contains(info, "master_link_status:up") {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("the replica is not in sync after 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	c := redis.NewClient(&redis.Options{Addr: primary.Addr, PoolSize: 128, ContextTimeoutEnabled: true})
 	b.Cleanup(func() { _ = c.Close() })
 	alloc := func(acks int) *allocator.Allocator {
 		cfg := lock.Config{Prefix: redistest.Prefix(b)}
 		lp, err := lock.NewRedisLockPool(c, cfg)
-		benchMust(b, err)
-		benchMust(b, lp.Assign(ctx, benchItems(128)))
+		must(b, err)
+		must(b, lp.Assign(ctx, benchItems(128)))
 		a, err := allocator.NewRedis(lp, allocator.Config{LeaseTTL: benchTTL, MinReplicasAcked: acks})
-		benchMust(b, err)
+		must(b, err)
 		b.Cleanup(func() { _ = a.Close() })
-		benchMust(b, a.Sync(ctx))
+		must(b, a.Sync(ctx))
 		return a
 	}
 	plain, acked := alloc(0), alloc(1)
@@ -509,11 +480,11 @@ func BenchmarkReplicaAcked(b *testing.B) {
 	}
 	b.Run("refresh", func(b *testing.B) {
 		lp, err := plain.TryAcquire(ctx, "owner", allocator.AcquireOptions{TTL: benchTTL})
-		benchMust(b, err)
+		must(b, err)
 		la, err := acked.TryAcquire(ctx, "owner", allocator.AcquireOptions{TTL: benchTTL})
-		benchMust(b, err)
+		must(b, err)
 		benchpair.Compare(b, 1, func(int) error { return lp.Refresh(ctx) }, func(int) error { return la.Refresh(ctx) })
-		benchMust(b, lp.Release(ctx))
-		benchMust(b, la.Release(ctx))
+		must(b, lp.Release(ctx))
+		must(b, la.Release(ctx))
 	})
 }

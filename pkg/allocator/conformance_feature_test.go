@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -96,8 +97,7 @@ var featureBehaviours = []behaviour{
 		}
 		must(t, l.Release(ctx))
 		// Another allocator over the same pool knows the binding too.
-		l, err := tryOn(t, ctx, peer, "w", job)
-		must(t, err)
+		l = mustTryOn(t, ctx, peer, "w", job)
 		if l.Item() != x {
 			t.Fatalf("binding via another allocator got %q, want %q", l.Item(), x)
 		}
@@ -156,7 +156,7 @@ var featureBehaviours = []behaviour{
 		late := r.at.Sub(qLocal.Add(d))
 		t.Logf("Acquire returned %v after the quarantine ended", late)
 		if late > deadlineBound {
-			t.Fatalf("Acquire returned %v after the quarantine ended, want <= %v", late, deadlineBound)
+			t.Fatalf("Acquire returned %v after the quarantine ended, want <= %v (%s)", late, deadlineBound, redistest.SchedDelay())
 		}
 	}},
 	{"allocator-quarantine-takes-a-held-item", func(t *testing.T, b backend) {
@@ -175,10 +175,10 @@ var featureBehaviours = []behaviour{
 		e.wantNoFree("w", allocator.AcquireOptions{})
 		e.wantNoFree("w", allocator.AcquireOptions{Prefer: "b"})
 		if took := time.Since(start); took > d {
-			t.Fatalf("test too slow (%v) to check the quarantine", took)
+			t.Fatalf("test too slow (%v) to check the quarantine (%s)", took, redistest.SchedDelay())
 		}
 		var got []string
-		eventually(t, "quarantined items back", d+recoveryBound+100*time.Millisecond, func() bool {
+		redistest.Eventually(t, "quarantined items back", d+recoveryBound+100*time.Millisecond, func() bool {
 			for _, l := range e.drain("w") {
 				got = append(got, l.Item())
 			}
@@ -209,7 +209,7 @@ var featureBehaviours = []behaviour{
 			t.Fatalf("got %q", got.Item())
 		}
 		var back *allocator.Lease
-		eventually(t, "quarantined item back", d+recoveryBound+100*time.Millisecond, func() bool {
+		redistest.Eventually(t, "quarantined item back", d+recoveryBound+100*time.Millisecond, func() bool {
 			ls := e.drain("w")
 			if len(ls) > 0 {
 				back = ls[0]

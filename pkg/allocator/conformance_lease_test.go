@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -163,8 +164,7 @@ var leaseBehaviours = []behaviour{
 			if i%3 == 0 {
 				a = peer
 			}
-			l, err := tryOn(t, e.ctx, a, "w", allocator.AcquireOptions{})
-			must(t, err)
+			l := mustTryOn(t, e.ctx, a, "w", allocator.AcquireOptions{})
 			if l.Token() <= last {
 				t.Fatalf("acquire %d: token %d after %d", i, l.Token(), last)
 			}
@@ -410,7 +410,7 @@ var leaseBehaviours = []behaviour{
 		time.Sleep(4 * ttl)
 		select {
 		case <-k.Done():
-			t.Fatalf("keep-alive ended after %v: %v", 4*ttl, k.Err())
+			t.Fatalf("keep-alive ended after %v: %v (%s)", 4*ttl, k.Err(), redistest.SchedDelay())
 		default:
 		}
 		if k.Err() != nil || k.Context().Err() != nil {
@@ -439,10 +439,8 @@ var leaseBehaviours = []behaviour{
 	{"keepalive-reports-loss-to-pool-unlock", func(t *testing.T, b backend) {
 		e := setup(t, b, allocator.Config{}, "a")
 		l := e.mustTry("w", allocator.AcquireOptions{TTL: 300 * time.Millisecond})
-		k, err := l.KeepAlive(e.ctx, allocator.KeepAliveOptions{})
-		must(t, err)
+		k := keepAliveRunning(t, e.ctx, l)
 		defer k.Stop()
-		time.Sleep(50 * time.Millisecond)
 		start := time.Now()
 		wantBool(t, "pool.Unlock", true)(e.pool.Unlock(e.ctx, "a"))
 		wantBool(t, "pool.Lock", true)(e.pool.Lock(e.ctx, "a", "intruder", long))
@@ -458,9 +456,7 @@ var leaseBehaviours = []behaviour{
 			a    *allocator.Allocator
 		}{{"a", e.a}, {"b", peer}} {
 			l := e.mustTry("w", allocator.AcquireOptions{TTL: 300 * time.Millisecond, Prefer: q.item})
-			k, err := l.KeepAlive(e.ctx, allocator.KeepAliveOptions{})
-			must(t, err)
-			time.Sleep(50 * time.Millisecond)
+			k := keepAliveRunning(t, e.ctx, l)
 			start := time.Now()
 			must(t, q.a.Quarantine(e.ctx, q.item, long))
 			wantLoss(t, k, start, time.Second)
@@ -665,13 +661,28 @@ func wantDeadline(t *testing.T, what string, d, before, after time.Time, ttl tim
 	}
 }
 
+// keepAliveRunning starts a keep-alive of l with the default options and
+// returns once it has refreshed l.
+func keepAliveRunning(t *testing.T, ctx context.Context, l *allocator.Lease) *allocator.KeepAlive {
+	t.Helper()
+	var refreshed atomic.Int64
+	k, err := l.KeepAlive(ctx, allocator.KeepAliveOptions{OnRefresh: func(err error) {
+		if err == nil {
+			refreshed.Add(1)
+		}
+	}})
+	must(t, err)
+	redistest.Eventually(t, "the keep-alive's first refresh", 5*time.Second, func() bool { return refreshed.Load() > 0 })
+	return k
+}
+
 // wantLoss waits for a keep-alive to report its lease lost.
 func wantLoss(t *testing.T, k *allocator.KeepAlive, since time.Time, within time.Duration) {
 	t.Helper()
 	select {
 	case <-k.Done():
 	case <-time.After(within):
-		t.Fatalf("keep-alive did not report the loss within %v", within)
+		t.Fatalf("keep-alive did not report the loss within %v (%s)", within, redistest.SchedDelay())
 	}
 	t.Logf("keep-alive reported the loss after %v", time.Since(since).Round(time.Millisecond))
 	if cause := context.Cause(k.Context()); !errors.Is(cause, allocator.ErrLeaseLost) {

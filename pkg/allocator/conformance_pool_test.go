@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -31,22 +32,15 @@ var poolBehaviours = []behaviour{
 		e.mustTry("w", allocator.AcquireOptions{})
 		// TryAcquire.
 		must(t, e.pool.Extend(e.ctx, []string{"b"}))
-		took := eventually(t, "extended item allocatable by TryAcquire", syncBound, func() bool {
-			l, err := e.try("w", allocator.AcquireOptions{})
-			if errors.Is(err, allocator.ErrNoFreeItem) {
-				return false
-			}
-			must(t, err)
-			if l.Item() != "b" {
-				t.Fatalf("got %q", l.Item())
-			}
-			return true
-		})
+		l, took := tryEventually(t, e.ctx, e.a, "w", "extended item allocatable by TryAcquire", syncBound)
+		if l.Item() != "b" {
+			t.Fatalf("got %q", l.Item())
+		}
 		t.Logf("extended item allocatable by TryAcquire after %v", took)
 		// A blocked Acquire, on either allocator, is woken by it.
 		for i, a := range []*allocator.Allocator{e.a, peer} {
 			ch := acquireAsync(t, e.ctx, a, "w", allocator.AcquireOptions{})
-			time.Sleep(30 * time.Millisecond)
+			e.waitWaiters(1)
 			wantBlocked(t, "Acquire", ch)
 			start := time.Now()
 			item := []string{"c", "d"}[i]
@@ -106,16 +100,7 @@ var poolBehaviours = []behaviour{
 		e.drain("w")
 		must(t, e.pool.Shrink(e.ctx, []string{"b"}))
 		must(t, e.pool.Extend(e.ctx, []string{"c"}))
-		var got *allocator.Lease
-		took := eventually(t, "c (added while b was removed) allocatable", syncBound, func() bool {
-			l, err := e.try("w", allocator.AcquireOptions{})
-			if errors.Is(err, allocator.ErrNoFreeItem) {
-				return false
-			}
-			must(t, err)
-			got = l
-			return true
-		})
+		got, took := tryEventually(t, e.ctx, e.a, "w", "c (added while b was removed) allocatable", syncBound)
 		if got.Item() != "c" {
 			t.Fatalf("got %q", got.Item())
 		}
@@ -145,7 +130,7 @@ var poolBehaviours = []behaviour{
 			t.Fatalf("got %q, want d", r.l.Item())
 		}
 		if late := r.at.Sub(start) - 150*time.Millisecond; late > deadlineBound {
-			t.Fatalf("Acquire returned %v after the direct lock expired", late)
+			t.Fatalf("Acquire returned %v after the direct lock expired, want <= %v (%s)", late, deadlineBound, redistest.SchedDelay())
 		}
 		e.wantNoFree("w", allocator.AcquireOptions{})
 		e.wantValue("a", "python-1", true)
@@ -170,7 +155,7 @@ var poolBehaviours = []behaviour{
 		wantBool(t, "pool.Lock(b)", true)(e2.pool.Lock(ctx, "b", "python-2", time.Hour))
 		e2.wantNoFree("w", allocator.AcquireOptions{})
 		ch := acquireAsync(t, ctx, e2.a, "w", allocator.AcquireOptions{})
-		time.Sleep(50 * time.Millisecond)
+		e2.waitWaiters(1)
 		wantBool(t, "pool.Unlock(b)", true)(e2.pool.Unlock(ctx, "b"))
 		unlocked := time.Now()
 		r := waitResult(t, "Acquire behind a direct lock removed early", ch, 3*time.Second)
@@ -178,7 +163,7 @@ var poolBehaviours = []behaviour{
 			t.Fatalf("got %q, want b", r.l.Item())
 		}
 		if took := r.at.Sub(unlocked); took > time.Second+deadlineBound {
-			t.Fatalf("blocked Acquire took %v after the direct unlock; want within 1s", took)
+			t.Fatalf("blocked Acquire took %v after the direct unlock; want within 1s (%s)", took, redistest.SchedDelay())
 		}
 	}},
 }

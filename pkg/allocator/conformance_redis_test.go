@@ -44,8 +44,7 @@ func TestRedisWrongType(t *testing.T) {
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: long})
 	must(t, pool.Extend(ctx, []string{"a", "b"}))
 	must(t, a.Sync(ctx))
-	la, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{Prefer: "a"})
-	must(t, err)
+	la := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{Prefer: "a"})
 
 	// The pool key holds a string.
 	must(t, c.Del(ctx, pool.PoolKey()).Err())
@@ -74,7 +73,7 @@ func TestRedisWrongType(t *testing.T) {
 	// An item's lock key holds a hash: never handed out, not touched.
 	bKey := pool.Key("b")
 	must(t, c.HSet(ctx, bKey, "f", "v").Err())
-	_, err = tryOn(t, ctx, a, "w", allocator.AcquireOptions{Prefer: "b"})
+	_, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{Prefer: "b"})
 	wantErr(t, "TryAcquire with b a hash", err, allocator.ErrNoFreeItem)
 	wantErr(t, "Quarantine(b) with b a hash", a.Quarantine(ctx, "b", time.Second), lock.ErrWrongType)
 	wantHash(t, c, bKey, map[string]string{"f": "v"})
@@ -114,16 +113,7 @@ func TestRedisRawClients(t *testing.T) {
 	c := redistest.Client(t)
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: 5 * time.Second})
 	must(t, c.SAdd(ctx, pool.PoolKey(), "py-item").Err())
-	var l *allocator.Lease
-	eventually(t, "SADDed item allocatable", syncBound, func() bool {
-		got, err := a.TryAcquire(ctx, "w", allocator.AcquireOptions{})
-		if errors.Is(err, allocator.ErrNoFreeItem) {
-			return false
-		}
-		must(t, err)
-		l = got
-		return true
-	})
+	l, _ := tryEventually(t, ctx, a, "w", "SADDed item allocatable", syncBound)
 	if l.Item() != "py-item" {
 		t.Fatalf("got %q", l.Item())
 	}

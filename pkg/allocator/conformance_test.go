@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
@@ -33,68 +31,62 @@ type backend struct {
 	// clock returns the clock lease deadlines are measured by: the Redis
 	// server's TIME, or the process clock for the memory backend.
 	clock func(t *testing.T) func() time.Time
+	// waiters returns a function counting the Acquire calls that wait on
+	// the pool: their attempt found nothing free, and they are registered
+	// for a wake-up (the waiter ZSET, or the memory store's twin of it).
+	waiters func(t *testing.T, pool lock.Pool) func() int64
 	// start, when set, prepares what every test of the backend shares
 	// (the cluster), for the lifetime of t.
 	start func(t *testing.T)
 }
 
-// cluster is the Redis Cluster the "redis-cluster" backend shares, started
-// once by its start.
-var cluster struct{ c *redistest.Cluster }
-
-// clusterClient is a cluster client seeded with one node that owns none of
-// the slots of most prefixes, so redirects are followed from the start.
-func clusterClient(t *testing.T) *redis.ClusterClient {
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.c.Addrs()[:1], ContextTimeoutEnabled: true})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 func backends() []backend {
-	return []backend{
-		redisBackend("redis", nil, func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }, redistest.Prefix),
-		// Every behaviour on a 3-master Redis Cluster, the pool's prefix
-		// carrying a hash tag, through a cluster client.
-		redisBackend("redis-cluster", func(t *testing.T) { cluster.c = redistest.StartCluster(t, redistest.ClusterOptions{}) },
-			func(t *testing.T) redis.UniversalClient { return clusterClient(t) },
-			func(t testing.TB) string { return "{" + redistest.Prefix(t) + "}" }),
-		{
-			name: "memory",
-			new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
-				pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
-				must(t, err)
-				a, err := allocator.NewMemory(pool, cfg)
-				must(t, err)
-				closeOnCleanup(t, a)
-				return a, pool
-			},
-			attach: func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
-				a, err := allocator.NewMemory(pool.(*lock.MemoryLockPool), cfg)
-				if err == nil {
-					closeOnCleanup(t, a)
-				}
-				return a, err
-			},
-			clock: func(*testing.T) func() time.Time { return time.Now },
-		},
+	var out []backend
+	// Every behaviour on the shared server, and on a 3-master Redis
+	// Cluster, the pool's prefix carrying a hash tag, through a cluster
+	// client seeded with one node that owns none of the slots of most
+	// prefixes, so redirects are followed from the start.
+	for _, rb := range redistest.Backends() {
+		out = append(out, redisBackend(rb))
 	}
+	return append(out, backend{
+		name: "memory",
+		new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
+			pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
+			must(t, err)
+			a, err := allocator.NewMemory(pool, cfg)
+			must(t, err)
+			closeOnCleanup(t, a)
+			return a, pool
+		},
+		attach: func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
+			a, err := allocator.NewMemory(pool.(*lock.MemoryLockPool), cfg)
+			if err == nil {
+				closeOnCleanup(t, a)
+			}
+			return a, err
+		},
+		clock: func(*testing.T) func() time.Time { return time.Now },
+		waiters: func(_ *testing.T, pool lock.Pool) func() int64 {
+			return func() int64 { return int64(allocator.QueuedWaiters(pool.(*lock.MemoryLockPool))) }
+		},
+	})
 }
 
-// redisBackend builds allocators over Redis pools reached through client,
-// with prefixes from prefix; start, when set, runs once per suite.
-func redisBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) backend {
+// redisBackend builds allocators over Redis pools reached through rb.
+func redisBackend(rb *redistest.Backend) backend {
 	attach := func(t *testing.T, pool lock.Pool, cfg allocator.Config) (*allocator.Allocator, error) {
-		a, err := allocator.NewRedis(poolOn(t, client(t), lock.Config{Prefix: pool.(*lock.RedisLockPool).Keys().Prefix()}), cfg)
+		a, err := allocator.NewRedis(poolOn(t, rb.Client(t), lock.Config{Prefix: pool.(*lock.RedisLockPool).Keys().Prefix()}), cfg)
 		if err == nil {
 			closeOnCleanup(t, a)
 		}
 		return a, err
 	}
 	return backend{
-		name:  name,
-		start: start,
+		name:  rb.Name,
+		start: func(t *testing.T) { rb.Start(t) },
 		new: func(t *testing.T, cfg allocator.Config) (*allocator.Allocator, lock.Pool) {
-			pool, err := lock.NewRedisLockPool(client(t), lock.Config{Prefix: prefix(t)})
+			pool, err := lock.NewRedisLockPool(rb.Client(t), lock.Config{Prefix: rb.Prefix(t)})
 			must(t, err)
 			a, err := attach(t, pool, cfg)
 			must(t, err)
@@ -102,8 +94,16 @@ func redisBackend(name string, start func(*testing.T), client func(*testing.T) r
 		},
 		attach: attach,
 		clock: func(t *testing.T) func() time.Time {
-			c := client(t)
+			c := rb.Client(t)
 			return func() time.Time { return redistest.ServerTime(t, c) }
+		},
+		waiters: func(t *testing.T, pool lock.Pool) func() int64 {
+			c, key := rb.Client(t), pool.(*lock.RedisLockPool).Keys().Waiters()
+			return func() int64 {
+				n, err := c.ZCard(context.Background(), key).Result()
+				must(t, err)
+				return n
+			}
 		},
 	}
 }
@@ -178,6 +178,9 @@ type env struct {
 	pool lock.Pool
 	ctx  context.Context
 	now  func() time.Time // the backend's clock
+	// waiters counts the Acquire calls waiting on the pool (see
+	// backend.waiters).
+	waiters func() int64
 }
 
 // setup builds an allocator over a fresh pool holding items, already
@@ -187,7 +190,7 @@ func setup(t *testing.T, b backend, cfg allocator.Config, items ...string) *env 
 	a, pool := b.new(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	t.Cleanup(cancel)
-	e := &env{t: t, b: b, a: a, pool: pool, ctx: ctx, now: b.clock(t)}
+	e := &env{t: t, b: b, a: a, pool: pool, ctx: ctx, now: b.clock(t), waiters: b.waiters(t, pool)}
 	if len(items) > 0 {
 		must(t, pool.Extend(ctx, items))
 		must(t, a.Sync(ctx))
@@ -236,9 +239,15 @@ func acquireOn(t testing.TB, ctx context.Context, a *allocator.Allocator, owner 
 // mustTry takes a free item, failing the test if none is free.
 func (e *env) mustTry(owner string, opts allocator.AcquireOptions) *allocator.Lease {
 	e.t.Helper()
-	l, err := e.try(owner, opts)
+	return mustTryOn(e.t, e.ctx, e.a, owner, opts)
+}
+
+// mustTryOn takes a free item from a, failing the test if none is free.
+func mustTryOn(t testing.TB, ctx context.Context, a *allocator.Allocator, owner string, opts allocator.AcquireOptions) *allocator.Lease {
+	t.Helper()
+	l, err := tryOn(t, ctx, a, owner, opts)
 	if err != nil {
-		e.t.Fatalf("TryAcquire(%q, %+v): %v", owner, opts, err)
+		t.Fatalf("TryAcquire(%q, %+v): %v", owner, opts, err)
 	}
 	return l
 }
@@ -325,12 +334,7 @@ func (e *env) snapshot() string {
 	return fmt.Sprintf("health %d locked %d free; %s", locked, free, strings.Join(lines, " "))
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-}
+var must = redistest.Must
 
 // wantErr asserts that err matches every target.
 func wantErr(t testing.TB, what string, err error, targets ...error) {
@@ -354,20 +358,32 @@ func numbered(prefix string, n int) []string {
 	return out
 }
 
-// eventually polls cond every few milliseconds until it holds, and fails
-// the test after within. It returns how long it took.
-func eventually(t testing.TB, what string, within time.Duration, cond func() bool) time.Duration {
+// waitWaiters waits until n Acquire calls wait on the pool: each found
+// nothing free and is registered for a wake-up, so a release or a
+// deadline from now on is what ends its wait.
+func (e *env) waitWaiters(n int64) {
+	e.t.Helper()
+	redistest.Eventually(e.t, fmt.Sprintf("%d blocked Acquire calls registered as waiters", n), 10*time.Second, func() bool {
+		return e.waiters() == n
+	})
+}
+
+// tryEventually calls TryAcquire on a until it grants a lease, for at most
+// within, and returns the lease and how long that took. Any error but
+// ErrNoFreeItem fails the test.
+func tryEventually(t testing.TB, ctx context.Context, a *allocator.Allocator, owner, what string, within time.Duration) (*allocator.Lease, time.Duration) {
 	t.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
+	var got *allocator.Lease
+	took := redistest.Eventually(t, what, within, func() bool {
+		l, err := tryOn(t, ctx, a, owner, allocator.AcquireOptions{})
+		if errors.Is(err, allocator.ErrNoFreeItem) {
+			return false
 		}
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		must(t, err)
+		got = l
+		return true
+	})
+	return got, took
 }
 
 // result is what a background Acquire returns.
@@ -395,7 +411,7 @@ func waitResult(t testing.TB, what string, ch <-chan result, within time.Duratio
 		checkResult(t, what, r.l, r.err)
 		return r
 	case <-time.After(within):
-		t.Fatalf("%s: still blocked after %v", what, within)
+		t.Fatalf("%s: still blocked after %v (%s)", what, within, redistest.SchedDelay())
 		return result{}
 	}
 }

@@ -27,7 +27,7 @@ var waitBehaviours = []behaviour{
 			took := time.Since(start)
 			wantErr(t, what, err, allocator.ErrNoFreeItem, context.DeadlineExceeded)
 			if took < 140*time.Millisecond || took > 150*time.Millisecond+deadlineBound {
-				t.Fatalf("%s returned after %v, want about 150ms", what, took)
+				t.Fatalf("%s returned after %v, want about 150ms (%s)", what, took, redistest.SchedDelay())
 			}
 		}
 		check("Acquire on an empty pool")
@@ -41,7 +41,7 @@ var waitBehaviours = []behaviour{
 		// Cancellation ends the wait at once.
 		ctx, cancel := context.WithCancel(e.ctx)
 		ch := acquireAsync(t, ctx, e.a, "w", allocator.AcquireOptions{})
-		time.Sleep(30 * time.Millisecond)
+		e.waitWaiters(1)
 		wantBlocked(t, "Acquire", ch)
 		start := time.Now()
 		cancel()
@@ -65,10 +65,9 @@ var waitBehaviours = []behaviour{
 			if i%4 >= 2 {
 				waitA = holdA // same allocator, too
 			}
-			holder, err := tryOn(t, e.ctx, holdA, "holder", allocator.AcquireOptions{})
-			must(t, err)
+			holder := mustTryOn(t, e.ctx, holdA, "holder", allocator.AcquireOptions{})
 			ch := acquireAsync(t, e.ctx, waitA, "waiter", allocator.AcquireOptions{})
-			time.Sleep(20 * time.Millisecond) // let it block
+			e.waitWaiters(1)
 			wantBlocked(t, "Acquire", ch)
 			start := time.Now()
 			must(t, holder.Release(e.ctx))
@@ -153,7 +152,7 @@ var waitBehaviours = []behaviour{
 				}
 			})
 		}
-		time.Sleep(50 * time.Millisecond)
+		e.waitWaiters(n)
 		released.Store(time.Now().UnixNano())
 		must(t, holder.Release(e.ctx))
 		wg.Wait()
@@ -175,7 +174,7 @@ var waitBehaviours = []behaviour{
 		for round := range 5 {
 			l := e.mustTry("holder", allocator.AcquireOptions{})
 			ch := acquireAsync(t, e.ctx, e.a, "waiter", allocator.AcquireOptions{})
-			time.Sleep(50 * time.Millisecond)
+			e.waitWaiters(1)
 			wantBlocked(t, "Acquire", ch)
 			must(t, l.Release(e.ctx))
 			if l2, err := e.try("barger", allocator.AcquireOptions{}); !errors.Is(err, allocator.ErrNoFreeItem) {
@@ -197,7 +196,7 @@ var waitBehaviours = []behaviour{
 		e.mustTry("holder", allocator.AcquireOptions{})
 		other := e.peer(allocator.Config{})
 		ch := acquireAsync(t, e.ctx, other, "w", allocator.AcquireOptions{})
-		time.Sleep(30 * time.Millisecond)
+		e.waitWaiters(1)
 		wantBlocked(t, "Acquire", ch)
 		start := time.Now()
 		must(t, other.Close())
@@ -219,16 +218,7 @@ var waitBehaviours = []behaviour{
 		for range 3 {
 			crashed := e.mustTry("crashed", allocator.AcquireOptions{TTL: ttl}) // never released
 			e.wantNoFree("rescuer", allocator.AcquireOptions{})
-			var got *allocator.Lease
-			eventually(t, "abandoned item allocatable", ttl+recoveryBound+100*time.Millisecond, func() bool {
-				l, err := e.try("rescuer", allocator.AcquireOptions{})
-				if errors.Is(err, allocator.ErrNoFreeItem) {
-					return false
-				}
-				must(t, err)
-				got = l
-				return true
-			})
+			got, _ := tryEventually(t, e.ctx, e.a, "rescuer", "abandoned item allocatable", ttl+recoveryBound+100*time.Millisecond)
 			grant := got.Deadline().Add(-got.TTL())
 			delay := grant.Sub(crashed.Deadline())
 			delays = append(delays, delay)

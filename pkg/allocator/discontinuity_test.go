@@ -53,20 +53,15 @@ func newMovable(t *testing.T) *movable {
 func (m *movable) failover(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	host, port, _ := strings.Cut(m.master.Addr, ":")
-	replica := redistest.StartServer(t, "--replicaof", host, port)
+	replica := m.master.StartReplica(t)
 	rc := replica.Client(t)
-	eventually(t, "the replica in sync", 10*time.Second, func() bool {
-		info, _ := rc.Info(ctx, "replication").Result()
-		return strings.Contains(info, "master_link_status:up")
-	})
 	// Writes stop on the old master and the replica catches up before it
 	// is promoted, so nothing acknowledged is lost: the test is about
 	// the new identity, not lost writes. (Clients' scripts block on the
 	// paused master until it is killed, then go to the new one.)
 	oc := m.master.Client(t)
 	must(t, oc.Do(ctx, "CLIENT", "PAUSE", "10000", "WRITE").Err())
-	eventually(t, "the replica caught up", 10*time.Second, func() bool {
+	redistest.Eventually(t, "the replica caught up", 10*time.Second, func() bool {
 		mi, _ := oc.Info(ctx, "replication").Result()
 		ri, _ := rc.Info(ctx, "replication").Result()
 		off := func(info, field string) string {
@@ -103,8 +98,7 @@ func TestDiscontinuityNewPoolHasNoQuietPeriod(t *testing.T) {
 	c := redistest.Client(t)
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: long})
 	must(t, pool.Extend(ctx, []string{"a"}))
-	l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-	must(t, err)
+	l := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	if d := a.Dataset(); d.Gen != 1 || !d.QuietUntil.IsZero() {
 		t.Fatalf("Dataset of a new pool = %+v; want generation 1, no quiet period", d)
 	}
@@ -123,20 +117,18 @@ func TestDiscontinuityDataLoss(t *testing.T) {
 	must(t, pool.Extend(ctx, []string{"a", "b"}))
 	var last int64
 	for range 50 {
-		l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-		must(t, err)
+		l := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 		last = l.Token()
 		must(t, l.Release(ctx))
 	}
-	held, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-	must(t, err)
+	held := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	last = held.Token()
 
 	s.Restart()
-	eventually(t, "Extend after restart", 5*time.Second, func() bool { return pool.Extend(ctx, []string{"a", "b"}) == nil })
+	redistest.Eventually(t, "Extend after restart", 5*time.Second, func() bool { return pool.Extend(ctx, []string{"a", "b"}) == nil })
 	// The process remembers the dataset it saw: the empty one is a
 	// discontinuity, not a new pool.
-	_, err = tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
+	_, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	wantQuiet(t, "TryAcquire after the data loss", err)
 	d := a.Dataset()
 	if d.Gen != 2 || d.QuietUntil.Sub(d.Since) < ttl {
@@ -161,8 +153,7 @@ func TestDiscontinuityDataLoss(t *testing.T) {
 	last = l.Token()
 	must(t, l.Release(ctx))
 	for i := range 20 {
-		l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-		must(t, err)
+		l := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 		if l.Token() <= last {
 			t.Fatalf("acquire %d after data loss: token %d, not above %d", i, l.Token(), last)
 		}
@@ -185,8 +176,7 @@ func TestDiscontinuityPromotionKeepsSurvivingLeases(t *testing.T) {
 	c := m.c
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: ttl})
 	must(t, pool.Extend(ctx, []string{"a", "b", "c"}))
-	held, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{Prefer: "a"})
-	must(t, err)
+	held := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{Prefer: "a"})
 	fence := func() int64 {
 		n, err := c.Get(ctx, pool.Keys().Fence()).Int64()
 		must(t, err)
@@ -237,8 +227,7 @@ func TestDiscontinuityQuietLastsTheLongestTTL(t *testing.T) {
 	other, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: 2 * time.Second})
 	must(t, err)
 	closeOnCleanup(t, other)
-	l, err := tryOn(t, ctx, other, "other", allocator.AcquireOptions{})
-	must(t, err)
+	l := mustTryOn(t, ctx, other, "other", allocator.AcquireOptions{})
 	must(t, l.Release(ctx))
 
 	m.failover(t)
@@ -269,8 +258,7 @@ func TestDiscontinuityRecordDeleted(t *testing.T) {
 	c := redistest.Client(t)
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: long})
 	must(t, pool.Extend(ctx, []string{"a"}))
-	l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-	must(t, err)
+	l := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	must(t, l.Release(ctx))
 	must(t, c.Del(ctx, pool.Keys().Epoch()).Err())
 
@@ -315,8 +303,7 @@ func testRecordRecreated(t *testing.T, lose func(*testing.T, *redistest.Server, 
 	c := s.Client(t)
 	old, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: 400 * time.Millisecond, SyncInterval: time.Hour, FullSyncInterval: time.Hour})
 	must(t, pool.Extend(ctx, []string{"a", "b"}))
-	l, err := tryOn(t, ctx, old, "w", allocator.AcquireOptions{})
-	must(t, err)
+	l := mustTryOn(t, ctx, old, "w", allocator.AcquireOptions{})
 	must(t, l.Release(ctx))
 
 	lose(t, s, c)
@@ -382,8 +369,7 @@ func TestLostLeaseEvicted(t *testing.T) {
 	c := s.Client(t)
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: long, AllowEviction: true})
 	must(t, pool.Extend(ctx, []string{"a"}))
-	l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-	must(t, err)
+	l := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	big := strings.Repeat("x", 64<<10)
 	for i := 0; ; i++ {
 		if n, _ := c.Exists(ctx, pool.Key("a")).Result(); n == 0 {
@@ -395,7 +381,7 @@ func TestLostLeaseEvicted(t *testing.T) {
 		// Filler keys with a TTL too, so that volatile-lru has a choice.
 		_ = c.Set(ctx, "filler:"+pool.Keys().Prefix()+":"+strconv.Itoa(i), big, time.Hour).Err()
 	}
-	err = l.Refresh(ctx)
+	err := l.Refresh(ctx)
 	if !errors.Is(err, allocator.ErrLeaseLost) || lostReason(err) != allocator.LostEvicted {
 		t.Fatalf("Refresh of an evicted lease = %v; want reason evicted", err)
 	}
@@ -417,21 +403,14 @@ func TestMinReplicasAcked(t *testing.T) {
 		t.Fatalf("the unacknowledged grant was left in place (TryAcquire said: %v; %s)", err, redistest.SchedDelay())
 	}
 
-	host, port, _ := strings.Cut(primary.Addr, ":")
-	replica := redistest.StartServer(t, "--replicaof", host, port)
-	rc := replica.Client(t)
-	eventually(t, "the replica in sync", 10*time.Second, func() bool {
-		info, _ := rc.Info(ctx, "replication").Result()
-		return strings.Contains(info, "master_link_status:up")
-	})
+	rc := primary.StartReplica(t).Client(t)
 	// Another process, with a timeout a loaded machine's replica meets.
 	a, err = allocator.NewRedis(pool, allocator.Config{LeaseTTL: long, MinReplicasAcked: 1, ReplicaAckTimeout: 5 * time.Second})
 	must(t, err)
 	closeOnCleanup(t, a)
 	// The master drew a new replication id for its first replica: no
 	// discontinuity.
-	l, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-	must(t, err)
+	l := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	if d := a.Dataset(); d.Gen != 1 {
 		t.Fatalf("Dataset after a replica attached = %+v; want generation 1 still", d)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -814,14 +815,27 @@ func TestMemoryAcquireHandoff(t *testing.T) {
 	if _, err := a.TryAcquire(ctx, "w3", AcquireOptions{}); !errors.Is(err, ErrNoFreeItem) {
 		t.Fatalf("third TryAcquire = %v; want ErrNoFreeItem", err)
 	}
-	go func() { time.Sleep(30 * time.Millisecond); _ = l2.Release(ctx) }()
+	// l2 is released once w3's Acquire is blocked: queued for a wake-up.
 	start := time.Now()
-	l3, err := a.Acquire(ctx, "w3", AcquireOptions{TTL: time.Minute})
+	type result struct {
+		l   *Lease
+		err error
+		at  time.Time
+	}
+	blocked := make(chan result, 1)
+	go func() {
+		l, err := a.Acquire(ctx, "w3", AcquireOptions{TTL: time.Minute})
+		blocked <- result{l, err, time.Now()}
+	}()
+	redistest.Eventually(t, "w3's Acquire queued for a wake-up", 10*time.Second, func() bool { return QueuedWaiters(pool) == 1 })
+	_ = l2.Release(ctx)
+	r := <-blocked
+	l3, err := r.l, r.err
 	if err != nil || l3.item != l2.item {
 		t.Fatalf("Acquire = %v, %v; want %q", l3, err, l2.item)
 	}
-	if d := time.Since(start); d > 250*time.Millisecond {
-		t.Fatalf("hand-off took %v; want the release to wake the waiter", d)
+	if d := r.at.Sub(start); d > 250*time.Millisecond {
+		t.Fatalf("hand-off took %v; want the release to wake the waiter (%s)", d, redistest.SchedDelay())
 	}
 	// Nothing is released now: the waiter sleeps until l1 expires.
 	start = time.Now()
@@ -830,7 +844,7 @@ func TestMemoryAcquireHandoff(t *testing.T) {
 		t.Fatalf("Acquire = %v, %v; want %q after it expired", l4, err, l1.item)
 	}
 	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("expiry wait took %v", d)
+		t.Fatalf("expiry wait took %v (%s)", d, redistest.SchedDelay())
 	}
 	if err := l1.Refresh(ctx); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("Refresh of the expired lease = %v; want ErrLeaseLost", err)

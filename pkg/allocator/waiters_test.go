@@ -70,13 +70,9 @@ func TestThousandWaitersDoNotSpin(t *testing.T) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
 	waitersKey := pool.Keys().Waiters()
-	deadline := time.Now().Add(30 * time.Second)
-	for admin.ZCard(ctx, waitersKey).Val() < procs*perProc {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d waiters registered after 30s", admin.ZCard(ctx, waitersKey).Val(), procs*perProc)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	redistest.Eventually(t, fmt.Sprintf("%d waiters registered", procs*perProc), 30*time.Second, func() bool {
+		return admin.ZCard(ctx, waitersKey).Val() >= procs*perProc
+	})
 
 	// A quiet second: nobody releases, no lease ends.
 	must(t, admin.ConfigResetStat(ctx).Err())
@@ -94,7 +90,7 @@ func TestThousandWaitersDoNotSpin(t *testing.T) {
 	select {
 	case winner = <-got:
 	case <-time.After(2 * time.Second):
-		t.Fatal("no waiter got the released item within 2s")
+		t.Fatalf("no waiter got the released item within 2s (%s)", redistest.SchedDelay())
 	}
 	time.Sleep(300 * time.Millisecond) // let any over-woken waiters show up in the counters
 	after := commandCalls(t, admin)
@@ -138,21 +134,20 @@ func TestDeadProcessEntriesAreForgotten(t *testing.T) {
 	c := redistest.Client(t)
 	a, pool, ctx := redisSetup(t, c, allocator.Config{LeaseTTL: long, SyncInterval: 20 * time.Millisecond})
 	must(t, pool.Extend(ctx, []string{"a"}))
-	held, err := tryOn(t, ctx, a, "w", allocator.AcquireOptions{})
-	must(t, err)
+	held := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	// A live waiter of this process, blocked on the only item.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	waiting := acquireAsync(t, wctx, a, "waiter", allocator.AcquireOptions{})
 	keys := pool.Keys()
-	eventually(t, "the live waiter registered", 5*time.Second, func() bool { return c.ZCard(ctx, keys.Waiters()).Val() == 1 })
+	redistest.Eventually(t, "the live waiter registered", 5*time.Second, func() bool { return c.ZCard(ctx, keys.Waiters()).Val() == 1 })
 	// Entries of 50 processes that are gone.
 	for i := range 50 {
 		w := fmt.Sprintf("dead%02d:1", i)
 		must(t, c.ZAdd(ctx, keys.Waiters(), redis.Z{Score: 1, Member: w}).Err())
 		must(t, c.HSet(ctx, keys.Reserved(), w, "a").Err())
 	}
-	took := eventually(t, "dead waiters and hand-offs dropped", 10*time.Second, func() bool {
+	took := redistest.Eventually(t, "dead waiters and hand-offs dropped", 10*time.Second, func() bool {
 		return c.ZCard(ctx, keys.Waiters()).Val() == 1 && c.HLen(ctx, keys.Reserved()).Val() == 0
 	})
 	t.Logf("50 dead waiters and hand-offs dropped in %v (sync every 20ms, 4 of each looked at per step)", took.Round(time.Millisecond))

@@ -29,6 +29,15 @@ func benchClient(b *testing.B) *redis.Client {
 	return c
 }
 
+// benchLock is a lock over benchClient with a prefix of its own.
+func benchLock(b *testing.B) (*redis.Client, string, *lock.RedisLock) {
+	b.Helper()
+	c, prefix := benchClient(b), redistest.Prefix(b)
+	l, err := lock.NewRedisLock(c, lock.Config{Prefix: prefix})
+	must(b, err)
+	return c, prefix, l
+}
+
 // rawCycle is the baseline: what a hand-written Redis lock costs.
 func rawCycle(ctx context.Context, c *redis.Client, prefix string) func(i int) error {
 	return func(i int) error {
@@ -43,10 +52,8 @@ func rawCycle(ctx context.Context, c *redis.Client, prefix string) func(i int) e
 func BenchmarkLockUnlock(b *testing.B) {
 	for _, goroutines := range []int{1, 64} {
 		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
-			c, ctx := benchClient(b), context.Background()
-			prefix := redistest.Prefix(b)
-			l, err := lock.NewRedisLock(c, lock.Config{Prefix: prefix})
-			must(b, err)
+			c, prefix, l := benchLock(b)
+			ctx := context.Background()
 			benchpair.Compare(b, goroutines, rawCycle(ctx, c, prefix), func(i int) error {
 				key := strconv.Itoa(i)
 				ok, err := l.Lock(ctx, key, "owner", time.Minute)
@@ -68,10 +75,8 @@ func BenchmarkLockUnlock(b *testing.B) {
 func BenchmarkRefresh(b *testing.B) {
 	for _, goroutines := range []int{1, 64} {
 		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
-			c, ctx := benchClient(b), context.Background()
-			prefix := redistest.Prefix(b)
-			l, err := lock.NewRedisLock(c, lock.Config{Prefix: prefix})
-			must(b, err)
+			c, prefix, l := benchLock(b)
+			ctx := context.Background()
 			const keys = 64
 			for k := range keys {
 				must(b, l.Update(ctx, strconv.Itoa(k), "owner", time.Minute))

@@ -194,24 +194,10 @@ var lockBehaviours = []lockBehaviour{
 	}},
 	{"64-goroutines-race-one-wins", func(t *testing.T, newLock func(options) lock.Ops) {
 		l, ctx := newLock(options{}), context.Background()
-		var wins atomic.Int32
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range 64 {
-			wg.Go(func() {
-				<-start
-				ok, err := l.Lock(ctx, "contended", string(rune('A'+i%26))+strings.Repeat("x", i), long)
-				if err != nil {
-					t.Errorf("Lock: %v", err)
-				}
-				if ok {
-					wins.Add(1)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
-		if n := wins.Load(); n != 1 {
+		n := raceWins(t, "Lock", 64, func(i int) (bool, error) {
+			return l.Lock(ctx, "contended", string(rune('A'+i%26))+strings.Repeat("x", i), long)
+		})
+		if n != 1 {
 			t.Fatalf("%d goroutines won the same lock; want exactly 1", n)
 		}
 	}},
@@ -290,6 +276,29 @@ func testBadInput(t *testing.T, newLock func(options) lock.Ops) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+// raceWins calls try(0) to try(n-1) from n goroutines released at once
+// and returns how many of them won (true). An error fails the test.
+func raceWins(t *testing.T, what string, n int, try func(i int) (bool, error)) int32 {
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			ok, err := try(i)
+			if err != nil {
+				t.Errorf("%s: %v", what, err)
+			}
+			if ok {
+				wins.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return wins.Load()
+}
 
 func wantBool(t *testing.T, what string, want bool) func(bool, error) {
 	t.Helper()

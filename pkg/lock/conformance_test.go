@@ -3,8 +3,6 @@ package lock_test
 import (
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -28,54 +26,41 @@ type backend struct {
 	start func(t *testing.T)
 }
 
-// cluster is the Redis Cluster the "redis-cluster" backend shares.
-var cluster struct{ c *redistest.Cluster }
-
-// clusterClient is a cluster client seeded with one node only, so
-// redirects are followed from the start.
-func clusterClient(t *testing.T) *redis.ClusterClient {
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.c.Addrs()[:1], ContextTimeoutEnabled: true})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 func backends() []backend {
-	return []backend{
-		redisBackend("redis", nil, func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }, redistest.Prefix),
-		// Pools on a 3-master Redis Cluster: the prefix carries a hash
-		// tag, so every key of a pool lives in one slot.
-		redisBackend("redis-cluster", func(t *testing.T) { cluster.c = redistest.StartCluster(t, redistest.ClusterOptions{}) },
-			func(t *testing.T) redis.UniversalClient { return clusterClient(t) },
-			func(t testing.TB) string { return "{" + redistest.Prefix(t) + "}" }),
-		{
-			name: "memory",
-			newLock: func(t *testing.T, o options) lock.Locker {
-				l, err := lock.NewMemoryLock(lock.MemoryConfig{Epsilon: o.epsilon})
-				must(t, err)
-				return l
-			},
-			newPool: func(t *testing.T, o options) lock.Pool {
-				p, err := lock.NewMemoryLockPool(lock.MemoryConfig{Epsilon: o.epsilon})
-				must(t, err)
-				return p
-			},
-		},
+	var out []backend
+	// Locks and pools on the shared server, and on a 3-master Redis
+	// Cluster, where the prefix carries a hash tag so every key of a pool
+	// lives in one slot.
+	for _, rb := range redistest.Backends() {
+		out = append(out, redisBackend(rb))
 	}
-}
-
-// redisBackend builds locks and pools over Redis reached through client,
-// with prefixes from prefix; start, when set, runs once per suite.
-func redisBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) backend {
-	return backend{
-		name:  name,
-		start: start,
+	return append(out, backend{
+		name: "memory",
 		newLock: func(t *testing.T, o options) lock.Locker {
-			l, err := lock.NewRedisLock(client(t), lock.Config{Prefix: prefix(t), Epsilon: o.epsilon})
+			l, err := lock.NewMemoryLock(lock.MemoryConfig{Epsilon: o.epsilon})
 			must(t, err)
 			return l
 		},
 		newPool: func(t *testing.T, o options) lock.Pool {
-			p, err := lock.NewRedisLockPool(client(t), lock.Config{Prefix: prefix(t), Epsilon: o.epsilon})
+			p, err := lock.NewMemoryLockPool(lock.MemoryConfig{Epsilon: o.epsilon})
+			must(t, err)
+			return p
+		},
+	})
+}
+
+// redisBackend builds locks and pools over Redis reached through rb.
+func redisBackend(rb *redistest.Backend) backend {
+	return backend{
+		name:  rb.Name,
+		start: func(t *testing.T) { rb.Start(t) },
+		newLock: func(t *testing.T, o options) lock.Locker {
+			l, err := lock.NewRedisLock(rb.Client(t), lock.Config{Prefix: rb.Prefix(t), Epsilon: o.epsilon})
+			must(t, err)
+			return l
+		},
+		newPool: func(t *testing.T, o options) lock.Pool {
+			p, err := lock.NewRedisLockPool(rb.Client(t), lock.Config{Prefix: rb.Prefix(t), Epsilon: o.epsilon})
 			must(t, err)
 			return p
 		},
@@ -112,9 +97,4 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-}
+var must = redistest.Must

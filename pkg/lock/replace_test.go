@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,25 +74,10 @@ var replaceBehaviours = []struct {
 	{"exactly-one-of-racing-replacers-wins", func(t *testing.T, l lock.Locker) {
 		ctx := context.Background()
 		wantBool(t, "Lock", true)(l.Lock(ctx, "k", "a", long))
-		const n = 16
-		var wins atomic.Int32
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				ok, err := l.Replace(ctx, "k", "a", "winner-"+strings.Repeat("x", i), long)
-				if err != nil {
-					t.Error(err)
-				}
-				if ok {
-					wins.Add(1)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
-		if got := wins.Load(); got != 1 {
+		got := raceWins(t, "Replace", 16, func(i int) (bool, error) {
+			return l.Replace(ctx, "k", "a", "winner-"+strings.Repeat("x", i), long)
+		})
+		if got != 1 {
 			t.Fatalf("%d replacers won; want exactly 1", got)
 		}
 		v, _, err := l.LockValue(ctx, "k")

@@ -14,7 +14,6 @@ import (
 	"github.com/lockpool/lockpool/internal/benchpair"
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
-	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
 
@@ -38,34 +37,15 @@ import (
 
 const benchConcurrency = 8
 
-// benchBackend is a fresh pool of n items with its allocator and store.
+// benchBackend is a fresh pool of n items with its allocator and store, on
+// the backend called name; the client is set for "redis".
 func benchBackend(b *testing.B, name string, n int) (*allocator.Allocator, worker.Store, *redis.Client) {
-	ctx := context.Background()
 	its := make([]string, n)
 	for i := range its {
 		its[i] = fmt.Sprintf("item-%d", i)
 	}
-	if name == "memory" {
-		pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
-		mustOK(b, err)
-		mustOK(b, pool.Extend(ctx, its))
-		a, err := allocator.NewMemory(pool, allocator.Config{})
-		mustOK(b, err)
-		b.Cleanup(func() { a.Close() })
-		return a, worker.NewMemoryStore(pool), nil
-	}
-	c := redistest.Client(b)
-	lcfg := lock.Config{Prefix: redistest.Prefix(b)}
-	pool, err := lock.NewRedisLockPool(c, lcfg)
-	mustOK(b, err)
-	mustOK(b, pool.Extend(ctx, its))
-	a, err := allocator.NewRedis(pool, allocator.Config{})
-	mustOK(b, err)
-	b.Cleanup(func() { a.Close() })
-	mustOK(b, a.Sync(ctx))
-	st, err := worker.NewRedisStore(pool)
-	mustOK(b, err)
-	return a, st, c
+	f := backendNamed(b, name).new(b, its)
+	return f.alloc, f.store, f.redis
 }
 
 // runsPerSecond runs a loop-mode pool until n task runs have finished
@@ -83,9 +63,9 @@ func runsPerSecond(b *testing.B, a *allocator.Allocator, st worker.Store, n int,
 		}
 		return err
 	}), worker.Config{Concurrency: benchConcurrency, LeaseTTL: time.Minute})
-	mustOK(b, err)
+	must(b, err)
 	start := time.Now()
-	mustOK(b, p.Run(ctx))
+	must(b, p.Run(ctx))
 	once.Do(func() { end = time.Now() })
 	return float64(n) / end.Sub(start).Seconds()
 }
@@ -157,10 +137,10 @@ func BenchmarkLeaseKeeping(b *testing.B) {
 	keys := make([]string, held)
 	for i := range leases {
 		l, err := a.TryAcquire(ctx, "keeper", allocator.AcquireOptions{TTL: time.Minute})
-		mustOK(b, err)
+		must(b, err)
 		leases[i] = l
 		keys[i] = redistest.Prefix(b) + "|raw:" + l.Item()
-		mustOK(b, c.Set(ctx, keys[i], "x", time.Minute).Err())
+		must(b, c.Set(ctx, keys[i], "x", time.Minute).Err())
 	}
 	benchpair.Compare(b, benchConcurrency,
 		func(i int) error { return c.PExpire(ctx, keys[i%held], time.Minute).Err() },

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
 
@@ -141,19 +142,7 @@ func awaitReady(t *testing.T, r *recorder, errc <-chan error) {
 	case err := <-errc:
 		t.Fatalf("task ended before printing ready: %v; stderr %q", err, r.stream("stderr"))
 	case <-time.After(10 * time.Second):
-		t.Fatal("task did not print ready within 10s")
-	}
-}
-
-// awaitErr waits for Run's error.
-func awaitErr(t *testing.T, errc <-chan error, within time.Duration) error {
-	t.Helper()
-	select {
-	case err := <-errc:
-		return err
-	case <-time.After(within):
-		t.Fatalf("Run did not return within %v", within)
-		return nil
+		t.Fatalf("task did not print ready within 10s (%s)", redistest.SchedDelay())
 	}
 }
 
@@ -184,25 +173,21 @@ func procStat(pid int) (state byte, ppid int, start string, err error) {
 // process it names, which must be alive.
 func readPidFile(t *testing.T, path string) proc {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var s string
+	redistest.Eventually(t, "a pid in "+path, 10*time.Second, func() bool {
 		b, _ := os.ReadFile(path)
-		if s := string(b); strings.HasSuffix(s, "\n") {
-			pid, err := strconv.Atoi(strings.TrimSpace(s))
-			if err != nil {
-				t.Fatalf("pid file %s holds %q", path, s)
-			}
-			_, _, start, err := procStat(pid)
-			if err != nil {
-				t.Fatalf("process %d of %s is gone already: %v", pid, path, err)
-			}
-			return proc{pid, start}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no pid in %s after 10s", path)
-		}
-		time.Sleep(10 * time.Millisecond)
+		s = string(b)
+		return strings.HasSuffix(s, "\n")
+	})
+	pid, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		t.Fatalf("pid file %s holds %q", path, s)
 	}
+	_, _, start, err := procStat(pid)
+	if err != nil {
+		t.Fatalf("process %d of %s is gone already: %v", pid, path, err)
+	}
+	return proc{pid, start}
 }
 
 // alive reports whether p still runs. A zombie counts as dead: its parent
@@ -218,14 +203,7 @@ func (p proc) alive() bool {
 // assertDies fails the test unless p dies within d.
 func assertDies(t *testing.T, what string, p proc, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for p.alive() {
-		if time.Now().After(deadline) {
-			t.Errorf("%s (pid %d) still alive %v later", what, p.pid, d)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	redistest.Eventually(t, fmt.Sprintf("%s (pid %d) to die", what, p.pid), d, func() bool { return !p.alive() })
 }
 
 // killIfAlive is a cleanup for processes a failing test may leave behind.
@@ -519,7 +497,7 @@ func TestExecCancelTerm(t *testing.T) {
 			errc := runAsync(ctx, task, testJob)
 			awaitReady(t, out, errc)
 			cancel(c.cause)
-			err := awaitErr(t, errc, 10*time.Second)
+			err := waitErr(t, "task", errc, 10*time.Second)
 			if !errors.Is(err, c.cause) || errors.Is(err, worker.ErrTaskFailed) != c.failed || !strings.Contains(fmt.Sprint(err), c.says) {
 				t.Errorf("%s: Run = %v, want an error wrapping %v, wrapping ErrTaskFailed %v, saying %q",
 					c.name, err, c.cause, c.failed, c.says)
@@ -540,7 +518,7 @@ func TestExecCancelKillGrace(t *testing.T) {
 		awaitReady(t, out, errc)
 		cancelled := time.Now()
 		cancel(worker.ErrLeaseLost)
-		err := awaitErr(t, errc, grace+2*time.Second)
+		err := waitErr(t, "task", errc, grace+2*time.Second)
 		if took := time.Since(cancelled); took < grace {
 			t.Errorf("Run returned %v after the cancel, before KillGrace %v: SIGTERM should have been ignored", took, grace)
 		}
@@ -571,7 +549,7 @@ func TestExecCancelKillsGrandchildren(t *testing.T) {
 		t.Cleanup(func() { killIfAlive(grandchild) })
 		cancel(worker.ErrShutdown)
 		// Within KillGrace: the grandchild goes when its parent does.
-		err := awaitErr(t, errc, 10*time.Second)
+		err := waitErr(t, "task", errc, 10*time.Second)
 		if !errors.Is(err, worker.ErrShutdown) || !errors.Is(err, worker.ErrTaskFailed) {
 			t.Errorf("Run = %v, want an error wrapping ErrShutdown and ErrTaskFailed", err)
 		}
@@ -594,7 +572,7 @@ func TestExecExitKillsGrandchildren(t *testing.T) {
 		errc := runAsync(t.Context(), task, testJob)
 		grandchild := readPidFile(t, filepath.Join(dir, "grandchild.pid"))
 		t.Cleanup(func() { killIfAlive(grandchild) })
-		if err := awaitErr(t, errc, 10*time.Second); err != nil {
+		if err := waitErr(t, "task", errc, 10*time.Second); err != nil {
 			t.Errorf("Run = %v, want nil", err)
 		}
 		assertDies(t, "grandchild sleep", grandchild, 2*time.Second)
@@ -679,7 +657,7 @@ func TestExecOutputPanic(t *testing.T) {
 		t.Errorf("Run panicked with %v, want %q", got, "output exploded")
 	}
 	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("Run took %v: the panic should have stopped the command", took)
+		t.Errorf("Run took %v: the panic should have stopped the command (%s)", took, redistest.SchedDelay())
 	}
 }
 
@@ -705,12 +683,14 @@ func TestExecNoGoroutineLeak(t *testing.T) {
 		run(&worker.ExecTask{Command: []string{"lockpool-test-no-such-command"}, Output: out.output, Wrapper: wrapper}, 0)
 		run(&worker.ExecTask{Command: sh("sleep 30"), Output: out.output, Wrapper: wrapper}, 100*time.Millisecond)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	// On failure, the goroutines left over.
+	defer func() {
+		if t.Failed() {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, %d before the runs:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+			t.Logf("%d goroutines, %d before the runs:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}()
+	redistest.Eventually(t, fmt.Sprintf("the goroutines back to the %d before the runs", before), 2*time.Second, func() bool {
+		return runtime.NumGoroutine() <= before
+	})
 }

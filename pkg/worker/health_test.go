@@ -8,7 +8,6 @@ import (
 
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
-	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
 
@@ -18,16 +17,8 @@ import (
 func TestPoolHealth(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartServer(t)
-	c := srv.Client(t)
-	lcfg := lock.Config{Prefix: redistest.Prefix(t)}
-	pool, err := lock.NewRedisLockPool(c, lcfg)
-	mustOK(t, err)
-	mustOK(t, pool.Extend(context.Background(), []string{"a"}))
-	a, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: 2 * time.Second})
-	mustOK(t, err)
-	defer a.Close()
-	st, err := worker.NewRedisStore(pool)
-	mustOK(t, err)
+	f := newRedisFixture(t, srv.Client(t), redistest.Prefix(t), allocator.Config{LeaseTTL: 2 * time.Second}, []string{"a"})
+	a, st, pool := f.alloc, f.store, f.pool
 	// Two workers, one item: one always waits for it.
 	p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
 		select {
@@ -36,7 +27,7 @@ func TestPoolHealth(t *testing.T) {
 		}
 		return nil
 	}), worker.Config{Concurrency: 2, LeaseTTL: 2 * time.Second})
-	mustOK(t, err)
+	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -45,16 +36,8 @@ func TestPoolHealth(t *testing.T) {
 		<-done
 	}()
 
-	healthy := func(within time.Duration) time.Duration {
-		start := time.Now()
-		for p.Health() != nil {
-			if time.Since(start) > within {
-				t.Fatalf("Health still %v after %v", p.Health(), within)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return time.Since(start)
-	}
+	// A second of work with one worker always waiting for the item: the
+	// scenario, not a wait for a state.
 	time.Sleep(time.Second)
 	if err := p.Health(); err != nil {
 		t.Fatalf("Health while working (one worker waiting) = %v; want nil", err)
@@ -62,18 +45,14 @@ func TestPoolHealth(t *testing.T) {
 
 	srv.Stop()
 	stopped := time.Now()
-	for p.Health() == nil {
-		if time.Since(stopped) > 15*time.Second {
-			t.Fatal("Health stayed nil 15s after Redis went away")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	redistest.Eventually(t, "Health to report Redis gone", 15*time.Second, func() bool { return p.Health() != nil })
 	err = p.Health()
 	t.Logf("unhealthy %v after Redis went away: %v", time.Since(stopped).Round(time.Millisecond), err)
 	if time.Since(stopped) < 3*time.Second || errors.Is(err, context.Canceled) {
 		t.Fatalf("Health = %v %v after Redis went away; want an error only after the 3s window, naming the failure", err, time.Since(stopped))
 	}
 	srv.Restart() // empty: the item is gone, and the workers wait without errors
-	t.Logf("healthy again %v after Redis came back", healthy(15*time.Second).Round(time.Millisecond))
-	mustOK(t, pool.Extend(context.Background(), []string{"a"}))
+	healthy := redistest.Eventually(t, "Health nil again after Redis came back", 15*time.Second, func() bool { return p.Health() == nil })
+	t.Logf("healthy again %v after Redis came back", healthy.Round(time.Millisecond))
+	must(t, pool.Extend(context.Background(), []string{"a"}))
 }

@@ -10,68 +10,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
 
-// poolBackend builds, for one test, an allocator and a run-state store
-// over a fresh lock pool of its own. Every pool behaviour runs against
-// every backend.
-type poolBackend struct {
-	name string
-	new  func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool)
-	// start, when set, prepares what every test of the backend shares
-	// (a cluster), for the lifetime of t.
-	start func(t *testing.T)
-}
-
-func poolBackends() []poolBackend {
-	return []poolBackend{
-		redisPoolBackend("redis", nil, func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }, redistest.Prefix),
-		redisPoolBackend("redis-cluster", startCluster("pool"),
-			func(t *testing.T) redis.UniversalClient { return clusterClient(t, "pool") },
-			func(t testing.TB) string { return "{" + redistest.Prefix(t) + "}" }),
-		{name: "memory", new: func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
-			pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
-			mustOK(t, err)
-			mustOK(t, pool.Extend(context.Background(), items))
-			a, err := allocator.NewMemory(pool, allocator.Config{})
-			mustOK(t, err)
-			t.Cleanup(func() { a.Close() })
-			mustOK(t, a.Sync(context.Background()))
-			return a, worker.NewMemoryStore(pool), pool
-		}},
-	}
-}
-
-// redisPoolBackend builds pools over Redis reached through client, with
-// prefixes from prefix.
-func redisPoolBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) poolBackend {
-	return poolBackend{name: name, start: start, new: func(t *testing.T, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
-		c := client(t)
-		lcfg := lock.Config{Prefix: prefix(t)}
-		pool, err := lock.NewRedisLockPool(c, lcfg)
-		mustOK(t, err)
-		mustOK(t, pool.Extend(context.Background(), items))
-		a, err := allocator.NewRedis(pool, allocator.Config{})
-		mustOK(t, err)
-		t.Cleanup(func() { a.Close() })
-		mustOK(t, a.Sync(context.Background()))
-		st, err := worker.NewRedisStore(pool)
-		mustOK(t, err)
-		return a, st, pool
-	}}
-}
-
-func mustOK(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
+// build builds a fixture over a fresh pool holding items and returns its
+// allocator, store and pool.
+func (b backend) build(t testing.TB, items []string) (*allocator.Allocator, worker.Store, lock.Pool) {
+	f := b.new(t, items)
+	return f.alloc, f.store, f.pool
 }
 
 // ledger is a fenced record of task runs: it fails the test the moment
@@ -166,21 +115,10 @@ func runPool(t *testing.T, p *worker.Pool) (stop func(within time.Duration) erro
 		case err := <-ch:
 			return err
 		case <-time.After(within):
-			t.Fatalf("Run did not return within %v of cancel", within)
+			t.Fatalf("Run did not return within %v of cancel (%s)", within, redistest.SchedDelay())
 			return nil
 		}
 	}, ch
-}
-
-func waitDone(t *testing.T, what string, ch <-chan error, within time.Duration) error {
-	t.Helper()
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(within):
-		t.Fatalf("%s: Run still running after %v", what, within)
-		return nil
-	}
 }
 
 // wantAllFree asserts every item can be leased at once: nothing was left
@@ -193,49 +131,32 @@ func wantAllFree(t *testing.T, a *allocator.Allocator, its []string) {
 		if err != nil {
 			t.Fatalf("item %q not free after the pool stopped: %v", it, err)
 		}
-		mustOK(t, l.Release(ctx))
-	}
-}
-
-func eventually(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(5 * time.Millisecond)
+		must(t, l.Release(ctx))
 	}
 }
 
 type poolBehaviour struct {
 	name string
-	fn   func(t *testing.T, b poolBackend)
+	fn   func(t *testing.T, b backend)
 }
 
 // TestPoolConformance runs every worker pool behaviour against every
 // backend.
 func TestPoolConformance(t *testing.T) {
-	for _, b := range poolBackends() {
-		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
-			if b.start != nil {
-				b.start(t)
-			}
-			for _, bh := range poolBehaviours {
-				t.Run(bh.name, func(t *testing.T) {
-					t.Parallel()
-					bh.fn(t, b)
-				})
-			}
-		})
-	}
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, bh := range poolBehaviours {
+			t.Run(bh.name, func(t *testing.T) {
+				t.Parallel()
+				bh.fn(t, b)
+			})
+		}
+	})
 }
 
 var poolBehaviours = []poolBehaviour{
-	{"loop-runs-every-item-with-one-holder-each", func(t *testing.T, b poolBackend) {
+	{"loop-runs-every-item-with-one-holder-each", func(t *testing.T, b backend) {
 		its := items(10)
-		a, st, _ := b.new(t, its)
+		a, st, _ := b.build(t, its)
 		g := newLedger(t)
 		var runs atomic.Int64
 		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
@@ -243,9 +164,9 @@ var poolBehaviours = []poolBehaviour{
 			time.Sleep(2 * time.Millisecond)
 			return nil
 		}), worker.Config{Concurrency: 8, LeaseTTL: 2 * time.Second})
-		mustOK(t, err)
+		must(t, err)
 		stop, _ := runPool(t, p)
-		eventually(t, "every item run twice", 10*time.Second, func() bool {
+		redistest.Eventually(t, "every item run twice", 10*time.Second, func() bool {
 			snap := g.snapshot()
 			for _, it := range its {
 				if len(snap[it]) < 2 {
@@ -254,7 +175,7 @@ var poolBehaviours = []poolBehaviour{
 			}
 			return true
 		})
-		mustOK(t, stop(5*time.Second))
+		must(t, stop(5*time.Second))
 		if p.Held() != 0 {
 			t.Fatalf("Held = %d after Run returned", p.Held())
 		}
@@ -265,17 +186,17 @@ var poolBehaviours = []poolBehaviour{
 			}
 		}
 	}},
-	{"batch-runs-every-item-exactly-once", func(t *testing.T, b poolBackend) {
+	{"batch-runs-every-item-exactly-once", func(t *testing.T, b backend) {
 		its := items(30)
-		a, st, _ := b.new(t, its)
+		a, st, _ := b.build(t, its)
 		g := newLedger(t)
 		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
 			time.Sleep(time.Millisecond)
 			return nil
 		}), worker.Config{Mode: worker.ModeBatch, BatchID: "b1", Concurrency: 4, LeaseTTL: 2 * time.Second})
-		mustOK(t, err)
+		must(t, err)
 		_, done := runPool(t, p)
-		mustOK(t, waitDone(t, "batch", done, 20*time.Second))
+		must(t, waitErr(t, "batch", done, 20*time.Second))
 		snap := g.snapshot()
 		for _, it := range its {
 			if n := len(snap[it]); n != 1 || !snap[it][0].ok {
@@ -283,7 +204,7 @@ var poolBehaviours = []poolBehaviour{
 			}
 		}
 		prog, found, err := st.Progress(context.Background(), "b1")
-		mustOK(t, err)
+		must(t, err)
 		if !found || prog.Done != 30 || prog.Failed != 0 || !prog.Complete() || prog.Finished.IsZero() {
 			t.Fatalf("Progress = %+v, %v", prog, found)
 		}
@@ -291,15 +212,15 @@ var poolBehaviours = []poolBehaviour{
 		// The same batch again has nothing left to do.
 		p2, err := worker.New(a, st, g.recording(func(context.Context, worker.Job) error { return nil }),
 			worker.Config{Mode: worker.ModeBatch, BatchID: "b1", LeaseTTL: 2 * time.Second})
-		mustOK(t, err)
-		mustOK(t, p2.Run(context.Background()))
+		must(t, err)
+		must(t, p2.Run(context.Background()))
 		if n := len(g.snapshot()["item-00"]); n != 1 {
 			t.Fatalf("a finished batch ran item-00 again (%d runs)", n)
 		}
 	}},
-	{"batch-reports-items-that-exhaust-attempts", func(t *testing.T, b poolBackend) {
+	{"batch-reports-items-that-exhaust-attempts", func(t *testing.T, b backend) {
 		its := items(6)
-		a, st, _ := b.new(t, its)
+		a, st, _ := b.build(t, its)
 		g := newLedger(t)
 		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
 			switch job.Item {
@@ -317,9 +238,9 @@ var poolBehaviours = []poolBehaviour{
 			return nil
 		}), worker.Config{Mode: worker.ModeBatch, BatchID: "b", Concurrency: 3, LeaseTTL: 2 * time.Second,
 			MaxAttempts: 3, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-		mustOK(t, err)
+		must(t, err)
 		_, done := runPool(t, p)
-		err = waitDone(t, "batch", done, 20*time.Second)
+		err = waitErr(t, "batch", done, 20*time.Second)
 		if !errors.Is(err, worker.ErrBatchFailed) {
 			t.Fatalf("Run = %v, want ErrBatchFailed", err)
 		}
@@ -337,14 +258,14 @@ var poolBehaviours = []poolBehaviour{
 			}
 		}
 		prog, _, err := st.Progress(context.Background(), "b")
-		mustOK(t, err)
+		must(t, err)
 		if prog.Done != 5 || prog.Failed != 1 {
 			t.Fatalf("Progress = %+v, want 5 done, 1 failed", prog)
 		}
 	}},
-	{"batch-drops-items-removed-from-the-pool", func(t *testing.T, b poolBackend) {
+	{"batch-drops-items-removed-from-the-pool", func(t *testing.T, b backend) {
 		its := items(4)
-		a, st, pool := b.new(t, its)
+		a, st, pool := b.build(t, its)
 		g := newLedger(t)
 		removed := make(chan struct{})
 		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
@@ -355,24 +276,24 @@ var poolBehaviours = []poolBehaviour{
 			}
 			return nil
 		}), worker.Config{Mode: worker.ModeBatch, BatchID: "b", Concurrency: 1, LeaseTTL: 2 * time.Second})
-		mustOK(t, err)
+		must(t, err)
 		wantTrue(t, "Lock item-03")(pool.Lock(context.Background(), "item-03", "outsider", time.Minute))
 		_, done := runPool(t, p)
-		eventually(t, "batch started with 4 items", 5*time.Second, func() bool {
+		redistest.Eventually(t, "batch started with 4 items", 5*time.Second, func() bool {
 			prog, found, err := st.Progress(context.Background(), "b")
 			return err == nil && found && prog.Total == 4
 		})
-		mustOK(t, pool.Shrink(context.Background(), []string{"item-03"}))
+		must(t, pool.Shrink(context.Background(), []string{"item-03"}))
 		close(removed)
-		mustOK(t, waitDone(t, "batch", done, 10*time.Second))
+		must(t, waitErr(t, "batch", done, 10*time.Second))
 		prog, _, err := st.Progress(context.Background(), "b")
-		mustOK(t, err)
+		must(t, err)
 		if prog.Total != 3 || prog.Done != 3 || !prog.Complete() {
 			t.Fatalf("Progress = %+v, want 3 of 3 done after item-03 left the pool", prog)
 		}
 	}},
-	{"a-fatal-error-drains-the-other-workers", func(t *testing.T, b poolBackend) {
-		a, st, _ := b.new(t, items(3))
+	{"a-fatal-error-drains-the-other-workers", func(t *testing.T, b backend) {
+		a, st, _ := b.build(t, items(3))
 		blocked := make(chan struct{}, 3)
 		var cause atomic.Value
 		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
@@ -385,13 +306,13 @@ var poolBehaviours = []poolBehaviour{
 			<-blocked // worker 1 finishes once worker 0 is busy
 			return nil
 		}), worker.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, ShutdownGrace: 100 * time.Millisecond})
-		mustOK(t, err)
+		must(t, err)
 		_, done := runPool(t, p)
-		eventually(t, "worker 0 busy", 5*time.Second, func() bool { return len(blocked) > 0 || p.Held() == 2 })
+		redistest.Eventually(t, "worker 0 busy", 5*time.Second, func() bool { return len(blocked) > 0 || p.Held() == 2 })
 		// The allocator closes under the pool: the next Acquire is fatal.
-		mustOK(t, a.Close())
+		must(t, a.Close())
 		blocked <- struct{}{}
-		err = waitDone(t, "Run after a fatal error", done, 5*time.Second)
+		err = waitErr(t, "Run after a fatal error", done, 5*time.Second)
 		if !errors.Is(err, allocator.ErrClosed) {
 			t.Fatalf("Run = %v, want ErrClosed", err)
 		}
@@ -399,8 +320,8 @@ var poolBehaviours = []poolBehaviour{
 			t.Fatalf("the other worker's task ended with cause %v, want ErrShutdown after the grace", c)
 		}
 	}},
-	{"lost-lease-cancels-the-task-with-ErrLeaseLost", func(t *testing.T, b poolBackend) {
-		a, st, pool := b.new(t, []string{"only"})
+	{"lost-lease-cancels-the-task-with-ErrLeaseLost", func(t *testing.T, b backend) {
+		a, st, pool := b.build(t, []string{"only"})
 		obs := &countingObserver{}
 		started := make(chan worker.Job, 1)
 		cause := make(chan error, 1)
@@ -415,7 +336,7 @@ var poolBehaviours = []poolBehaviour{
 			cause <- context.Cause(ctx)
 			return ctx.Err()
 		}), worker.Config{LeaseTTL: 3 * time.Second, RefreshInterval: 100 * time.Millisecond, Observer: obs, ShutdownGrace: time.Millisecond})
-		mustOK(t, err)
+		must(t, err)
 		stop, _ := runPool(t, p)
 		job := <-started
 		// Someone removes the lock out from under the worker.
@@ -427,16 +348,16 @@ var poolBehaviours = []poolBehaviour{
 				t.Fatalf("task cause %v, want ErrLeaseLost", c)
 			}
 			if d := time.Since(removed); d > 100*time.Millisecond+300*time.Millisecond {
-				t.Fatalf("task stopped %v after its lock was removed; refresh interval is 100ms", d)
+				t.Fatalf("task stopped %v after its lock was removed; refresh interval is 100ms (%s)", d, redistest.SchedDelay())
 			}
 		case <-time.After(3 * time.Second):
-			t.Fatal("task not cancelled within 3s of losing its lock")
+			t.Fatalf("task not cancelled within 3s of losing its lock (%s)", redistest.SchedDelay())
 		}
-		eventually(t, "LeaseLost observed", 2*time.Second, func() bool { return obs.lost.Load() == 1 })
-		mustOK(t, stop(5*time.Second))
+		redistest.Eventually(t, "LeaseLost observed", 2*time.Second, func() bool { return obs.lost.Load() == 1 })
+		must(t, stop(5*time.Second))
 	}},
-	{"task-timeout-is-a-failure", func(t *testing.T, b poolBackend) {
-		a, st, _ := b.new(t, []string{"slow"})
+	{"task-timeout-is-a-failure", func(t *testing.T, b backend) {
+		a, st, _ := b.build(t, []string{"slow"})
 		obs := &countingObserver{}
 		cause := make(chan error, 4)
 		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
@@ -445,9 +366,9 @@ var poolBehaviours = []poolBehaviour{
 			return ctx.Err()
 		}), worker.Config{Mode: worker.ModeBatch, LeaseTTL: 2 * time.Second, TaskTimeout: 50 * time.Millisecond,
 			MaxAttempts: 2, Backoff: 10 * time.Millisecond, Observer: obs})
-		mustOK(t, err)
+		must(t, err)
 		_, done := runPool(t, p)
-		if err := waitDone(t, "batch", done, 10*time.Second); !errors.Is(err, worker.ErrBatchFailed) {
+		if err := waitErr(t, "batch", done, 10*time.Second); !errors.Is(err, worker.ErrBatchFailed) {
 			t.Fatalf("Run = %v, want ErrBatchFailed", err)
 		}
 		for range 2 {
@@ -459,9 +380,9 @@ var poolBehaviours = []poolBehaviour{
 			t.Fatalf("%d timeouts observed, want 2", n)
 		}
 	}},
-	{"shutdown-lets-tasks-finish-then-frees-items", func(t *testing.T, b poolBackend) {
+	{"shutdown-lets-tasks-finish-then-frees-items", func(t *testing.T, b backend) {
 		its := items(4)
-		a, st, _ := b.new(t, its)
+		a, st, _ := b.build(t, its)
 		g := newLedger(t)
 		var running atomic.Int64
 		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
@@ -474,10 +395,10 @@ var poolBehaviours = []poolBehaviour{
 				return fmt.Errorf("cancelled: %w", context.Cause(ctx))
 			}
 		}), worker.Config{Concurrency: 4, LeaseTTL: 30 * time.Second, ShutdownGrace: 5 * time.Second})
-		mustOK(t, err)
+		must(t, err)
 		stop, _ := runPool(t, p)
-		eventually(t, "4 tasks running", 5*time.Second, func() bool { return running.Load() == 4 })
-		mustOK(t, stop(5*time.Second))
+		redistest.Eventually(t, "4 tasks running", 5*time.Second, func() bool { return running.Load() == 4 })
+		must(t, stop(5*time.Second))
 		for it, rs := range g.snapshot() {
 			for _, r := range rs {
 				if !r.ok {
@@ -487,9 +408,9 @@ var poolBehaviours = []poolBehaviour{
 		}
 		wantAllFree(t, a, its) // at once, not after the 30s TTL
 	}},
-	{"shutdown-grace-over-cancels-with-ErrShutdown", func(t *testing.T, b poolBackend) {
+	{"shutdown-grace-over-cancels-with-ErrShutdown", func(t *testing.T, b backend) {
 		its := items(3)
-		a, st, _ := b.new(t, its)
+		a, st, _ := b.build(t, its)
 		causes := make(chan error, 3)
 		var running atomic.Int64
 		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
@@ -498,11 +419,11 @@ var poolBehaviours = []poolBehaviour{
 			causes <- context.Cause(ctx)
 			return ctx.Err()
 		}), worker.Config{Concurrency: 3, LeaseTTL: 30 * time.Second, ShutdownGrace: 100 * time.Millisecond})
-		mustOK(t, err)
+		must(t, err)
 		stop, _ := runPool(t, p)
-		eventually(t, "3 tasks running", 5*time.Second, func() bool { return running.Load() == 3 })
+		redistest.Eventually(t, "3 tasks running", 5*time.Second, func() bool { return running.Load() == 3 })
 		began := time.Now()
-		mustOK(t, stop(5*time.Second))
+		must(t, stop(5*time.Second))
 		if d := time.Since(began); d < 100*time.Millisecond {
 			t.Fatalf("Run returned %v after cancel, before the 100ms grace", d)
 		}
@@ -515,30 +436,30 @@ var poolBehaviours = []poolBehaviour{
 		// Cancelled runs are not failures.
 		for _, it := range its {
 			n, err := st.Failures(context.Background(), "", it)
-			mustOK(t, err)
+			must(t, err)
 			if n != 0 {
 				t.Fatalf("item %q has %d failures after a shutdown", it, n)
 			}
 		}
 	}},
-	{"abort-cancels-at-once", func(t *testing.T, b poolBackend) {
+	{"abort-cancels-at-once", func(t *testing.T, b backend) {
 		its := items(2)
-		a, st, _ := b.new(t, its)
+		a, st, _ := b.build(t, its)
 		var running atomic.Int64
 		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
 			running.Add(1)
 			<-ctx.Done()
 			return ctx.Err()
 		}), worker.Config{Concurrency: 2, LeaseTTL: 30 * time.Second, ShutdownGrace: time.Hour})
-		mustOK(t, err)
+		must(t, err)
 		_, done := runPool(t, p)
-		eventually(t, "2 tasks running", 5*time.Second, func() bool { return running.Load() == 2 })
+		redistest.Eventually(t, "2 tasks running", 5*time.Second, func() bool { return running.Load() == 2 })
 		p.Abort()
-		mustOK(t, waitDone(t, "after Abort", done, 5*time.Second))
+		must(t, waitErr(t, "after Abort", done, 5*time.Second))
 		wantAllFree(t, a, its)
 	}},
-	{"loop-cooldown-and-quarantine-hold-items-back", func(t *testing.T, b poolBackend) {
-		a, st, _ := b.new(t, []string{"good", "bad"})
+	{"loop-cooldown-and-quarantine-hold-items-back", func(t *testing.T, b backend) {
+		a, st, _ := b.build(t, []string{"good", "bad"})
 		g := newLedger(t)
 		p, err := worker.New(a, st, g.recording(func(ctx context.Context, job worker.Job) error {
 			if job.Item == "bad" {
@@ -547,10 +468,10 @@ var poolBehaviours = []poolBehaviour{
 			return nil
 		}), worker.Config{Concurrency: 2, LeaseTTL: 2 * time.Second, Cooldown: 150 * time.Millisecond,
 			MaxAttempts: 2, Backoff: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Quarantine: 5 * time.Second})
-		mustOK(t, err)
+		must(t, err)
 		stop, _ := runPool(t, p)
 		time.Sleep(1200 * time.Millisecond)
-		mustOK(t, stop(5*time.Second))
+		must(t, stop(5*time.Second))
 		snap := g.snapshot()
 		good := snap["good"]
 		if len(good) < 3 || len(good) > 9 {
@@ -611,16 +532,8 @@ func wantTrue(t *testing.T, what string) func(bool, error) {
 func TestPoolBatchStateLost(t *testing.T) {
 	t.Parallel()
 	c := redistest.Client(t)
-	lcfg := lock.Config{Prefix: redistest.Prefix(t)}
-	ctx := context.Background()
-	pool, err := lock.NewRedisLockPool(c, lcfg)
-	mustOK(t, err)
-	mustOK(t, pool.Extend(ctx, items(6)))
-	a, err := allocator.NewRedis(pool, allocator.Config{})
-	mustOK(t, err)
-	defer a.Close()
-	st, err := worker.NewRedisStore(pool)
-	mustOK(t, err)
+	f := newRedisFixture(t, c, redistest.Prefix(t), allocator.Config{}, items(6))
+	a, st, pool := f.alloc, f.store, f.pool.(*lock.RedisLockPool)
 	var runs atomic.Int64
 	p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
 		if runs.Add(1) == 2 {
@@ -634,18 +547,18 @@ func TestPoolBatchStateLost(t *testing.T) {
 		}
 		return nil
 	}), worker.Config{Mode: worker.ModeBatch, BatchID: "lost", LeaseTTL: 2 * time.Second})
-	mustOK(t, err)
+	must(t, err)
 	_, done := runPool(t, p)
-	if err := waitDone(t, "batch", done, 10*time.Second); !errors.Is(err, worker.ErrBatchLost) {
+	if err := waitErr(t, "batch", done, 10*time.Second); !errors.Is(err, worker.ErrBatchLost) {
 		t.Fatalf("Run = %v after the batch's keys vanished, want ErrBatchLost", err)
 	}
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
-	mustOK(t, err)
+	must(t, err)
 	a, err := allocator.NewMemory(pool, allocator.Config{})
-	mustOK(t, err)
+	must(t, err)
 	defer a.Close()
 	st := worker.NewMemoryStore(pool)
 	task := worker.TaskFunc(func(context.Context, worker.Job) error { return nil })

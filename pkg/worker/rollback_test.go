@@ -9,8 +9,6 @@ import (
 
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
-	"github.com/lockpool/lockpool/pkg/lock"
-	"github.com/lockpool/lockpool/pkg/worker"
 )
 
 // TestRedisStoreBatchRollback: Redis crashes (kill -9) and comes back from
@@ -26,45 +24,31 @@ func TestRedisStoreBatchRollback(t *testing.T) {
 	c := srv.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	lcfg := lock.Config{Prefix: redistest.Prefix(t)}
-	pool, err := lock.NewRedisLockPool(c, lcfg)
-	stMust(t, err)
-	stMust(t, pool.Extend(ctx, []string{"a", "b", "c"}))
-	a, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: ttl})
-	stMust(t, err)
-	defer a.Close()
-	st, err := worker.NewRedisStore(pool)
-	stMust(t, err)
-	_, err = st.StartBatch(ctx, "b1")
-	stMust(t, err)
+	f := newRedisFixture(t, c, redistest.Prefix(t), allocator.Config{LeaseTTL: ttl}, []string{"a", "b", "c"})
+	a, st := f.alloc, f.store
+	_, err := st.StartBatch(ctx, "b1")
+	must(t, err)
 	finish := func(item string) {
 		t.Helper()
 		l, err := a.Acquire(ctx, "w", allocator.AcquireOptions{Prefer: item, Exact: true})
-		stMust(t, err)
+		must(t, err)
 		ok, err := st.Finish(ctx, "b1", l, true, time.Hour)
-		stMust(t, err)
+		must(t, err)
 		if !ok {
 			t.Fatalf("Finish(%s) not recorded", item)
 		}
-		stMust(t, l.Release(ctx))
+		must(t, l.Release(ctx))
 	}
 	finish("a")
-	stMust(t, c.BgSave(ctx).Err())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	must(t, c.BgSave(ctx).Err())
+	redistest.Eventually(t, "the BGSAVE done (rdb_bgsave_in_progress:0, rdb_last_bgsave_status:ok)", 10*time.Second, func() bool {
 		info, err := c.Info(ctx, "persistence").Result()
-		stMust(t, err)
-		if strings.Contains(info, "rdb_bgsave_in_progress:0") && strings.Contains(info, "rdb_last_bgsave_status:ok") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("BGSAVE not done within 10s: %s", info)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		must(t, err)
+		return strings.Contains(info, "rdb_bgsave_in_progress:0") && strings.Contains(info, "rdb_last_bgsave_status:ok")
+	})
 	finish("b")
 	before, _, err := st.Progress(ctx, "b1")
-	stMust(t, err)
+	must(t, err)
 	if before.Done != 2 || before.Rollbacks != 0 {
 		t.Fatalf("progress before the crash = %+v; want 2 done, no rollback", before)
 	}
@@ -73,13 +57,13 @@ func TestRedisStoreBatchRollback(t *testing.T) {
 	srv.Restart()
 	// The restarted server holds the snapshot: a done, b pending again.
 	p, found, err := st.Progress(ctx, "b1")
-	stMust(t, err)
+	must(t, err)
 	if !found || p.Done != 1 {
 		t.Fatalf("progress read raw after the restart = %+v, %v; want the snapshot's 1 done", p, found)
 	}
 	// The first script that writes the batch notices, and says so.
 	p, err = st.StartBatch(ctx, "b1")
-	stMust(t, err)
+	must(t, err)
 	if p.Rollbacks != 1 || p.RolledBack.IsZero() || p.Done != 1 || p.Pending() != 2 {
 		t.Fatalf("progress after the rollback = %+v; want 1 rollback, 1 done, 2 pending", p)
 	}
@@ -91,7 +75,7 @@ func TestRedisStoreBatchRollback(t *testing.T) {
 	finish("b")
 	finish("c")
 	p, _, err = st.Progress(ctx, "b1")
-	stMust(t, err)
+	must(t, err)
 	if !p.Complete() || p.Rollbacks != 1 {
 		t.Fatalf("final progress = %+v; want complete, 1 rollback", p)
 	}

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/keyspace"
@@ -19,61 +17,19 @@ import (
 	"github.com/lockpool/lockpool/pkg/worker"
 )
 
-// storeBackend builds, for one test, a run-state store over a fresh empty
-// lock pool of its own, with an allocator over the same pool to lease
-// items from. The store conformance suite runs every behaviour against
-// every backend.
-type storeBackend struct {
-	name string
-	new  func(t *testing.T) *storeEnv
-	// start, when set, prepares what every test of the backend shares
-	// (a cluster), for the lifetime of t.
-	start func(t *testing.T)
-}
-
-// storeEnv is one test's store, pool and allocator.
+// storeEnv is one test's store, pool and allocator (its fixture), with
+// the test and a context bounding it.
 type storeEnv struct {
-	t     *testing.T
-	ctx   context.Context
-	store worker.Store
-	pool  lock.Pool
-	alloc *allocator.Allocator
-	// again builds a second store over the same pool (another process,
-	// for Redis).
-	again func() worker.Store
-	// clock is the backend's clock: the Redis server's TIME, or the
-	// process clock.
-	clock func() time.Time
-	// redis and prefix are set for the Redis backend: its client and the
-	// pool's lock.Config prefix.
-	redis  *redis.Client
-	prefix string
+	t   *testing.T
+	ctx context.Context
+	*fixture
 }
 
-func storeBackends() []storeBackend {
-	return []storeBackend{
-		redisStoreBackend("redis", nil, func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }, redistest.Prefix),
-		redisStoreBackend("redis-cluster", startCluster("store"),
-			func(t *testing.T) redis.UniversalClient { return clusterClient(t, "store") },
-			func(t testing.TB) string { return "{" + redistest.Prefix(t) + "}" }),
-		{name: "memory", new: func(t *testing.T) *storeEnv {
-			pool, err := lock.NewMemoryLockPool(lock.MemoryConfig{})
-			stMust(t, err)
-			a, err := allocator.NewMemory(pool, allocator.Config{})
-			stMust(t, err)
-			t.Cleanup(func() { a.Close() })
-			e := newStoreEnv(t, worker.NewMemoryStore(pool), pool, a)
-			e.again = func() worker.Store { return worker.NewMemoryStore(pool) }
-			e.clock = time.Now
-			return e
-		}},
-	}
-}
-
-func newStoreEnv(t *testing.T, st worker.Store, pool lock.Pool, a *allocator.Allocator) *storeEnv {
+// env builds a fixture over a fresh empty pool for one store test.
+func (b backend) env(t *testing.T) *storeEnv {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	t.Cleanup(cancel)
-	return &storeEnv{t: t, ctx: ctx, store: st, pool: pool, alloc: a}
+	return &storeEnv{t: t, ctx: ctx, fixture: b.new(t, nil)}
 }
 
 type storeBehaviour struct {
@@ -84,20 +40,14 @@ type storeBehaviour struct {
 // TestStoreConformance runs every Store behaviour against every backend.
 func TestStoreConformance(t *testing.T) {
 	t.Parallel()
-	for _, b := range storeBackends() {
-		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
-			if b.start != nil {
-				b.start(t)
-			}
-			for _, bh := range storeBehaviours {
-				t.Run(bh.name, func(t *testing.T) {
-					t.Parallel()
-					bh.fn(t, b.new(t))
-				})
-			}
-		})
-	}
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, bh := range storeBehaviours {
+			t.Run(bh.name, func(t *testing.T) {
+				t.Parallel()
+				bh.fn(t, b.env(t))
+			})
+		}
+	})
 }
 
 var storeBehaviours = []storeBehaviour{
@@ -106,32 +56,32 @@ var storeBehaviours = []storeBehaviour{
 		e.wantFailures("", "a", 0)
 		for want := 1; want <= 3; want++ {
 			n, err := st.AddFailure(e.ctx, "", "a")
-			stMust(t, err)
+			must(t, err)
 			if n != want {
 				t.Fatalf("AddFailure(loop, a) #%d = %d, want %d", want, n, want)
 			}
 		}
 		n, err := st.AddFailure(e.ctx, "b1", "a")
-		stMust(t, err)
+		must(t, err)
 		if n != 1 {
 			t.Fatalf("AddFailure(b1, a) = %d, want 1: scopes must not share counts", n)
 		}
 		_, err = st.AddFailure(e.ctx, "", "other")
-		stMust(t, err)
+		must(t, err)
 		e.wantFailures("", "a", 3)
 		e.wantFailures("b1", "a", 1)
 		e.wantFailures("b2", "a", 0)
 		e.wantFailures("", "other", 1)
 
-		stMust(t, st.ClearFailures(e.ctx, "", "a"))
+		must(t, st.ClearFailures(e.ctx, "", "a"))
 		e.wantFailures("", "a", 0)
 		e.wantFailures("b1", "a", 1)
 		e.wantFailures("", "other", 1)
-		stMust(t, st.ClearFailures(e.ctx, "b1", "a"))
+		must(t, st.ClearFailures(e.ctx, "b1", "a"))
 		e.wantFailures("b1", "a", 0)
-		stMust(t, st.ClearFailures(e.ctx, "b1", "never-failed"))
+		must(t, st.ClearFailures(e.ctx, "b1", "never-failed"))
 		n, err = st.AddFailure(e.ctx, "", "a")
-		stMust(t, err)
+		must(t, err)
 		if n != 1 {
 			t.Fatalf("AddFailure after ClearFailures = %d, want 1", n)
 		}
@@ -139,14 +89,14 @@ var storeBehaviours = []storeBehaviour{
 	{"stores-over-one-pool-share-state", func(t *testing.T, e *storeEnv) {
 		e.extend("a", "b")
 		_, err := e.store.AddFailure(e.ctx, "", "a")
-		stMust(t, err)
+		must(t, err)
 		start := e.start("b1", 2)
 		other := e.again()
 		if n, err := other.Failures(e.ctx, "", "a"); err != nil || n != 1 {
 			t.Fatalf("second store: Failures(a) = %d, %v; want 1", n, err)
 		}
 		p, err := other.StartBatch(e.ctx, "b1")
-		stMust(t, err)
+		must(t, err)
 		if !p.Started.Equal(start.Started) || p.Total != 2 {
 			t.Fatalf("second store joined batch b1 as %+v, want the first store's %+v", p, start)
 		}
@@ -202,10 +152,10 @@ var storeBehaviours = []storeBehaviour{
 		}
 		// Members added meanwhile may or may not be in the batch, but
 		// every starter must see the one batch.
-		stMust(t, e.pool.Extend(e.ctx, []string{"late"}))
+		must(t, e.pool.Extend(e.ctx, []string{"late"}))
 		wg.Wait()
 		for i := range n {
-			stMust(t, errs[i])
+			must(t, errs[i])
 			if res[i].Total != res[0].Total || !res[i].Started.Equal(res[0].Started) || res[i].Done != 0 {
 				t.Fatalf("StartBatch #%d = %+v, #0 = %+v; want the same batch", i, res[i], res[0])
 			}
@@ -228,13 +178,13 @@ var storeBehaviours = []storeBehaviour{
 		e.wantPending("b1", pending...)
 
 		got, err := e.store.Pending(e.ctx, "b1", 5)
-		stMust(t, err)
+		must(t, err)
 		if len(got) != 5 || hasDup(got) || !subset(got, pending) {
 			t.Fatalf("Pending(5) = %q, want 5 distinct of %q", got, pending)
 		}
 		for _, n := range []int{0, -3} {
 			got, err = e.store.Pending(e.ctx, "b1", n)
-			stMust(t, err)
+			must(t, err)
 			if len(got) != 1 || !subset(got, pending) {
 				t.Fatalf("Pending(%d) = %q, want 1 pending item: n is at least 1", n, got)
 			}
@@ -242,7 +192,7 @@ var storeBehaviours = []storeBehaviour{
 		seen := map[string]bool{}
 		for range 100 {
 			got, err = e.store.Pending(e.ctx, "b1", 1)
-			stMust(t, err)
+			must(t, err)
 			seen[got[0]] = true
 		}
 		if len(seen) < 2 {
@@ -282,13 +232,13 @@ var storeBehaviours = []storeBehaviour{
 			t.Fatalf("second Finish of a = %v, %v; want false", ok, err)
 		}
 		e.wantProgress("b1", 2, 1, 0)
-		stMust(t, l.Release(e.ctx))
+		must(t, l.Release(e.ctx))
 	}},
 	{"finish-with-a-released-lease-records-nothing", func(t *testing.T, e *storeEnv) {
 		e.extend("a")
 		e.start("b1", 1)
 		l := e.lease("a")
-		stMust(t, l.Release(e.ctx))
+		must(t, l.Release(e.ctx))
 		if ok, err := e.store.Finish(e.ctx, "b1", l, true, 0); err != nil || ok {
 			t.Fatalf("Finish with a released lease = %v, %v; want false", ok, err)
 		}
@@ -301,14 +251,14 @@ var storeBehaviours = []storeBehaviour{
 		e.extend("a")
 		e.start("b1", 1)
 		old, err := e.alloc.TryAcquire(e.ctx, "old", allocator.AcquireOptions{Prefer: "a", Exact: true, TTL: 30 * time.Millisecond})
-		stMust(t, err)
+		must(t, err)
 		var cur *allocator.Lease
-		stEventually(t, "item a leased again after the old lease expired", 5*time.Second, func() bool {
+		redistest.Eventually(t, "item a leased again after the old lease expired", 5*time.Second, func() bool {
 			l, err := e.alloc.TryAcquire(e.ctx, "new", allocator.AcquireOptions{Prefer: "a", Exact: true, TTL: time.Minute})
 			if errors.Is(err, allocator.ErrNoFreeItem) {
 				return false
 			}
-			stMust(t, err)
+			must(t, err)
 			cur = l
 			return true
 		})
@@ -377,9 +327,9 @@ var storeBehaviours = []storeBehaviour{
 		if _, found, err := e.store.Progress(e.ctx, "short"); err != nil || !found {
 			t.Fatalf("Progress just after the last Finish: found %v, %v; want found until %v pass", found, err, retain)
 		}
-		stEventually(t, "batch gone after retain", retain+5*time.Second, func() bool {
+		redistest.Eventually(t, "batch gone after retain", retain+5*time.Second, func() bool {
 			_, found, err := e.store.Progress(e.ctx, "short")
-			stMust(t, err)
+			must(t, err)
 			return !found
 		})
 		if took := time.Since(start); took < retain-50*time.Millisecond {
@@ -425,7 +375,7 @@ var storeBehaviours = []storeBehaviour{
 		e.extend("a", "b", "c")
 		e.start("b1", 3)
 		e.finish(e.lease("a"), true)
-		stMust(t, e.pool.Shrink(e.ctx, []string{"a", "b"}))
+		must(t, e.pool.Shrink(e.ctx, []string{"a", "b"}))
 		// a is done (not pending), c is still a member: only b goes.
 		n, err := e.store.DropRemoved(e.ctx, "b1", []string{"a", "b", "c", "ghost"}, 0)
 		if err != nil || n != 1 {
@@ -437,7 +387,7 @@ var storeBehaviours = []storeBehaviour{
 			t.Fatalf("second DropRemoved = %d, %v; want 0", n, err)
 		}
 		// Dropping the last pending item finishes the batch.
-		stMust(t, e.pool.Shrink(e.ctx, []string{"c"}))
+		must(t, e.pool.Shrink(e.ctx, []string{"c"}))
 		if n, err := e.store.DropRemoved(e.ctx, "b1", []string{"c"}, 0); err != nil || n != 1 {
 			t.Fatalf("DropRemoved(c) = %d, %v; want 1", n, err)
 		}
@@ -473,9 +423,9 @@ var storeBehaviours = []storeBehaviour{
 		e.extend("a", "b")
 		e.start("b1", 2)
 		_, err := e.store.AddFailure(e.ctx, "b1", "a")
-		stMust(t, err)
+		must(t, err)
 		_, err = e.store.AddFailure(e.ctx, "", "b")
-		stMust(t, err)
+		must(t, err)
 		held := e.lease("a")
 		before := e.state("b1", "a", "b")
 
@@ -600,7 +550,7 @@ func TestRedisStoreWrongType(t *testing.T) {
 		for op, call := range c.calls {
 			t.Run(c.name+"/"+op, func(t *testing.T) {
 				t.Parallel()
-				e := storeBackends()[0].new(t)
+				e := backendNamed(t, "redis").env(t)
 				var l *allocator.Lease
 				if c.name != "pool" {
 					e.extend("a")
@@ -610,7 +560,7 @@ func TestRedisStoreWrongType(t *testing.T) {
 					c.setup(e)
 				}
 				key := c.key(e)
-				stMust(t, e.redis.Set(e.ctx, key, "not-mine", 0).Err())
+				must(t, e.redis.Set(e.ctx, key, "not-mine", 0).Err())
 				before := e.state("b1", "a")
 				err := call(e, l)
 				if !errors.Is(err, lock.ErrWrongType) {
@@ -635,12 +585,12 @@ func TestRedisStoreWrongType(t *testing.T) {
 func TestRedisStoreLargePool(t *testing.T) {
 	t.Parallel()
 	const n = 100_000
-	e := storeBackends()[0].new(t)
+	e := backendNamed(t, "redis").env(t)
 	all := stItems("item-", n)
-	stMust(t, e.pool.Extend(e.ctx, all))
+	must(t, e.pool.Extend(e.ctx, all))
 	e.start("big", n)
 	got, err := e.store.Pending(e.ctx, "big", 5000)
-	stMust(t, err)
+	must(t, err)
 	if len(got) != 1000 || hasDup(got) {
 		t.Fatalf("Pending(5000) gave %d items (duplicates: %v), want 1000 distinct: n is capped", len(got), hasDup(got))
 	}
@@ -658,15 +608,15 @@ func TestRedisStoreLargePool(t *testing.T) {
 // extend adds items to the pool and syncs the allocator.
 func (e *storeEnv) extend(items ...string) {
 	e.t.Helper()
-	stMust(e.t, e.pool.Extend(e.ctx, items))
-	stMust(e.t, e.alloc.Sync(e.ctx))
+	must(e.t, e.pool.Extend(e.ctx, items))
+	must(e.t, e.alloc.Sync(e.ctx))
 }
 
 // start starts (or joins) batch id and checks its total.
 func (e *storeEnv) start(id string, total int64) worker.Progress {
 	e.t.Helper()
 	p, err := e.store.StartBatch(e.ctx, id)
-	stMust(e.t, err)
+	must(e.t, err)
 	if p.Total != total {
 		e.t.Fatalf("StartBatch(%q).Total = %d, want %d", id, p.Total, total)
 	}
@@ -695,17 +645,17 @@ func (e *storeEnv) finish(l *allocator.Lease, ok bool) {
 func (e *storeEnv) finishIn(id string, l *allocator.Lease, ok bool, retain time.Duration) {
 	e.t.Helper()
 	recorded, err := e.store.Finish(e.ctx, id, l, ok, retain)
-	stMust(e.t, err)
+	must(e.t, err)
 	if !recorded {
 		e.t.Fatalf("Finish(%q, %q, %v) with the current lease was not recorded", id, l.Item(), ok)
 	}
-	stMust(e.t, l.Release(e.ctx))
+	must(e.t, l.Release(e.ctx))
 }
 
 func (e *storeEnv) wantFailures(scope, item string, want int) {
 	e.t.Helper()
 	n, err := e.store.Failures(e.ctx, scope, item)
-	stMust(e.t, err)
+	must(e.t, err)
 	if n != want {
 		e.t.Fatalf("Failures(%q, %q) = %d, want %d", scope, item, n, want)
 	}
@@ -715,7 +665,7 @@ func (e *storeEnv) wantFailures(scope, item string, want int) {
 func (e *storeEnv) wantPending(id string, want ...string) {
 	e.t.Helper()
 	got, err := e.store.Pending(e.ctx, id, 1000)
-	stMust(e.t, err)
+	must(e.t, err)
 	slices.Sort(got)
 	want = slices.Sorted(slices.Values(want))
 	if !slices.Equal(got, want) {
@@ -731,41 +681,11 @@ func (e *storeEnv) wantPending(id string, want ...string) {
 func (e *storeEnv) wantProgress(id string, total, done, failed int64) worker.Progress {
 	e.t.Helper()
 	p, found, err := e.store.Progress(e.ctx, id)
-	stMust(e.t, err)
+	must(e.t, err)
 	if !found || p.Total != total || p.Done != done || p.Failed != failed {
 		e.t.Fatalf("Progress(%q) = %+v, found %v; want total %d done %d failed %d", id, p, found, total, done, failed)
 	}
 	return p
-}
-
-// redisStoreBackend builds stores over Redis pools reached through client,
-// with prefixes from prefix. The raw-key checks (e.redis) run on a plain
-// client only.
-func redisStoreBackend(name string, start func(*testing.T), client func(*testing.T) redis.UniversalClient, prefix func(testing.TB) string) storeBackend {
-	return storeBackend{name: name, start: start, new: func(t *testing.T) *storeEnv {
-		c := client(t)
-		lcfg := lock.Config{Prefix: prefix(t)}
-		pool, err := lock.NewRedisLockPool(c, lcfg)
-		stMust(t, err)
-		a, err := allocator.NewRedis(pool, allocator.Config{})
-		stMust(t, err)
-		t.Cleanup(func() { a.Close() })
-		st, err := worker.NewRedisStore(pool)
-		stMust(t, err)
-		e := newStoreEnv(t, st, pool, a)
-		e.again = func() worker.Store {
-			other, err := lock.NewRedisLockPool(client(t), lcfg)
-			stMust(t, err)
-			st, err := worker.NewRedisStore(other)
-			stMust(t, err)
-			return st
-		}
-		e.clock = func() time.Time { return redistest.ServerTime(t, c) }
-		if plain, ok := c.(*redis.Client); ok {
-			e.redis, e.prefix = plain, lcfg.Prefix
-		}
-		return e
-	}}
 }
 
 // state describes everything the store keeps: for Redis every key under
@@ -776,15 +696,15 @@ func (e *storeEnv) state(id string, items ...string) string {
 	if e.redis == nil {
 		var b strings.Builder
 		p, found, err := e.store.Progress(e.ctx, id)
-		stMust(e.t, err)
+		must(e.t, err)
 		pending, err := e.store.Pending(e.ctx, id, 1000)
-		stMust(e.t, err)
+		must(e.t, err)
 		slices.Sort(pending)
 		fmt.Fprintf(&b, "progress %+v %v; pending %q;", p, found, pending)
 		for _, it := range items {
 			for _, scope := range []string{"", id} {
 				n, err := e.store.Failures(e.ctx, scope, it)
-				stMust(e.t, err)
+				must(e.t, err)
 				fmt.Fprintf(&b, " failures[%q][%q]=%d", scope, it, n)
 			}
 		}
@@ -821,7 +741,7 @@ func (e *storeEnv) scanKeys(pattern string) []string {
 	for iter.Next(e.ctx) {
 		keys = append(keys, iter.Val())
 	}
-	stMust(e.t, iter.Err())
+	must(e.t, iter.Err())
 	slices.Sort(keys)
 	return keys
 }
@@ -861,22 +781,4 @@ func subset(s, of []string) bool {
 		}
 	}
 	return true
-}
-
-func stMust(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-}
-
-func stEventually(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
