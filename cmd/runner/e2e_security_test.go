@@ -1,11 +1,10 @@
 package main
 
 // Security end to end, through the real runner binary: passwords and ACL
-// users, TLS (server-verified and mutual), the admin endpoint staying off
-// unless configured, and the least-privilege ACL rule of the README.
-// Servers that need a password or speak only TLS are started by this file
-// (startOwnRedis): redistest's readiness check is a plain, unauthenticated
-// PING that such servers do not answer.
+// users, TLS (server-verified and mutual), secrets kept out of logs and
+// the admin endpoint, the admin endpoint staying off unless configured,
+// and the least-privilege ACL rule of the README. Servers that need a
+// password or speak only TLS come from redistest.StartServerWith.
 
 import (
 	"bufio"
@@ -16,15 +15,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -37,6 +34,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/internal/redistest"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 )
 
 // aclCommands is the least a runner needs, for "runner run" in loop and
@@ -59,17 +59,14 @@ var aclCommands = []string{
 	"+zadd", "+zrem", "+zcard", "+zrange", "+zscore", "+zpopmin", "+zscan", "+zrandmember",
 }
 
-// aclSetUser is the ACL SETUSER argument list for a runner user limited to
-// the given key and channel patterns, with the commands of aclCommands.
-func aclSetUser(user, password string, patterns ...string) []any {
-	args := []any{"ACL", "SETUSER", user, "reset", "on", ">" + password}
-	for _, p := range patterns {
-		args = append(args, p)
+// aclRules are the ACL rules of a runner user limited to the given key and
+// channel patterns, with the commands of aclCommands.
+func aclRules(patterns ...string) []any {
+	var rules []any
+	for _, p := range slices.Concat(patterns, aclCommands) {
+		rules = append(rules, p)
 	}
-	for _, c := range aclCommands {
-		args = append(args, c)
-	}
-	return args
+	return rules
 }
 
 // TestE2ESecurityPasswordAuth runs batches through a server with
@@ -84,12 +81,9 @@ func TestE2ESecurityPasswordAuth(t *testing.T) {
 		userPw  = "User-Pw-a7d0f3"
 		wrongPw = "Wrong-Pw-0b44e8"
 	)
-	srv := startOwnRedis(t, redis.Options{Password: rightPw}, false, "--requirepass", rightPw)
-	ctx := context.Background()
+	srv := redistest.StartServerWith(t, redistest.ServerOptions{Password: rightPw})
 	const user = "runner-user"
-	if err := srv.client.Do(ctx, aclSetUser(user, userPw, "~acl-app|*", "&acl-app|*")...).Err(); err != nil {
-		t.Fatal(err)
-	}
+	aclUser(t, srv.Client(t), user, userPw, aclRules("~acl-app|*", "&acl-app|*")...)
 	secrets := []string{rightPw, userPw, wrongPw}
 
 	for _, tc := range []struct {
@@ -108,7 +102,7 @@ func TestE2ESecurityPasswordAuth(t *testing.T) {
 			} else {
 				auth += fmt.Sprintf("  password: %q\n", tc.password)
 			}
-			cfg := writeSecConfig(t, "auth", fmt.Sprintf(`redis:
+			cfg := writeFile(t, "", "auth.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
   prefix: %q
@@ -118,16 +112,16 @@ task:
 mode: batch
 batch:
   id: auth
-`, srv.addr, auth, tc.prefix))
+`, srv.Addr, auth, tc.prefix))
 			r := startRunner(t, "runner", env, "run", "-c", cfg)
 			if code := r.wait(60 * time.Second); code != 0 || !strings.Contains(r.out.String(), "batch complete") {
 				t.Fatalf("runner run exited %d, want 0 with \"batch complete\"; output:\n%s", code, r.out.String())
 			}
-			code, out := runnerCmd(t, env, "pool", "status", "-c", cfg)
-			if code != 0 || !strings.Contains(out, "auth: 3 done, 0 failed, 0 pending of 3") {
-				t.Fatalf("pool status exited %d, want 0 and the batch done; output:\n%s", code, out)
+			st := runnerCmd(t, procOpts{env: env}, "pool", "status", "-c", cfg)
+			if st.code != 0 || !strings.Contains(st.out, "auth: 3 done, 0 failed, 0 pending of 3") {
+				t.Fatalf("pool status exited %d, want 0 and the batch done; output:\n%s", st.code, st.out)
 			}
-			assertNoSecret(t, "runner output", r.out.String()+out, secrets...)
+			assertNoSecret(t, "runner output", r.out.String()+st.out, secrets...)
 		})
 	}
 
@@ -137,7 +131,7 @@ batch:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := writeSecConfig(t, "wrong", fmt.Sprintf(`redis:
+			cfg := writeFile(t, "", "wrong.yaml", fmt.Sprintf(`redis:
   addr: %q
   username: %q
   password: %q
@@ -146,7 +140,7 @@ pool:
   items: [a]
 task:
   command: ["true"]
-`, srv.addr, tc.username, wrongPw))
+`, srv.Addr, tc.username, wrongPw))
 			r := startRunner(t, "runner", nil, "run", "-c", cfg)
 			waitRetries(t, r, 3, regexp.MustCompile(`\bWRONGPASS\b`))
 			r.signal(syscall.SIGTERM)
@@ -158,9 +152,9 @@ task:
 			}
 			assertNoSecret(t, "runner logs", r.out.String(), secrets...)
 			// Password in the environment this time: neither way may show.
-			code, out := runnerCmd(t, []string{"RUNNER_REDIS_PASSWORD=" + wrongPw}, "pool", "status", "-c", cfg)
-			assertOneLineError(t, "pool status", code, out, regexp.MustCompile(`\bWRONGPASS\b`))
-			assertNoSecret(t, "pool status", out, secrets...)
+			st := runnerCmd(t, procOpts{env: []string{"RUNNER_REDIS_PASSWORD=" + wrongPw}}, "pool", "status", "-c", cfg)
+			assertOneLineError(t, "pool status", st, regexp.MustCompile(`\bWRONGPASS\b`))
+			assertNoSecret(t, "pool status", st.out, secrets...)
 		})
 	}
 }
@@ -174,8 +168,8 @@ task:
 func TestE2ESecurityTLS(t *testing.T) {
 	t.Parallel()
 	p := newTestPKI(t)
-	optional := startOwnRedis(t, redis.Options{TLSConfig: p.clientTLS(true)}, true, p.serverArgs("optional")...)
-	mutual := startOwnRedis(t, redis.Options{TLSConfig: p.clientTLS(true)}, true, p.serverArgs("yes")...)
+	optional := redistest.StartServerWith(t, redistest.ServerOptions{TLS: p.clientTLS(true), Args: p.serverArgs("optional")})
+	mutual := redistest.StartServerWith(t, redistest.ServerOptions{TLS: p.clientTLS(true), Args: p.serverArgs("yes")})
 	keyLines := p.keyBodyLines(t)
 	var mu sync.Mutex
 	var shown []string // every output the runners produced, for the key check
@@ -191,7 +185,7 @@ func TestE2ESecurityTLS(t *testing.T) {
 	t.Run("batch", func(t *testing.T) {
 		for _, tc := range []struct {
 			name     string
-			srv      *ownRedis
+			srv      *redistest.Server
 			withCert bool
 		}{
 			{"server verified", optional, false},
@@ -199,7 +193,7 @@ func TestE2ESecurityTLS(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				cfg := writeSecConfig(t, "tls", fmt.Sprintf(`redis:
+				cfg := writeFile(t, "", "tls.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
   prefix: tls-batch
@@ -211,24 +205,24 @@ batch:
   id: over-tls
 log:
   level: debug
-`, tc.srv.addr, tlsYAML(p.caFile, tc.withCert)))
+`, tc.srv.Addr, tlsYAML(p.caFile, tc.withCert)))
 				r := startRunner(t, "runner", nil, "run", "-c", cfg)
 				code := r.wait(60 * time.Second)
 				show(r.out.String())
 				if code != 0 || !strings.Contains(r.out.String(), "batch complete") {
 					t.Fatalf("runner run over TLS exited %d, want 0 with \"batch complete\"; output:\n%s", code, r.out.String())
 				}
-				code, out := runnerCmd(t, nil, "pool", "status", "-c", cfg)
-				show(out)
-				if code != 0 || !strings.Contains(out, "over-tls: 4 done, 0 failed, 0 pending of 4") {
-					t.Fatalf("pool status over TLS exited %d, want 0 and the batch done; output:\n%s", code, out)
+				st := runnerCmd(t, procOpts{}, "pool", "status", "-c", cfg)
+				show(st.out)
+				if st.code != 0 || !strings.Contains(st.out, "over-tls: 4 done, 0 failed, 0 pending of 4") {
+					t.Fatalf("pool status over TLS exited %d, want 0 and the batch done; output:\n%s", st.code, st.out)
 				}
 			})
 		}
 	})
 
 	t.Run("mutual loop with admin", func(t *testing.T) {
-		cfg := writeSecConfig(t, "tls-loop", fmt.Sprintf(`redis:
+		cfg := writeFile(t, "", "tls-loop.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
   prefix: tls-loop
@@ -241,12 +235,10 @@ admin:
   listen: 127.0.0.1:0
 log:
   level: trace
-`, mutual.addr, tlsYAML(p.caFile, true)))
+`, mutual.Addr, tlsYAML(p.caFile, true)))
 		r := startRunner(t, "runner", nil, "run", "-c", cfg)
-		base := adminBase(t, r)
-		waitFor(t, "task runs over mutual TLS", 30*time.Second, func() bool {
-			return strings.Count(r.out.String(), "task succeeded") >= 4
-		})
+		base := r.adminBase()
+		waitFor(t, "task runs over mutual TLS", 30*time.Second, r.untilSucceeded(4))
 		for _, path := range []string{"/status", "/metrics", "/healthz"} {
 			code, body := httpGet(t, base+path)
 			show(body)
@@ -265,7 +257,7 @@ log:
 	// Refused: the runner retries, one line per attempt, and never gets in.
 	for _, tc := range []struct {
 		name     string
-		srv      *ownRedis
+		srv      *redistest.Server
 		ca       string
 		withCert bool
 		want     *regexp.Regexp
@@ -275,14 +267,14 @@ log:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prefix := "tls-refused-" + strings.ReplaceAll(tc.name, " ", "-")
-			cfg := writeSecConfig(t, "tls-refused", fmt.Sprintf(`redis:
+			cfg := writeFile(t, "", "tls-refused.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
   prefix: %q
   items: [a]
 task:
   command: ["true"]
-`, tc.srv.addr, tlsYAML(tc.ca, tc.withCert), prefix))
+`, tc.srv.Addr, tlsYAML(tc.ca, tc.withCert), prefix))
 			r := startRunner(t, "runner", nil, "run", "-c", cfg)
 			waitRetries(t, r, 3, tc.want)
 			r.signal(syscall.SIGTERM)
@@ -297,13 +289,13 @@ task:
 					t.Errorf("the runner got in (%q logged); output:\n%s", s, out)
 				}
 			}
-			n, err := tc.srv.client.Exists(context.Background(), prefix+"|lock-pool|pool").Result()
+			n, err := tc.srv.Client(t).Exists(context.Background(), keyspace.New(prefix, poolName).Members()).Result()
 			if err != nil || n != 0 {
 				t.Errorf("pool set of the refused runner: exists = %d, %v; want 0 (it must never have connected)", n, err)
 			}
-			code, out = runnerCmd(t, nil, "pool", "status", "-c", cfg)
-			show(out)
-			assertOneLineError(t, "pool status", code, out, tc.want)
+			st := runnerCmd(t, procOpts{}, "pool", "status", "-c", cfg)
+			show(st.out)
+			assertOneLineError(t, "pool status", st, tc.want)
 		})
 	}
 
@@ -324,6 +316,66 @@ task:
 	}
 }
 
+// TestE2EAdminEndpointAndSecrets runs a runner that authenticates as an ACL
+// user with a password and serves its admin endpoint, then checks
+// /healthz, /status and /metrics, and that the password appears nowhere:
+// not in the logs, /status or /metrics.
+func TestE2EAdminEndpointAndSecrets(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	const password = "s3cret-Pw-9d1f"
+	user := e.userName("runner")
+	aclUser(t, e.client, user, password, "~*", "&*", "+@all")
+	cfg := writeFile(t, e.dir, "admin.yaml", fmt.Sprintf(`redis:
+  addr: %q
+  username: %q
+  password: %q
+pool:
+  prefix: %q
+  items: [a, b, c]
+worker:
+  concurrency: 2
+task:
+  command: ["sleep", "0.05"]
+admin:
+  listen: 127.0.0.1:0
+log:
+  level: debug
+`, e.addr, user, password, e.prefix))
+	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	base := r.adminBase()
+	waitFor(t, "/healthz ready", 10*time.Second, func() (bool, string) {
+		code, body := httpGet(t, base+"/healthz")
+		return code == 200, fmt.Sprintf("%d %q", code, body)
+	})
+	var metrics string
+	successes := regexp.MustCompile(`lockpool_task_runs_total\{outcome="success"\} [1-9]`)
+	waitFor(t, "successful runs in /metrics", 20*time.Second, func() (bool, string) {
+		_, metrics = httpGet(t, base+"/metrics")
+		return successes.MatchString(metrics), "none"
+	})
+	for _, name := range []string{"lockpool_leases_held", `lockpool_acquires_total{result="ok"}`, "lockpool_refreshes_total", "lockpool_leases_lost_total", "lockpool_task_duration_seconds_bucket"} {
+		if !strings.Contains(metrics, name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	code, status := httpGet(t, base+"/status")
+	var st struct {
+		Backend string `json:"backend"`
+		Workers []struct {
+			ID    int    `json:"id"`
+			State string `json:"state"`
+		} `json:"workers"`
+	}
+	if err := json.Unmarshal([]byte(status), &st); code != 200 || err != nil || st.Backend != "redis" || len(st.Workers) != 2 {
+		t.Fatalf("/status = %d %s (%v)", code, status, err)
+	}
+	stopRunners(t, 10*time.Second, r)
+	for what, text := range map[string]string{"logs": r.out.String(), "/status": status, "/metrics": metrics} {
+		assertNoSecret(t, what, text, password)
+	}
+}
+
 // TestE2ESecurityAdminOffUnlessConfigured checks, from the kernel's socket
 // tables, that a runner without admin.listen has no listening socket, nor
 // do its task processes, while one with admin.listen has exactly the one
@@ -337,11 +389,9 @@ func TestE2ESecurityAdminOffUnlessConfigured(t *testing.T) {
 	items := itemNames(3)
 	rOff := startRunner(t, "runner-admin-off", nil, "run", "-c", off.config("off", items, "worker:\n  concurrency: 2\n", 300*time.Millisecond))
 	rOn := startRunner(t, "runner-admin-on", nil, "run", "-c", on.config("on", items, "worker:\n  concurrency: 2\nadmin:\n  listen: 127.0.0.1:0\n", 300*time.Millisecond))
-	base := adminBase(t, rOn)
+	base := rOn.adminBase()
 	for _, r := range []*runnerProc{rOff, rOn} {
-		waitFor(t, r.name+" running tasks", 30*time.Second, func() bool {
-			return strings.Contains(r.out.String(), "recorder: began")
-		})
+		waitFor(t, r.name+" running tasks", 30*time.Second, r.untilLogged("recorder: began"))
 	}
 	// Sampled while tasks run, so their processes are checked too.
 	offSocks := processTreeSockets(t, rOff.pid())
@@ -356,12 +406,7 @@ func TestE2ESecurityAdminOffUnlessConfigured(t *testing.T) {
 	if fmt.Sprint(onSocks.listening) != fmt.Sprint(wantOn) {
 		t.Errorf("runner with admin.listen listens on %v, want %v", onSocks.listening, wantOn)
 	}
-	for _, r := range []*runnerProc{rOff, rOn} {
-		r.signal(syscall.SIGTERM)
-		if code := r.wait(20 * time.Second); code != 0 {
-			t.Errorf("%s exited %d after SIGTERM, want 0", r.name, code)
-		}
-	}
+	stopRunners(t, 20*time.Second, rOff, rOn)
 	off.checkLedger(off.events())
 }
 
@@ -390,12 +435,9 @@ func TestE2ESecurityACLPrefixUser(t *testing.T) {
 			e := newE2E(t)
 			ctx := context.Background()
 			const password = "Acl-Pw-63b1e0"
-			user := "runner-acl-" + strings.NewReplacer(":", "-", "|", "-").Replace(e.prefix)
-			if err := e.client.Do(ctx, aclSetUser(user, password, tc.patterns(e.prefix)...)...).Err(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { e.client.Do(context.Background(), "ACL", "DELUSER", user) })
-			cfg := writeSecConfig(t, "acl", fmt.Sprintf(`redis:
+			user := e.userName("runner-acl")
+			aclUser(t, e.client, user, password, aclRules(tc.patterns(e.prefix)...)...)
+			cfg := writeFile(t, "", "acl.yaml", fmt.Sprintf(`redis:
   addr: %q
   username: %q
   password: %q
@@ -410,11 +452,11 @@ batch:
 `, e.addr, user, password, e.prefix))
 			run := func(want string, args ...string) string {
 				t.Helper()
-				code, out := runnerCmd(t, nil, args...)
-				if code != 0 || !strings.Contains(out, want) {
-					t.Fatalf("runner %s as the ACL user exited %d, want 0 with %q; output:\n%s", strings.Join(args, " "), code, want, out)
+				res := runnerCmd(t, procOpts{}, args...)
+				if res.code != 0 || !strings.Contains(res.out, want) {
+					t.Fatalf("runner %s as the ACL user exited %d, want 0 with %q; output:\n%s", strings.Join(args, " "), res.code, want, res.out)
 				}
-				return out
+				return res.out
 			}
 			run("3 items added", "pool", "add", "-c", cfg, "a", "b", "c")
 			run("batch complete", "run", "-c", cfg, "--mode", "batch")
@@ -422,9 +464,7 @@ batch:
 			run(`"c"`, "pool", "list", "-c", cfg)
 
 			loop := startRunner(t, "runner-loop", nil, "run", "-c", cfg)
-			waitFor(t, "loop-mode runs as the ACL user", 30*time.Second, func() bool {
-				return strings.Count(loop.out.String(), "task succeeded") >= 8
-			})
+			waitFor(t, "loop-mode runs as the ACL user", 30*time.Second, loop.untilSucceeded(8))
 			loop.signal(syscall.SIGTERM)
 			if code := loop.wait(20 * time.Second); code != 0 || !strings.Contains(loop.out.String(), "drained: every lease released") {
 				t.Fatalf("loop runner as the ACL user exited %d, want 0 and drained; output:\n%s", code, loop.out.String())
@@ -495,52 +535,6 @@ batch:
 
 // ---- helpers ----
 
-// writeSecConfig writes a runner config into the test's directory.
-func writeSecConfig(t *testing.T, name, body string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// runnerCmd runs a short runner command to its end: exit code and output.
-func runnerCmd(t *testing.T, env []string, args ...string) (int, string) {
-	t.Helper()
-	p := startRunner(t, "runner "+strings.Join(args, " "), env, args...)
-	code := p.wait(60 * time.Second)
-	return code, p.out.String()
-}
-
-// adminBase waits for the runner to log its admin address.
-func adminBase(t *testing.T, r *runnerProc) string {
-	t.Helper()
-	re := regexp.MustCompile(`admin endpoint listening: addr=(\S+)`)
-	var base string
-	waitFor(t, r.name+" logging its admin address", 20*time.Second, func() bool {
-		if m := re.FindStringSubmatch(r.out.String()); m != nil {
-			base = "http://" + m[1]
-		}
-		return base != ""
-	})
-	return base
-}
-
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
-}
-
 // waitRetries waits for n "redis not reachable, retrying" lines and checks
 // that each is one whole line, numbered in order, whose error matches want.
 func waitRetries(t *testing.T, r *runnerProc, n int, want *regexp.Regexp) {
@@ -554,7 +548,10 @@ func waitRetries(t *testing.T, r *runnerProc, n int, want *regexp.Regexp) {
 		}
 		return out
 	}
-	waitFor(t, fmt.Sprintf("%d retry lines from %s", n, r.name), 30*time.Second, func() bool { return len(retries()) >= n })
+	waitFor(t, fmt.Sprintf("%d retry lines from %s", n, r.name), 30*time.Second, func() (bool, string) {
+		got := retries()
+		return len(got) >= n, fmt.Sprintf("%d: %q", len(got), got)
+	})
 	// Nothing else may interleave, such as go-redis's own logger writing
 	// the same error to stderr again.
 	for _, l := range r.out.lines() {
@@ -569,14 +566,11 @@ func waitRetries(t *testing.T, r *runnerProc, n int, want *regexp.Regexp) {
 	}
 }
 
-// hclogLine is a line of the runner's text log.
-var hclogLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d) \[(TRACE|DEBUG|INFO|WARN|ERROR)\]\s`)
-
 // assertOneLineError checks a failed one-shot command: exit 1 and a single
 // "runner: ..." line matching want.
-func assertOneLineError(t *testing.T, what string, code int, out string, want *regexp.Regexp) {
+func assertOneLineError(t *testing.T, what string, res cmdResult, want *regexp.Regexp) {
 	t.Helper()
-	out = strings.TrimSuffix(out, "\n")
+	code, out := res.code, strings.TrimSuffix(res.out, "\n")
 	if code != 1 || strings.Contains(out, "\n") || !strings.HasPrefix(out, "runner: ") || !want.MatchString(out) {
 		t.Errorf("%s: exit %d with %q; want exit 1 and one \"runner: ...\" line matching %q", what, code, out, want)
 	}
@@ -635,7 +629,7 @@ type socketSummary struct {
 func processTreeSockets(t *testing.T, root int) socketSummary {
 	t.Helper()
 	inodes := map[string]bool{}
-	for _, pid := range processTree(t, root) {
+	for _, pid := range processTree(root) {
 		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		if err != nil {
 			continue // exited
@@ -682,39 +676,6 @@ func processTreeSockets(t *testing.T, root int) socketSummary {
 	return s
 }
 
-// processTree is root and every process descending from it.
-func processTree(t *testing.T, root int) []int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	children := map[int][]int{}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(fields[1])
-		children[ppid] = append(children[ppid], pid)
-	}
-	tree := []int{root}
-	for i := 0; i < len(tree); i++ {
-		tree = append(tree, children[tree[i]]...)
-	}
-	return tree
-}
-
 // procTable returns the fields of each row of /proc/<pid>/net/<name>.
 func procTable(t *testing.T, pid int, name string) [][]string {
 	t.Helper()
@@ -756,128 +717,6 @@ func procAddr(t *testing.T, s string) string {
 		ip = append(ip, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
 	}
 	return net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10))
-}
-
-// ---- a redis-server of our own ----
-
-// ownRedis is a redis-server started by this file, for servers that need a
-// password or speak only TLS.
-type ownRedis struct {
-	addr   string
-	client *redis.Client // as the test's admin: with the password, over TLS
-}
-
-// startOwnRedis starts redis-server on a free loopback port, plain
-// ("--port N") or TLS only ("--port 0 --tls-port N"), with extra args, and
-// waits until a client with opts (password, TLS) gets PONG. The server is
-// stopped when the test ends, and killed with the test binary.
-func startOwnRedis(t *testing.T, opts redis.Options, tlsOnly bool, extra ...string) *ownRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("these tests need redis-server on PATH (apt-get install redis-server): %v", err)
-	}
-	dir := t.TempDir()
-	for attempt := 1; ; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-		l.Close()
-		args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
-			"--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"}
-		if tlsOnly {
-			args = append(args, "--port", "0", "--tls-port", port)
-		} else {
-			args = append(args, "--port", port)
-		}
-		args = append(args, extra...)
-		cmd := exec.Command(bin, args...)
-		out := &lineBuffer{}
-		cmd.Stdout, cmd.Stderr, cmd.Dir = out, out, dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := startOnLockedThread(cmd); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		stop := func() {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-done
-			}
-		}
-		o := opts
-		o.Addr, o.ContextTimeoutEnabled, o.MaxRetries, o.DialerRetries = net.JoinHostPort("127.0.0.1", port), true, -1, 1
-		c := redis.NewClient(&o)
-		var last error
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			last = c.Ping(ctx).Err()
-			cancel()
-			exited := false
-			select {
-			case <-done:
-				exited = true
-			default:
-			}
-			if last == nil || exited || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if last == nil {
-			t.Cleanup(func() {
-				c.Close()
-				stop()
-			})
-			return &ownRedis{addr: o.Addr, client: c}
-		}
-		c.Close()
-		stop()
-		log := out.String()
-		if strings.Contains(log, "Address already in use") && attempt < 5 {
-			continue
-		}
-		hint := ""
-		if tlsOnly && (strings.Contains(log, "Bad directive") || strings.Contains(log, "tls")) {
-			hint = "\nThis redis-server seems to be built without TLS: install one built with BUILD_TLS=yes " +
-				"(Debian/Ubuntu's redis-server package is: apt-get install redis-server; from source: make BUILD_TLS=yes)."
-		}
-		t.Fatalf("redis-server %s did not answer PING: %v\n--- its output:\n%s%s", strings.Join(args, " "), last, log, hint)
-	}
-}
-
-// startOnLockedThread starts cmd from a thread that never exits: Linux
-// sends the parent-death signal when the forking thread ends, not the
-// process (see internal/redistest).
-func startOnLockedThread(cmd *exec.Cmd) error {
-	lockedStarter.once.Do(func() {
-		lockedStarter.reqs = make(chan *exec.Cmd)
-		lockedStarter.errs = make(chan error)
-		go func() {
-			runtime.LockOSThread() // never unlocked
-			for c := range lockedStarter.reqs {
-				lockedStarter.errs <- c.Start()
-			}
-		}()
-	})
-	lockedStarter.mu.Lock()
-	defer lockedStarter.mu.Unlock()
-	lockedStarter.reqs <- cmd
-	return <-lockedStarter.errs
-}
-
-var lockedStarter struct {
-	once sync.Once
-	mu   sync.Mutex
-	reqs chan *exec.Cmd
-	errs chan error
 }
 
 // ---- test certificates ----
