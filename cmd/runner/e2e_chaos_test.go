@@ -121,15 +121,9 @@ func TestE2EPauseRunnerAndTasks(t *testing.T) {
 	// Task A resumes: its end is rejected by the fencing guard.
 	_ = syscall.Kill(-group[a], syscall.SIGCONT)
 	var rejected event
-	waitFor(t, "task "+a+" writing after the freeze", 5*time.Second, func() (bool, string) {
-		for _, ev := range e.events() {
-			if ev.Item == a && ev.Token == mine[a].Token && ev.Ev != "begin" {
-				rejected = ev
-				return true, ""
-			}
-		}
-		return false, "nothing written"
-	})
+	waitFor(t, "task "+a+" writing after the freeze", 5*time.Second, e.untilEvent(&rejected, func(ev event) bool {
+		return ev.Item == a && ev.Token == mine[a].Token && ev.Ev != "begin"
+	}))
 	if rejected.Ev != "rejected-end" {
 		t.Fatalf("task %s token %d wrote %q after its lease expired and token %d began; want its end rejected by the fencing guard",
 			a, mine[a].Token, rejected.Ev, took[a].Token)

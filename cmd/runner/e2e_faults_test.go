@@ -164,15 +164,9 @@ func testFaultPartition(t *testing.T, stall bool) {
 	healAt := e.serverTime()
 	px.Heal()
 	var back event
-	waitFor(t, "A running tasks again after the heal", 15*time.Second, func() (bool, string) {
-		for _, ev := range e.events() {
-			if ev.Ev == "begin" && ownerPid(ev.Owner) == a.pid() && ev.at().After(healAt) {
-				back = ev
-				return true, ""
-			}
-		}
-		return false, "no begin by A since the heal"
-	})
+	waitFor(t, "A running tasks again after the heal", 15*time.Second, e.untilEvent(&back, func(ev event) bool {
+		return ev.Ev == "begin" && ownerPid(ev.Owner) == a.pid() && ev.at().After(healAt)
+	}))
 	t.Logf("%s: A began %s (token %d) %v after the heal", fault, back.Item, back.Token, back.at().Sub(healAt).Round(time.Millisecond))
 
 	stopRunners(t, 15*time.Second, append([]*runnerProc{a}, others...)...)

@@ -396,6 +396,20 @@ func (e *e2eEnv) untilOpen(n int) func() (bool, string) {
 	}
 }
 
+// untilEvent is a waitFor condition: the ledger holds an event that match
+// accepts; the first one is stored in *ev.
+func (e *e2eEnv) untilEvent(ev *event, match func(event) bool) func() (bool, string) {
+	return func() (bool, string) {
+		for _, x := range e.events() {
+			if match(x) {
+				*ev = x
+				return true, ""
+			}
+		}
+		return false, "no such event in the ledger"
+	}
+}
+
 // ownerPid is the pid in a lease owner "<host>:<pid>/w<n>".
 func ownerPid(owner string) int {
 	host, _, _ := strings.Cut(owner, "/")

@@ -107,6 +107,29 @@ func inputOutputs(t *testing.T, out string) map[string]int {
 	return got
 }
 
+// inputRunBatch runs the batch of cfg (from root/cwd) and asserts that
+// each of names reached its task exactly once, as data, and that nothing
+// else ran.
+func inputRunBatch(t *testing.T, root, taskDir, out, cfg string, names []string) *runnerProc {
+	t.Helper()
+	r := startProc(t, "runner", procOpts{dir: filepath.Join(root, "cwd")}, "run", "-c", cfg)
+	if code := r.wait(60 * time.Second); code != 0 {
+		t.Fatalf("runner run: exit %d", code)
+	}
+	got := inputOutputs(t, out)
+	for _, n := range names {
+		if got[n] != 1 {
+			t.Errorf("item %q reached its task %d times, want once", n, got[n])
+		}
+		delete(got, n)
+	}
+	for g, c := range got {
+		t.Errorf("a task saw RUNNER_ITEM=%q (%d times), which is no item", g, c)
+	}
+	inputNothingExecuted(t, root, taskDir)
+	return r
+}
+
 // inputHostileNames are valid item names that would do harm if any layer
 // passed them through a shell, a format string or a log line unquoted.
 func inputHostileNames() []string {
@@ -215,21 +238,7 @@ worker:
 		}
 	}
 
-	r := startProc(t, "runner", procOpts{dir: filepath.Join(root, "cwd")}, "run", "-c", cfg)
-	if code := r.wait(60 * time.Second); code != 0 {
-		t.Fatalf("runner run: exit %d", code)
-	}
-	got := inputOutputs(t, out)
-	for _, n := range names {
-		if got[n] != 1 {
-			t.Errorf("item %q reached its task %d times, want once", n, got[n])
-		}
-		delete(got, n)
-	}
-	for g, c := range got {
-		t.Errorf("a task saw RUNNER_ITEM=%q (%d times), which is no item", g, c)
-	}
-	inputNothingExecuted(t, root, taskDir)
+	r := inputRunBatch(t, root, taskDir, out, cfg, names)
 	// A name cannot forge a log line: hclog quotes or indents values.
 	for _, line := range r.stderr.lines() {
 		if strings.HasPrefix(line, "2099-") {
@@ -270,20 +279,7 @@ func TestE2EInputItemNamesInConfig(t *testing.T) {
 		return writeFile(t, root, name+".json", string(b))
 	}
 
-	r := startProc(t, "runner", procOpts{dir: filepath.Join(root, "cwd")}, "run", "-c", config("ok", names))
-	if code := r.wait(60 * time.Second); code != 0 {
-		t.Fatalf("runner run: exit %d", code)
-	}
-	got := inputOutputs(t, out)
-	for _, n := range names {
-		if got[n] != 1 {
-			t.Errorf("item %q reached its task %d times, want once", n, got[n])
-		}
-	}
-	if len(got) != len(names) {
-		t.Errorf("tasks saw %d distinct items, want %d", len(got), len(names))
-	}
-	inputNothingExecuted(t, root, taskDir)
+	inputRunBatch(t, root, taskDir, out, config("ok", names), names)
 
 	for _, c := range []struct{ name, item string }{
 		{"too-long", strings.Repeat("x", lock.MaxKeyLen+1)},

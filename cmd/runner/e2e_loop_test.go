@@ -93,16 +93,11 @@ func TestE2EKilledRunnersItemsAreTakenOver(t *testing.T) {
 	granted := e.waitGranted(tokens, ttl+5*time.Second)
 	for it, old := range held {
 		took := granted[it].Sub(killedAt)
-		var began time.Duration
-		waitFor(t, "item "+it+" run again", ttl+15*time.Second, func() (bool, string) {
-			for _, ev := range e.events() {
-				if ev.Ev == "begin" && ev.Item == it && ev.Token > old.Token {
-					began = ev.at().Sub(killedAt)
-					return true, ""
-				}
-			}
-			return false, "no begin with a newer token"
-		})
+		var next event
+		waitFor(t, "item "+it+" run again", ttl+15*time.Second, e.untilEvent(&next, func(ev event) bool {
+			return ev.Ev == "begin" && ev.Item == it && ev.Token > old.Token
+		}))
+		began := next.at().Sub(killedAt)
 		if took > ttl+takeoverMargin {
 			t.Errorf("item %s granted again %v after the kill; want within lease_ttl + %v = %v (%v)", it, took, takeoverMargin, ttl+takeoverMargin, redistest.Sched)
 		}
@@ -153,15 +148,7 @@ func TestE2ELostLeaseStopsTheTask(t *testing.T) {
 		t.Fatal(err)
 	}
 	var term event
-	waitFor(t, "task terminated", 5*time.Second, func() (bool, string) {
-		for _, ev := range e.events() {
-			if ev.Ev == "term" {
-				term = ev
-				return true, ""
-			}
-		}
-		return false, "no term event"
-	})
+	waitFor(t, "task terminated", 5*time.Second, e.untilEvent(&term, func(ev event) bool { return ev.Ev == "term" }))
 	// Within one refresh interval, plus signal delivery and the
 	// recorder's own write.
 	d := term.at().Sub(removedAt)

@@ -690,15 +690,9 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	for _, it := range sortedKeys(survived) {
 		l := survived[it]
 		var out event
-		poll("", maxSleep+persistStart, func() (bool, string) {
-			for _, ev := range e.events() {
-				if ev.Item == it && ev.Token == l.token && (ev.Ev == "end" || ev.Ev == "term") {
-					out = ev
-					return true, ""
-				}
-			}
-			return false, ""
-		})
+		poll("", maxSleep+persistStart, e.untilEvent(&out, func(ev event) bool {
+			return ev.Item == it && ev.Token == l.token && (ev.Ev == "end" || ev.Ev == "term")
+		}))
 		left := l.deadline.Sub(restartedAt)
 		lostLine := ""
 		if r := runnerOf(l.owner); r != nil {

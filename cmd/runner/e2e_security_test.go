@@ -113,15 +113,8 @@ mode: batch
 batch:
   id: auth
 `, srv.Addr, auth, tc.prefix))
-			r := startRunner(t, "runner", env, "run", "-c", cfg)
-			if code := r.wait(60 * time.Second); code != 0 || !strings.Contains(r.out.String(), "batch complete") {
-				t.Fatalf("runner run exited %d, want 0 with \"batch complete\"; output:\n%s", code, r.out.String())
-			}
-			st := runnerCmd(t, procOpts{env: env}, "pool", "status", "-c", cfg)
-			if st.code != 0 || !strings.Contains(st.out, "auth: 3 done, 0 failed, 0 pending of 3") {
-				t.Fatalf("pool status exited %d, want 0 and the batch done; output:\n%s", st.code, st.out)
-			}
-			assertNoSecret(t, "runner output", r.out.String()+st.out, secrets...)
+			run, status := secBatch(t, env, cfg, "auth: 3 done, 0 failed, 0 pending of 3")
+			assertNoSecret(t, "runner output", run+status, secrets...)
 		})
 	}
 
@@ -141,20 +134,11 @@ pool:
 task:
   command: ["true"]
 `, srv.Addr, tc.username, wrongPw))
-			r := startRunner(t, "runner", nil, "run", "-c", cfg)
-			waitRetries(t, r, 3, regexp.MustCompile(`\bWRONGPASS\b`))
-			r.signal(syscall.SIGTERM)
-			if code := r.wait(10 * time.Second); code != 0 {
-				t.Fatalf("runner stopped while retrying exited %d, want 0; output:\n%s", code, r.out.String())
-			}
-			if strings.Contains(r.out.String(), "runner started") {
-				t.Errorf("the runner started with a wrong password; output:\n%s", r.out.String())
-			}
-			assertNoSecret(t, "runner logs", r.out.String(), secrets...)
-			// Password in the environment this time: neither way may show.
-			st := runnerCmd(t, procOpts{env: []string{"RUNNER_REDIS_PASSWORD=" + wrongPw}}, "pool", "status", "-c", cfg)
-			assertOneLineError(t, "pool status", st, regexp.MustCompile(`\bWRONGPASS\b`))
-			assertNoSecret(t, "pool status", st.out, secrets...)
+			// "pool status" gets the password from the environment: neither
+			// way may show.
+			run, status := secRefused(t, cfg, []string{"RUNNER_REDIS_PASSWORD=" + wrongPw}, regexp.MustCompile(`\bWRONGPASS\b`))
+			assertNoSecret(t, "runner logs", run, secrets...)
+			assertNoSecret(t, "pool status", status, secrets...)
 		})
 	}
 }
@@ -206,17 +190,9 @@ batch:
 log:
   level: debug
 `, tc.srv.Addr, tlsYAML(p.caFile, tc.withCert)))
-				r := startRunner(t, "runner", nil, "run", "-c", cfg)
-				code := r.wait(60 * time.Second)
-				show(r.out.String())
-				if code != 0 || !strings.Contains(r.out.String(), "batch complete") {
-					t.Fatalf("runner run over TLS exited %d, want 0 with \"batch complete\"; output:\n%s", code, r.out.String())
-				}
-				st := runnerCmd(t, procOpts{}, "pool", "status", "-c", cfg)
-				show(st.out)
-				if st.code != 0 || !strings.Contains(st.out, "over-tls: 4 done, 0 failed, 0 pending of 4") {
-					t.Fatalf("pool status over TLS exited %d, want 0 and the batch done; output:\n%s", st.code, st.out)
-				}
+				run, status := secBatch(t, nil, cfg, "over-tls: 4 done, 0 failed, 0 pending of 4")
+				show(run)
+				show(status)
 			})
 		}
 	})
@@ -275,27 +251,13 @@ log:
 task:
   command: ["true"]
 `, tc.srv.Addr, tlsYAML(tc.ca, tc.withCert), prefix))
-			r := startRunner(t, "runner", nil, "run", "-c", cfg)
-			waitRetries(t, r, 3, tc.want)
-			r.signal(syscall.SIGTERM)
-			code := r.wait(10 * time.Second)
-			out := r.out.String()
-			show(out)
-			if code != 0 {
-				t.Fatalf("runner stopped while retrying exited %d, want 0; output:\n%s", code, out)
-			}
-			for _, s := range []string{"redis answers", "pool items added", "runner started"} {
-				if strings.Contains(out, s) {
-					t.Errorf("the runner got in (%q logged); output:\n%s", s, out)
-				}
-			}
+			run, status := secRefused(t, cfg, nil, tc.want)
+			show(run)
+			show(status)
 			n, err := tc.srv.Client(t).Exists(context.Background(), keyspace.New(prefix, poolName).Members()).Result()
 			if err != nil || n != 0 {
 				t.Errorf("pool set of the refused runner: exists = %d, %v; want 0 (it must never have connected)", n, err)
 			}
-			st := runnerCmd(t, procOpts{}, "pool", "status", "-c", cfg)
-			show(st.out)
-			assertOneLineError(t, "pool status", st, tc.want)
 		})
 	}
 
@@ -534,6 +496,46 @@ batch:
 }
 
 // ---- helpers ----
+
+// secBatch runs the batch of cfg to its end, wanting exit 0 and "batch
+// complete", then "pool status", wanting exit 0 and the batch reported as
+// want. It returns the output of both.
+func secBatch(t *testing.T, env []string, cfg, want string) (run, status string) {
+	t.Helper()
+	r := runnerCmd(t, procOpts{env: env}, "run", "-c", cfg)
+	if r.code != 0 || !strings.Contains(r.out, "batch complete") {
+		t.Fatalf("runner run exited %d, want 0 with \"batch complete\"; output:\n%s", r.code, r.out)
+	}
+	st := runnerCmd(t, procOpts{env: env}, "pool", "status", "-c", cfg)
+	if st.code != 0 || !strings.Contains(st.out, want) {
+		t.Fatalf("pool status exited %d, want 0 and %q; output:\n%s", st.code, want, st.out)
+	}
+	return r.out, st.out
+}
+
+// secRefused runs the runner with cfg, which Redis refuses: it must retry,
+// one line per attempt with an error matching want, never get in, and
+// exit 0 on SIGTERM. Then "pool status" (with statusEnv) must fail with
+// one line matching want. It returns the output of both.
+func secRefused(t *testing.T, cfg string, statusEnv []string, want *regexp.Regexp) (run, status string) {
+	t.Helper()
+	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	waitRetries(t, r, 3, want)
+	r.signal(syscall.SIGTERM)
+	code := r.wait(10 * time.Second)
+	run = r.out.String()
+	if code != 0 {
+		t.Fatalf("runner stopped while retrying exited %d, want 0; output:\n%s", code, run)
+	}
+	for _, s := range []string{"redis answers", "pool items added", "runner started"} {
+		if strings.Contains(run, s) {
+			t.Errorf("the runner got in (%q logged); output:\n%s", s, run)
+		}
+	}
+	st := runnerCmd(t, procOpts{env: statusEnv}, "pool", "status", "-c", cfg)
+	assertOneLineError(t, "pool status", st, want)
+	return run, st.out
+}
 
 // waitRetries waits for n "redis not reachable, retrying" lines and checks
 // that each is one whole line, numbered in order, whose error matches want.
