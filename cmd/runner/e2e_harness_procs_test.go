@@ -298,6 +298,16 @@ func oneErrorLine(t *testing.T, stderr string) string {
 	return found[0]
 }
 
+// assertNoSecret wants none of secrets in text.
+func assertNoSecret(t *testing.T, what, text string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Errorf("a password appears in %s:\n%s", what, text)
+		}
+	}
+}
+
 // hclogLine is a line of the runner's text log.
 var hclogLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d) \[(TRACE|DEBUG|INFO|WARN|ERROR)\]\s`)
 
