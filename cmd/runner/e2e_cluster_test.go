@@ -142,7 +142,8 @@ func TestE2EClusterTaggedPool(t *testing.T) {
 		others []string
 		items  []string
 		rs     []*runnerProc
-		want   int // completed runs wanted of each item
+		want   int         // completed runs wanted of each item
+		led    *ledgerTail // its ledger, read as it grows
 	}
 	const ttl = 2 * time.Second
 	worker := func(conc int) string {
@@ -151,7 +152,7 @@ func TestE2EClusterTaggedPool(t *testing.T) {
 	newPool := func(name, prefix string) *pool {
 		e := newE2E(t) // the ledger: on the shared standalone server
 		e.prefix, e.tokenGuard = prefix, true
-		p := &pool{name: name, e: e, owner: cl.OwnerOf(baseOf(prefix)), items: itemNames(6)}
+		p := &pool{name: name, e: e, owner: cl.OwnerOf(baseOf(prefix)), items: itemNames(6), led: &ledgerTail{e: e}}
 		for _, a := range addrs {
 			if a != p.owner {
 				p.others = append(p.others, a)
@@ -223,7 +224,7 @@ func TestE2EClusterTaggedPool(t *testing.T) {
 	pa.want, pb.want = 3, 3
 	ends := func(p *pool) (map[string]int, bool) {
 		n := map[string]int{}
-		for _, ev := range p.e.events() {
+		for _, ev := range p.led.read() {
 			if ev.Ev == "end" {
 				n[ev.Item]++
 			}
@@ -236,12 +237,17 @@ func TestE2EClusterTaggedPool(t *testing.T) {
 		return n, true
 	}
 	const minRun = 8 * time.Second
-	waitFor(t, fmt.Sprintf("%v of work and >= %d completed runs of each item", minRun, pa.want), minRun+60*time.Second, func() (bool, string) {
+	runFrom := time.Now()
+	if ok, why := poll(fmt.Sprintf("%v of work and >= %d completed runs of each item", minRun, pa.want), minRun+60*time.Second, func() (bool, string) {
+		if time.Since(runFrom) < minRun {
+			return false, "running"
+		}
 		na, okA := ends(pa)
 		nb, okB := ends(pb)
-		return time.Since(started) >= minRun && okA && okB, fmt.Sprintf("after %v, completed runs by item: pool A %v, pool B %v (machine too loaded? a task took %v on average)",
-			time.Since(started).Round(time.Second), na, nb, depMeanTook(all))
-	})
+		return okA && okB, fmt.Sprintf("completed runs by item: pool A %v, pool B %v", na, nb)
+	}); !ok {
+		t.Fatalf("%s (machine too loaded? a task took %v on average)", why, depMeanTook(all))
+	}
 	// Every key of the pool, lock keys of running tasks included, is on
 	// the master of its slot.
 	placement := func(p *pool, when string) {

@@ -265,7 +265,7 @@ func (b *lineBuffer) first(parts ...string) string {
 // lines splits s into its lines, without empty ones at the end.
 func lines(s string) []string {
 	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20) // lines up to 1 MiB
 	var out []string
 	for sc.Scan() {
 		out = append(out, sc.Text())
