@@ -188,10 +188,13 @@ func (p chaosPause) covers(ev event) bool {
 // TestE2EChaosSoak runs 3 runners on 20 items in loop mode with short
 // tasks and, for -chaos.duration (60s by default), injects a random fault
 // every few hundred milliseconds: kill -9 a runner (a replacement starts at
-// once), or freeze a runner and its tasks for 0.3s to 3.5s, often longer
-// than the lease TTL. Faults are injected one after another (a kill's
-// takeover is measured before the next fault), so that each kill's bound
-// is not blurred by a second fault hitting the runner taking over.
+// once), cut a runner off from Redis for 0.3s to 3.5s, or freeze a runner
+// and its tasks as long, often longer than the lease TTL. Faults are
+// injected one after another (a kill's takeover is measured before the
+// next fault), so that each kill's bound is not blurred by a second fault
+// hitting the runner taking over; and a kill waits until the other runners
+// have a worker free for each of its items, so that its bound measures the
+// lease's expiry and a wake-up, not a wait for a busy worker.
 //
 // Asserted, in the ledger's order (the order the server ran the writes):
 //   - every accepted begin has a token above the item's previous one, and
@@ -228,20 +231,21 @@ func TestE2EChaosSoak(t *testing.T) {
 	// about every 4s, 9 workers), so a dead runner's items are taken as
 	// soon as they expire, and the 2 CPUs are not saturated by starting
 	// race-built wrappers and recorders (about 5 runs a second, 70ms of CPU
-	// each).
+	// each). A kill waits until that holds (see spare).
 	// Each runner reaches Redis through a proxy of its own, so it can be
 	// partitioned; the recorder and the test talk to Redis directly. The
 	// safety margin (800ms) covers the scheduling delay of a loaded 2-CPU
 	// machine: a partitioned runner must stop its tasks before their leases
 	// can expire, or the ledger shows it.
+	const conc = 3
 	workerYAML := fmt.Sprintf(`worker:
-  concurrency: 3
+  concurrency: %d
   lease_ttl: %v
   refresh_interval: 300ms
   safety_margin: 800ms
   cooldown: %v
   shutdown_grace: 2s
-`, ttl, cooldown)
+`, conc, ttl, cooldown)
 	proxies := make([]*faultproxy.Proxy, 3)
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
@@ -272,9 +276,57 @@ func TestE2EChaosSoak(t *testing.T) {
 	}
 	var killed []chaosKill
 	var takeovers []time.Duration
-	kills, longPauses := 0, 0
+	kills, longPauses, notSpare := 0, 0, 0
+	// leases reads every item's lock value (owner#token), by item.
+	keys := make([]string, len(items))
+	for j, it := range items {
+		keys[j] = e.lockKey(it)
+	}
+	leases := func() map[string]string {
+		vals, err := e.client.MGet(ctx, keys...).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for j, v := range vals {
+			if s, ok := v.(string); ok {
+				out[items[j]] = s
+			}
+		}
+		return out
+	}
+	// spare waits (5s at most) until the runners other than i have an idle
+	// worker for each item runner i holds: the premise of the takeover
+	// bound, which is the lease's expiry and a wake-up, not a wait for a
+	// worker. It does not hold while the fleet starts (every item is free
+	// at once, every worker busy) nor while a loaded machine stretches the
+	// tasks from 600ms to seconds.
+	spare := func(i int) (bool, string) {
+		var seen string
+		ok, _ := poll("", 5*time.Second, func() (bool, string) {
+			busy, held := 0, 0
+			for _, l := range leases() {
+				owner, _, _ := strings.Cut(l, "#")
+				switch pid := ownerPid(owner); {
+				case pid == runners[i].pid():
+					held++
+				case slices.ContainsFunc(runners, func(r *runnerProc) bool { return r.pid() == pid }):
+					busy++
+				}
+			}
+			idle := conc*(len(runners)-1) - busy
+			seen = fmt.Sprintf("%d idle workers for %d items", idle, held)
+			return idle >= held, seen
+		})
+		return ok, seen
+	}
 	kill := func(i int) {
 		v := runners[i]
+		if ok, seen := spare(i); !ok {
+			notSpare++
+			t.Logf("%s not killed: the other runners have no worker free for its items (%s)", v.name, seen)
+			return
+		}
 		// Stopped first, so that it starts no task between the look at its
 		// task groups and its death; its tasks run on.
 		groups := stopRunner(t, v.pid())
@@ -285,21 +337,12 @@ func TestE2EChaosSoak(t *testing.T) {
 		killed = append(killed, chaosKill{pid: v.pid(), at: killAt})
 		start(i)
 		// What it held: its leases stay in Redis until they expire.
-		keys := make([]string, len(items))
-		for j, it := range items {
-			keys[j] = e.lockKey(it)
-		}
-		vals, err := e.client.MGet(ctx, keys...).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
 		held := map[string]int64{}
-		for j, v0 := range vals {
-			s, _ := v0.(string)
-			owner, tok, ok := strings.Cut(s, "#")
+		for it, l := range leases() {
+			owner, tok, ok := strings.Cut(l, "#")
 			if ok && ownerPid(owner) == v.pid() {
 				n, _ := strconv.ParseInt(tok, 10, 64)
-				held[items[j]] = n
+				held[it] = n
 			}
 		}
 		// Its tasks die with it (the wrapper's parent-death signal, or its
@@ -509,6 +552,9 @@ func TestE2EChaosSoak(t *testing.T) {
 	// wake-up would show as the allocator's MaxWait (5s) in the median.
 	if len(takeovers) > 0 && median > ttl+takeoverMedianMargin {
 		t.Errorf("median takeover %v after the kill; want within lease_ttl + %v = %v (%v)", median, takeoverMedianMargin, ttl+takeoverMedianMargin, redistest.Sched)
+	}
+	if notSpare > 0 {
+		t.Logf("%d kills left out: the other runners had no worker free within 5s (a loaded machine)", notSpare)
 	}
 	if kills == 0 || len(pauses) == 0 || partitions == 0 {
 		t.Errorf("the soak injected %d kills, %d freezes and %d partitions; want every kind (a longer -chaos.duration?)", kills, len(pauses), partitions)
