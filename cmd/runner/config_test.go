@@ -23,18 +23,6 @@ const configTestSecret = "hunter2-Sekr3t"
 // task.command has no default.
 const configTestCommand = `RUNNER_TASK_COMMAND=["true"]`
 
-func writeConfigTestFile(t *testing.T, dir, name, body string) string {
-	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // checkConfigError asserts err is a one-line *ConfigError matching
 // ErrConfig, about field, that does not hold the test secret.
 func checkConfigError(t *testing.T, err error, field string) *ConfigError {
@@ -108,9 +96,9 @@ const configTestKeyPEM = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\
 // configTestTLSFiles writes readable CA, certificate and key files.
 func configTestTLSFiles(t *testing.T) (dir, ca, cert, key string) {
 	dir = t.TempDir()
-	return dir, writeConfigTestFile(t, dir, "ca.pem", "ca"),
-		writeConfigTestFile(t, dir, "cert.pem", "cert"),
-		writeConfigTestFile(t, dir, "key.pem", configTestKeyPEM)
+	return dir, writeFile(t, dir, "ca.pem", "ca"),
+		writeFile(t, dir, "cert.pem", "cert"),
+		writeFile(t, dir, "key.pem", configTestKeyPEM)
 }
 
 func TestConfigFileFormatsAgree(t *testing.T) {
@@ -267,7 +255,7 @@ listen = "127.0.0.1:9090"
 	for name, doc := range docs {
 		t.Run(name, func(t *testing.T) {
 			doc = strings.NewReplacer("SECRET", configTestSecret, "CA", ca, "CERT", cert, "KEY", key).Replace(doc)
-			c, err := loadConfig(writeConfigTestFile(t, dir, name, doc), nil, nil)
+			c, err := loadConfig(writeFile(t, dir, name, doc), nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -405,7 +393,7 @@ func TestConfigEnvNames(t *testing.T) {
 
 func TestConfigPrecedence(t *testing.T) {
 	t.Parallel()
-	file := writeConfigTestFile(t, "", "c.yaml", `
+	file := writeFile(t, "", "c.yaml", `
 redis:
   addr: "file:1"
 pool:
@@ -511,7 +499,7 @@ func TestConfigDurations(t *testing.T) {
 		`worker: {cooldown: "2s"}`: "",
 		"worker: {cooldown: true}": "want a Go duration string",
 	} {
-		path := writeConfigTestFile(t, "", "c.yaml", doc)
+		path := writeFile(t, "", "c.yaml", doc)
 		_, err := loadConfig(path, []string{configTestCommand}, nil)
 		if wantErr == "" {
 			if err != nil {
@@ -634,7 +622,7 @@ func TestConfigInvalid(t *testing.T) {
 			t.Parallel()
 			file := ""
 			if tc.file != "" {
-				file = writeConfigTestFile(t, "", "c.yaml", tc.file)
+				file = writeFile(t, "", "c.yaml", tc.file)
 			}
 			// The case's variables come first: the first of a name wins.
 			env := append(slices.Clip(tc.env), configTestCommand, "RUNNER_REDIS_PASSWORD="+configTestSecret)
@@ -679,7 +667,7 @@ func TestConfigUnknownKeys(t *testing.T) {
 			t.Parallel()
 			file := ""
 			if tc.file != "" {
-				file = writeConfigTestFile(t, "", "c.yaml", tc.file)
+				file = writeFile(t, "", "c.yaml", tc.file)
 			}
 			_, err := loadConfig(file, append([]string{configTestCommand}, tc.env...), tc.set)
 			var ce *ConfigError
@@ -737,7 +725,7 @@ func TestConfigFileErrors(t *testing.T) {
 			t.Parallel()
 			file := tc.file
 			if tc.body != "" {
-				file = writeConfigTestFile(t, dir, tc.file, tc.body)
+				file = writeFile(t, dir, tc.file, tc.body)
 			}
 			_, err := loadConfig(file, []string{configTestCommand}, nil)
 			checkConfigError(t, err, "")
@@ -751,7 +739,7 @@ func TestConfigFileErrors(t *testing.T) {
 func TestConfigEmptyFiles(t *testing.T) {
 	t.Parallel()
 	for name, body := range map[string]string{"e.yaml": "", "e.yml": "# nothing\n", "e.toml": "", "e.json": "{}", "n.json": "null", "n.yaml": "redis:\nworker:\n  concurrency:\n"} {
-		c, err := loadConfig(writeConfigTestFile(t, "", name, body), []string{configTestCommand}, nil)
+		c, err := loadConfig(writeFile(t, "", name, body), []string{configTestCommand}, nil)
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 		} else if c.Worker.Concurrency != 4 {

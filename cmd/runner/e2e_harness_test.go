@@ -1,31 +1,38 @@
 package main
 
-// The end-to-end harness: tests run the real runner binary as separate
-// processes against a real redis-server, and the task each runner
-// executes is this test binary again, acting as a recorder that writes
-// every run into a ledger in Redis through a fencing guard.
+// The end-to-end harness, the one place the e2e_*_test.go files take their
+// helpers from. Tests run the real runner binary as separate processes
+// against real redis-servers (the shared one, or their own from
+// internal/redistest), and the task each runner executes is the recorder
+// (internal/e2erecorder), which writes every run into a ledger LIST in
+// Redis through a fencing guard, with the ledger server's time.
+//
+// This file: the build (TestMain), a test's pool and ledger (e2eEnv), the
+// runner configs, the ledger checks (no two live holders, tokens
+// increasing, nothing rejected), and leases read from Redis.
+// e2e_harness_procs_test.go: runner processes, their output, /proc, and
+// freezing a runner. e2e_harness_wait_test.go: the one wait, background
+// polling, the admin endpoint's client.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/lockpool/lockpool/internal/faultproxy"
 	"github.com/lockpool/lockpool/internal/redistest"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 )
 
 // runnerBin is the runner binary built once by TestMain (with -race), and
@@ -67,6 +74,20 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+const (
+	// poolName is pool.name as the harness's configs leave it.
+	poolName = "lock-pool"
+	// killGrace is the harness's task.kill_grace.
+	killGrace = 300 * time.Millisecond
+	// takeoverMargin bounds how long after a killed runner's leases can
+	// expire (lease_ttl after the kill at the latest) one of its items is
+	// granted again: a sleeping waiter's timer at the deadline, on a loaded
+	// 2-core machine where the -race runners are starved (up to 1.2s seen
+	// under make test); takeoverMedianMargin bounds the median of all of a
+	// soak's takeovers (0.1s typical).
+	takeoverMargin, takeoverMedianMargin = 2 * time.Second, 500 * time.Millisecond
+)
+
 // event is one ledger entry.
 type event struct {
 	Ev      string `json:"ev"`
@@ -85,7 +106,7 @@ type e2eEnv struct {
 	t    *testing.T
 	addr string // where the test and the recorder reach Redis
 	// runnerAddr is the redis.addr written into runner configs: addr
-	// unless a test routes runners through a fault proxy.
+	// unless a test routes runners elsewhere (a fault proxy, a node).
 	runnerAddr string
 	client     *redis.Client
 	prefix     string
@@ -99,6 +120,7 @@ type e2eEnv struct {
 	tokenGuard bool
 }
 
+// newE2E is a test's pool and ledger on the shared server.
 func newE2E(t *testing.T) *e2eEnv {
 	t.Helper()
 	e := &e2eEnv{t: t, addr: redistest.Addr(t), client: redistest.Client(t), prefix: redistest.Prefix(t), dir: t.TempDir()}
@@ -107,14 +129,25 @@ func newE2E(t *testing.T) *e2eEnv {
 	return e
 }
 
-// lockKey is an item's lock key for the runner's pool (pool.name default).
-func (e *e2eEnv) lockKey(item string) string { return e.prefix + "|lock-pool:" + item }
+// newE2EOn is newE2E with pool and ledger on srv, a server of the test's
+// own.
+func newE2EOn(t *testing.T, srv *redistest.Server) *e2eEnv {
+	t.Helper()
+	e := newE2E(t)
+	e.addr, e.runnerAddr, e.client = srv.Addr, srv.Addr, srv.Client(t)
+	return e
+}
+
+// keys names the keys of the runner's pool.
+func (e *e2eEnv) keys() keyspace.Pool { return keyspace.New(e.prefix, poolName) }
+
+// lockKey is an item's lock key.
+func (e *e2eEnv) lockKey(item string) string { return e.keys().Lock(item) }
 
 // config writes a runner config file running the recorder, with the
 // given YAML appended (it may override nothing already set).
 func (e *e2eEnv) config(name string, items []string, extra string, sleep time.Duration) string {
 	e.t.Helper()
-	self := recorderBin
 	redisSection := fmt.Sprintf("redis:\n  addr: %q\n", e.runnerAddr)
 	if e.redisYAML != "" {
 		redisSection = e.redisYAML
@@ -123,13 +156,13 @@ func (e *e2eEnv) config(name string, items []string, extra string, sleep time.Du
 	if e.tokenGuard {
 		guard = "token"
 	}
-	body := fmt.Sprintf(`%s
+	return writeFile(e.t, e.dir, name+".yaml", fmt.Sprintf(`%s
 pool:
   prefix: %q
   items: %s
 task:
   command: [%q]
-  kill_grace: 300ms
+  kill_grace: %v
   env:
     E2E_REDIS_ADDR: %q
     E2E_LOCK_PREFIX: %q
@@ -138,18 +171,68 @@ task:
     E2E_GUARD: %q
 log:
   level: debug
-%s`, strings.TrimRight(redisSection, "\n"), e.prefix, yamlList(items), self, e.addr, e.prefix+"|lock-pool:", e.ledger, sleep.String(), guard, extra)
-	path := filepath.Join(e.dir, name+".yaml")
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+%s`, strings.TrimRight(redisSection, "\n"), e.prefix, yamlList(items), recorderBin, killGrace, e.addr, e.keys().LockPrefix(), e.ledger, sleep.String(), guard, extra))
+}
+
+// configVia is config with the runner reaching Redis at addr (a fault
+// proxy, a cluster node) instead of runnerAddr.
+func (e *e2eEnv) configVia(addr, name string, items []string, extra string, sleep time.Duration) string {
+	e.t.Helper()
+	defer func(prev string) { e.runnerAddr = prev }(e.runnerAddr)
+	e.runnerAddr = addr
+	return e.config(name, items, extra, sleep)
+}
+
+// proxy starts a fault proxy to the test's Redis, closed when the test ends.
+func (e *e2eEnv) proxy() *faultproxy.Proxy {
+	e.t.Helper()
+	px, err := faultproxy.New(e.addr)
+	if err != nil {
 		e.t.Fatal(err)
+	}
+	e.t.Cleanup(px.Close)
+	return px
+}
+
+// writeFile writes body to dir/name (in a new temporary directory when
+// dir is "") and returns the path.
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	return path
 }
 
-// events reads the ledger.
-func (e *e2eEnv) events() []event {
+func itemNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("item-%02d", i)
+	}
+	return out
+}
+
+func yamlList(items []string) string {
+	q := make([]string, len(items))
+	for i, it := range items {
+		q[i] = fmt.Sprintf("%q", it)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// ---- the ledger ----
+
+// events reads the whole ledger.
+func (e *e2eEnv) events() []event { return e.readLedger(0) }
+
+// readLedger reads the ledger from entry from on.
+func (e *e2eEnv) readLedger(from int) []event {
 	e.t.Helper()
-	raw, err := e.client.LRange(context.Background(), e.ledger, 0, -1).Result()
+	raw, err := e.client.LRange(context.Background(), e.ledger, int64(from), -1).Result()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -162,6 +245,28 @@ func (e *e2eEnv) events() []event {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// ledgerTail reads a long ledger incrementally, for tests that poll it.
+type ledgerTail struct {
+	e   *e2eEnv
+	evs []event
+}
+
+// read appends what was written since the last read and returns it all.
+func (l *ledgerTail) read() []event {
+	l.e.t.Helper()
+	l.evs = append(l.evs, l.e.readLedger(len(l.evs))...)
+	return l.evs
+}
+
+// span is one run of the recorder.
+type span struct {
+	token      int64
+	owner      string
+	pid        int
+	begin, end time.Time
+	ended, ok  bool
 }
 
 // checkLedger asserts the invariants over the ledger: no write was
@@ -212,170 +317,125 @@ func (e *e2eEnv) checkLedger(evs []event) map[string][]span {
 	return runs
 }
 
-// span is one run of the recorder.
-type span struct {
-	token      int64
-	owner      string
-	pid        int
-	begin, end time.Time
-	ended, ok  bool
-}
-
-// runnerProc is one runner process.
-type runnerProc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	out  *lineBuffer
-	done chan struct{}
-	err  error
-}
-
-// startRunner starts the runner binary with args; its output is kept for
-// failure messages.
-func startRunner(t *testing.T, name string, env []string, args ...string) *runnerProc {
-	t.Helper()
-	cmd := exec.Command(runnerBin, args...)
-	cmd.Env = append(cleanEnv(), env...)
-	out := &lineBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+// completed counts, by item, the runs that ended normally.
+func completed(runs map[string][]span) map[string]int {
+	n := map[string]int{}
+	for it, rs := range runs {
+		for _, s := range rs {
+			if s.ok {
+				n[it]++
+			}
+		}
 	}
-	p := &runnerProc{t: t, name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
+	return n
+}
+
+// openRuns returns, by item, the runs that began and have not ended.
+func openRuns(evs []event) map[string]event {
+	open := map[string]event{}
+	for _, ev := range evs {
+		switch ev.Ev {
+		case "begin":
+			open[ev.Item] = ev
+		case "end", "term":
+			if o, ok := open[ev.Item]; ok && o.Token == ev.Token {
+				delete(open, ev.Item)
+			}
 		}
-		if t.Failed() {
-			t.Logf("--- output of %s (pid %d):\n%s", name, cmd.Process.Pid, out.String())
+	}
+	return open
+}
+
+// openBy is openRuns of the runner with pid.
+func openBy(evs []event, pid int) map[string]event {
+	held := map[string]event{}
+	for it, ev := range openRuns(evs) {
+		if ownerPid(ev.Owner) == pid {
+			held[it] = ev
 		}
+	}
+	return held
+}
+
+// waitHeld waits until runner r has n runs open, and returns them by item.
+func (e *e2eEnv) waitHeld(r *runnerProc, n int) map[string]event {
+	e.t.Helper()
+	var held map[string]event
+	waitFor(e.t, fmt.Sprintf("%s running %d tasks", r.name, n), 20*time.Second, func() (bool, string) {
+		held = openBy(e.events(), r.pid())
+		return len(held) == n, fmt.Sprintf("running %v", sortedKeys(held))
 	})
-	return p
+	return held
 }
 
-// cleanEnv is this process's environment without RUNNER_ variables, so a
-// developer's settings cannot leak into the runners under test.
-func cleanEnv() []string {
-	// A -race binary sleeps 1s at exit by default; the runner, its exec
-	// wrapper and the recorder all are -race builds here.
-	out := []string{"GORACE=atexit_sleep_ms=0"}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "RUNNER_") && !strings.HasPrefix(kv, "E2E_") && !strings.HasPrefix(kv, "GORACE=") {
-			out = append(out, kv)
+// count counts the events of kind ev for which keep (if given) holds.
+func count(evs []event, ev string, keep func(event) bool) int {
+	n := 0
+	for _, x := range evs {
+		if x.Ev == ev && (keep == nil || keep(x)) {
+			n++
 		}
 	}
-	return out
+	return n
 }
 
-func (p *runnerProc) pid() int { return p.cmd.Process.Pid }
-
-func (p *runnerProc) signal(sig syscall.Signal) {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatalf("signal %v to %s: %v", sig, p.name, err)
+// untilEnds is a waitFor condition: at least n runs ended (of those keep
+// holds for, if given).
+func (e *e2eEnv) untilEnds(n int, keep func(event) bool) func() (bool, string) {
+	return func() (bool, string) {
+		got := count(e.events(), "end", keep)
+		return got >= n, fmt.Sprintf("%d runs ended", got)
 	}
 }
 
-// wait waits for the runner to exit and returns its exit code.
-func (p *runnerProc) wait(within time.Duration) int {
-	p.t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		p.t.Fatalf("%s still running after %v; output:\n%s", p.name, within, p.out.String())
+// untilOpen is a waitFor condition: exactly n runs open.
+func (e *e2eEnv) untilOpen(n int) func() (bool, string) {
+	return func() (bool, string) {
+		open := openRuns(e.events())
+		return len(open) == n, fmt.Sprintf("%d runs open: %v", len(open), sortedKeys(open))
 	}
-	if p.err == nil {
-		return 0
-	}
-	if ee, ok := p.err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	p.t.Fatalf("%s: %v", p.name, p.err)
-	return -1
 }
 
-// lineBuffer collects output safely from two streams.
-type lineBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lineBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lineBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *lineBuffer) lines() []string {
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var out []string
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
-}
-
-// waitFor polls cond every 10ms until it holds or within passes.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
+// untilEvent is a waitFor condition: the ledger holds an event that match
+// accepts; the first one is stored in *ev.
+func (e *e2eEnv) untilEvent(ev *event, match func(event) bool) func() (bool, string) {
+	return func() (bool, string) {
+		for _, x := range e.events() {
+			if match(x) {
+				*ev = x
+				return true, ""
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		return false, "no such event in the ledger"
 	}
 }
 
-// pidAlive reports whether pid exists and is not a zombie.
-func pidAlive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	if runtime.GOOS != "linux" {
-		return true
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised command name.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
+// ownerPid is the pid in a lease owner "<host>:<pid>/w<n>".
 func ownerPid(owner string) int {
-	// owner is "<host>:<pid>/w<n>"
 	host, _, _ := strings.Cut(owner, "/")
 	i := strings.LastIndexByte(host, ':')
 	pid, _ := strconv.Atoi(host[i+1:])
 	return pid
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// ---- Redis ----
+
+func (e *e2eEnv) serverTime() time.Time {
+	e.t.Helper()
+	return redistest.ServerTime(e.t, e.client)
+}
+
+// wantItemsFree asserts that no lock key of items exists, within a wait.
+func (e *e2eEnv) wantItemsFree(items []string, within time.Duration) {
+	e.t.Helper()
+	keys := make([]string, len(items))
+	for i, it := range items {
+		keys[i] = e.lockKey(it)
 	}
-	slices.Sort(keys)
-	return keys
+	waitFor(e.t, "items free", within, func() (bool, string) {
+		n, err := e.client.Exists(context.Background(), keys...).Result()
+		return err == nil && n == 0, fmt.Sprintf("%d lock keys (%v)", n, err)
+	})
 }
 
 // waitGranted polls the locks of the items of held (item -> token) every
@@ -386,7 +446,7 @@ func sortedKeys[V any](m map[string]V) []string {
 func (e *e2eEnv) waitGranted(held map[string]int64, within time.Duration) map[string]time.Time {
 	e.t.Helper()
 	at := map[string]time.Time{}
-	waitFor(e.t, fmt.Sprintf("items %v granted again", sortedKeys(held)), within, func() bool {
+	waitFor(e.t, fmt.Sprintf("items %v granted again", sortedKeys(held)), within, func() (bool, string) {
 		for item, token := range held {
 			if _, ok := at[item]; ok {
 				continue
@@ -398,7 +458,152 @@ func (e *e2eEnv) waitGranted(held map[string]int64, within time.Duration) map[st
 				}
 			}
 		}
-		return len(at) == len(held)
+		return len(at) == len(held), fmt.Sprintf("granted again: %v", sortedKeys(at))
 	})
 	return at
 }
+
+// lease is an item's lease as read from Redis.
+type lease struct {
+	value    string // owner#token
+	owner    string
+	token    int64
+	deadline time.Time // absolute expiry, server clock; zero if none
+}
+
+// readLeases reads the lease of each of items on c, with its absolute
+// expiry, in one transaction; free items are left out.
+func (e *e2eEnv) readLeases(c *redis.Client, items []string) (map[string]lease, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	gets := make([]*redis.StringCmd, len(items))
+	exps := make([]*redis.Cmd, len(items))
+	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i, it := range items {
+			gets[i] = p.Get(ctx, e.lockKey(it))
+			exps[i] = p.Do(ctx, "PEXPIRETIME", e.lockKey(it))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := map[string]lease{}
+	for i, it := range items {
+		v, err := gets[i].Result()
+		if err != nil {
+			continue // redis.Nil: free
+		}
+		l := lease{value: v}
+		owner, tok, _ := strings.Cut(v, "#")
+		l.owner = owner
+		l.token, _ = strconv.ParseInt(tok, 10, 64)
+		if ms, _ := exps[i].Int64(); ms >= 0 {
+			l.deadline = time.UnixMilli(ms)
+		}
+		out[it] = l
+	}
+	return out, nil
+}
+
+// leases is readLeases failing the test on error.
+func (e *e2eEnv) leases(c *redis.Client, items []string) map[string]lease {
+	e.t.Helper()
+	ls, err := e.readLeases(c, items)
+	if err != nil {
+		e.t.Fatalf("reading the leases: %v", err)
+	}
+	return ls
+}
+
+// fence reads the pool's fencing counter on c.
+func (e *e2eEnv) fence(c *redis.Client) int64 {
+	e.t.Helper()
+	f, err := c.Get(context.Background(), e.keys().Fence()).Int64()
+	if err != nil {
+		e.t.Fatalf("reading the fencing counter: %v", err)
+	}
+	return f
+}
+
+// pauseWrites pauses writes (scripts and expiry too) on c's server until
+// unpause, at most 10s.
+func pauseWrites(t *testing.T, c *redis.Client) {
+	t.Helper()
+	if err := c.Do(context.Background(), "CLIENT", "PAUSE", "10000", "WRITE").Err(); err != nil {
+		t.Fatalf("CLIENT PAUSE: %v", err)
+	}
+}
+
+func unpause(t *testing.T, c *redis.Client) {
+	t.Helper()
+	if err := c.Do(context.Background(), "CLIENT", "UNPAUSE").Err(); err != nil {
+		t.Fatalf("CLIENT UNPAUSE: %v", err)
+	}
+}
+
+// callCtx is a context for one Redis call of the test.
+func callCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// scanKeys lists the keys of c's server matching pattern.
+func scanKeys(t *testing.T, c *redis.Client, pattern string) []string {
+	t.Helper()
+	var out []string
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(callCtx(t), cursor, pattern, 1000).Result()
+		if err != nil {
+			t.Fatalf("SCAN %q on %s: %v", pattern, c.Options().Addr, err)
+		}
+		out = append(out, keys...)
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// aclUser creates the ACL user (reset, then on, with password and rules)
+// on c's server, deleted when the test ends.
+func aclUser(t *testing.T, c *redis.Client, user, password string, rules ...any) {
+	t.Helper()
+	args := append([]any{"ACL", "SETUSER", user, "reset", "on", ">" + password}, rules...)
+	if err := c.Do(context.Background(), args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Do(context.Background(), "ACL", "DELUSER", user) })
+}
+
+// userName is an ACL user name unique to the test: name and its prefix.
+func (e *e2eEnv) userName(name string) string {
+	return name + "-" + strings.NewReplacer(":", "-", "|", "-").Replace(e.prefix)
+}
+
+// ---- small things ----
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// quantile is the q-quantile of ds (0 when empty).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }

@@ -1,8 +1,9 @@
 package main
 
-// End-to-end tests of bad input: hostile and extreme item names, keys of
-// the wrong Redis type written by someone else, and a pool of a million
-// items. Every command is the runner binary in a process of its own.
+// End-to-end tests of input: the pool subcommands, hostile and extreme
+// item names, keys of the wrong Redis type written by someone else, and a
+// pool of a million items. Every command is the runner binary in a process
+// of its own.
 
 import (
 	"bufio"
@@ -17,7 +18,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,154 +26,12 @@ import (
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
-// inputEnv is added to every runner of these tests: the race-built runner
-// re-executes itself as each task's wrapper, and a race-built process
-// otherwise sleeps a second before exiting.
-var inputEnv = []string{"GORACE=atexit_sleep_ms=0"}
-
-// inputProc is one runner process with separate stdout and stderr.
-type inputProc struct {
-	t              *testing.T
-	args           []string
-	cmd            *exec.Cmd
-	stdout, stderr *lineBuffer
-	done           chan struct{}
-	hwmMu          sync.Mutex
-	hwmKB          int64 // highest VmHWM sampled while it ran
-}
-
-// inputStart starts bin with args in dir (the test's directory when ""),
-// reading stdin (nothing when nil). It samples the process's VmHWM every
-// 10ms while it runs.
-func inputStart(t *testing.T, bin, dir string, stdin io.Reader, env []string, args ...string) *inputProc {
+// inputPoolConfig writes root/runner.yaml, a config for a Redis pool under
+// prefix whose task writes RUNNER_ITEM, as data only, to $OUT_DIR/<token>,
+// in dir.
+func inputPoolConfig(t *testing.T, root, addr, prefix, dir, out, extra string) string {
 	t.Helper()
-	return inputStartOut(t, bin, dir, stdin, nil, env, args...)
-}
-
-// inputStartOut is inputStart writing stdout to w (to p.stdout when nil).
-func inputStartOut(t *testing.T, bin, dir string, stdin io.Reader, w io.Writer, env []string, args ...string) *inputProc {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = slices.Concat(cleanEnv(), inputEnv, env)
-	cmd.Stdin = stdin
-	p := &inputProc{t: t, args: args, cmd: cmd, stdout: &lineBuffer{}, stderr: &lineBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	if w != nil {
-		cmd.Stdout = w
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	go func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if kb := inputVmHWM(cmd.Process.Pid); kb > 0 {
-				p.hwmMu.Lock()
-				p.hwmKB = max(p.hwmKB, kb)
-				p.hwmMu.Unlock()
-			}
-			select {
-			case <-p.done:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("--- runner %q (pid %d)\nstdout:\n%s\nstderr:\n%s", args, cmd.Process.Pid, inputClip(p.stdout.String()), inputClip(p.stderr.String()))
-		}
-	})
-	return p
-}
-
-// wait waits for the process to exit and returns its exit code.
-func (p *inputProc) wait(within time.Duration) int {
-	p.t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		p.t.Fatalf("runner %q still running after %v", inputClip(fmt.Sprint(p.args)), within)
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
-// peakRSSKB is the highest VmHWM (the kernel's high-water mark of the
-// resident set) read from /proc while the process ran: it bounds the
-// process's peak up to the last sample, at most 10ms before it exited.
-// (wait4's ru_maxrss is no use here: at exec, Linux keeps the high-water
-// mark of the memory the child shared with this test process.)
-func (p *inputProc) peakRSSKB() int64 {
-	p.hwmMu.Lock()
-	defer p.hwmMu.Unlock()
-	return p.hwmKB
-}
-
-// inputVmHWM reads the VmHWM of pid in KiB, 0 when it cannot.
-func inputVmHWM(pid int) int64 {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(status)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb
-		}
-	}
-	return 0
-}
-
-// inputRun runs a runner command to its end.
-func inputRun(t *testing.T, stdin io.Reader, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	p := inputStart(t, runnerBin, "", stdin, nil, args...)
-	code = p.wait(60 * time.Second)
-	return code, p.stdout.String(), p.stderr.String()
-}
-
-// inputErrorLine returns the single "runner: ..." line of stderr, failing
-// the test when there is not exactly one. Other lines (logs) start with a
-// timestamp.
-func inputErrorLine(t *testing.T, stderr string) string {
-	t.Helper()
-	var found []string
-	for line := range strings.Lines(stderr) {
-		if strings.HasPrefix(line, "runner: ") {
-			found = append(found, strings.TrimSuffix(line, "\n"))
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("want exactly one \"runner: \" error line on stderr, got %d:\n%s", len(found), inputClip(stderr))
-	}
-	return found[0]
-}
-
-func inputClip(s string) string {
-	if len(s) > 4000 {
-		return s[:2000] + fmt.Sprintf("\n... (%d bytes) ...\n", len(s)-4000) + s[len(s)-2000:]
-	}
-	return s
-}
-
-// inputPoolConfig writes a config for a Redis pool under prefix whose task
-// writes RUNNER_ITEM, as data only, to $OUT_DIR/<token>, in dir.
-func inputPoolConfig(t *testing.T, path, addr, prefix, dir, out, extra string) {
-	t.Helper()
-	body := fmt.Sprintf(`redis:
+	return writeFile(t, root, "runner.yaml", fmt.Sprintf(`redis:
   addr: %q
 pool:
   prefix: %q
@@ -183,10 +41,7 @@ task:
   kill_grace: 300ms
   env:
     OUT_DIR: %q
-%s`, addr, prefix, dir, out, extra)
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
+%s`, addr, prefix, dir, out, extra))
 }
 
 // inputSandbox makes a task directory holding victim/keep, and an output
@@ -252,6 +107,29 @@ func inputOutputs(t *testing.T, out string) map[string]int {
 	return got
 }
 
+// inputRunBatch runs the batch of cfg (from root/cwd) and asserts that
+// each of names reached its task exactly once, as data, and that nothing
+// else ran.
+func inputRunBatch(t *testing.T, root, taskDir, out, cfg string, names []string) *runnerProc {
+	t.Helper()
+	r := startProc(t, "runner", procOpts{dir: filepath.Join(root, "cwd")}, "run", "-c", cfg)
+	if code := r.wait(60 * time.Second); code != 0 {
+		t.Fatalf("runner run: exit %d", code)
+	}
+	got := inputOutputs(t, out)
+	for _, n := range names {
+		if got[n] != 1 {
+			t.Errorf("item %q reached its task %d times, want once", n, got[n])
+		}
+		delete(got, n)
+	}
+	for g, c := range got {
+		t.Errorf("a task saw RUNNER_ITEM=%q (%d times), which is no item", g, c)
+	}
+	inputNothingExecuted(t, root, taskDir)
+	return r
+}
+
 // inputHostileNames are valid item names that would do harm if any layer
 // passed them through a shell, a format string or a log line unquoted.
 func inputHostileNames() []string {
@@ -295,11 +173,10 @@ func inputHostileNames() []string {
 // mode: each must reach its task exactly once, byte for byte, as data.
 func TestE2EInputItemNames(t *testing.T) {
 	t.Parallel()
-	addr, client, prefix := redistest.Addr(t), redistest.Client(t), redistest.Prefix(t)
+	e := newE2E(t)
 	ctx := context.Background()
 	root, taskDir, out := inputSandbox(t)
-	cfg := filepath.Join(root, "runner.yaml")
-	inputPoolConfig(t, cfg, addr, prefix, taskDir, out, `mode: batch
+	cfg := inputPoolConfig(t, root, e.addr, e.prefix, taskDir, out, `mode: batch
 batch:
   id: names
 worker:
@@ -311,11 +188,11 @@ worker:
 
 	// "--" ends the flags: "-rf" and "--help" are items. ("-" means
 	// stdin: it is added from there in TestE2EInputRejectedNames.)
-	code, stdout, stderr := inputRun(t, nil, append([]string{"pool", "add", "-c", cfg, "--"}, names...)...)
+	code, stdout, stderr := runnerCmd(t, procOpts{}, append([]string{"pool", "add", "-c", cfg, "--"}, names...)...).split()
 	if code != 0 || stdout != fmt.Sprintf("%d items added\n", len(names)) {
 		t.Fatalf("pool add: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
-	members, err := client.SMembers(ctx, prefix+"|lock-pool|pool").Result()
+	members, err := e.client.SMembers(ctx, e.keys().Members()).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +203,7 @@ worker:
 	}
 
 	// pool list: one line per item, each name Go-quoted.
-	code, stdout, stderr = inputRun(t, nil, "pool", "list", "-c", cfg)
+	code, stdout, stderr = runnerCmd(t, procOpts{}, "pool", "list", "-c", cfg).split()
 	if code != 0 {
 		t.Fatalf("pool list: exit %d: %s", code, stderr)
 	}
@@ -340,7 +217,7 @@ worker:
 		}
 	}
 	// pool list --json: valid JSON, every UTF-8 name exact.
-	code, stdout, stderr = inputRun(t, nil, "pool", "list", "--json", "-c", cfg)
+	code, stdout, stderr = runnerCmd(t, procOpts{}, "pool", "list", "--json", "-c", cfg).split()
 	if code != 0 {
 		t.Fatalf("pool list --json: exit %d: %s", code, stderr)
 	}
@@ -361,21 +238,7 @@ worker:
 		}
 	}
 
-	r := inputStart(t, runnerBin, filepath.Join(root, "cwd"), nil, nil, "run", "-c", cfg)
-	if code := r.wait(60 * time.Second); code != 0 {
-		t.Fatalf("runner run: exit %d", code)
-	}
-	got := inputOutputs(t, out)
-	for _, n := range names {
-		if got[n] != 1 {
-			t.Errorf("item %q reached its task %d times, want once", n, got[n])
-		}
-		delete(got, n)
-	}
-	for g, c := range got {
-		t.Errorf("a task saw RUNNER_ITEM=%q (%d times), which is no item", g, c)
-	}
-	inputNothingExecuted(t, root, taskDir)
+	r := inputRunBatch(t, root, taskDir, out, cfg, names)
 	// A name cannot forge a log line: hclog quotes or indents values.
 	for _, line := range r.stderr.lines() {
 		if strings.HasPrefix(line, "2099-") {
@@ -413,34 +276,17 @@ func TestE2EInputItemNamesInConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		path := filepath.Join(root, name+".json")
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
+		return writeFile(t, root, name+".json", string(b))
 	}
 
-	r := inputStart(t, runnerBin, filepath.Join(root, "cwd"), nil, nil, "run", "-c", config("ok", names))
-	if code := r.wait(60 * time.Second); code != 0 {
-		t.Fatalf("runner run: exit %d", code)
-	}
-	got := inputOutputs(t, out)
-	for _, n := range names {
-		if got[n] != 1 {
-			t.Errorf("item %q reached its task %d times, want once", n, got[n])
-		}
-	}
-	if len(got) != len(names) {
-		t.Errorf("tasks saw %d distinct items, want %d", len(got), len(names))
-	}
-	inputNothingExecuted(t, root, taskDir)
+	inputRunBatch(t, root, taskDir, out, config("ok", names), names)
 
 	for _, c := range []struct{ name, item string }{
 		{"too-long", strings.Repeat("x", lock.MaxKeyLen+1)},
 		{"empty", ""},
 		{"nul", "a\x00b"},
 	} {
-		code, _, stderr := inputRun(t, nil, "run", "-c", config(c.name, []string{"fine", c.item}))
+		code, _, stderr := runnerCmd(t, procOpts{}, "run", "-c", config(c.name, []string{"fine", c.item})).split()
 		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "runner: config: pool.items: element 1") {
 			t.Errorf("pool.items with a %s item: exit %d, stderr %q; want 2 and one line naming pool.items element 1", c.name, code, stderr)
 		}
@@ -452,12 +298,11 @@ func TestE2EInputItemNamesInConfig(t *testing.T) {
 // it was.
 func TestE2EInputRejectedNames(t *testing.T) {
 	t.Parallel()
-	addr, client, prefix := redistest.Addr(t), redistest.Client(t), redistest.Prefix(t)
-	ctx := context.Background()
+	e := newE2E(t)
+	client, ctx := e.client, context.Background()
 	root, taskDir, out := inputSandbox(t)
-	cfg := filepath.Join(root, "runner.yaml")
-	inputPoolConfig(t, cfg, addr, prefix, taskDir, out, "")
-	poolKey := prefix + "|lock-pool|pool"
+	cfg := inputPoolConfig(t, root, e.addr, e.prefix, taskDir, out, "")
+	poolKey := e.keys().Members()
 	// reset puts the pool back as it was, so that one failure does not
 	// spill into the next case.
 	reset := func(t *testing.T) {
@@ -509,13 +354,13 @@ func TestE2EInputRejectedNames(t *testing.T) {
 			if c.stdin != "" {
 				stdin = strings.NewReader(c.stdin)
 			}
-			code, stdout, stderr := inputRun(t, stdin, append([]string{"pool", "add", "-c", cfg, "--"}, c.args...)...)
+			code, stdout, stderr := runnerCmd(t, procOpts{stdin: stdin}, append([]string{"pool", "add", "-c", cfg, "--"}, c.args...)...).split()
 			first, _, _ := strings.Cut(stderr, "\n")
 			if code != 2 || !strings.HasPrefix(first, "runner: ") || !strings.Contains(first, c.why) {
-				t.Errorf("exit %d, stderr %q; want 2 and a line saying %q", code, inputClip(stderr), c.why)
+				t.Errorf("exit %d, stderr %q; want 2 and a line saying %q", code, clip(stderr), c.why)
 			}
 			if !strings.HasPrefix(c.why, "\"-\"") && strings.Count(stderr, "\n") != 1 {
-				t.Errorf("stderr is not one line: %q", inputClip(stderr))
+				t.Errorf("stderr is not one line: %q", clip(stderr))
 			}
 			if stdout != "" {
 				t.Errorf("stdout %q, want nothing", stdout)
@@ -527,7 +372,7 @@ func TestE2EInputRejectedNames(t *testing.T) {
 	// stdin holds one item per line: a newline cannot be in a name read
 	// from it (add such names as arguments), and a line's trailing CR is
 	// dropped, as for any text file with CRLF line ends.
-	code, stdout, stderr := inputRun(t, strings.NewReader("via-stdin-1\r\nvia-stdin-2\n-\n"), "pool", "add", "-c", cfg, "-")
+	code, stdout, stderr := runnerCmd(t, procOpts{stdin: strings.NewReader("via-stdin-1\r\nvia-stdin-2\n-\n")}, "pool", "add", "-c", cfg, "-").split()
 	if code != 0 || stdout != "3 items added\n" {
 		t.Fatalf("pool add -: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
@@ -535,6 +380,73 @@ func TestE2EInputRejectedNames(t *testing.T) {
 		if ok, err := client.SIsMember(ctx, poolKey, it).Result(); err != nil || !ok {
 			t.Errorf("%q not added from stdin (err %v)", it, err)
 		}
+	}
+}
+
+func TestE2EPoolCommands(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	cfg := e.config("pool", nil, "", time.Second)
+	pool := func(args ...string) (int, string) {
+		t.Helper()
+		// Flags come before the items: "pool add -c FILE ITEM...".
+		res := runnerCmd(t, procOpts{within: 20 * time.Second}, append([]string{"pool", args[0], "-c", cfg}, args[1:]...)...)
+		return res.code, res.out
+	}
+	if code, out := pool("add", "a", "b", "c", "$(touch pwned)"); code != 0 || !strings.Contains(out, "4 items added") {
+		t.Fatalf("pool add: %d %s", code, out)
+	}
+	if code, out := pool("remove", "c"); code != 0 || !strings.Contains(out, "1 items removed") {
+		t.Fatalf("pool remove: %d %s", code, out)
+	}
+	// A lease-shaped lock and a foreign lock show up as such.
+	ctx := context.Background()
+	e.client.Set(ctx, e.lockKey("a"), "host:1/w0#1234567", time.Minute)
+	e.client.Set(ctx, e.lockKey("b"), "python-service", 0)
+	code, out := pool("list", "--json")
+	if code != 0 {
+		t.Fatalf("pool list: %d %s", code, out)
+	}
+	var infos []itemInfo
+	if err := json.Unmarshal([]byte(out), &infos); err != nil {
+		t.Fatalf("pool list --json: %v\n%s", err, out)
+	}
+	slices.SortFunc(infos, func(x, y itemInfo) int { return strings.Compare(x.Item, y.Item) })
+	want := []itemInfo{
+		{Item: "$(touch pwned)", Status: "free"},
+		{Item: "a", Status: "leased", Owner: "host:1/w0", Token: 1234567},
+		{Item: "b", Status: "locked", Owner: "python-service", TTLMillis: -1},
+	}
+	if len(infos) != 3 {
+		t.Fatalf("pool list = %+v", infos)
+	}
+	for i := range want {
+		got := infos[i]
+		if i == 1 && got.TTLMillis > 0 {
+			got.TTLMillis = 0
+		}
+		if got != want[i] {
+			t.Fatalf("pool list[%d] = %+v, want %+v", i, got, want[i])
+		}
+	}
+	if code, out := pool("status", "--json"); code != 0 || !strings.Contains(out, `"locked": 2`) || !strings.Contains(out, `"free": 1`) {
+		t.Fatalf("pool status: %d %s", code, out)
+	}
+	if code, out := pool("set", "x", "y"); code != 0 || !strings.Contains(out, "2 items set") {
+		t.Fatalf("pool set: %d %s", code, out)
+	}
+	// Bad input: clear error, nothing lost.
+	if code, out := pool("add", "ok", ""); code != 2 || !strings.Contains(out, "invalid key") {
+		t.Fatalf("pool add with an empty item: %d %s", code, out)
+	}
+	if n, _ := e.client.SCard(ctx, e.keys().Members()).Result(); n != 2 {
+		t.Fatalf("pool has %d members after a rejected add, want 2", n)
+	}
+	if code, out := pool("clear"); code != 0 || !strings.Contains(out, "cleared") {
+		t.Fatalf("pool clear: %d %s", code, out)
+	}
+	if _, err := os.Stat("pwned"); err == nil {
+		t.Fatal("an item name was executed")
 	}
 }
 
@@ -551,12 +463,11 @@ type inputWrongTypeCase struct {
 // key; the STRING is left as it was.
 func TestE2EInputWrongTypePoolKey(t *testing.T) {
 	t.Parallel()
-	addr, client, prefix := redistest.Addr(t), redistest.Client(t), redistest.Prefix(t)
-	ctx := context.Background()
+	e := newE2E(t)
+	client, ctx := e.client, context.Background()
 	root, taskDir, out := inputSandbox(t)
-	cfg := filepath.Join(root, "runner.yaml")
-	inputPoolConfig(t, cfg, addr, prefix, taskDir, out, "worker:\n  lease_ttl: 2s\n")
-	poolKey := prefix + "|lock-pool|pool"
+	cfg := inputPoolConfig(t, root, e.addr, e.prefix, taskDir, out, "worker:\n  lease_ttl: 2s\n")
+	poolKey := e.keys().Members()
 	const foreign = "someone else's string"
 	if err := client.Set(ctx, poolKey, foreign, 0).Err(); err != nil {
 		t.Fatal(err)
@@ -579,12 +490,12 @@ func TestE2EInputWrongTypePoolKey(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			start := time.Now()
-			code, _, stderr := inputRun(t, strings.NewReader(c.stdin), c.args...)
+			code, _, stderr := runnerCmd(t, procOpts{stdin: strings.NewReader(c.stdin)}, c.args...).split()
 			took := time.Since(start)
 			if code != 1 {
 				t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
 			}
-			line := inputErrorLine(t, stderr)
+			line := oneErrorLine(t, stderr)
 			if !strings.Contains(line, strconv.Quote(poolKey)) && !strings.Contains(line, " "+poolKey+" ") {
 				t.Errorf("the error does not name the key %s: %q", poolKey, line)
 			}
@@ -634,19 +545,16 @@ func TestE2EInputWrongTypeLockKey(t *testing.T) {
 		}
 	}
 	cfg := e.config("hash", items, "worker:\n  concurrency: 3\n  lease_ttl: 2s\n  refresh_interval: 300ms\n", 50*time.Millisecond)
-	r := startRunner(t, "runner", inputEnv, "run", "-c", cfg)
-	waitFor(t, "a and c each run 3 times", 30*time.Second, func() bool {
-		ended := map[string]int{}
-		for _, ev := range e.events() {
-			if ev.Ev == "end" {
-				ended[ev.Item]++
-			}
-		}
-		return ended["a"] >= 3 && ended["c"] >= 3
+	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	waitFor(t, "a and c each run 3 times", 30*time.Second, func() (bool, string) {
+		evs := e.events()
+		a := count(evs, "end", func(ev event) bool { return ev.Item == "a" })
+		c := count(evs, "end", func(ev event) bool { return ev.Item == "c" })
+		return a >= 3 && c >= 3, fmt.Sprintf("a ran %d times, c %d", a, c)
 	})
 	wantHashUnchanged()
 
-	code, stdout, stderr := inputRun(t, nil, "pool", "list", "--json", "-c", cfg)
+	code, stdout, stderr := runnerCmd(t, procOpts{}, "pool", "list", "--json", "-c", cfg).split()
 	if code != 0 {
 		t.Fatalf("pool list --json: exit %d: %s", code, stderr)
 	}
@@ -663,16 +571,13 @@ func TestE2EInputWrongTypeLockKey(t *testing.T) {
 	if len(infos) != 3 || b == nil || b.Status != "error" || !strings.Contains(b.Error, "WRONGTYPE") {
 		t.Fatalf("pool list --json = %+v; want 3 items, b with status error naming WRONGTYPE", infos)
 	}
-	code, stdout, stderr = inputRun(t, nil, "pool", "status", "--json", "-c", cfg)
+	code, stdout, stderr = runnerCmd(t, procOpts{}, "pool", "status", "--json", "-c", cfg).split()
 	var st statusReport
 	if code != 0 || json.Unmarshal([]byte(stdout), &st) != nil || st.Items != 3 || st.Locked < 1 {
 		t.Fatalf("pool status --json: exit %d, %q, %s; want 3 items, b among the locked", code, stdout, stderr)
 	}
 
-	r.signal(syscall.SIGTERM)
-	if code := r.wait(15 * time.Second); code != 0 {
-		t.Fatalf("runner exited %d after SIGTERM", code)
-	}
+	stopRunners(t, 15*time.Second, r)
 	wantHashUnchanged()
 	for _, ev := range e.events() {
 		if ev.Item == "b" {
@@ -711,10 +616,9 @@ func TestE2EInputMillionItems(t *testing.T) {
 	client := srv.Client(t)
 	ctx := context.Background()
 	root, taskDir, out := inputSandbox(t)
-	cfg := filepath.Join(root, "runner.yaml")
-	inputPoolConfig(t, cfg, srv.Addr, "million", taskDir, out, "worker:\n  concurrency: 4\n  lease_ttl: 10s\n")
+	cfg := inputPoolConfig(t, root, srv.Addr, "million", taskDir, out, "worker:\n  concurrency: 4\n  lease_ttl: 10s\n")
 	item := func(i int) string { return "shard-" + strconv.Itoa(i) }
-	checkRSS := func(what string, p *inputProc, boundMB int64) {
+	checkRSS := func(what string, p *runnerProc, boundMB int64) {
 		t.Helper()
 		peak := p.peakRSSKB()
 		t.Logf("%s: peak RSS (VmHWM) %.1f MB", what, float64(peak)/1024)
@@ -734,7 +638,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 		pw.CloseWithError(bw.Flush())
 	}()
 	start := time.Now()
-	set := inputStart(t, bin, "", pr, nil, "pool", "set", "-c", cfg, "-")
+	set := startProc(t, "pool set", procOpts{bin: bin, stdin: pr, sampleRSS: true}, "pool", "set", "-c", cfg, "-")
 	if code := set.wait(60 * time.Second); code != 0 || set.stdout.String() != fmt.Sprintf("%d items set as the pool\n", n) {
 		t.Fatalf("pool set -: exit %d, stdout %q", code, set.stdout.String())
 	}
@@ -747,7 +651,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 	// pool list --json, parsed as it streams.
 	start = time.Now()
 	lr, lw := io.Pipe()
-	list := inputStartOut(t, bin, "", nil, lw, nil, "pool", "list", "--json", "-c", cfg)
+	list := startProc(t, "pool list", procOpts{bin: bin, stdout: lw, sampleRSS: true}, "pool", "list", "--json", "-c", cfg)
 	go func() {
 		<-list.done
 		lw.Close()
@@ -805,7 +709,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 	checkRSS("pool list --json", list, streamBoundMB)
 
 	// pool status counts them.
-	status := inputStart(t, bin, "", nil, nil, "pool", "status", "--json", "-c", cfg)
+	status := startProc(t, "pool status", procOpts{bin: bin}, "pool", "status", "--json", "-c", cfg)
 	var st statusReport
 	if code := status.wait(60 * time.Second); code != 0 || json.Unmarshal([]byte(status.stdout.String()), &st) != nil {
 		t.Fatalf("pool status --json: exit %d: %q %s", code, status.stdout.String(), status.stderr.String())
@@ -816,18 +720,18 @@ func TestE2EInputMillionItems(t *testing.T) {
 
 	// A runner serves the pool: some items run within seconds.
 	start = time.Now()
-	run := inputStart(t, bin, filepath.Join(root, "cwd"), nil, nil, "run", "-c", cfg)
+	run := startProc(t, "runner", procOpts{bin: bin, dir: filepath.Join(root, "cwd")}, "run", "-c", cfg)
 	const runs = 100
 	var first time.Duration
-	waitFor(t, fmt.Sprintf("%d runs", runs), 30*time.Second, func() bool {
+	waitFor(t, fmt.Sprintf("%d runs", runs), 30*time.Second, func() (bool, string) {
 		files, _ := os.ReadDir(out)
 		if first == 0 && len(files) > 0 {
 			first = time.Since(start)
 		}
-		return len(files) >= runs
+		return len(files) >= runs, fmt.Sprintf("%d runs", len(files))
 	})
 	took := time.Since(start)
-	hwm := inputVmHWM(run.cmd.Process.Pid)
+	hwm := vmHWM(run.pid())
 	run.cmd.Process.Signal(syscall.SIGTERM)
 	if code := run.wait(15 * time.Second); code != 0 {
 		t.Fatalf("runner exited %d after SIGTERM", code)

@@ -31,7 +31,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,7 +38,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -152,29 +150,25 @@ func TestE2ERestartFromAOFEverysecCrash(t *testing.T) {
 			// Everything executed before the pause is written to the file
 			// once the AOF buffer is empty (a slow fsync may postpone a
 			// write under everysec).
-			var info string
-			if !waitUntil(time.Second, func() bool {
-				var err error
-				info, err = pc.Info(ctx, "persistence").Result()
+			waitFor(t, "the AOF buffer flushed after pausing writes", time.Second, func() (bool, string) {
+				info, err := pc.Info(ctx, "persistence").Result()
 				return err == nil && strings.Contains(info, "aof_buffer_length:0\r") &&
-					strings.Contains(info, "aof_rewrite_in_progress:0\r") && strings.Contains(info, "aof_last_write_status:ok\r")
-			}) {
-				t.Fatalf("the AOF buffer not flushed within 1s of pausing writes:\n%s", info)
-			}
+					strings.Contains(info, "aof_rewrite_in_progress:0\r") && strings.Contains(info, "aof_last_write_status:ok\r"), fmt.Sprintf("%v\n%s", err, info)
+			})
 			incr = persistIncrFile(t, srv.Dir())
-			// The size must be stable: nothing is written while paused.
+			// The size must be stable: nothing is written while paused. It
+			// is so once it stayed the same for 30ms.
 			var prev int64 = -1
-			waitFor(t, "the AOF's size stable while writes are paused", time.Second, func() bool {
+			var since time.Time
+			waitFor(t, "the AOF's size stable while writes are paused", time.Second, func() (bool, string) {
 				fi, err := os.Stat(incr)
 				if err != nil {
 					t.Fatal(err)
 				}
-				stable := fi.Size() == prev
-				prev = fi.Size()
-				if !stable {
-					time.Sleep(30 * time.Millisecond)
+				if fi.Size() != prev {
+					prev, since = fi.Size(), time.Now()
 				}
-				return stable
+				return time.Since(since) >= 30*time.Millisecond, fmt.Sprintf("%d bytes", prev)
 			})
 			size = prev
 			return fmt.Sprintf("%s at %d bytes", filepath.Base(incr), size)
@@ -244,59 +238,12 @@ func persistIncrFile(t *testing.T, dir string) string {
 	return filepath.Join(aofDir, incr)
 }
 
-// persistLease is an item's lease as read from the pool's server.
-type persistLease struct {
-	value    string // owner#token
-	owner    string
-	token    int64
-	deadline time.Time // absolute expiry, server clock
-}
-
-// persistReadLeases reads every item's lease and its absolute expiry.
-func persistReadLeases(c *redis.Client, e *e2eEnv, items []string) (map[string]persistLease, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	gets := make([]*redis.StringCmd, len(items))
-	exps := make([]*redis.Cmd, len(items))
-	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, it := range items {
-			gets[i] = p.Get(ctx, e.lockKey(it))
-			exps[i] = p.Do(ctx, "PEXPIRETIME", e.lockKey(it))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
-	}
-	out := map[string]persistLease{}
-	for i, it := range items {
-		v, err := gets[i].Result()
-		if err != nil {
-			continue // redis.Nil: free
-		}
-		owner, tok, _ := strings.Cut(v, "#")
-		n, _ := strconv.ParseInt(tok, 10, 64)
-		ms, _ := exps[i].Int64()
-		out[it] = persistLease{value: v, owner: owner, token: n, deadline: time.UnixMilli(ms)}
-	}
-	return out, nil
-}
-
-func persistLeases(t *testing.T, c *redis.Client, e *e2eEnv, items []string) map[string]persistLease {
-	t.Helper()
-	ls, err := persistReadLeases(c, e, items)
-	if err != nil {
-		t.Fatalf("reading the leases: %v", err)
-	}
-	return ls
-}
-
 // persistKeys are the pool's keys that never expire and exist as soon as
 // the runners work: its members, availability index, fencing counter and
 // epoch record.
 func persistKeys(e *e2eEnv) []string {
-	base := e.prefix + "|lock-pool"
-	return []string{base + "|pool", base + "|alloc:index", base + "|alloc:fence", base + "|epoch"}
+	ks := e.keys()
+	return []string{ks.Members(), ks.Index(), ks.Fence(), ks.Epoch()}
 }
 
 // persistExist counts which of keys exist.
@@ -307,32 +254,6 @@ func persistExist(t *testing.T, c *redis.Client, keys []string) int64 {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// persistFence reads the pool's fencing counter.
-func persistFence(t *testing.T, c *redis.Client, e *e2eEnv) int64 {
-	t.Helper()
-	f, err := c.Get(context.Background(), e.prefix+"|lock-pool|alloc:fence").Int64()
-	if err != nil {
-		t.Fatalf("reading the fencing counter: %v", err)
-	}
-	return f
-}
-
-// persistPause pauses writes (scripts and expiry too) on the pool's server
-// until persistUnpause, at most 10s.
-func persistPause(t *testing.T, c *redis.Client) {
-	t.Helper()
-	if err := c.Do(context.Background(), "CLIENT", "PAUSE", "10000", "WRITE").Err(); err != nil {
-		t.Fatalf("CLIENT PAUSE: %v", err)
-	}
-}
-
-func persistUnpause(t *testing.T, c *redis.Client) {
-	t.Helper()
-	if err := c.Do(context.Background(), "CLIENT", "UNPAUSE").Err(); err != nil {
-		t.Fatalf("CLIENT UNPAUSE: %v", err)
-	}
 }
 
 // persistGrant is the first lease of an item the watcher saw with a token
@@ -356,47 +277,29 @@ type persistWatch struct {
 	mu     sync.Mutex
 	grants map[string]persistGrant
 	polls  int
-	stop   chan struct{}
-	done   chan struct{}
+	close  func()
 }
 
 func startPersistWatch(t *testing.T, c *redis.Client, e *e2eEnv, items []string, fence int64, ttl time.Duration) *persistWatch {
-	w := &persistWatch{grants: map[string]persistGrant{}, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		prev := time.Now()
-		for {
-			start := time.Now()
-			ls, err := persistReadLeases(c, e, items)
-			if err == nil {
-				w.mu.Lock()
-				w.polls++
-				for it, l := range ls {
-					if _, ok := w.grants[it]; !ok && l.token > fence {
-						w.grants[it] = persistGrant{token: l.token, owner: l.owner, at: l.deadline.Add(-ttl), after: prev}
-					}
-				}
-				w.mu.Unlock()
-				prev = start
-			}
-			select {
-			case <-w.stop:
-				return
-			case <-time.After(20 * time.Millisecond):
+	w := &persistWatch{grants: map[string]persistGrant{}}
+	prev := time.Now()
+	w.close = startPolling(t, 20*time.Millisecond, func() {
+		start := time.Now()
+		ls, err := e.readLeases(c, items)
+		if err != nil {
+			return
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.polls++
+		for it, l := range ls {
+			if _, ok := w.grants[it]; !ok && l.token > fence {
+				w.grants[it] = persistGrant{token: l.token, owner: l.owner, at: l.deadline.Add(-ttl), after: prev}
 			}
 		}
-	}()
-	t.Cleanup(w.close)
+		prev = start
+	})
 	return w
-}
-
-func (w *persistWatch) close() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	<-w.done
 }
 
 func (w *persistWatch) snapshot() (map[string]persistGrant, int) {
@@ -409,47 +312,6 @@ func (w *persistWatch) snapshot() (map[string]persistGrant, int) {
 	return out, w.polls
 }
 
-// persistLogTime is the time at the head of a runner's log line.
-func persistLogTime(line string) time.Time {
-	ts, _, _ := strings.Cut(line, " ")
-	t, _ := time.Parse(time.RFC3339Nano, ts)
-	return t
-}
-
-// persistLogField returns the time of a key="<time.Time>" field of a log
-// line (zero if there is none that parses).
-func persistLogField(line, key string) time.Time {
-	_, rest, ok := strings.Cut(line, " "+key+"=\"")
-	if !ok {
-		return time.Time{}
-	}
-	v, _, _ := strings.Cut(rest, "\"")
-	t, _ := time.Parse("2006-01-02 15:04:05.999999999 -0700 MST", v)
-	return t
-}
-
-// persistFind returns the runner's first log line containing every part,
-// or "".
-func persistFind(r *runnerProc, parts ...string) string {
-	for _, line := range r.out.lines() {
-		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
-			return line
-		}
-	}
-	return ""
-}
-
-// persistGrep returns the runner's log lines containing every part.
-func persistGrep(r *runnerProc, parts ...string) string {
-	var out []string
-	for _, line := range r.out.lines() {
-		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
-			out = append(out, line)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 // testRestartFromFiles runs 3 runners in loop mode on a pool whose Redis
 // is crashed and restarted from files that go back to an earlier point T,
 // and checks what the product promises after such a discontinuity.
@@ -459,7 +321,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	e := newE2E(t) // the ledger: on the shared server, never faulted
 	e.runnerAddr = srv.Addr
 	e.tokenGuard = true
-	probe := redistest.Sched
+	probe := redistest.Sched // for failure messages
 	ctx := context.Background()
 	items := itemNames(persistItems)
 	const ttl, margin = faultTTL, faultMargin
@@ -471,7 +333,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	sleepOf := map[int]time.Duration{} // runner pid -> its task length
 	for i, sl := range persistSleeps {
 		cfg := e.config(fmt.Sprintf("persist-%d", i+1), items, faultWorkerYAML(persistConcurrency, 500*time.Millisecond), sl)
-		r := startRunner(t, fmt.Sprintf("runner-%d", i+1), faultEnv, "run", "-c", cfg)
+		r := startRunner(t, fmt.Sprintf("runner-%d", i+1), nil, "run", "-c", cfg)
 		rs = append(rs, r)
 		sleepOf[r.pid()] = sl
 		time.Sleep(300 * time.Millisecond)
@@ -485,42 +347,34 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 		return nil
 	}
 	// Runs flow: items were granted, ran, and were granted again.
-	waitFor(t, "the runners at work (4 runs ended)", 30*time.Second, func() bool {
-		n := 0
-		for _, ev := range e.events() {
-			if ev.Ev == "end" {
-				n++
-			}
-		}
-		return n >= 4
-	})
+	waitFor(t, "the runners at work (4 runs ended)", 30*time.Second, e.untilEnds(4, nil))
 
 	// T is taken just before some run is due to end, so that its item is
 	// released and granted again within the rollback window.
-	if !waitUntil(6*time.Second, func() bool {
+	if ok, _ := poll("", 6*time.Second, func() (bool, string) {
 		now := e.serverTime()
 		for _, ev := range openRuns(e.events()) {
 			due := ev.at().Add(sleepOf[ownerPid(ev.Owner)])
 			if d := due.Sub(now); d > 200*time.Millisecond && d < 700*time.Millisecond {
-				return true
+				return true, ""
 			}
 		}
-		return false
-	}) {
+		return false, ""
+	}); !ok {
 		t.Logf("no run due to end soon; taking T anyway")
 	}
-	persistPause(t, pc)
+	pauseWrites(t, pc)
 	markAt := e.serverTime()
-	fenceT := persistFence(t, pc, e)
-	atT := persistLeases(t, pc, e, items)
+	fenceT := e.fence(pc)
+	atT := e.leases(pc, items)
 	if n := persistExist(t, pc, persistKeys(e)); n != int64(len(persistKeys(e))) {
 		t.Fatalf("test setup: only %d of the pool's keys %v exist at T", n, persistKeys(e))
 	}
 	markNote := f.mark(t, srv, pc)
-	persistUnpause(t, pc)
+	unpause(t, pc)
 	// A snapshot is complete once the BGSAVE child is done (an AOF mark
 	// has nothing in progress).
-	waitFor(t, "the snapshot written", 10*time.Second, func() bool {
+	waitFor(t, "the snapshot written", 10*time.Second, func() (bool, string) {
 		info, err := pc.Info(ctx, "persistence").Result()
 		if err != nil {
 			t.Fatal(err)
@@ -528,12 +382,12 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 		if strings.Contains(info, "rdb_last_bgsave_status:err") {
 			t.Fatalf("BGSAVE failed:\n%s", info)
 		}
-		return strings.Contains(info, "rdb_bgsave_in_progress:0\r") && strings.Contains(info, "rdb_last_bgsave_status:ok\r")
+		return strings.Contains(info, "rdb_bgsave_in_progress:0\r") && strings.Contains(info, "rdb_last_bgsave_status:ok\r"), info
 	})
 
 	// runningSinceT counts the leases granted after T, and those of them
 	// whose task has begun and not ended.
-	runningSinceT := func(leases map[string]persistLease, open map[string]event) (granted, running int) {
+	runningSinceT := func(leases map[string]lease, open map[string]event) (granted, running int) {
 		for it, l := range leases {
 			if l.token > fenceT {
 				granted++
@@ -551,15 +405,15 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	// some TTL left: those must survive. Leases lost with their task
 	// running are those that expired in it, and those granted after T
 	// whose task has begun (task starts are slow on a loaded machine).
-	waitUntil(f.maxGap, func() bool {
-		granted, _ := runningSinceT(persistLeases(t, pc, e, items), nil)
-		return granted > 0 && e.serverTime().Sub(markAt) >= persistMinGap
+	poll("", f.maxGap, func() (bool, string) {
+		granted, _ := runningSinceT(e.leases(pc, items), nil)
+		return granted > 0 && e.serverTime().Sub(markAt) >= persistMinGap, ""
 	})
 
 	// The crash, with writes paused: what is read is the state it ends.
-	persistPause(t, pc)
-	fenceCrash := persistFence(t, pc, e)
-	atCrash := persistLeases(t, pc, e, items)
+	pauseWrites(t, pc)
+	fenceCrash := e.fence(pc)
+	atCrash := e.leases(pc, items)
 	openAtCrash := openRuns(e.events())
 	granted, running := runningSinceT(atCrash, openAtCrash)
 	stoppedAt := e.serverTime()
@@ -567,7 +421,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	loseNote := f.lose(t, srv)
 	srv.Restart()
 	restartedAt := e.serverTime() // the test saw redis back: PING, then this
-	restored := persistLeases(t, pc, e, items)
+	restored := e.leases(pc, items)
 	watch := startPersistWatch(t, srv.Client(t), e, items, fenceCrash, ttl)
 	// The dataset came back from the files: the pool's keys without a
 	// TTL, there at T, are there.
@@ -600,14 +454,17 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	var noticed []string
 	for _, r := range rs {
 		var line string
-		if !waitUntil(persistDetect+5*time.Second, func() bool { line = persistFind(r, "redis dataset discontinuity"); return line != "" }) {
-			t.Errorf("%s logged no \"redis dataset discontinuity\" warning within %v of the restart; %s", r.name, persistDetect+5*time.Second, probe)
+		if ok, why := poll(r.name+" logging a \"redis dataset discontinuity\" warning after the restart", persistDetect+5*time.Second, func() (bool, string) {
+			line = r.out.first("redis dataset discontinuity")
+			return line != "", "not logged"
+		}); !ok {
+			t.Error(why)
 			continue
 		}
-		if q := persistLogField(line, "quiet_until"); q.After(quietUntil) {
+		if q := logTimeField(line, "quiet_until"); q.After(quietUntil) {
 			quietUntil = q
 		}
-		if n := persistLogField(line, "noticed"); !n.IsZero() {
+		if n := logTimeField(line, "noticed"); !n.IsZero() {
 			if noticedAt.IsZero() || n.Before(noticedAt) {
 				noticedAt = n
 			}
@@ -615,7 +472,8 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 				backAt = n
 			}
 		}
-		noticed = append(noticed, fmt.Sprintf("%s at %s", r.name, persistLogTime(line).Format("15:04:05.000")))
+		at, _ := logTime(line)
+		noticed = append(noticed, fmt.Sprintf("%s at %s", r.name, at.Format("15:04:05.000")))
 	}
 	t.Logf("T: %s; rollback window %v (T to the crash): %d leases granted in it held at the crash, %d of them with their task running; %s; redis down for %v (back at %s, seen by the test %v later)",
 		markNote, stoppedAt.Sub(markAt).Round(time.Millisecond), granted, running, loseNote, backAt.Sub(stoppedAt).Round(time.Millisecond),
@@ -629,7 +487,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 
 	// The runs held at the crash: their lease survived in the restored
 	// dataset, or it did not.
-	survived, lost := map[string]persistLease{}, map[string]persistLease{}
+	survived, lost := map[string]lease{}, map[string]lease{}
 	for it, l := range atCrash {
 		if r, ok := restored[it]; ok && r.value == l.value {
 			survived[it] = r
@@ -662,7 +520,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	// machine (a race-built task still starting up) can take seconds more:
 	// the wait allows for that, and what is asserted is that it happened
 	// before the item was granted again (below).
-	guardBound := ttl - margin + chaosKillGrace + 5*time.Second
+	guardBound := ttl - margin + killGrace + 5*time.Second
 	stoppedBy := map[string]time.Time{} // item -> when its lost lease's task was stopped
 	for _, it := range sortedKeys(lost) {
 		l := lost[it]
@@ -686,11 +544,11 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 				}
 			}
 		}
-		if !waitUntil(time.Until(stoppedAt.Add(guardBound)), func() bool {
-			line = persistFind(r, "lease lost", "item="+it+" ", tok)
+		if ok, _ := poll("", time.Until(stoppedAt.Add(guardBound)), func() (bool, string) {
+			line = r.out.first("lease lost", "item="+it+" ", tok)
 			outcome()
-			return line != "" || out.Ev == "end"
-		}) {
+			return line != "" || out.Ev == "end", ""
+		}); !ok {
 			t.Errorf("item %s token %d: its lease is missing from the restored dataset, and %s logged no \"lease lost\" within %v of the crash (nor did its task end); %s", it, l.token, r.name, guardBound, probe)
 			continue
 		}
@@ -699,7 +557,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 				it, l.token, r.name, out.at().Sub(stoppedAt).Round(time.Millisecond), backAt.Sub(stoppedAt).Round(time.Millisecond))
 			continue
 		}
-		at := persistLogTime(line)
+		at, _ := logTime(line)
 		// The reason: the dataset changed; or, only if the holder heard
 		// nothing from Redis until its guard could fire, no confirmation.
 		guardFired := strings.Contains(line, "no refresh was confirmed in time")
@@ -715,12 +573,12 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 		// Its task, if it began, is stopped (or ended on its own). A
 		// recorder too slow to record its SIGTERM within kill_grace is
 		// killed: then it is gone.
-		waitUntil(5*time.Second, func() bool { outcome(); return began.Ev == "" || out.Ev != "" })
+		poll("", 5*time.Second, func() (bool, string) { outcome(); return began.Ev == "" || out.Ev != "", "" })
 		what := ""
 		switch {
 		case began.Ev == "":
 			what = "its task had not begun"
-		case out.Ev == "" && pidAlive(began.Pid) && chaosOfLedger(began.Pid, e.ledger):
+		case out.Ev == "" && pidAlive(began.Pid) && ofLedger(began.Pid, e.ledger):
 			t.Errorf("item %s token %d: lease lost, but its task (pid %d) neither ended nor was stopped within 5s; %s", it, l.token, began.Pid, probe)
 		case out.Ev == "":
 			what = "its task was killed before it could record its SIGTERM"
@@ -746,7 +604,10 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	allBound := max(firstBound, persistStart+maxSleep-persistMinGap+2*time.Second)
 	var grants map[string]persistGrant
 	var polls int
-	if !waitUntil(time.Until(backAt.Add(allBound)), func() bool { grants, polls = watch.snapshot(); return len(grants) == len(items) }) {
+	if ok, _ := poll("", time.Until(backAt.Add(allBound)), func() (bool, string) {
+		grants, polls = watch.snapshot()
+		return len(grants) == len(items), ""
+	}); !ok {
 		var missing []string
 		for _, it := range items {
 			if _, ok := grants[it]; !ok {
@@ -777,7 +638,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 			l := lost[it]
 			r := runnerOf(l.owner)
 			t.Errorf("item %s granted again (token %d) by %s, before the holder of its lost lease (token %d) had stopped its task (%s logged it at %s); %s; %s's lines on it:\n%s",
-				it, g.token, g.at.Format("15:04:05.000"), l.token, r.name, at.Format("15:04:05.000"), probe, r.name, persistGrep(r, "item="+it+" ", "token="+strconv.FormatInt(l.token, 10)))
+				it, g.token, g.at.Format("15:04:05.000"), l.token, r.name, at.Format("15:04:05.000"), probe, r.name, strings.Join(r.out.grep("item="+it+" ", "token="+strconv.FormatInt(l.token, 10)), "\n"))
 		}
 		// An item no survivor held is granted as soon as the quiet
 		// period ends.
@@ -804,7 +665,10 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 		return first
 	}
 	var again map[string]event
-	if !waitUntil(time.Until(lastGrant.Add(persistStart)), func() bool { again = newBegins(e.events()); return len(again) == len(grants) }) {
+	if ok, _ := poll("", time.Until(lastGrant.Add(persistStart)), func() (bool, string) {
+		again = newBegins(e.events())
+		return len(again) == len(grants), ""
+	}); !ok {
 		t.Errorf("%d items granted again after the restart, only %d of them began within %v (task start) of the last grant; %s", len(grants), len(again), persistStart, probe)
 	}
 	var firstBegin, lastBegin event
@@ -826,19 +690,13 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	for _, it := range sortedKeys(survived) {
 		l := survived[it]
 		var out event
-		waitUntil(maxSleep+persistStart, func() bool {
-			for _, ev := range e.events() {
-				if ev.Item == it && ev.Token == l.token && (ev.Ev == "end" || ev.Ev == "term") {
-					out = ev
-					return true
-				}
-			}
-			return false
-		})
+		poll("", maxSleep+persistStart, e.untilEvent(&out, func(ev event) bool {
+			return ev.Item == it && ev.Token == l.token && (ev.Ev == "end" || ev.Ev == "term")
+		}))
 		left := l.deadline.Sub(restartedAt)
 		lostLine := ""
 		if r := runnerOf(l.owner); r != nil {
-			lostLine = persistFind(r, "lease lost", "item="+it+" ", "token="+strconv.FormatInt(l.token, 10))
+			lostLine = r.out.first("lease lost", "item="+it+" ", "token="+strconv.FormatInt(l.token, 10))
 		}
 		switch {
 		case out.Ev == "end" && lostLine == "":
@@ -851,14 +709,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 	}
 
 	watch.close()
-	for _, r := range rs {
-		r.signal(syscall.SIGTERM)
-	}
-	for _, r := range rs {
-		if code := r.wait(15 * time.Second); code != 0 {
-			t.Errorf("%s exited %d after SIGTERM", r.name, code)
-		}
-	}
+	stopRunners(t, 15*time.Second, rs...)
 
 	// Every run open at the crash ended normally or was stopped (a term
 	// event; or, too slow to record its SIGTERM within kill_grace, killed).
@@ -873,7 +724,7 @@ func testRestartFromFiles(t *testing.T, f persistFault) {
 			}
 		}
 		if what == "" {
-			if pidAlive(o.Pid) && chaosOfLedger(o.Pid, e.ledger) {
+			if pidAlive(o.Pid) && ofLedger(o.Pid, e.ledger) {
 				t.Errorf("item %s token %d: run open at the crash never ended, and its recorder (pid %d) is still alive", it, o.Token, o.Pid)
 				continue
 			}

@@ -1,14 +1,11 @@
 package main
 
 // Security end to end, through the real runner binary: passwords and ACL
-// users, TLS (server-verified and mutual), the admin endpoint staying off
-// unless configured, and the least-privilege ACL rule of the README.
-// Servers that need a password or speak only TLS are started by this file
-// (startOwnRedis): redistest's readiness check is a plain, unauthenticated
-// PING that such servers do not answer.
+// users, TLS (server-verified and mutual), secrets kept out of the logs,
+// and the least-privilege ACL rule of the README. Servers that need a
+// password or speak only TLS come from redistest.StartServerWith.
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -19,17 +16,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +29,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/internal/redistest"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 )
 
 // aclCommands is the least a runner needs, for "runner run" in loop and
@@ -59,17 +54,14 @@ var aclCommands = []string{
 	"+zadd", "+zrem", "+zcard", "+zrange", "+zscore", "+zpopmin", "+zscan", "+zrandmember",
 }
 
-// aclSetUser is the ACL SETUSER argument list for a runner user limited to
-// the given key and channel patterns, with the commands of aclCommands.
-func aclSetUser(user, password string, patterns ...string) []any {
-	args := []any{"ACL", "SETUSER", user, "reset", "on", ">" + password}
-	for _, p := range patterns {
-		args = append(args, p)
+// aclRules are the ACL rules of a runner user limited to the given key and
+// channel patterns, with the commands of aclCommands.
+func aclRules(patterns ...string) []any {
+	var rules []any
+	for _, p := range slices.Concat(patterns, aclCommands) {
+		rules = append(rules, p)
 	}
-	for _, c := range aclCommands {
-		args = append(args, c)
-	}
-	return args
+	return rules
 }
 
 // TestE2ESecurityPasswordAuth runs batches through a server with
@@ -84,12 +76,9 @@ func TestE2ESecurityPasswordAuth(t *testing.T) {
 		userPw  = "User-Pw-a7d0f3"
 		wrongPw = "Wrong-Pw-0b44e8"
 	)
-	srv := startOwnRedis(t, redis.Options{Password: rightPw}, false, "--requirepass", rightPw)
-	ctx := context.Background()
+	srv := redistest.StartServerWith(t, redistest.ServerOptions{Password: rightPw})
 	const user = "runner-user"
-	if err := srv.client.Do(ctx, aclSetUser(user, userPw, "~acl-app|*", "&acl-app|*")...).Err(); err != nil {
-		t.Fatal(err)
-	}
+	aclUser(t, srv.Client(t), user, userPw, aclRules("~acl-app|*", "&acl-app|*")...)
 	secrets := []string{rightPw, userPw, wrongPw}
 
 	for _, tc := range []struct {
@@ -108,7 +97,7 @@ func TestE2ESecurityPasswordAuth(t *testing.T) {
 			} else {
 				auth += fmt.Sprintf("  password: %q\n", tc.password)
 			}
-			cfg := writeSecConfig(t, "auth", fmt.Sprintf(`redis:
+			cfg := writeFile(t, "", "auth.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
   prefix: %q
@@ -118,16 +107,9 @@ task:
 mode: batch
 batch:
   id: auth
-`, srv.addr, auth, tc.prefix))
-			r := startRunner(t, "runner", env, "run", "-c", cfg)
-			if code := r.wait(60 * time.Second); code != 0 || !strings.Contains(r.out.String(), "batch complete") {
-				t.Fatalf("runner run exited %d, want 0 with \"batch complete\"; output:\n%s", code, r.out.String())
-			}
-			code, out := runnerCmd(t, env, "pool", "status", "-c", cfg)
-			if code != 0 || !strings.Contains(out, "auth: 3 done, 0 failed, 0 pending of 3") {
-				t.Fatalf("pool status exited %d, want 0 and the batch done; output:\n%s", code, out)
-			}
-			assertNoSecret(t, "runner output", r.out.String()+out, secrets...)
+`, srv.Addr, auth, tc.prefix))
+			run, status := secBatch(t, env, cfg, "auth: 3 done, 0 failed, 0 pending of 3")
+			assertNoSecret(t, "runner output", run+status, secrets...)
 		})
 	}
 
@@ -137,7 +119,7 @@ batch:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := writeSecConfig(t, "wrong", fmt.Sprintf(`redis:
+			cfg := writeFile(t, "", "wrong.yaml", fmt.Sprintf(`redis:
   addr: %q
   username: %q
   password: %q
@@ -146,21 +128,12 @@ pool:
   items: [a]
 task:
   command: ["true"]
-`, srv.addr, tc.username, wrongPw))
-			r := startRunner(t, "runner", nil, "run", "-c", cfg)
-			waitRetries(t, r, 3, regexp.MustCompile(`\bWRONGPASS\b`))
-			r.signal(syscall.SIGTERM)
-			if code := r.wait(10 * time.Second); code != 0 {
-				t.Fatalf("runner stopped while retrying exited %d, want 0; output:\n%s", code, r.out.String())
-			}
-			if strings.Contains(r.out.String(), "runner started") {
-				t.Errorf("the runner started with a wrong password; output:\n%s", r.out.String())
-			}
-			assertNoSecret(t, "runner logs", r.out.String(), secrets...)
-			// Password in the environment this time: neither way may show.
-			code, out := runnerCmd(t, []string{"RUNNER_REDIS_PASSWORD=" + wrongPw}, "pool", "status", "-c", cfg)
-			assertOneLineError(t, "pool status", code, out, regexp.MustCompile(`\bWRONGPASS\b`))
-			assertNoSecret(t, "pool status", out, secrets...)
+`, srv.Addr, tc.username, wrongPw))
+			// "pool status" gets the password from the environment: neither
+			// way may show.
+			run, status := secRefused(t, cfg, []string{"RUNNER_REDIS_PASSWORD=" + wrongPw}, regexp.MustCompile(`\bWRONGPASS\b`))
+			assertNoSecret(t, "runner logs", run, secrets...)
+			assertNoSecret(t, "pool status", status, secrets...)
 		})
 	}
 }
@@ -174,8 +147,8 @@ task:
 func TestE2ESecurityTLS(t *testing.T) {
 	t.Parallel()
 	p := newTestPKI(t)
-	optional := startOwnRedis(t, redis.Options{TLSConfig: p.clientTLS(true)}, true, p.serverArgs("optional")...)
-	mutual := startOwnRedis(t, redis.Options{TLSConfig: p.clientTLS(true)}, true, p.serverArgs("yes")...)
+	optional := redistest.StartServerWith(t, redistest.ServerOptions{TLS: p.clientTLS(true), Args: p.serverArgs("optional")})
+	mutual := redistest.StartServerWith(t, redistest.ServerOptions{TLS: p.clientTLS(true), Args: p.serverArgs("yes")})
 	keyLines := p.keyBodyLines(t)
 	var mu sync.Mutex
 	var shown []string // every output the runners produced, for the key check
@@ -191,7 +164,7 @@ func TestE2ESecurityTLS(t *testing.T) {
 	t.Run("batch", func(t *testing.T) {
 		for _, tc := range []struct {
 			name     string
-			srv      *ownRedis
+			srv      *redistest.Server
 			withCert bool
 		}{
 			{"server verified", optional, false},
@@ -199,7 +172,7 @@ func TestE2ESecurityTLS(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				cfg := writeSecConfig(t, "tls", fmt.Sprintf(`redis:
+				cfg := writeFile(t, "", "tls.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
   prefix: tls-batch
@@ -211,24 +184,16 @@ batch:
   id: over-tls
 log:
   level: debug
-`, tc.srv.addr, tlsYAML(p.caFile, tc.withCert)))
-				r := startRunner(t, "runner", nil, "run", "-c", cfg)
-				code := r.wait(60 * time.Second)
-				show(r.out.String())
-				if code != 0 || !strings.Contains(r.out.String(), "batch complete") {
-					t.Fatalf("runner run over TLS exited %d, want 0 with \"batch complete\"; output:\n%s", code, r.out.String())
-				}
-				code, out := runnerCmd(t, nil, "pool", "status", "-c", cfg)
-				show(out)
-				if code != 0 || !strings.Contains(out, "over-tls: 4 done, 0 failed, 0 pending of 4") {
-					t.Fatalf("pool status over TLS exited %d, want 0 and the batch done; output:\n%s", code, out)
-				}
+`, tc.srv.Addr, tlsYAML(p.caFile, tc.withCert)))
+				run, status := secBatch(t, nil, cfg, "over-tls: 4 done, 0 failed, 0 pending of 4")
+				show(run)
+				show(status)
 			})
 		}
 	})
 
 	t.Run("mutual loop with admin", func(t *testing.T) {
-		cfg := writeSecConfig(t, "tls-loop", fmt.Sprintf(`redis:
+		cfg := writeFile(t, "", "tls-loop.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
   prefix: tls-loop
@@ -241,12 +206,10 @@ admin:
   listen: 127.0.0.1:0
 log:
   level: trace
-`, mutual.addr, tlsYAML(p.caFile, true)))
+`, mutual.Addr, tlsYAML(p.caFile, true)))
 		r := startRunner(t, "runner", nil, "run", "-c", cfg)
-		base := adminBase(t, r)
-		waitFor(t, "task runs over mutual TLS", 30*time.Second, func() bool {
-			return strings.Count(r.out.String(), "task succeeded") >= 4
-		})
+		base := r.adminBase()
+		waitFor(t, "task runs over mutual TLS", 30*time.Second, r.untilSucceeded(4))
 		for _, path := range []string{"/status", "/metrics", "/healthz"} {
 			code, body := httpGet(t, base+path)
 			show(body)
@@ -265,7 +228,7 @@ log:
 	// Refused: the runner retries, one line per attempt, and never gets in.
 	for _, tc := range []struct {
 		name     string
-		srv      *ownRedis
+		srv      *redistest.Server
 		ca       string
 		withCert bool
 		want     *regexp.Regexp
@@ -275,35 +238,21 @@ log:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prefix := "tls-refused-" + strings.ReplaceAll(tc.name, " ", "-")
-			cfg := writeSecConfig(t, "tls-refused", fmt.Sprintf(`redis:
+			cfg := writeFile(t, "", "tls-refused.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
   prefix: %q
   items: [a]
 task:
   command: ["true"]
-`, tc.srv.addr, tlsYAML(tc.ca, tc.withCert), prefix))
-			r := startRunner(t, "runner", nil, "run", "-c", cfg)
-			waitRetries(t, r, 3, tc.want)
-			r.signal(syscall.SIGTERM)
-			code := r.wait(10 * time.Second)
-			out := r.out.String()
-			show(out)
-			if code != 0 {
-				t.Fatalf("runner stopped while retrying exited %d, want 0; output:\n%s", code, out)
-			}
-			for _, s := range []string{"redis answers", "pool items added", "runner started"} {
-				if strings.Contains(out, s) {
-					t.Errorf("the runner got in (%q logged); output:\n%s", s, out)
-				}
-			}
-			n, err := tc.srv.client.Exists(context.Background(), prefix+"|lock-pool|pool").Result()
+`, tc.srv.Addr, tlsYAML(tc.ca, tc.withCert), prefix))
+			run, status := secRefused(t, cfg, nil, tc.want)
+			show(run)
+			show(status)
+			n, err := tc.srv.Client(t).Exists(context.Background(), keyspace.New(prefix, poolName).Members()).Result()
 			if err != nil || n != 0 {
 				t.Errorf("pool set of the refused runner: exists = %d, %v; want 0 (it must never have connected)", n, err)
 			}
-			code, out = runnerCmd(t, nil, "pool", "status", "-c", cfg)
-			show(out)
-			assertOneLineError(t, "pool status", code, out, tc.want)
 		})
 	}
 
@@ -322,47 +271,6 @@ task:
 	if strings.Contains(all, "PRIVATE KEY") {
 		t.Errorf("a PEM private key header appears in the runner's output or admin endpoint")
 	}
-}
-
-// TestE2ESecurityAdminOffUnlessConfigured checks, from the kernel's socket
-// tables, that a runner without admin.listen has no listening socket, nor
-// do its task processes, while one with admin.listen has exactly the one
-// it logged (the control showing the check sees sockets at all).
-func TestE2ESecurityAdminOffUnlessConfigured(t *testing.T) {
-	t.Parallel()
-	if runtime.GOOS != "linux" {
-		t.Fatalf("this test reads /proc and needs Linux, got %s", runtime.GOOS)
-	}
-	off, on := newE2E(t), newE2E(t)
-	items := itemNames(3)
-	rOff := startRunner(t, "runner-admin-off", nil, "run", "-c", off.config("off", items, "worker:\n  concurrency: 2\n", 300*time.Millisecond))
-	rOn := startRunner(t, "runner-admin-on", nil, "run", "-c", on.config("on", items, "worker:\n  concurrency: 2\nadmin:\n  listen: 127.0.0.1:0\n", 300*time.Millisecond))
-	base := adminBase(t, rOn)
-	for _, r := range []*runnerProc{rOff, rOn} {
-		waitFor(t, r.name+" running tasks", 30*time.Second, func() bool {
-			return strings.Contains(r.out.String(), "recorder: began")
-		})
-	}
-	// Sampled while tasks run, so their processes are checked too.
-	offSocks := processTreeSockets(t, rOff.pid())
-	onSocks := processTreeSockets(t, rOn.pid())
-	if len(offSocks.listening) != 0 {
-		t.Errorf("runner without admin.listen listens on %v", offSocks.listening)
-	}
-	if offSocks.connected == 0 {
-		t.Errorf("no connected socket found for the runner without admin.listen: the check cannot see its sockets")
-	}
-	wantOn := []string{"tcp " + strings.TrimPrefix(base, "http://")}
-	if fmt.Sprint(onSocks.listening) != fmt.Sprint(wantOn) {
-		t.Errorf("runner with admin.listen listens on %v, want %v", onSocks.listening, wantOn)
-	}
-	for _, r := range []*runnerProc{rOff, rOn} {
-		r.signal(syscall.SIGTERM)
-		if code := r.wait(20 * time.Second); code != 0 {
-			t.Errorf("%s exited %d after SIGTERM, want 0", r.name, code)
-		}
-	}
-	off.checkLedger(off.events())
 }
 
 // TestE2ESecurityACLPrefixUser runs everything a runner does as a user
@@ -390,12 +298,9 @@ func TestE2ESecurityACLPrefixUser(t *testing.T) {
 			e := newE2E(t)
 			ctx := context.Background()
 			const password = "Acl-Pw-63b1e0"
-			user := "runner-acl-" + strings.NewReplacer(":", "-", "|", "-").Replace(e.prefix)
-			if err := e.client.Do(ctx, aclSetUser(user, password, tc.patterns(e.prefix)...)...).Err(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { e.client.Do(context.Background(), "ACL", "DELUSER", user) })
-			cfg := writeSecConfig(t, "acl", fmt.Sprintf(`redis:
+			user := e.userName("runner-acl")
+			aclUser(t, e.client, user, password, aclRules(tc.patterns(e.prefix)...)...)
+			cfg := writeFile(t, "", "acl.yaml", fmt.Sprintf(`redis:
   addr: %q
   username: %q
   password: %q
@@ -410,11 +315,11 @@ batch:
 `, e.addr, user, password, e.prefix))
 			run := func(want string, args ...string) string {
 				t.Helper()
-				code, out := runnerCmd(t, nil, args...)
-				if code != 0 || !strings.Contains(out, want) {
-					t.Fatalf("runner %s as the ACL user exited %d, want 0 with %q; output:\n%s", strings.Join(args, " "), code, want, out)
+				res := runnerCmd(t, procOpts{}, args...)
+				if res.code != 0 || !strings.Contains(res.out, want) {
+					t.Fatalf("runner %s as the ACL user exited %d, want 0 with %q; output:\n%s", strings.Join(args, " "), res.code, want, res.out)
 				}
-				return out
+				return res.out
 			}
 			run("3 items added", "pool", "add", "-c", cfg, "a", "b", "c")
 			run("batch complete", "run", "-c", cfg, "--mode", "batch")
@@ -422,9 +327,7 @@ batch:
 			run(`"c"`, "pool", "list", "-c", cfg)
 
 			loop := startRunner(t, "runner-loop", nil, "run", "-c", cfg)
-			waitFor(t, "loop-mode runs as the ACL user", 30*time.Second, func() bool {
-				return strings.Count(loop.out.String(), "task succeeded") >= 8
-			})
+			waitFor(t, "loop-mode runs as the ACL user", 30*time.Second, loop.untilSucceeded(8))
 			loop.signal(syscall.SIGTERM)
 			if code := loop.wait(20 * time.Second); code != 0 || !strings.Contains(loop.out.String(), "drained: every lease released") {
 				t.Fatalf("loop runner as the ACL user exited %d, want 0 and drained; output:\n%s", code, loop.out.String())
@@ -495,50 +398,44 @@ batch:
 
 // ---- helpers ----
 
-// writeSecConfig writes a runner config into the test's directory.
-func writeSecConfig(t *testing.T, name, body string) string {
+// secBatch runs the batch of cfg to its end, wanting exit 0 and "batch
+// complete", then "pool status", wanting exit 0 and the batch reported as
+// want. It returns the output of both.
+func secBatch(t *testing.T, env []string, cfg, want string) (run, status string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
+	r := runnerCmd(t, procOpts{env: env}, "run", "-c", cfg)
+	if r.code != 0 || !strings.Contains(r.out, "batch complete") {
+		t.Fatalf("runner run exited %d, want 0 with \"batch complete\"; output:\n%s", r.code, r.out)
 	}
-	return path
+	st := runnerCmd(t, procOpts{env: env}, "pool", "status", "-c", cfg)
+	if st.code != 0 || !strings.Contains(st.out, want) {
+		t.Fatalf("pool status exited %d, want 0 and %q; output:\n%s", st.code, want, st.out)
+	}
+	return r.out, st.out
 }
 
-// runnerCmd runs a short runner command to its end: exit code and output.
-func runnerCmd(t *testing.T, env []string, args ...string) (int, string) {
+// secRefused runs the runner with cfg, which Redis refuses: it must retry,
+// one line per attempt with an error matching want, never get in, and
+// exit 0 on SIGTERM. Then "pool status" (with statusEnv) must fail with
+// one line matching want. It returns the output of both.
+func secRefused(t *testing.T, cfg string, statusEnv []string, want *regexp.Regexp) (run, status string) {
 	t.Helper()
-	p := startRunner(t, "runner "+strings.Join(args, " "), env, args...)
-	code := p.wait(60 * time.Second)
-	return code, p.out.String()
-}
-
-// adminBase waits for the runner to log its admin address.
-func adminBase(t *testing.T, r *runnerProc) string {
-	t.Helper()
-	re := regexp.MustCompile(`admin endpoint listening: addr=(\S+)`)
-	var base string
-	waitFor(t, r.name+" logging its admin address", 20*time.Second, func() bool {
-		if m := re.FindStringSubmatch(r.out.String()); m != nil {
-			base = "http://" + m[1]
+	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	waitRetries(t, r, 3, want)
+	r.signal(syscall.SIGTERM)
+	code := r.wait(10 * time.Second)
+	run = r.out.String()
+	if code != 0 {
+		t.Fatalf("runner stopped while retrying exited %d, want 0; output:\n%s", code, run)
+	}
+	for _, s := range []string{"redis answers", "pool items added", "runner started"} {
+		if strings.Contains(run, s) {
+			t.Errorf("the runner got in (%q logged); output:\n%s", s, run)
 		}
-		return base != ""
-	})
-	return base
-}
-
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	st := runnerCmd(t, procOpts{env: statusEnv}, "pool", "status", "-c", cfg)
+	assertOneLineError(t, "pool status", st, want)
+	return run, st.out
 }
 
 // waitRetries waits for n "redis not reachable, retrying" lines and checks
@@ -554,7 +451,10 @@ func waitRetries(t *testing.T, r *runnerProc, n int, want *regexp.Regexp) {
 		}
 		return out
 	}
-	waitFor(t, fmt.Sprintf("%d retry lines from %s", n, r.name), 30*time.Second, func() bool { return len(retries()) >= n })
+	waitFor(t, fmt.Sprintf("%d retry lines from %s", n, r.name), 30*time.Second, func() (bool, string) {
+		got := retries()
+		return len(got) >= n, fmt.Sprintf("%d: %q", len(got), got)
+	})
 	// Nothing else may interleave, such as go-redis's own logger writing
 	// the same error to stderr again.
 	for _, l := range r.out.lines() {
@@ -569,25 +469,13 @@ func waitRetries(t *testing.T, r *runnerProc, n int, want *regexp.Regexp) {
 	}
 }
 
-// hclogLine is a line of the runner's text log.
-var hclogLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d) \[(TRACE|DEBUG|INFO|WARN|ERROR)\]\s`)
-
 // assertOneLineError checks a failed one-shot command: exit 1 and a single
 // "runner: ..." line matching want.
-func assertOneLineError(t *testing.T, what string, code int, out string, want *regexp.Regexp) {
+func assertOneLineError(t *testing.T, what string, res cmdResult, want *regexp.Regexp) {
 	t.Helper()
-	out = strings.TrimSuffix(out, "\n")
+	code, out := res.code, strings.TrimSuffix(res.out, "\n")
 	if code != 1 || strings.Contains(out, "\n") || !strings.HasPrefix(out, "runner: ") || !want.MatchString(out) {
 		t.Errorf("%s: exit %d with %q; want exit 1 and one \"runner: ...\" line matching %q", what, code, out, want)
-	}
-}
-
-func assertNoSecret(t *testing.T, what, text string, secrets ...string) {
-	t.Helper()
-	for _, s := range secrets {
-		if strings.Contains(text, s) {
-			t.Errorf("a password appears in %s:\n%s", what, text)
-		}
 	}
 }
 
@@ -617,267 +505,6 @@ func aclDenials(t *testing.T, c *redis.Client, user string, expected ...string) 
 		}
 	}
 	return out
-}
-
-// ---- sockets from /proc ----
-
-// socketSummary is what a process tree holds: its listening sockets as
-// "tcp host:port", "udp host:port" or "unix path", and how many connected
-// sockets it has (the control that the check sees anything at all).
-type socketSummary struct {
-	listening []string
-	connected int
-}
-
-// processTreeSockets reads the sockets of pid and of its descendants from
-// /proc/<pid>/fd and the kernel's socket tables. Processes that exit
-// meanwhile are skipped.
-func processTreeSockets(t *testing.T, root int) socketSummary {
-	t.Helper()
-	inodes := map[string]bool{}
-	for _, pid := range processTree(t, root) {
-		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-		if err != nil {
-			continue // exited
-		}
-		for _, fd := range fds {
-			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
-			if ino, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
-				inodes[strings.TrimSuffix(ino, "]")] = true
-			}
-		}
-	}
-	var s socketSummary
-	for _, table := range []string{"tcp", "tcp6", "udp", "udp6"} {
-		for _, f := range procTable(t, root, table) {
-			if len(f) < 10 || !inodes[f[9]] {
-				continue
-			}
-			proto := strings.TrimSuffix(table, "6")
-			listening := f[3] == "0A" // TCP_LISTEN
-			if proto == "udp" {
-				listening = strings.HasSuffix(f[2], ":0000") // bound, not connected
-			}
-			if listening {
-				s.listening = append(s.listening, proto+" "+procAddr(t, f[1]))
-			} else {
-				s.connected++
-			}
-		}
-	}
-	for _, f := range procTable(t, root, "unix") {
-		// Num RefCount Protocol Flags Type St Inode [Path]
-		if len(f) < 7 || !inodes[f[6]] {
-			continue
-		}
-		flags, _ := strconv.ParseUint(f[3], 16, 32)
-		if flags&0x10000 != 0 { // __SO_ACCEPTCON: listening
-			path := "(unnamed)"
-			if len(f) > 7 {
-				path = f[7]
-			}
-			s.listening = append(s.listening, "unix "+path)
-		}
-	}
-	return s
-}
-
-// processTree is root and every process descending from it.
-func processTree(t *testing.T, root int) []int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	children := map[int][]int{}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(fields[1])
-		children[ppid] = append(children[ppid], pid)
-	}
-	tree := []int{root}
-	for i := 0; i < len(tree); i++ {
-		tree = append(tree, children[tree[i]]...)
-	}
-	return tree
-}
-
-// procTable returns the fields of each row of /proc/<pid>/net/<name>.
-func procTable(t *testing.T, pid int, name string) [][]string {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, name))
-	if errors.Is(err, os.ErrNotExist) && strings.HasSuffix(name, "6") {
-		return nil // no IPv6 in this kernel
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var rows [][]string
-	sc := bufio.NewScanner(f)
-	sc.Scan() // header
-	for sc.Scan() {
-		rows = append(rows, strings.Fields(sc.Text()))
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return rows
-}
-
-// procAddr decodes a /proc/net address ("0100007F:1F90": IPv4 as a
-// little-endian word, or IPv6 as four of them) to host:port.
-func procAddr(t *testing.T, s string) string {
-	t.Helper()
-	hexIP, hexPort, _ := strings.Cut(s, ":")
-	port, err := strconv.ParseUint(hexPort, 16, 16)
-	if err != nil || len(hexIP)%8 != 0 {
-		t.Fatalf("bad /proc/net address %q", s)
-	}
-	ip := make(net.IP, 0, len(hexIP)/2)
-	for w := 0; w < len(hexIP); w += 8 {
-		v, err := strconv.ParseUint(hexIP[w:w+8], 16, 32)
-		if err != nil {
-			t.Fatalf("bad /proc/net address %q", s)
-		}
-		ip = append(ip, byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
-	}
-	return net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10))
-}
-
-// ---- a redis-server of our own ----
-
-// ownRedis is a redis-server started by this file, for servers that need a
-// password or speak only TLS.
-type ownRedis struct {
-	addr   string
-	client *redis.Client // as the test's admin: with the password, over TLS
-}
-
-// startOwnRedis starts redis-server on a free loopback port, plain
-// ("--port N") or TLS only ("--port 0 --tls-port N"), with extra args, and
-// waits until a client with opts (password, TLS) gets PONG. The server is
-// stopped when the test ends, and killed with the test binary.
-func startOwnRedis(t *testing.T, opts redis.Options, tlsOnly bool, extra ...string) *ownRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("these tests need redis-server on PATH (apt-get install redis-server): %v", err)
-	}
-	dir := t.TempDir()
-	for attempt := 1; ; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-		l.Close()
-		args := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
-			"--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"}
-		if tlsOnly {
-			args = append(args, "--port", "0", "--tls-port", port)
-		} else {
-			args = append(args, "--port", port)
-		}
-		args = append(args, extra...)
-		cmd := exec.Command(bin, args...)
-		out := &lineBuffer{}
-		cmd.Stdout, cmd.Stderr, cmd.Dir = out, out, dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := startOnLockedThread(cmd); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		stop := func() {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-done
-			}
-		}
-		o := opts
-		o.Addr, o.ContextTimeoutEnabled, o.MaxRetries, o.DialerRetries = net.JoinHostPort("127.0.0.1", port), true, -1, 1
-		c := redis.NewClient(&o)
-		var last error
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			last = c.Ping(ctx).Err()
-			cancel()
-			exited := false
-			select {
-			case <-done:
-				exited = true
-			default:
-			}
-			if last == nil || exited || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if last == nil {
-			t.Cleanup(func() {
-				c.Close()
-				stop()
-			})
-			return &ownRedis{addr: o.Addr, client: c}
-		}
-		c.Close()
-		stop()
-		log := out.String()
-		if strings.Contains(log, "Address already in use") && attempt < 5 {
-			continue
-		}
-		hint := ""
-		if tlsOnly && (strings.Contains(log, "Bad directive") || strings.Contains(log, "tls")) {
-			hint = "\nThis redis-server seems to be built without TLS: install one built with BUILD_TLS=yes " +
-				"(Debian/Ubuntu's redis-server package is: apt-get install redis-server; from source: make BUILD_TLS=yes)."
-		}
-		t.Fatalf("redis-server %s did not answer PING: %v\n--- its output:\n%s%s", strings.Join(args, " "), last, log, hint)
-	}
-}
-
-// startOnLockedThread starts cmd from a thread that never exits: Linux
-// sends the parent-death signal when the forking thread ends, not the
-// process (see internal/redistest).
-func startOnLockedThread(cmd *exec.Cmd) error {
-	lockedStarter.once.Do(func() {
-		lockedStarter.reqs = make(chan *exec.Cmd)
-		lockedStarter.errs = make(chan error)
-		go func() {
-			runtime.LockOSThread() // never unlocked
-			for c := range lockedStarter.reqs {
-				lockedStarter.errs <- c.Start()
-			}
-		}()
-	})
-	lockedStarter.mu.Lock()
-	defer lockedStarter.mu.Unlock()
-	lockedStarter.reqs <- cmd
-	return <-lockedStarter.errs
-}
-
-var lockedStarter struct {
-	once sync.Once
-	mu   sync.Mutex
-	reqs chan *exec.Cmd
-	errs chan error
 }
 
 // ---- test certificates ----

@@ -28,7 +28,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -89,13 +88,9 @@ type sentinelLog struct {
 }
 
 var (
-	sentinelAddrRe    = regexp.MustCompile(`\baddr="?([0-9.:]+)`)
-	sentinelItemRe    = regexp.MustCompile(`\bitem=(\S+)`)
-	sentinelTokenRe   = regexp.MustCompile(`\btoken=(\d+)`)
-	sentinelGenRe     = regexp.MustCompile(`\bgeneration=(\d+)`)
-	sentinelNoticedRe = regexp.MustCompile(`\bnoticed="([^"]+)"`)
-	sentinelQuietRe   = regexp.MustCompile(`\bquiet_until="([^"]+)"`)
-	sentinelReasonRe  = regexp.MustCompile(`lease lost \((\w+)\)`)
+	sentinelAddrRe   = regexp.MustCompile(`\baddr="?([0-9.:]+)`)
+	sentinelGenRe    = regexp.MustCompile(`\bgeneration=(\d+)`)
+	sentinelReasonRe = regexp.MustCompile(`lease lost \((\w+)\)`)
 )
 
 // sentinelLostReason names the allocator.LostReason a lease-lost line
@@ -128,18 +123,12 @@ func readSentinelLog(t *testing.T, rs []*runnerProc) sentinelLog {
 	lostSeen := map[string]bool{}
 	for _, r := range rs {
 		for _, text := range r.out.lines() {
-			stamp, _, _ := strings.Cut(text, " ")
-			at, err := time.Parse(time.RFC3339Nano, stamp)
-			if err != nil {
+			at, ok := logTime(text)
+			if !ok {
 				continue // a task's own output, or a continuation
 			}
 			l := sentinelLine{runner: r.name, at: at, text: text}
-			if m := sentinelItemRe.FindStringSubmatch(text); m != nil {
-				l.item = m[1]
-			}
-			if m := sentinelTokenRe.FindStringSubmatch(text); m != nil {
-				l.token, _ = strconv.ParseInt(m[1], 10, 64)
-			}
+			l.item, l.token = logItemToken(text)
 			switch {
 			case strings.Contains(text, "sentinel: new master="):
 				if m := sentinelAddrRe.FindStringSubmatch(text); m != nil {
@@ -160,13 +149,7 @@ func readSentinelLog(t *testing.T, rs []*runnerProc) sentinelLog {
 				if m := sentinelGenRe.FindStringSubmatch(text); m != nil {
 					l.gen, _ = strconv.Atoi(m[1])
 				}
-				const layout = "2006-01-02 15:04:05.999999999 -0700 MST"
-				if m := sentinelNoticedRe.FindStringSubmatch(text); m != nil {
-					l.noticed, _ = time.Parse(layout, m[1])
-				}
-				if m := sentinelQuietRe.FindStringSubmatch(text); m != nil {
-					l.quiet, _ = time.Parse(layout, m[1])
-				}
+				l.noticed, l.quiet = logTimeField(text, "noticed"), logTimeField(text, "quiet_until")
 				if l.gen == 0 || l.noticed.IsZero() || l.quiet.IsZero() {
 					t.Errorf("%s: cannot read the generation, noticed and quiet_until of %q", r.name, text)
 				}
@@ -219,8 +202,6 @@ func sentinelDump(evs []event, switches []sentinelSwitch) string {
 	return b.String()
 }
 
-func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-
 // TestE2ESentinelFailovers runs 3 runners in loop mode on 8 items (2
 // workers each, tasks sleeping 1s, 2s and 3s, lease_ttl 3s, refresh every
 // 300ms) through Sentinel (one replica), and under that load forces 5
@@ -271,20 +252,20 @@ mode: loop
 	var rs []*runnerProc
 	for i, sleep := range []time.Duration{time.Second, 2 * time.Second, 3 * time.Second} {
 		name := fmt.Sprintf("runner-%d", i+1)
-		rs = append(rs, startRunner(t, name, chaosEnv, "run", "-c", e.config(name, items, workerYAML, sleep)))
+		rs = append(rs, startRunner(t, name, nil, "run", "-c", e.config(name, items, workerYAML, sleep)))
 	}
-	led := &chaosLedger{e: e}
+	led := &ledgerTail{e: e}
 	// At work: every runner has begun a run. (Not "every worker's run
 	// open": on a loaded machine a race-built recorder takes up to 4s to
 	// start, longer than the shortest tasks run.)
-	waitFor(t, "the fleet at work (every runner has begun a run)", 30*time.Second, func() bool {
+	waitFor(t, "the fleet at work (every runner has begun a run)", 30*time.Second, func() (bool, string) {
 		owners := map[int]bool{}
 		for _, ev := range led.read() {
 			if ev.Ev == "begin" {
 				owners[ownerPid(ev.Owner)] = true
 			}
 		}
-		return len(owners) == len(rs)
+		return len(owners) == len(rs), fmt.Sprintf("%d runners began a run", len(owners))
 	})
 	t.Logf("fleet at work %v after the test started", ms(time.Since(testStart)))
 
@@ -319,27 +300,20 @@ mode: loop
 		// period ends; a task's begin a second or more later, the time a
 		// race-built recorder takes to start), so that runs are open
 		// across the next switch.
-		if waitUntil(time.Until(sw.at.Add(resumeBound)), func() bool { return freshBegins(sw) > 0 }) {
-			waitUntil(time.Second, func() bool {
+		if ok, _ := poll("", time.Until(sw.at.Add(resumeBound)), func() (bool, string) { return freshBegins(sw) > 0, "" }); ok {
+			poll("", time.Second, func() (bool, string) {
 				n := 0
 				for _, g := range readSentinelLog(t, rs).grants {
 					if sw.fresh(g.token) {
 						n++
 					}
 				}
-				return n >= 5
+				return n >= 5, ""
 			})
 		}
 	}
 	shutdownAt := e.serverTime()
-	for _, r := range rs {
-		r.signal(syscall.SIGTERM)
-	}
-	for _, r := range rs {
-		if code := r.wait(15 * time.Second); code != 0 {
-			t.Errorf("%s exited %d after SIGTERM", r.name, code)
-		}
-	}
+	stopRunners(t, 15*time.Second, rs...)
 
 	evs := led.read()
 	e.checkLedger(evs)
@@ -652,49 +626,40 @@ type sentinelReplEvent struct {
 // watchReplication polls INFO replication on addrs every 20ms until stop
 // is called, and returns the changes seen (the first state of each server
 // included).
-func watchReplication(addrs []string) (stop func() []sentinelReplEvent) {
-	done, out := make(chan struct{}), make(chan []sentinelReplEvent, 1)
-	go func() {
-		clients := make([]*redis.Client, len(addrs))
-		for i, a := range addrs {
-			clients[i] = redis.NewClient(&redis.Options{Addr: a, ContextTimeoutEnabled: true, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-			defer clients[i].Close()
-		}
-		last := make([]sentinelReplState, len(addrs))
-		var evs []sentinelReplEvent
-		for {
-			for i, c := range clients {
-				st := sentinelReplState{role: "down"}
-				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-				if txt, err := c.Info(ctx, "replication").Result(); err == nil {
-					st.role = ""
-					for _, line := range strings.Split(txt, "\n") {
-						line = strings.TrimSpace(line)
-						if v, ok := strings.CutPrefix(line, "role:"); ok {
-							st.role = v
-						}
-						if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
-							st.online++
-						}
+func watchReplication(t *testing.T, addrs []string) (stop func() []sentinelReplEvent) {
+	clients := make([]*redis.Client, len(addrs))
+	for i, a := range addrs {
+		clients[i] = redis.NewClient(&redis.Options{Addr: a, ContextTimeoutEnabled: true, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+		t.Cleanup(func() { clients[i].Close() })
+	}
+	last := make([]sentinelReplState, len(addrs))
+	var evs []sentinelReplEvent
+	stopPolling := startPolling(t, 20*time.Millisecond, func() {
+		for i, c := range clients {
+			st := sentinelReplState{role: "down"}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			if txt, err := c.Info(ctx, "replication").Result(); err == nil {
+				st.role = ""
+				for _, line := range strings.Split(txt, "\n") {
+					line = strings.TrimSpace(line)
+					if v, ok := strings.CutPrefix(line, "role:"); ok {
+						st.role = v
+					}
+					if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
+						st.online++
 					}
 				}
-				cancel()
-				if st != last[i] || len(evs) < len(addrs) {
-					evs = append(evs, sentinelReplEvent{at: time.Now(), addr: addrs[i], sentinelReplState: st})
-					last[i] = st
-				}
 			}
-			select {
-			case <-done:
-				out <- evs
-				return
-			case <-time.After(20 * time.Millisecond):
+			cancel()
+			if st != last[i] || len(evs) < len(addrs) {
+				evs = append(evs, sentinelReplEvent{at: time.Now(), addr: addrs[i], sentinelReplState: st})
+				last[i] = st
 			}
 		}
-	}()
+	})
 	return func() []sentinelReplEvent {
-		close(done)
-		return <-out
+		stopPolling()
+		return evs
 	}
 }
 
@@ -735,32 +700,29 @@ func TestE2ESentinelMinReplicasAcked(t *testing.T) {
   shutdown_grace: 1s
 mode: loop
 `, ttl), sleep)
-	r := startRunner(t, "runner", chaosEnv, "run", "-c", cfg)
-	led := &chaosLedger{e: e}
+	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	led := &ledgerTail{e: e}
 	var held map[string]event
-	waitFor(t, "both items running", 30*time.Second, func() bool {
+	waitFor(t, "both items running", 30*time.Second, func() (bool, string) {
 		held = openRuns(led.read())
-		return len(held) == 2
+		return len(held) == 2, fmt.Sprintf("running %v", sortedKeys(held))
 	})
-	stopWatch := watchReplication(s.Addrs())
+	stopWatch := watchReplication(t, s.Addrs())
 	sw := sentinelSwitch{n: 1, kind: "failover", requested: e.serverTime()}
 	sw.from, sw.to = s.Failover(t)
 	sw.at = e.serverTime()
 	// The leases in the promoted dataset, read at once.
 	inDataset := map[string]string{}
-	{
-		c := redis.NewClient(&redis.Options{Addr: sw.to, ContextTimeoutEnabled: true})
-		for _, it := range sortedKeys(held) {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			v, err := c.Get(ctx, e.lockKey(it)).Result()
-			pttl, _ := c.PTTL(ctx, e.lockKey(it)).Result()
-			cancel()
-			if err != nil {
-				v = "(" + err.Error() + ")"
-			}
-			inDataset[it] = fmt.Sprintf("%s, pttl %v", v, pttl)
+	newMaster := s.Server(sw.to).Client(t)
+	for _, it := range sortedKeys(held) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		v, err := newMaster.Get(ctx, e.lockKey(it)).Result()
+		pttl, _ := newMaster.PTTL(ctx, e.lockKey(it)).Result()
+		cancel()
+		if err != nil {
+			v = "(" + err.Error() + ")"
 		}
-		c.Close()
+		inDataset[it] = fmt.Sprintf("%s, pttl %v", v, pttl)
 	}
 	t.Logf("failover %s -> %s settled %v after the request; leases on the new master then: %v", sw.from, sw.to, ms(sw.at.Sub(sw.requested)), inDataset)
 
@@ -772,13 +734,13 @@ mode: loop
 		}
 	}
 	finished := map[string]event{}
-	waitFor(t, "the runs open at the failover to finish", time.Until(last)+5*time.Second, func() bool {
+	waitFor(t, "the runs open at the failover to finish", time.Until(last)+5*time.Second, func() (bool, string) {
 		for _, ev := range led.read() {
 			if h, ok := held[ev.Item]; ok && ev.Token == h.Token && ev.Ev != "begin" {
 				finished[ev.Item] = ev
 			}
 		}
-		return len(finished) == len(held)
+		return len(finished) == len(held), fmt.Sprintf("finished: %v", sortedKeys(finished))
 	})
 	repl := stopWatch()
 
@@ -832,21 +794,18 @@ mode: loop
 			resumeFrom = f.at()
 		}
 	}
-	if !waitUntil(time.Until(resumeFrom.Add(ttl+5*time.Second)), func() bool {
+	if ok, _ := poll("", time.Until(resumeFrom.Add(ttl+5*time.Second)), func() (bool, string) {
 		for _, ev := range led.read() {
 			if ev.Ev == "begin" && sw.fresh(ev.Token) {
 				first = ev
-				return true
+				return true, ""
 			}
 		}
-		return false
-	}) {
+		return false, ""
+	}); !ok {
 		t.Errorf("no run began with a new token within %v of the failover, or of the end of the runs open across it", ttl+5*time.Second)
 	}
-	r.signal(syscall.SIGTERM)
-	if code := r.wait(15 * time.Second); code != 0 {
-		t.Errorf("runner exited %d after SIGTERM", code)
-	}
+	stopRunners(t, 15*time.Second, r)
 	evs := led.read()
 	e.checkLedger(evs)
 
@@ -890,11 +849,10 @@ mode: loop
 	// by effects): the runner's first call of each script there fails with
 	// NOSCRIPT, and the WAIT pipelined after it still waits for a replica.
 	{
-		c := redis.NewClient(&redis.Options{Addr: sw.to, ContextTimeoutEnabled: true})
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		var stats []string
 		for _, sec := range []string{"errorstats", "commandstats"} {
-			txt, err := c.Info(ctx, sec).Result()
+			txt, err := newMaster.Info(ctx, sec).Result()
 			if err != nil {
 				stats = append(stats, sec+": "+err.Error())
 				continue
@@ -906,7 +864,6 @@ mode: loop
 			}
 		}
 		cancel()
-		c.Close()
 		t.Logf("on the new master %s: %s", sw.to, strings.Join(stats, "; "))
 	}
 	t.Logf("test took %v", ms(time.Since(testStart)))

@@ -170,7 +170,7 @@ func startClusterNode(t testing.TB, bin string, opts ClusterOptions) (*Server, e
 			// single-node cluster would report "" in CLUSTER SLOTS.
 			"--cluster-announce-ip", "127.0.0.1",
 		}, opts.ServerArgs...)
-		s := &Server{t: t, bin: bin, dir: dir, args: args, clusterPort: bus}
+		s := &Server{t: t, bin: bin, dir: dir, opts: ServerOptions{Args: args}, clusterPort: bus}
 		var p *process
 		if p, err = s.start(port); err == nil {
 			s.adopt(p)

@@ -20,7 +20,9 @@
 //	func TestMain(m *testing.M) { redistest.Main(m) }
 //
 // Tests that need to stop, kill, restart or configure their own server use
-// [StartServer], which always launches a dedicated local redis-server.
+// [StartServer], which always launches a dedicated local redis-server;
+// [StartServerWith] also starts one that asks for a password or speaks
+// only TLS.
 // [StartSentinel] runs a master, its replicas and three sentinels, and can
 // force failovers or crash the master; [StartCluster] runs a Redis Cluster.
 // Both also launch local redis-server processes only.
@@ -39,6 +41,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -127,12 +130,14 @@ func Addr(t testing.TB) string {
 // ContextTimeoutEnabled set. The client is closed when the test finishes.
 func Client(t testing.TB) *redis.Client {
 	t.Helper()
-	return newClient(t, Addr(t))
+	return newClient(t, Addr(t), access{})
 }
 
-func newClient(t testing.TB, addr string) *redis.Client {
+func newClient(t testing.TB, addr string, acc access) *redis.Client {
 	c := redis.NewClient(&redis.Options{
 		Addr:                  addr,
+		Password:              acc.password,
+		TLSConfig:             acc.tls,
 		ContextTimeoutEnabled: true,
 	})
 	t.Cleanup(func() { _ = c.Close() })
@@ -193,7 +198,7 @@ func resolveShared() {
 
 	// (a) REDIS_ADDR.
 	if addr := strings.TrimSpace(os.Getenv("REDIS_ADDR")); addr != "" {
-		if err := waitPing(addr, 3*time.Second, nil); err != nil {
+		if err := waitPing(addr, access{}, 3*time.Second, nil); err != nil {
 			shared.err = fmt.Errorf("REDIS_ADDR=%s does not answer PING: %w", addr, err)
 			return
 		}
@@ -209,7 +214,7 @@ func resolveShared() {
 			shared.err = fmt.Errorf("create temp dir for redis-server: %w", err)
 			return
 		}
-		p, err := startOnFreePort(bin, dir, nil)
+		p, err := startOnFreePort(bin, dir, ServerOptions{})
 		if err != nil {
 			_ = os.RemoveAll(dir)
 			shared.err = err
@@ -299,7 +304,7 @@ func startContainer() (string, func(), error) {
 	}
 	addr, err := ctr.PortEndpoint(ctx, "6379/tcp", "")
 	if err == nil {
-		err = waitPing(addr, startTimeout, nil)
+		err = waitPing(addr, access{}, startTimeout, nil)
 	}
 	if err != nil {
 		terminate()
@@ -320,7 +325,7 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
-	args []string // extra arguments given to StartServer
+	opts ServerOptions // given to StartServerWith
 	// cmdline, if set, is the complete redis-server command line, used
 	// instead of the defaults plus args (sentinels: "<conf> --sentinel").
 	cmdline []string
@@ -341,7 +346,42 @@ type Server struct {
 // PATH the test fails with instructions.
 func StartServer(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
-	s, err := newServer(t, extraArgs)
+	return StartServerWith(t, ServerOptions{Args: extraArgs})
+}
+
+// ServerOptions configure a server started by [StartServerWith]. The zero
+// value is [StartServer]'s server.
+type ServerOptions struct {
+	// Args are appended to the default command line, as StartServer's
+	// extraArgs (e.g. "--appendonly", "yes", or ACL and TLS file options).
+	Args []string
+	// Password, if set, is the default user's password (--requirepass).
+	// The readiness check and [Server.Client] authenticate with it.
+	Password string
+	// TLS, if set, makes the server speak TLS only: it listens on Addr with
+	// --tls-port and has no plain port (--port 0). Args must name its
+	// certificate, key and CA files (--tls-cert-file, --tls-key-file,
+	// --tls-ca-cert-file, and --tls-auth-clients as wanted); TLS is the
+	// client side, used by the readiness check and [Server.Client] (with a
+	// client certificate where the server demands one). The redis-server
+	// on PATH must be built with TLS.
+	TLS *tls.Config
+}
+
+// access is how a client gets in: a password, TLS.
+type access struct {
+	password string
+	tls      *tls.Config
+}
+
+func (o ServerOptions) access() access { return access{password: o.Password, tls: o.TLS} }
+
+// StartServerWith is StartServer with options: a server that asks for a
+// password or speaks only TLS. The server is stopped when the test
+// finishes.
+func StartServerWith(t testing.TB, opts ServerOptions) *Server {
+	t.Helper()
+	s, err := newServer(t, opts)
 	if err != nil {
 		t.Fatalf("redistest: StartServer: %v", err)
 	}
@@ -359,18 +399,19 @@ func redisServerBin(t testing.TB, what string) string {
 	return bin
 }
 
-// newServer starts a dedicated server with the default arguments plus
-// extraArgs in a fresh temporary directory, on a free port, and registers its
-// Stop with t.Cleanup.
-func newServer(t testing.TB, extraArgs []string) (*Server, error) {
+// newServer starts a dedicated server with the default arguments and opts
+// in a fresh temporary directory, on a free port, and registers its Stop
+// with t.Cleanup.
+func newServer(t testing.TB, opts ServerOptions) (*Server, error) {
 	t.Helper()
+	opts.Args = append([]string(nil), opts.Args...)
 	s := &Server{
 		t:    t,
 		bin:  redisServerBin(t, "StartServer"),
 		dir:  t.TempDir(),
-		args: append([]string(nil), extraArgs...),
+		opts: opts,
 	}
-	p, err := startOnFreePort(s.bin, s.dir, s.args)
+	p, err := startOnFreePort(s.bin, s.dir, s.opts)
 	if err != nil {
 		return nil, err
 	}
@@ -396,11 +437,12 @@ func (s *Server) output() string {
 }
 
 // Client returns a new go-redis client connected to the server, with
-// ContextTimeoutEnabled set. The client is closed when the test finishes.
-// It keeps working across [Server.Restart] (it reconnects).
+// ContextTimeoutEnabled set, and the password and TLS configuration of
+// [ServerOptions]. The client is closed when the test finishes. It keeps
+// working across [Server.Restart] (it reconnects).
 func (s *Server) Client(t testing.TB) *redis.Client {
 	t.Helper()
-	return newClient(t, s.Addr)
+	return newClient(t, s.Addr, s.opts.access())
 }
 
 // Stop terminates the server (SIGTERM, then SIGKILL after a few seconds) and
@@ -518,9 +560,9 @@ func (s *Server) StartReplica(t testing.TB, extraArgs ...string) *Server {
 // start launches the server's redis-server on port.
 func (s *Server) start(port int) (*process, error) {
 	if s.cmdline != nil {
-		return launch(s.bin, s.dir, port, s.cmdline)
+		return launch(s.bin, s.dir, port, s.cmdline, access{})
 	}
-	return startRedis(s.bin, s.dir, port, s.args)
+	return startRedis(s.bin, s.dir, port, s.opts)
 }
 
 // serverSet is the servers of a topology (a cluster, a Sentinel set-up).
@@ -559,7 +601,7 @@ var errAddrInUse = errors.New("address already in use")
 
 // startOnFreePort starts redis-server on a free loopback port, retrying with
 // a fresh port if the chosen one was taken in the meantime.
-func startOnFreePort(bin, dir string, extra []string) (*process, error) {
+func startOnFreePort(bin, dir string, opts ServerOptions) (*process, error) {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		var port int
@@ -568,7 +610,7 @@ func startOnFreePort(bin, dir string, extra []string) (*process, error) {
 			return nil, err
 		}
 		var p *process
-		p, err = startRedis(bin, dir, port, extra)
+		p, err = startRedis(bin, dir, port, opts)
 		if err == nil {
 			return p, nil
 		}
@@ -591,11 +633,17 @@ func freePort() (int, error) {
 }
 
 // startRedis launches redis-server on 127.0.0.1:port with the default
-// arguments followed by extra, and waits until it answers PING. On failure
-// the process is gone and the error carries the tail of its output.
-func startRedis(bin, dir string, port int, extra []string) (*process, error) {
-	args := []string{
-		"--port", strconv.Itoa(port),
+// arguments and opts, and waits until it answers PING. On failure the
+// process is gone and the error carries the tail of its output.
+func startRedis(bin, dir string, port int, opts ServerOptions) (*process, error) {
+	listen := []string{"--port", strconv.Itoa(port)}
+	if opts.TLS != nil {
+		listen = []string{"--port", "0", "--tls-port", strconv.Itoa(port)}
+	}
+	if opts.Password != "" {
+		listen = append(listen, "--requirepass", opts.Password)
+	}
+	args := append(listen,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
@@ -603,15 +651,21 @@ func startRedis(bin, dir string, port int, extra []string) (*process, error) {
 		"--daemonize", "no",
 		"--protected-mode", "no",
 		"--loglevel", "warning",
+	)
+	p, err := launch(bin, dir, port, append(args, opts.Args...), opts.access())
+	if err != nil && opts.TLS != nil && strings.Contains(err.Error(), "Bad directive") {
+		err = fmt.Errorf("%w\nThis redis-server seems to be built without TLS: install one built with BUILD_TLS=yes "+
+			"(Debian's redis-server package is; from source: make BUILD_TLS=yes)", err)
 	}
-	return launch(bin, dir, port, append(args, extra...))
+	return p, err
 }
 
 // launch runs bin with exactly args in dir, expecting it to listen on
-// 127.0.0.1:port, and waits until it answers PING. On failure the process is
-// gone and the error carries the tail of its output; it wraps errAddrInUse
-// if the port (or, for a cluster node, its bus port) was taken.
-func launch(bin, dir string, port int, args []string) (*process, error) {
+// 127.0.0.1:port, and waits until it answers PING (through acc). On failure
+// the process is gone and the error carries the tail of its output; it
+// wraps errAddrInUse if the port (or, for a cluster node, its bus port) was
+// taken.
+func launch(bin, dir string, port int, args []string, acc access) (*process, error) {
 	p := &process{
 		port: port,
 		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
@@ -633,7 +687,7 @@ func launch(bin, dir string, port int, args []string) (*process, error) {
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
-	if err := waitPing(p.addr, startTimeout, p.done); err != nil {
+	if err := waitPing(p.addr, acc, startTimeout, p.done); err != nil {
 		p.stop()
 		tail := p.log.String()
 		if strings.Contains(tail, "Address already in use") {
@@ -674,13 +728,13 @@ func (p *process) kill() {
 	<-p.done
 }
 
-// waitPing polls addr with PING until it answers +PONG, the timeout expires,
-// or exited (if non-nil) is closed.
-func waitPing(addr string, timeout time.Duration, exited <-chan struct{}) error {
+// waitPing polls addr with PING (through acc) until it answers +PONG, the
+// timeout expires, or exited (if non-nil) is closed.
+func waitPing(addr string, acc access, timeout time.Duration, exited <-chan struct{}) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for {
-		if last = ping(addr); last == nil {
+		if last = ping(addr, acc); last == nil {
 			return nil
 		}
 		select {
@@ -699,23 +753,43 @@ func waitPing(addr string, timeout time.Duration, exited <-chan struct{}) error 
 	}
 }
 
-// ping sends one inline PING and expects +PONG.
-func ping(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
+// ping sends one PING (after an AUTH with acc's password, over TLS with
+// acc's configuration) and expects +PONG.
+func ping(addr string, acc access) error {
+	d := &net.Dialer{Timeout: time.Second}
+	var conn net.Conn
+	var err error
+	if acc.tls != nil {
+		conn, err = tls.DialWithDialer(d, "tcp", addr, acc.tls)
+	} else {
+		conn, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+	r := bufio.NewReader(conn)
+	if acc.password != "" {
+		auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(acc.password), acc.password)
+		if err := reply(conn, r, auth, "+OK"); err != nil {
+			return fmt.Errorf("AUTH: %w", err)
+		}
+	}
+	return reply(conn, r, "PING\r\n", "+PONG")
+}
+
+// reply sends cmd on conn and expects the one-line answer want from r.
+func reply(conn net.Conn, r *bufio.Reader, cmd, want string) error {
+	if _, err := conn.Write([]byte(cmd)); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		return err
 	}
-	if line = strings.TrimSpace(line); line != "+PONG" {
-		return fmt.Errorf("PING answered %q", line)
+	if line = strings.TrimSpace(line); line != want {
+		return fmt.Errorf("answered %q", line)
 	}
 	return nil
 }

@@ -185,7 +185,7 @@ func StartSentinel(t testing.TB, opts SentinelOptions) *Sentinel {
 	// where it could continue partially.
 	args := append([]string{"--repl-diskless-sync-delay", "0"}, opts.ServerArgs...)
 	for i := 0; i <= opts.Replicas; i++ {
-		srv, err := newServer(t, args)
+		srv, err := newServer(t, ServerOptions{Args: args})
 		if err != nil {
 			t.Fatalf("redistest: StartSentinel: data server %d: %v", i, err)
 		}
