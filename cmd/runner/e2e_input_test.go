@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/lockpool/lockpool/internal/redistest"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -644,7 +645,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 	}
 	t.Logf("pool set - of %d items: %v", n, time.Since(start).Round(time.Millisecond))
 	checkRSS("pool set -", set, setBoundMB)
-	if c, err := client.SCard(ctx, "million|lock-pool|pool").Result(); err != nil || c != n {
+	if c, err := client.SCard(ctx, keyspace.New("million", poolName).Members()).Result(); err != nil || c != n {
 		t.Fatalf("the pool has %d members (err %v), want %d", c, err, n)
 	}
 
@@ -747,7 +748,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 			t.Errorf("a task ran %q (%d times), which is no item", it, c)
 		}
 	}
-	if locked, err := client.Eval(ctx, "return #redis.call('KEYS', ARGV[1])", nil, "million|lock-pool:*").Int(); err != nil || locked != 0 {
+	if locked, err := client.Eval(ctx, "return #redis.call('KEYS', ARGV[1])", nil, keyspace.GlobEscape(keyspace.New("million", poolName).LockPrefix())+"*").Int(); err != nil || locked != 0 {
 		t.Errorf("%d items still locked after the drain (err %v)", locked, err)
 	}
 }
