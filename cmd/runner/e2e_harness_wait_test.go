@@ -4,7 +4,6 @@ package main
 // client (see e2e_harness_test.go).
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -22,19 +21,12 @@ const pollEvery = 10 * time.Millisecond
 // poll calls cond every 10ms until it reports done or within has passed
 // (cond runs at least once), and reports whether it was done. If not, why
 // says what was awaited, what cond saw last and how late this process's
-// timers have been (redistest.Sched), for the failure message.
+// timers have been (redistest.Poll), for the failure message.
 func poll(what string, within time.Duration, cond func() (done bool, seen string)) (ok bool, why string) {
-	start := time.Now()
-	for {
-		done, seen := cond()
-		if done {
-			return true, ""
-		}
-		if time.Since(start) > within {
-			return false, fmt.Sprintf("%s: not within %v; last seen: %s; %s", what, within, seen, redistest.Sched)
-		}
-		time.Sleep(pollEvery)
+	if _, err := redistest.Poll(what, within, pollEvery, cond); err != nil {
+		return false, err.Error()
 	}
+	return true, ""
 }
 
 // waitFor is poll failing the test (t.Fatal) when within passes first.

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -22,15 +23,34 @@ const eventuallyTick = 2 * time.Millisecond
 // that is usually long enough.
 func Eventually(t testing.TB, what string, within time.Duration, cond func() bool) time.Duration {
 	t.Helper()
+	took, err := Poll(what, within, eventuallyTick, func() (bool, string) { return cond(), "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return took
+}
+
+// Poll calls cond every interval until it reports done, and returns how
+// long that took; cond runs at least once. If within passes first, the
+// error says what was awaited, how long, what cond reported seeing last
+// (its second result, when not empty) and the scheduling delay the test
+// process saw ([SchedDelay]). It is the wait under [Eventually], for
+// callers that decide themselves what a timeout means, or whose condition
+// has something to say when it never holds.
+func Poll(what string, within, interval time.Duration, cond func() (done bool, seen string)) (time.Duration, error) {
 	start := time.Now()
 	for {
-		if cond() {
-			return time.Since(start)
+		done, seen := cond()
+		if done {
+			return time.Since(start), nil
 		}
 		if waited := time.Since(start); waited > within {
-			t.Fatalf("waited %v for %s: not within %v (%s)", waited.Round(time.Millisecond), what, within, SchedDelay())
+			if seen != "" {
+				seen = "; last seen: " + seen
+			}
+			return waited, fmt.Errorf("waited %v for %s: not within %v%s (%s)", waited.Round(time.Millisecond), what, within, seen, SchedDelay())
 		}
-		time.Sleep(eventuallyTick)
+		time.Sleep(interval)
 	}
 }
 
