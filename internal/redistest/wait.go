@@ -25,7 +25,7 @@ func Eventually(t testing.TB, what string, within time.Duration, cond func() boo
 	t.Helper()
 	took, err := Poll(what, within, eventuallyTick, func() (bool, string) { return cond(), "" })
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	return took
 }
