@@ -27,6 +27,9 @@
 //
 // Keys of different tests are kept apart with [Prefix]; the shared server is
 // never flushed.
+//
+// Every client this package returns holds each call of a lockpool script to
+// the script's header ([CheckScripts]).
 package redistest
 
 import (
@@ -83,7 +86,8 @@ var shared struct {
 }
 
 // Main runs the tests of a package and then stops any Redis server or
-// container this package started for them, exiting with the tests' status.
+// container this package started for them, exiting with the tests' status,
+// or failing when a script call did not match its header ([CheckScripts]).
 // Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { redistest.Main(m) }
@@ -91,6 +95,9 @@ func Main(m *testing.M) {
 	startSched()
 	code := m.Run()
 	stopShared()
+	if reportScriptMismatches() && code == 0 {
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -129,6 +136,7 @@ func newClient(t testing.TB, addr string) *redis.Client {
 		Addr:                  addr,
 		ContextTimeoutEnabled: true,
 	})
+	CheckScripts(c)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
