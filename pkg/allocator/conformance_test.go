@@ -46,6 +46,7 @@ var cluster struct{ c *redistest.Cluster }
 // the slots of most prefixes, so redirects are followed from the start.
 func clusterClient(t *testing.T) *redis.ClusterClient {
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.c.Addrs()[:1], ContextTimeoutEnabled: true})
+	redistest.CheckScripts(c)
 	t.Cleanup(func() { c.Close() })
 	return c
 }

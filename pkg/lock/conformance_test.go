@@ -35,6 +35,7 @@ var cluster struct{ c *redistest.Cluster }
 // redirects are followed from the start.
 func clusterClient(t *testing.T) *redis.ClusterClient {
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.c.Addrs()[:1], ContextTimeoutEnabled: true})
+	redistest.CheckScripts(c)
 	t.Cleanup(func() { c.Close() })
 	return c
 }

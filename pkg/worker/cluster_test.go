@@ -39,6 +39,7 @@ func clusterClient(t *testing.T, suite string) *redis.ClusterClient {
 	cl := cluster.c[suite]
 	cluster.mu.Unlock()
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()[:1], ContextTimeoutEnabled: true})
+	redistest.CheckScripts(c)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
