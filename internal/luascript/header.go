@@ -224,7 +224,10 @@ func (h *Info) Check(keys, args []string) error {
 			if last.open {
 				more = " or more"
 			}
-			return fmt.Errorf("luascript: %s: the call passes %d %s, the header lists %d%s (n=%d; last: %s)", h.Name, got, list.name, total.at(n), more, n, last.Line)
+			if total.c > 0 {
+				more += fmt.Sprintf(" for n=%d", n)
+			}
+			return fmt.Errorf("luascript: %s: the call passes %d %s, the header lists %d%s (last: %s)", h.Name, got, list.name, total.at(n), more, last.Line)
 		}
 		for i := range list.params {
 			p := &list.params[i]

@@ -169,14 +169,14 @@ func keyspaceNames(info *luascript.Info) error {
 		isKey := strings.HasPrefix(p.Line, "KEYS")
 		if !strings.Contains(p.Template, "<base>") {
 			if isKey {
-				err = fmt.Errorf("redistest: %s: %s: a key's template starts with <base>: every key is a pkg/keyspace name", info.Name, p.Line)
+				err = fmt.Errorf("redistest: %s: header line %q: a key's template starts with <base>: every key is a pkg/keyspace name", info.Name, p.Line)
 				break
 			}
 			continue
 		}
 		name := placeholder.ReplaceAllString(strings.ReplaceAll(p.Template, "<base>", base), "<>")
 		if !keyspaceCatalog[name] {
-			err = fmt.Errorf("redistest: %s: %s: %s is none of pkg/keyspace's names", info.Name, p.Line, p.Template)
+			err = fmt.Errorf("redistest: %s: header line %q: %s is none of pkg/keyspace's names", info.Name, p.Line, p.Template)
 			break
 		}
 	}
