@@ -7,8 +7,9 @@
 // A piece is a Lua fragment that defines one local function of its own
 // name, written once in its own .lua file: the generic ones here (clock,
 // typecheck), the others beside the package whose model they belong to
-// (epoch in internal/epoch, wake in pkg/allocator, rolled and batchend in
-// pkg/worker). A script's body says which pieces it calls in a header line
+// (epoch in internal/epoch, setttl in pkg/lock, wake in pkg/allocator,
+// rolled, batchend and counts in pkg/worker). A script's body says which
+// pieces it calls in a header line
 //
 //	-- uses: clock, epoch
 //
@@ -55,7 +56,10 @@
 //	          <item> must name the same item
 //
 // [Info.Check] holds a call's keys and arguments to that; internal/redistest
-// runs it, through a client hook, on every script call of the tests.
+// runs it, through a client hook, on every script call of the tests. The
+// header is the one statement of a script's parameters, checked against
+// what goes over the wire: call sites pass plain values to Script.Run and
+// declare nothing. Two arguments of one shape (two <ms>) swapped pass.
 package luascript
 
 import (
