@@ -102,9 +102,6 @@ func NewPiece(name, src string) Piece {
 	return Piece{name: name, src: src, uses: usesLine(src)}
 }
 
-// Name is the piece's name, the name of the function it defines.
-func (p Piece) Name() string { return p.name }
-
 // Set is the pieces the scripts of one package may use: the shared ones of
 // this package and the package's own.
 type Set struct{ pieces map[string]Piece }
@@ -120,9 +117,6 @@ func Pieces(own ...Piece) Set {
 	}
 	return s
 }
-
-// New is Pieces().New: a script using shared pieces only, or none.
-func New(name, body string) *redis.Script { return Pieces().New(name, body) }
 
 // New returns the script name ("allocator/acquire.lua": how errors and
 // checks name it): the pieces body's "-- uses:" line names, then body. It
