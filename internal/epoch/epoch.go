@@ -1,6 +1,6 @@
 // Package epoch holds the dataset-continuity check that lockpool's Redis
-// scripts share: a Lua piece prepended to every script that grants a lease
-// or writes under one, and the Go side of its answers. The model (what a
+// scripts share: a Lua piece (internal/luascript) used by every script
+// that grants a lease or writes under one, and the Go side of its answers. The model (what a
 // discontinuity is, the quiet period, the fencing counter's lift and their
 // assumptions) is in epoch.lua's header and in pkg/allocator's package
 // comment.
@@ -13,15 +13,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/lockpool/lockpool/internal/luascript"
 )
 
 //go:embed epoch.lua
 var lua string
 
-// Script returns a script made of the epoch piece followed by body, which
-// may call epoch(...).
-func Script(body string) *redis.Script { return redis.NewScript(lua + "\n" + body) }
+// Piece is the Lua function epoch(...), for scripts whose header says
+// "-- uses: epoch".
+var Piece = luascript.NewPiece("epoch", lua)
 
 // State is what a script reported of the dataset.
 type State struct {

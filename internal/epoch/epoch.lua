@@ -1,7 +1,7 @@
--- epoch: a piece prepended to every script that grants a lease or writes
--- under one (allocator acquire, refresh, release's failure path, sync;
--- worker batch scripts). It notices a discontinuity of the Redis dataset
--- and starts the quiet period that follows one.
+-- epoch: a piece (see internal/luascript) of every script that grants a
+-- lease or writes under one (allocator acquire, refresh, release's failure
+-- path, sync; worker start, finish, drop). It notices a discontinuity of
+-- the Redis dataset and starts the quiet period that follows one.
 --
 -- A discontinuity is anything after which the server may no longer hold
 -- every grant, refresh and token it acknowledged: a restart (from an RDB
@@ -91,9 +91,9 @@ local function epoch(ekey, fkey, ikey, now, now_us, ttl, known, longest)
           end
         end
         if longest <= 0 then
-        longest = 30000 -- no TTL known at all: the allocator's default
-      end
-      quiet = now + longest
+          longest = 30000 -- no TTL known at all: the allocator's default
+        end
+        quiet = now + longest
         local f = tonumber(redis.call('GET', fkey) or '0') or 0
         redis.call('SET', fkey, string.format('%d', math.max(f + 1000000, now_us)))
       end

@@ -50,6 +50,7 @@ func (b *Backend) Client(t testing.TB) redis.UniversalClient {
 		t.Fatalf("redistest: %s backend used before its Start", b.Name)
 	}
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()[:1], ContextTimeoutEnabled: true})
+	CheckScripts(c)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }

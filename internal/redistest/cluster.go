@@ -271,6 +271,7 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 		Addrs:                 c.Addrs(),
 		ContextTimeoutEnabled: true,
 	})
+	CheckScripts(cl)
 	t.Cleanup(func() { _ = cl.Close() })
 	return cl
 }

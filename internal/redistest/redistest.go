@@ -35,6 +35,9 @@
 // they can observe with [Eventually], which reports the scheduling delay
 // ([SchedDelay]) when a wait times out, rather than sleep for a time that
 // is usually long enough.
+//
+// Every client this package returns holds each call of a lockpool script to
+// the script's header ([CheckScripts]).
 package redistest
 
 import (
@@ -92,7 +95,8 @@ var shared struct {
 }
 
 // Main runs the tests of a package and then stops any Redis server or
-// container this package started for them, exiting with the tests' status.
+// container this package started for them, exiting with the tests' status,
+// or failing when a script call did not match its header ([CheckScripts]).
 // Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { redistest.Main(m) }
@@ -100,6 +104,9 @@ func Main(m *testing.M) {
 	startSched()
 	code := m.Run()
 	stopShared()
+	if reportScriptMismatches() && code == 0 {
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -140,6 +147,7 @@ func newClient(t testing.TB, addr string, acc access) *redis.Client {
 		TLSConfig:             acc.tls,
 		ContextTimeoutEnabled: true,
 	})
+	CheckScripts(c)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }

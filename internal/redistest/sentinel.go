@@ -423,6 +423,7 @@ func (s *Sentinel) Client(t testing.TB) *redis.Client {
 		SentinelAddrs:         s.SentinelAddrs(),
 		ContextTimeoutEnabled: true,
 	})
+	CheckScripts(c)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }

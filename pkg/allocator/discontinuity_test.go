@@ -42,6 +42,7 @@ func newMovable(t *testing.T) *movable {
 			return (&net.Dialer{}).DialContext(ctx, network, *m.target.Load())
 		},
 	})
+	redistest.CheckScripts(m.c)
 	t.Cleanup(func() { m.c.Close() })
 	return m
 }

@@ -16,33 +16,37 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lockpool/lockpool/internal/epoch"
+	"github.com/lockpool/lockpool/internal/luascript"
 	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
 var (
-	//go:embed scripts/acquire.lua
-	acquireLua    string
-	acquireScript = epoch.Script(acquireLua)
-
 	//go:embed scripts/wake.lua
 	wakeLua string
+	// pieces are what the allocator's scripts may use (their "-- uses:"
+	// lines say which): the shared ones, epoch and wake.
+	pieces = luascript.Pieces(epoch.Piece, luascript.NewPiece("wake", wakeLua))
+
+	//go:embed scripts/acquire.lua
+	acquireLua    string
+	acquireScript = pieces.New("allocator/acquire.lua", acquireLua)
 
 	//go:embed scripts/release.lua
 	releaseLua    string
-	releaseScript = epoch.Script(wakeLua + "\n" + releaseLua)
+	releaseScript = pieces.New("allocator/release.lua", releaseLua)
 
 	//go:embed scripts/refresh.lua
 	refreshLua    string
-	refreshScript = epoch.Script(refreshLua)
+	refreshScript = pieces.New("allocator/refresh.lua", refreshLua)
 
 	//go:embed scripts/sync.lua
 	syncLua    string
-	syncScript = epoch.Script(wakeLua + "\n" + syncLua)
+	syncScript = pieces.New("allocator/sync.lua", syncLua)
 
 	//go:embed scripts/quarantine.lua
 	quarantineLua    string
-	quarantineScript = redis.NewScript(quarantineLua)
+	quarantineScript = pieces.New("allocator/quarantine.lua", quarantineLua)
 )
 
 // maxCandidates bounds how many index entries one acquire examines.

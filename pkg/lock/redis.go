@@ -12,33 +12,40 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/lockpool/lockpool/internal/luascript"
 	"github.com/lockpool/lockpool/pkg/keyspace"
 )
 
 var (
+	//go:embed scripts/setttl.lua
+	setttlLua string
+	// pieces are what the lock's scripts may use (their "-- uses:" lines
+	// say which): the shared ones and setttl.
+	pieces = luascript.Pieces(luascript.NewPiece("setttl", setttlLua))
+
 	//go:embed scripts/rlock.lua
 	rlockLua    string
-	rlockScript = redis.NewScript(rlockLua)
+	rlockScript = pieces.New("lock/rlock.lua", rlockLua)
 
 	//go:embed scripts/refresh.lua
 	refreshLua    string
-	refreshScript = redis.NewScript(refreshLua)
+	refreshScript = pieces.New("lock/refresh.lua", refreshLua)
 
 	//go:embed scripts/release.lua
 	releaseLua    string
-	releaseScript = redis.NewScript(releaseLua)
+	releaseScript = pieces.New("lock/release.lua", releaseLua)
 
 	//go:embed scripts/replace.lua
 	replaceLua    string
-	replaceScript = redis.NewScript(replaceLua)
+	replaceScript = pieces.New("lock/replace.lua", replaceLua)
 
 	//go:embed scripts/pttl.lua
 	pttlLua    string
-	pttlScript = redis.NewScript(pttlLua)
+	pttlScript = pieces.New("lock/pttl.lua", pttlLua)
 
 	//go:embed scripts/cond.lua
 	condLua    string
-	condScript = redis.NewScript(condLua)
+	condScript = pieces.New("lock/cond.lua", condLua)
 )
 
 // Config configures a Redis-backed lock or pool.

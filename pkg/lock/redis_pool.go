@@ -17,23 +17,23 @@ import (
 var (
 	//go:embed scripts/clear.lua
 	clearLua    string
-	clearScript = redis.NewScript(clearLua)
+	clearScript = pieces.New("lock/clear.lua", clearLua)
 
 	//go:embed scripts/assign.lua
 	assignLua    string
-	assignScript = redis.NewScript(assignLua)
+	assignScript = pieces.New("lock/assign.lua", assignLua)
 
 	//go:embed scripts/healthcheck.lua
 	healthLua    string
-	healthScript = redis.NewScript(healthLua)
+	healthScript = pieces.New("lock/healthcheck.lua", healthLua)
 
 	//go:embed scripts/lockscan.lua
 	lockScanLua    string
-	lockScanScript = redis.NewScript(lockScanLua)
+	lockScanScript = pieces.New("lock/lockscan.lua", lockScanLua)
 
 	//go:embed scripts/itemlocks.lua
 	itemLocksLua    string
-	itemLocksScript = redis.NewScript(itemLocksLua)
+	itemLocksScript = pieces.New("lock/itemlocks.lua", itemLocksLua)
 )
 
 const (

@@ -12,30 +12,41 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lockpool/lockpool/internal/epoch"
+	"github.com/lockpool/lockpool/internal/luascript"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
 var (
-	//go:embed scripts/batch.lua
-	batchLua string
+	//go:embed scripts/rolled.lua
+	rolledLua string
+	//go:embed scripts/batchend.lua
+	batchendLua string
+	//go:embed scripts/counts.lua
+	countsLua string
+	// pieces are what the batch scripts may use (their "-- uses:" lines
+	// say which): the shared ones, epoch, and the batch's own.
+	pieces = luascript.Pieces(epoch.Piece,
+		luascript.NewPiece("rolled", rolledLua),
+		luascript.NewPiece("batchend", batchendLua),
+		luascript.NewPiece("counts", countsLua))
 
 	//go:embed scripts/start.lua
 	startLua    string
-	startScript = epoch.Script(batchLua + "\n" + startLua)
+	startScript = pieces.New("worker/start.lua", startLua)
 
 	//go:embed scripts/finish.lua
 	finishLua    string
-	finishScript = epoch.Script(batchLua + "\n" + finishLua)
+	finishScript = pieces.New("worker/finish.lua", finishLua)
 
 	//go:embed scripts/drop.lua
 	dropLua    string
-	dropScript = epoch.Script(batchLua + "\n" + dropLua)
+	dropScript = pieces.New("worker/drop.lua", dropLua)
 
 	//go:embed scripts/progress.lua
 	progressLua    string
-	progressScript = redis.NewScript(progressLua)
+	progressScript = pieces.New("worker/progress.lua", progressLua)
 )
 
 // maxPending bounds how many items one Pending call returns.

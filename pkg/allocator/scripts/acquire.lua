@@ -1,5 +1,6 @@
 -- acquire: hand out the item that has been available longest, as a fenced
 -- lease, in one atomic step.
+-- uses: clock, epoch
 -- KEYS[1]: the pool's member SET             <base>|pool
 -- KEYS[2]: the availability index ZSET       <base>|alloc:index
 --          (item -> ms since epoch, server time, when it is/was available:
@@ -12,16 +13,21 @@
 --          when last looked at; such locks send no wake-up when removed)
 -- KEYS[7]: the hand-off HASH                 <base>|alloc:reserved
 -- KEYS[8]: the epoch HASH                    <base>|epoch
--- ARGV[1]: lock key prefix '<base>:' (lock keys are ARGV[1] .. item)
+-- ARGV[1]: the lock key prefix               <base>:
+--          (lock keys are ARGV[1] .. item)
 -- ARGV[2]: owner
--- ARGV[3]: lease TTL in ms
+-- ARGV[3]: lease TTL in ms                   <ms>
 -- ARGV[4]: preferred item, or ''
 -- ARGV[5]: binding name, or ''
 -- ARGV[6]: waiter id to register on failure, or '' (TryAcquire)
--- ARGV[7]: most candidates to examine (bounded; the client sends <= 64)
--- ARGV[8]: '1' to lease only the preferred item (ARGV[4]), else ''
--- ARGV[9]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
--- ARGV[10]: the longest lease TTL the caller has used, in ms
+-- ARGV[7]: most candidates to examine        <n>
+--          (bounded; the client sends <= 64)
+-- ARGV[8]: '1' to lease only the preferred   <flag>
+--          item (ARGV[4]), else ''
+-- ARGV[9]: what the caller saw last of the   <known>
+--          dataset: '<gen>:<at>:<id>' or '' (see epoch)
+-- ARGV[10]: the longest lease TTL the        <ms>
+--           caller has used, in ms
 -- Every reply starts {ok, gen, id, quiet_ms, at_ms} (epoch's answer, id ''
 -- when it equals ARGV[9]), then
 --   on success (ok 1): item, token, deadline_ms, now_ms;
@@ -35,9 +41,7 @@
 -- Lock keys are built from ARGV[1]: "any free item" cannot name its key up
 -- front. On a Redis Cluster the pool's prefix carries a hash tag, so they
 -- hash to the slot of KEYS[1] (see pkg/keyspace).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now, now_us = clock()
 local prefix, owner, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local budget = tonumber(ARGV[7])
 local gen, quiet, id, at = epoch(KEYS[8], KEYS[3], KEYS[2], now, now_us, ttl, ARGV[9], tonumber(ARGV[10]))

@@ -1,13 +1,18 @@
 -- refresh: extend many leases at once, each only if still current.
+-- uses: clock, epoch
 -- KEYS[1]: the availability index ZSET        <base>|alloc:index
 -- KEYS[2]: the epoch HASH                     <base>|epoch
 -- KEYS[3]: the fencing counter STRING         <base>|alloc:fence
--- KEYS[4..n+3]: the leases' lock keys
--- ARGV[1]: TTL in ms
--- ARGV[2]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
--- ARGV[3]: the longest lease TTL the caller has used, in ms
--- ARGV[4..n+3]: the leases' lock values, in KEYS order
--- ARGV[n+4..2n+3]: the leases' items, in KEYS order
+-- KEYS[4..n+3]: the leases' lock keys         <base>:<item>
+-- ARGV[1]: TTL in ms                          <ms>
+-- ARGV[2]: what the caller saw last of the    <known>
+--          dataset: '<gen>:<at>:<id>' or '' (see epoch)
+-- ARGV[3]: the longest lease TTL the caller   <ms>
+--          has used, in ms
+-- ARGV[4..n+3]: the leases' lock values, in   <owner>#<token>
+--          KEYS order
+-- ARGV[n+4..2n+3]: the leases' items, in      <item>
+--          KEYS order
 -- Returns {now_ms, gen, id, quiet_ms, at_ms, evicted, one flag per lease}:
 -- epoch's answer (id '' when it equals ARGV[2]); evicted is the server's
 -- evicted_keys when some lease's key is gone, else -1; a flag is 1 when
@@ -15,9 +20,7 @@
 -- another value, -1 when the key is gone.
 -- A refresh is not a grant: a lease that survived a discontinuity stays
 -- current and is extended, during the quiet period too.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now, now_us = clock()
 local ttl = tonumber(ARGV[1])
 local gen, quiet, id, at = epoch(KEYS[2], KEYS[3], KEYS[1], now, now_us, ttl, ARGV[2], tonumber(ARGV[3]))
 local n = #KEYS - 3

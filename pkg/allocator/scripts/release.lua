@@ -1,5 +1,6 @@
 -- release: end a lease if it is still current, make its item available at
 -- once, and wake a bounded number of waiters.
+-- uses: clock, epoch, wake
 -- KEYS[1]: the item's lock key                <base>:<item>
 -- KEYS[2]: the availability index ZSET        <base>|alloc:index
 -- KEYS[3]: the waiter ZSET                    <base>|alloc:waiters
@@ -7,29 +8,32 @@
 --          (waiter -> item released to it)
 -- KEYS[5]: the epoch HASH                     <base>|epoch
 -- KEYS[6]: the fencing counter STRING         <base>|alloc:fence
--- ARGV[1]: the lease's lock value
--- ARGV[2]: the item
--- ARGV[3]: wake channel prefix; a waiter "<proc>:<id>" is told on the
---          sharded channel ARGV[3] .. <proc> with message <id>
--- ARGV[4]: how many live waiters to wake
--- ARGV[5]: the new availability time offset in ms (0 = free now; > 0 =
---          quarantine: the item is held by a marker lock that long)
+-- ARGV[1]: the lease's lock value             <owner>#<token>
+-- ARGV[2]: the item                           <item>
+-- ARGV[3]: wake channel prefix; a waiter      <base>|alloc:wake:
+--          "<proc>:<id>" is told on the sharded channel
+--          ARGV[3] .. <proc> with message <id>
+-- ARGV[4]: how many live waiters to wake      <n>
+-- ARGV[5]: the new availability time offset   <ms>
+--          in ms (0 = free now; > 0 = quarantine: the item is
+--          held by a marker lock that long)
 -- ARGV[6]: the quarantine marker value
--- ARGV[7]: hand-off window in ms: the item is kept for the first woken
---          waiter that long, so a caller that loops straight back into
---          acquire cannot take it from under the waiter it just woke
--- ARGV[8]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
--- ARGV[9]: the longest lease TTL the caller has used, in ms
+-- ARGV[7]: hand-off window in ms: the item    <ms>
+--          is kept for the first woken waiter that long, so a
+--          caller that loops straight back into acquire cannot
+--          take it from under the waiter it just woke
+-- ARGV[8]: what the caller saw last of the    <known>
+--          dataset: '<gen>:<at>:<id>' or '' (see epoch)
+-- ARGV[9]: the longest lease TTL the caller   <ms>
+--          has used, in ms
 -- Returns {1} when the lease was current (and is now ended). Otherwise
 -- {0, gen, id, quiet_ms, at_ms, evicted} when the key holds another value
 -- or {-1, gen, id, quiet_ms, at_ms, evicted} when it is gone: epoch's
 -- answer (checked only then, so that the caller can say why) and the
 -- server's evicted_keys.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now, now_us = clock()
 local cur = redis.call('GET', KEYS[1])
 if cur ~= ARGV[1] then
-  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local gen, quiet, id, at = epoch(KEYS[5], KEYS[6], KEYS[2], now, now_us, 0, ARGV[8], tonumber(ARGV[9]))
   local evicted = tonumber(string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)')) or -1
   local code = 0

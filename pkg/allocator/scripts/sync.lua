@@ -1,6 +1,7 @@
 -- sync: one bounded step of reconciling the availability index with the
 -- pool's member SET, which any client (a Python service's SADD/SREM, too)
 -- may change.
+-- uses: clock, epoch, wake
 -- KEYS[1]: the pool's member SET              <base>|pool
 -- KEYS[2]: the availability index ZSET        <base>|alloc:index
 -- KEYS[3]: the sweep state HASH               <base>|alloc:sync
@@ -10,14 +11,20 @@
 -- KEYS[5]: the hand-off HASH                  <base>|alloc:reserved
 -- KEYS[6]: the epoch HASH                     <base>|epoch
 -- KEYS[7]: the fencing counter STRING         <base>|alloc:fence
--- ARGV[1]: COUNT per step (the client sends <= 1000)
--- ARGV[2]: '1' to start a full sweep even when the counts agree
--- ARGV[3]: wake channel prefix (as in release.lua)
--- ARGV[4]: how many waiters a release wakes; when items were added, each
---          added item wakes that many, at most 64 in all
--- ARGV[5]: rolling step interval in ms
--- ARGV[6]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
--- ARGV[7]: the longest lease TTL the caller has used, in ms
+-- ARGV[1]: COUNT per step (the client sends   <n>
+--          <= 1000)
+-- ARGV[2]: '1' to start a full sweep even     <flag>
+--          when the counts agree
+-- ARGV[3]: wake channel prefix (as in         <base>|alloc:wake:
+--          release.lua)
+-- ARGV[4]: how many waiters a release wakes;  <n>
+--          when items were added, each added item wakes that
+--          many, at most 64 in all
+-- ARGV[5]: rolling step interval in ms        <ms>
+-- ARGV[6]: what the caller saw last of the    <known>
+--          dataset: '<gen>:<at>:<id>' or '' (see epoch)
+-- ARGV[7]: the longest lease TTL the caller   <ms>
+--          has used, in ms
 -- Returns {added, dropped, 1 if a walk is still running else 0, gen, id,
 -- quiet_ms, at_ms} (epoch's answer, id '' when it equals ARGV[6]): every
 -- allocator runs a step per SyncInterval, so a discontinuity is noticed,
@@ -37,9 +44,7 @@
 -- script (WRONGTYPE) before it writes anything.
 local members = redis.call('SCARD', KEYS[1])
 local indexed = redis.call('ZCARD', KEYS[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now, now_us = clock()
 local gen, quiet, id, at = epoch(KEYS[6], KEYS[7], KEYS[2], now, now_us, 0, ARGV[6], tonumber(ARGV[7]))
 
 -- live reports whether the process of waiter w ("<proc>:<id>") listens.

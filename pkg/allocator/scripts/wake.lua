@@ -1,4 +1,4 @@
--- wake: a piece prepended to release.lua and sync.lua.
+-- wake: a piece (see internal/luascript) of release.lua and sync.lua.
 --
 -- wake(wkey, prefix, want) wakes up to want live waiters of the waiter
 -- ZSET wkey ("<proc>:<id>" -> ms registered), oldest first: each is told

@@ -1,7 +1,8 @@
 -- assign: atomically replace a pool's member set with a staged set.
--- KEYS[1]: the pool's member SET
--- KEYS[2]: the staging SET, filled by the client beforehand (may be absent
---          when the new pool is empty)
+-- KEYS[1]: the pool's member SET              <base>|pool
+-- KEYS[2]: the staging SET, filled by the     <base>|pool:assign:<id>
+--          client beforehand (may be absent when the new pool is
+--          empty)
 -- Returns 1. Refuses (WRONGTYPE) when either key holds another type; then
 -- nothing is changed and the staging key is left to expire.
 for i = 1, 2 do

@@ -1,12 +1,15 @@
 -- cond: conditional set or delete, comparing a number with the key's number
 -- with the redis_allocator package's epsilon semantics.
--- KEYS[1]: the lock key
+-- uses: setttl
+-- KEYS[1]: the lock key                       <base>:<key>
 -- ARGV[1]: operator: >, <, >=, <=, == or !=
--- ARGV[2]: the number to compare (decimal, validated by the client)
+-- ARGV[2]: the number to compare (decimal,    <number>
+--          validated by the client)
 -- ARGV[3]: the number to set (ignored when deleting)
--- ARGV[4]: TTL in milliseconds for the set, or -1 for no expiry
--- ARGV[5]: '1' to delete, '0' to set
--- ARGV[6]: epsilon
+-- ARGV[4]: TTL in milliseconds for the set,   <ms>
+--          or -1 for no expiry
+-- ARGV[5]: '1' to delete, '0' to set          <flag>
+-- ARGV[6]: epsilon                            <number>
 -- Returns 1 when it set or deleted (the key was absent or the comparison
 -- held), 0 when the comparison failed, -1 when the key holds a non-number
 -- (nothing written).
@@ -48,11 +51,6 @@ end
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[1])
 else
-  local ttl = tonumber(ARGV[4])
-  if ttl > 0 then
-    redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
-  else
-    redis.call('SET', KEYS[1], ARGV[3])
-  end
+  setttl(KEYS[1], ARGV[3], tonumber(ARGV[4]))
 end
 return 1

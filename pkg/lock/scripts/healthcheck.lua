@@ -1,8 +1,9 @@
 -- healthcheck: one bounded step of counting a pool's locked members.
--- KEYS[1]: the pool's member SET
--- ARGV[1]: SSCAN cursor ('0' to start)
--- ARGV[2]: SSCAN COUNT hint (the client sends at most 1000)
--- ARGV[3]: lock key prefix, '<prefix>|<suffix>:'
+-- KEYS[1]: the pool's member SET              <base>|pool
+-- ARGV[1]: SSCAN cursor ('0' to start)        <n>
+-- ARGV[2]: SSCAN COUNT hint (the client       <n>
+--          sends at most 1000)
+-- ARGV[3]: the lock key prefix                <base>:
 -- Returns {next cursor, members seen, members locked}.
 -- This script reads lock keys it builds from ARGV[3] instead of taking them
 -- in KEYS: a pool-wide count cannot name its keys up front, and shipping

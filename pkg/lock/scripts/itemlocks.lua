@@ -1,8 +1,9 @@
 -- itemlocks: one bounded step of listing a pool's members with lock status.
--- KEYS[1]: the pool's member SET
--- ARGV[1]: SSCAN cursor ('0' to start)
--- ARGV[2]: SSCAN COUNT hint (the client sends at most 1000)
--- ARGV[3]: lock key prefix, '<prefix>|<suffix>:'
+-- KEYS[1]: the pool's member SET              <base>|pool
+-- ARGV[1]: SSCAN cursor ('0' to start)        <n>
+-- ARGV[2]: SSCAN COUNT hint (the client       <n>
+--          sends at most 1000)
+-- ARGV[3]: the lock key prefix                <base>:
 -- Returns {next cursor, {member...}, {1 if locked else 0 ...}}.
 -- Reads lock keys built from ARGV[3], for the reason given in healthcheck.lua.
 local res = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])

@@ -1,11 +1,13 @@
 -- lockscan: one bounded step of walking the keyspace for a pool's lock keys,
 -- the cheaper way to count locked members when the database holds fewer keys
 -- than the pool has members.
--- KEYS[1]: the pool's member SET
--- ARGV[1]: SCAN cursor ('0' to start)
--- ARGV[2]: SCAN COUNT hint (the client sends at most 1000)
+-- KEYS[1]: the pool's member SET              <base>|pool
+-- ARGV[1]: SCAN cursor ('0' to start)         <n>
+-- ARGV[2]: SCAN COUNT hint (the client sends  <n>
+--          at most 1000)
 -- ARGV[3]: SCAN MATCH pattern: the lock key prefix, glob-escaped, then '*'
--- ARGV[4]: length of the lock key prefix, '<prefix>|<suffix>:'
+-- ARGV[4]: length of the lock key prefix,     <n>
+--          '<prefix>|<suffix>:'
 -- Returns {next cursor, {member whose lock key exists...}}; SCAN may return
 -- a key twice, so the client deduplicates.
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[3], 'COUNT', ARGV[2])

@@ -1,5 +1,5 @@
 -- pttl: remaining TTL of a lock key, refusing keys that are not strings.
--- KEYS[1]: the lock key
+-- KEYS[1]: the lock key                       <base>:<key>
 -- Returns PTTL's answer: milliseconds left, -1 for no expiry, -2 when absent.
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'none' and t ~= 'string' then

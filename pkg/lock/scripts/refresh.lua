@@ -1,7 +1,8 @@
 -- refresh: extend a lock only while it still holds the caller's value.
--- KEYS[1]: the lock key
+-- KEYS[1]: the lock key                       <base>:<key>
 -- ARGV[1]: the owner value
--- ARGV[2]: new TTL in milliseconds, or -1 for no expiry
+-- ARGV[2]: new TTL in milliseconds, or -1     <ms>
+--          for no expiry
 -- Returns 1 when extended, 0 when the lock is gone or held by another value.
 local cur = redis.call('GET', KEYS[1])
 if cur ~= ARGV[1] then

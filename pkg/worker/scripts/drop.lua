@@ -1,32 +1,33 @@
 -- drop: take items that have left the pool out of a batch, so a batch
 -- never waits for an item nobody can lease.
--- KEYS[1]: the pool's member SET              <base>|pool
--- KEYS[2]: the batch's pending SET            <base>|batch:<id>:todo
--- KEYS[3]: the batch's done SET               <base>|batch:<id>:done
--- KEYS[4]: the batch's failed SET             <base>|batch:<id>:failed
--- KEYS[5]: the batch's failure count HASH     <base>|batch:<id>:failures
--- KEYS[6]: the batch's meta HASH              <base>|batch:<id>:meta
--- KEYS[7]: the pool's epoch HASH              <base>|epoch
--- KEYS[8]: the allocator's fencing counter    <base>|alloc:fence
--- KEYS[9]: the allocator's availability index <base>|alloc:index
--- ARGV[1]: how long the batch's keys are kept once the last item finished,
---          in ms; 0 keeps them forever
--- ARGV[2]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
--- ARGV[3]: the longest lease TTL the caller has used, in ms
--- ARGV[4..]: items to look at (the caller sends at most 1,000)
+-- uses: typecheck, clock, epoch, rolled, batchend
+-- KEYS[1]: the pool's member SET               <base>|pool
+-- KEYS[2]: the batch's pending SET             <base>|batch:<id>:todo
+-- KEYS[3]: the batch's done SET                <base>|batch:<id>:done
+-- KEYS[4]: the batch's failed SET              <base>|batch:<id>:failed
+-- KEYS[5]: the batch's failure count HASH      <base>|batch:<id>:failures
+-- KEYS[6]: the batch's meta HASH               <base>|batch:<id>:meta
+-- KEYS[7]: the pool's epoch HASH               <base>|epoch
+-- KEYS[8]: the allocator's fencing counter     <base>|alloc:fence
+-- KEYS[9]: the allocator's availability index  <base>|alloc:index
+-- ARGV[1]: how long the batch's keys are kept  <ms>
+--          once the last item finished, in ms; 0 keeps them
+--          forever
+-- ARGV[2]: what the caller saw last of the     <known>
+--          dataset: '<gen>:<at>:<id>' or '' (see epoch)
+-- ARGV[3]: the longest lease TTL the caller    <ms>
+--          has used, in ms
+-- ARGV[4..]: items to look at (the caller      <item>
+--          sends at most 1,000)
 -- Returns {dropped, gen, id, quiet_ms, at_ms}: how many items were
 -- dropped (pending in the batch and no longer members of the pool; a
 -- dropped item leaves the batch's total), then epoch's answer.
-local want = {'set', 'set', 'set', 'set', 'hash', 'hash'}
-for i = 1, #want do
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'none' and t ~= want[i] then
-    return redis.error_reply('WRONGTYPE key ' .. KEYS[i] .. ' holds a ' .. t .. ', want a ' .. want[i])
-  end
+local wrong = typecheck({'set', 'set', 'set', 'set', 'hash', 'hash'})
+if wrong then
+  return wrong
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gen, quiet, id, at = epoch(KEYS[7], KEYS[8], KEYS[9], now, tonumber(t[1]) * 1000000 + tonumber(t[2]), 0, ARGV[2], tonumber(ARGV[3]))
+local now, now_us = clock()
+local gen, quiet, id, at = epoch(KEYS[7], KEYS[8], KEYS[9], now, now_us, 0, ARGV[2], tonumber(ARGV[3]))
 if redis.call('EXISTS', KEYS[6]) == 0 then
   return {0, gen, id, quiet, at}
 end
@@ -40,13 +41,7 @@ for i = 4, #ARGV do
     dropped = dropped + 1
   end
 end
-if dropped > 0 and redis.call('SCARD', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[6], 'finished_ms', now)
-  local retain = tonumber(ARGV[1])
-  if retain > 0 then
-    for i = 2, 6 do
-      redis.call('PEXPIRE', KEYS[i], retain)
-    end
-  end
+if dropped > 0 then
+  batchend(now, ARGV[1])
 end
 return {dropped, gen, id, quiet, at}

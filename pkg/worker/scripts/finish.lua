@@ -1,37 +1,37 @@
 -- finish: record a batch item as done or failed, only while the lease that
 -- ran it is still the item's current lease.
--- KEYS[1]: the item's lock key                <base>:<item>
--- KEYS[2]: the batch's pending SET            <base>|batch:<id>:todo
--- KEYS[3]: the batch's done SET               <base>|batch:<id>:done
--- KEYS[4]: the batch's failed SET             <base>|batch:<id>:failed
--- KEYS[5]: the batch's failure count HASH     <base>|batch:<id>:failures
--- KEYS[6]: the batch's meta HASH              <base>|batch:<id>:meta
--- KEYS[7]: the pool's epoch HASH              <base>|epoch
--- KEYS[8]: the allocator's fencing counter    <base>|alloc:fence
--- KEYS[9]: the allocator's availability index <base>|alloc:index
--- ARGV[1]: the lease's lock value, "<owner>#<token>"
--- ARGV[2]: the item
--- ARGV[3]: '1' to record it done, '0' failed
--- ARGV[4]: how long the batch's keys are kept once the last item finished,
---          in ms; 0 keeps them forever
--- ARGV[5]: the lease's TTL in ms
--- ARGV[6]: '<gen>:<at>:<id>' of the dataset the caller saw last, or '' (see epoch)
--- ARGV[7]: the longest lease TTL the caller has used, in ms
+-- uses: typecheck, clock, epoch, rolled, batchend
+-- KEYS[1]: the item's lock key                 <base>:<item>
+-- KEYS[2]: the batch's pending SET             <base>|batch:<id>:todo
+-- KEYS[3]: the batch's done SET                <base>|batch:<id>:done
+-- KEYS[4]: the batch's failed SET              <base>|batch:<id>:failed
+-- KEYS[5]: the batch's failure count HASH      <base>|batch:<id>:failures
+-- KEYS[6]: the batch's meta HASH               <base>|batch:<id>:meta
+-- KEYS[7]: the pool's epoch HASH               <base>|epoch
+-- KEYS[8]: the allocator's fencing counter     <base>|alloc:fence
+-- KEYS[9]: the allocator's availability index  <base>|alloc:index
+-- ARGV[1]: the lease's lock value              <owner>#<token>
+-- ARGV[2]: the item                            <item>
+-- ARGV[3]: '1' to record it done, '0' failed   <flag>
+-- ARGV[4]: how long the batch's keys are kept  <ms>
+--          once the last item finished, in ms; 0 keeps them
+--          forever
+-- ARGV[5]: the lease's TTL in ms               <ms>
+-- ARGV[6]: what the caller saw last of the     <known>
+--          dataset: '<gen>:<at>:<id>' or '' (see epoch)
+-- ARGV[7]: the longest lease TTL the caller    <ms>
+--          has used, in ms
 -- Returns {recorded, gen, id, quiet_ms, at_ms}: recorded is 1 when
 -- recorded; 0 when the lease is not current or the item is not pending in
 -- the batch (finished already, or no such batch).
 -- Refuses with WRONGTYPE, naming the key, when any key holds another type;
 -- then nothing is written.
-local want = {'string', 'set', 'set', 'set', 'hash', 'hash'}
-for i = 1, #want do
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'none' and t ~= want[i] then
-    return redis.error_reply('WRONGTYPE key ' .. KEYS[i] .. ' holds a ' .. t .. ', want a ' .. want[i])
-  end
+local wrong = typecheck({'string', 'set', 'set', 'set', 'hash', 'hash'})
+if wrong then
+  return wrong
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gen, quiet, id, at = epoch(KEYS[7], KEYS[8], KEYS[9], now, tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))
+local now, now_us = clock()
+local gen, quiet, id, at = epoch(KEYS[7], KEYS[8], KEYS[9], now, now_us, tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))
 if redis.call('EXISTS', KEYS[6]) == 1 then
   rolled(KEYS[6], gen, now)
 end
@@ -46,13 +46,5 @@ if redis.call('SMOVE', KEYS[2], dest, ARGV[2]) == 0 then
   return {0, gen, id, quiet, at}
 end
 redis.call('HDEL', KEYS[5], ARGV[2])
-if redis.call('SCARD', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[6], 'finished_ms', now)
-  local retain = tonumber(ARGV[4])
-  if retain > 0 then
-    for i = 2, 6 do
-      redis.call('PEXPIRE', KEYS[i], retain)
-    end
-  end
-end
+batchend(now, ARGV[4])
 return {1, gen, id, quiet, at}

@@ -1,5 +1,5 @@
--- batch: a piece prepended to the batch scripts that write (start, finish,
--- drop), after epoch.
+-- rolled: a piece (see internal/luascript) of the batch scripts that
+-- write (start, finish, drop).
 --
 -- rolled(meta, gen, now) records in a batch's meta HASH {gen, rollbacks,
 -- rolled_ms} that its state went through a discontinuity of the dataset:
