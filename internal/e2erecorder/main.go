@@ -34,7 +34,7 @@ func main() { os.Exit(record()) }
 // KEYS[1]: the item's lock key   KEYS[2]: ledger LIST   KEYS[3]: fence HASH item -> highest token
 // ARGV[1]: event (begin|end)  ARGV[2]: lease value owner#token  ARGV[3]: item
 // ARGV[4]: token  ARGV[5]: json payload without time
-// ARGV[6]: '1' to require the lease to be current, ” for tokens only
+// ARGV[6]: "1" to require the lease to be current, empty for tokens only
 // A begin is accepted only with a token above every token seen for the
 // item, an end only with the item's highest token; with ARGV[6], either
 // only while the lease is current too. Rejections are recorded too.
