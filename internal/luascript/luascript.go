@@ -18,11 +18,14 @@
 // *redis.Script with one SHA, run with EVALSHA and an EVAL fallback as any
 // other, so a piece costs nothing per call. A script that calls no piece
 // gets none. The line is checked against the body: a script that calls a
-// piece it does not list, or lists one it does not call, or lists one the
-// package's [Set] lacks, panics at init, so every test of the package
-// fails. The line lives in the .lua file, not in Go, so that a reader of
-// the script sees where clock() or epoch(...) come from; the Go side only
-// says which pieces a package has ([Pieces]), as its imports do.
+// piece it does not list, or lists one it does not call, fails [Verify],
+// which internal/redistest runs before any test, and one naming a piece
+// the package's [Set] lacks panics at init; either way every test of the
+// package fails. (Init only joins strings: it runs at every start of every
+// process, the runner's per-task exec wrapper included.) The line lives in
+// the .lua file, not in Go, so that a reader of the script sees where
+// clock() or epoch(...) come from; the Go side only says which pieces a
+// package has ([Pieces]), as its imports do.
 //
 // # Headers
 //
@@ -64,8 +67,8 @@ package luascript
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -120,34 +123,81 @@ func Pieces(own ...Piece) Set {
 
 // New returns the script name ("allocator/acquire.lua": how errors and
 // checks name it): the pieces body's "-- uses:" line names, then body. It
-// registers the script's header for [Lookup]. It panics when the header is
-// malformed, or the uses line names a piece the set lacks or does not
-// match the pieces body calls: scripts are constants, so that is a
-// mistake every test of the package reports.
+// panics when the line names a piece the set lacks, or pieces use each
+// other in a cycle. It runs when a package initialises, that is at every
+// start of every process linking it (the runner's per-task exec wrapper
+// too), so it only joins strings: the header and the uses line are held to
+// the body by [Verify], which the tests run.
 func (s Set) New(name, body string) *redis.Script {
-	h, err := parseHeader(body)
-	if err != nil {
-		panic(fmt.Sprintf("luascript: %s: %v", name, err))
-	}
 	var b strings.Builder
 	if err := s.assemble(&b, body, map[string]int{}); err != nil {
 		panic(fmt.Sprintf("luascript: %s: %v", name, err))
 	}
 	b.WriteString(body)
 	script := redis.NewScript(b.String())
-	h.Name, h.Source = name, b.String()
-	registry.Store(script.Hash(), &h)
+	registry.Store(script.Hash(), &entry{set: s, info: Info{Name: name, Source: b.String()}, body: body})
 	return script
 }
 
-// assemble writes the pieces src uses, each after the pieces it uses, and
-// each once: state is 1 while a piece's own pieces are written, 2 after.
-func (s Set) assemble(b *strings.Builder, src string, state map[string]int) error {
+// entry is a script New made, its header parsed and checked on first use.
+type entry struct {
+	set  Set
+	body string
+	once sync.Once
+	info Info
+	err  error
+}
+
+func (e *entry) load() (*Info, error) {
+	e.once.Do(func() {
+		h, err := parseHeader(e.body)
+		if err == nil {
+			err = e.set.checkUses(e.body)
+		}
+		if err != nil {
+			e.err = fmt.Errorf("luascript: %s: %w", e.info.Name, err)
+			return
+		}
+		e.info.Keys, e.info.Args = h.Keys, h.Args
+	})
+	return &e.info, e.err
+}
+
+// Verify checks every script New made: its header lists KEYS and ARGV in
+// order, each key with a template, and its uses line and those of the
+// pieces it uses name exactly the pieces each calls. internal/redistest
+// runs it before any test, so a malformed script fails every test package
+// that links it.
+func Verify() error {
+	var errs []error
+	registry.Range(func(_, v any) bool {
+		if _, err := v.(*entry).load(); err != nil {
+			errs = append(errs, err)
+		}
+		return true
+	})
+	return errors.Join(errs...)
+}
+
+// checkUses holds the uses line of src, and of every piece it uses, to
+// the pieces each calls.
+func (s Set) checkUses(src string) error {
 	uses := usesLine(src)
 	if err := s.checkCalls(src, uses); err != nil {
 		return err
 	}
 	for _, name := range uses {
+		if err := s.checkUses(s.pieces[name].src); err != nil {
+			return fmt.Errorf("piece %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// assemble writes the pieces src uses, each after the pieces it uses, and
+// each once: state is 1 while a piece's own pieces are written, 2 after.
+func (s Set) assemble(b *strings.Builder, src string, state map[string]int) error {
+	for _, name := range usesLine(src) {
 		p, ok := s.pieces[name]
 		switch {
 		case !ok:
@@ -173,7 +223,7 @@ func (s Set) assemble(b *strings.Builder, src string, state map[string]int) erro
 func (s Set) checkCalls(src string, uses []string) error {
 	code := stripComments(src)
 	for _, name := range s.names() {
-		called := regexp.MustCompile(`(^|[^\w.:])` + name + `\s*\(`).MatchString(code)
+		called := calls(code, name)
 		listed := slices.Contains(uses, name)
 		if called && !listed && !strings.Contains(code, "local function "+name+"(") {
 			return fmt.Errorf("calls %s(...) but its -- uses: line does not list %s", name, name)
@@ -185,6 +235,33 @@ func (s Set) checkCalls(src string, uses []string) error {
 	return nil
 }
 
+// calls reports whether code calls the function name: name, not preceded
+// by a word character, "." or ":" (a field or method of that name), then
+// optional blanks and "(". It scans with strings, not a regexp compiled
+// per name, because it runs at every process start.
+func calls(code, name string) bool {
+	for i := 0; ; {
+		j := strings.Index(code[i:], name)
+		if j < 0 {
+			return false
+		}
+		at := i + j
+		i = at + len(name)
+		if at > 0 {
+			if c := code[at-1]; c == '_' || c == '.' || c == ':' || isAlnum(c) {
+				continue
+			}
+		}
+		if rest := strings.TrimLeft(code[i:], " \t"); strings.HasPrefix(rest, "(") {
+			return true
+		}
+	}
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
 func (s Set) names() []string {
 	names := make([]string, 0, len(s.pieces))
 	for n := range s.pieces {
@@ -194,21 +271,26 @@ func (s Set) names() []string {
 	return names
 }
 
-var usesRE = regexp.MustCompile(`(?m)^--\s*uses:\s*(.*)$`)
-
 // usesLine returns the pieces a "-- uses: a, b" line of src's header names.
 func usesLine(src string) []string {
-	m := usesRE.FindStringSubmatch(header(src))
-	if m == nil {
-		return nil
-	}
-	var names []string
-	for _, n := range strings.Split(m[1], ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			names = append(names, n)
+	for line := range strings.Lines(header(src)) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "--")
+		if !ok {
+			continue
 		}
+		list, ok := strings.CutPrefix(strings.TrimSpace(rest), "uses:")
+		if !ok {
+			continue
+		}
+		var names []string
+		for n := range strings.SplitSeq(list, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				names = append(names, n)
+			}
+		}
+		return names
 	}
-	return names
+	return nil
 }
 
 // header is the leading comment block of src.
@@ -224,23 +306,33 @@ func header(src string) string {
 	return src[:min(end, len(src))]
 }
 
-var commentRE = regexp.MustCompile(`--.*`)
-
 // stripComments drops every "--" comment of src (a string holding "--"
 // would lose its tail too; none of lockpool's scripts has one).
-func stripComments(src string) string { return commentRE.ReplaceAllString(src, "") }
+func stripComments(src string) string {
+	var b strings.Builder
+	for line := range strings.Lines(src) {
+		if code, _, cut := strings.Cut(line, "--"); cut {
+			b.WriteString(code)
+			b.WriteString("\n")
+		} else {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
 
-// registry maps the SHA1 of every script New made to its *Info.
+// registry maps the SHA1 of every script New made to its *entry.
 var registry sync.Map
 
 // Lookup returns the header of the script whose SHA1 (what EVALSHA sends)
-// is sha, if New made it.
+// is sha, if New made it and its header is well formed (see [Verify]).
 func Lookup(sha string) (*Info, bool) {
 	v, ok := registry.Load(sha)
 	if !ok {
 		return nil, false
 	}
-	return v.(*Info), true
+	info, err := v.(*entry).load()
+	return info, err == nil
 }
 
 // LookupSource is Lookup for a script's source (what EVAL sends).

@@ -12,7 +12,8 @@ var (
 	pieceC = NewPiece("cc", "local function cc() return 2 end")
 )
 
-// source returns what s.New(name, body) sends, or the panic it raised.
+// source returns what s.New(name, body) sends, or the panic it raised or
+// the error Verify reports of it.
 func source(s Set, body string) (src string, panicked string) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -20,9 +21,13 @@ func source(s Set, body string) (src string, panicked string) {
 		}
 	}()
 	script := s.New("test.lua", body)
-	info, ok := Lookup(script.Hash())
+	v, ok := registry.Load(script.Hash())
 	if !ok {
 		return "", "not registered"
+	}
+	info, err := v.(*entry).load()
+	if err != nil {
+		return "", err.Error()
 	}
 	return info.Source, ""
 }
@@ -63,7 +68,7 @@ func TestNewRefusesAMismatchedUsesLine(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, p := source(s, tc.body); !strings.Contains(p, tc.panic) {
-				t.Fatalf("New panicked with %q, want a panic containing %q", p, tc.panic)
+				t.Fatalf("New and Verify said %q, want something containing %q", p, tc.panic)
 			}
 		})
 	}

@@ -60,6 +60,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/internal/luascript"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
@@ -102,6 +104,10 @@ var shared struct {
 //	func TestMain(m *testing.M) { redistest.Main(m) }
 func Main(m *testing.M) {
 	startSched()
+	if err := luascript.Verify(); err != nil {
+		fmt.Fprintf(os.Stderr, "redistest: the package's Lua scripts are malformed:\n%v\n", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	stopShared()
 	if reportScriptMismatches() && code == 0 {
