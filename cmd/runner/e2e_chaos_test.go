@@ -228,10 +228,10 @@ func TestE2EChaosSoak(t *testing.T) {
 	// end up to taskSleep after the kill.
 	const taskSleep, killReach = 600 * time.Millisecond, 300 * time.Millisecond
 	// The cooldown keeps workers idle most of the time (20 items, each run
-	// about every 4s, 9 workers), so a dead runner's items are taken as
-	// soon as they expire, and the 2 CPUs are not saturated by starting
+	// about every 4s, 9 workers), so a dead runner's items are mostly taken
+	// soon after they expire, and the 2 CPUs are not saturated by starting
 	// race-built wrappers and recorders (about 5 runs a second, 70ms of CPU
-	// each). A kill waits until that holds (see spare).
+	// each).
 	// Each runner reaches Redis through a proxy of its own, so it can be
 	// partitioned; the recorder and the test talk to Redis directly. The
 	// safety margin (800ms) covers the scheduling delay of a loaded 2-CPU
@@ -275,8 +275,8 @@ func TestE2EChaosSoak(t *testing.T) {
 		at  time.Time // server time, just before the SIGKILL
 	}
 	var killed []chaosKill
-	var takeovers []time.Duration
-	kills, longPauses, notSpare := 0, 0, 0
+	var freed, takeovers []time.Duration
+	kills, longPauses := 0, 0
 	// leases reads every item's lock value (owner#token), by item.
 	keys := make([]string, len(items))
 	for j, it := range items {
@@ -295,38 +295,8 @@ func TestE2EChaosSoak(t *testing.T) {
 		}
 		return out
 	}
-	// spare waits (5s at most) until the runners other than i have an idle
-	// worker for each item runner i holds: the premise of the takeover
-	// bound, which is the lease's expiry and a wake-up, not a wait for a
-	// worker. It does not hold while the fleet starts (every item is free
-	// at once, every worker busy) nor while a loaded machine stretches the
-	// tasks from 600ms to seconds.
-	spare := func(i int) (bool, string) {
-		var seen string
-		ok, _ := poll("", 5*time.Second, func() (bool, string) {
-			busy, held := 0, 0
-			for _, l := range leases() {
-				owner, _, _ := strings.Cut(l, "#")
-				switch pid := ownerPid(owner); {
-				case pid == runners[i].pid():
-					held++
-				case slices.ContainsFunc(runners, func(r *runnerProc) bool { return r.pid() == pid }):
-					busy++
-				}
-			}
-			idle := conc*(len(runners)-1) - busy
-			seen = fmt.Sprintf("%d idle workers for %d items", idle, held)
-			return idle >= held, seen
-		})
-		return ok, seen
-	}
 	kill := func(i int) {
 		v := runners[i]
-		if ok, seen := spare(i); !ok {
-			notSpare++
-			t.Logf("%s not killed: the other runners have no worker free for its items (%s)", v.name, seen)
-			return
-		}
 		// Stopped first, so that it starts no task between the look at its
 		// task groups and its death; its tasks run on.
 		groups := stopRunner(t, v.pid())
@@ -351,14 +321,19 @@ func TestE2EChaosSoak(t *testing.T) {
 		goneAt := e.serverTime()
 		var took []string
 		defer func() {
-			t.Logf("kill %d: %s held %d items; its tasks gone %v after the kill; its items run again after %s",
+			t.Logf("kill %d: %s held %d items; its tasks gone %v after the kill; its items free again after %s",
 				kills, v.name, len(held), goneAt.Sub(killAt).Round(time.Millisecond), strings.Join(took, ", "))
 		}()
-		// The takeover is the next grant: the item's lock holding a newer
-		// token, seen by polling it every 10ms. The next run's begin also
-		// waits for its recorder process to start, which takes seconds on a
-		// loaded machine (a -race binary), so it has a looser bound.
-		granted := e.waitGranted(held, ttl+5*time.Second)
+		// The promise is that a dead holder's items come back: each lock
+		// stops holding the dead lease's value (it expired, or was taken
+		// over) within lease_ttl of the kill, seen by polling every 10ms.
+		// Then the item runs again, with a newer token, once some worker
+		// is free for it: when that is depends on how busy the fleet is
+		// (a loaded machine stretches 600ms tasks to seconds), so it has a
+		// loose bound; how soon an idle waiter takes an expired item is
+		// TestE2EKilledRunnersItemsAreTakenOver's bound.
+		freedAt := e.waitFreed(held, ttl+5*time.Second)
+		granted := e.waitGranted(held, ttl+15*time.Second)
 		for _, it := range sortedKeys(held) {
 			var next event
 			waitFor(t, fmt.Sprintf("item %s of killed %s run again", it, v.name), ttl+15*time.Second, func() (bool, string) {
@@ -372,15 +347,15 @@ func TestE2EChaosSoak(t *testing.T) {
 				}
 				return next.Ev != "", "no begin with a newer token"
 			})
-			d := granted[it].Sub(killAt)
-			takeovers = append(takeovers, d)
-			took = append(took, fmt.Sprintf("%v (began %v)", d.Round(time.Millisecond), next.at().Sub(killAt).Round(time.Millisecond)))
+			f, d := freedAt[it].Sub(killAt), granted[it].Sub(killAt)
+			freed, takeovers = append(freed, f), append(takeovers, d)
+			took = append(took, fmt.Sprintf("%v (granted %v, began %v)", f.Round(time.Millisecond), d.Round(time.Millisecond), next.at().Sub(killAt).Round(time.Millisecond)))
 			switch {
 			case next.Ev != "begin":
 				t.Errorf("item %s of killed %s: the next run's begin was rejected: %+v", it, v.name, next)
-			case d > ttl+takeoverMargin:
-				t.Errorf("item %s of killed %s (token %d) granted again %v after the kill; want within lease_ttl + %v = %v (the grant is seen by polling every 10ms; %v)",
-					it, v.name, held[it], d, takeoverMargin, ttl+takeoverMargin, redistest.Sched)
+			case f > ttl+takeoverMargin:
+				t.Errorf("item %s of killed %s (token %d) free again %v after the kill; want within lease_ttl + %v = %v (seen by polling every 10ms; %v)",
+					it, v.name, held[it], f, takeoverMargin, ttl+takeoverMargin, redistest.Sched)
 			case !next.at().After(goneAt):
 				t.Errorf("item %s of killed %s run again at %v, before its tasks were all gone (%v)", it, v.name, next.at(), goneAt)
 			}
@@ -538,24 +513,18 @@ func TestE2EChaosSoak(t *testing.T) {
 		}
 	}
 
-	slices.Sort(takeovers)
-	var worst, median time.Duration
-	if n := len(takeovers); n > 0 {
-		worst, median = takeovers[n-1], takeovers[n/2]
+	quantiles := func(ds []time.Duration) string {
+		if len(ds) == 0 {
+			return "none"
+		}
+		slices.Sort(ds)
+		return fmt.Sprintf("median %v, worst %v", ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
 	}
 	t.Logf("faults: %d kills, %d partitions, %d freezes (%d longer than lease_ttl %v); %d runners started; %d runs by %d recorder processes; "+
 		"%d writes rejected and %d tasks stopped after a newer token began, all by frozen runners",
 		kills, partitions, len(pauses), longPauses, ttl, spawned, runs, len(pids), rejected, lateTerms)
-	t.Logf("takeover of a killed runner's items: %d items, median %v, worst %v (bounds: median %v, each %v)",
-		len(takeovers), median.Round(time.Millisecond), worst.Round(time.Millisecond), ttl+takeoverMedianMargin, ttl+takeoverMargin)
-	// The typical takeover is the lease's expiry plus a wake-up; a missed
-	// wake-up would show as the allocator's MaxWait (5s) in the median.
-	if len(takeovers) > 0 && median > ttl+takeoverMedianMargin {
-		t.Errorf("median takeover %v after the kill; want within lease_ttl + %v = %v (%v)", median, takeoverMedianMargin, ttl+takeoverMedianMargin, redistest.Sched)
-	}
-	if notSpare > 0 {
-		t.Logf("%d kills left out: the other runners had no worker free within 5s (a loaded machine)", notSpare)
-	}
+	t.Logf("a killed runner's %d items: free again %s (bound %v each); granted again %s",
+		len(freed), quantiles(freed), ttl+takeoverMargin, quantiles(takeovers))
 	if kills == 0 || len(pauses) == 0 || partitions == 0 {
 		t.Errorf("the soak injected %d kills, %d freezes and %d partitions; want every kind (a longer -chaos.duration?)", kills, len(pauses), partitions)
 	}
