@@ -250,6 +250,32 @@ type Allocator struct {
 	wg         sync.WaitGroup
 	closed     chan struct{}
 	once       sync.Once
+	// keeper refreshes the leases of every KeepAlive together.
+	keeper keeper
+}
+
+// refreshChunk is how many leases one refresh script takes at most.
+const refreshChunk = 1000
+
+// refreshBatch is one refresh script for leases (at most refreshChunk), all
+// of TTL ttl: each still current is extended, each found lost is marked
+// lost. It returns, per lease, nil or why it was lost; or the call's error.
+func (a *Allocator) refreshBatch(ctx context.Context, ttl time.Duration, leases []*Lease) ([]error, error) {
+	sent := time.Now()
+	now, vs, rep, err := a.store.refresh(ctx, leases, ttl)
+	if err != nil {
+		return nil, err
+	}
+	lost := make([]error, len(leases))
+	for i, l := range leases {
+		if vs[i] == verdictHeld {
+			l.extended(now.Add(ttl), sent, rep.state.Gen)
+			continue
+		}
+		lost[i] = a.lostError(l, vs[i], rep)
+		l.markLost(lost[i])
+	}
+	return lost, nil
 }
 
 // newTracker follows the dataset for one allocator and reports its
@@ -468,7 +494,7 @@ func (a *Allocator) Quarantine(ctx context.Context, item string, d time.Duration
 // are marked lost and their Refresh returns ErrLeaseLost from then on.
 // Released leases are skipped.
 func (a *Allocator) RefreshAll(ctx context.Context, leases []*Lease) (lost []*Lease, err error) {
-	const chunk = 1000
+	const chunk = refreshChunk
 	var live []*Lease
 	for _, l := range leases {
 		if l != nil && !l.isReleased() {
@@ -484,16 +510,12 @@ func (a *Allocator) RefreshAll(ctx context.Context, leases []*Lease) (lost []*Le
 			byTTL[l.ttl] = append(byTTL[l.ttl], l)
 		}
 		for ttl, group := range byTTL {
-			sent := time.Now()
-			now, vs, rep, err := a.store.refresh(ctx, group, ttl)
+			lostErrs, err := a.refreshBatch(ctx, ttl, group)
 			if err != nil {
 				return lost, fmt.Errorf("allocator: RefreshAll: %w", err)
 			}
 			for i, l := range group {
-				if vs[i] == verdictHeld {
-					l.extended(now.Add(ttl), sent, rep.state.Gen)
-				} else {
-					l.markLost(a.lostError(l, vs[i], rep))
+				if lostErrs[i] != nil {
 					lost = append(lost, l)
 				}
 			}

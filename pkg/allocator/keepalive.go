@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -21,14 +23,20 @@ type KeepAliveOptions struct {
 	OnRefresh func(err error)
 }
 
-// KeepAlive refreshes one lease in the background and reports its loss, in
-// the style of etcd's Session: select on Done, or run work under Context,
-// which is cancelled with cause ErrLeaseLost when the lease is lost.
+// KeepAlive keeps one lease alive in the background and reports its loss,
+// in the style of etcd's Session: select on Done, or run work under
+// Context, which is cancelled with cause ErrLeaseLost when the lease is
+// lost.
 type KeepAlive struct {
-	lease  *Lease
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	done   chan struct{}
+	lease            *Lease
+	interval, margin time.Duration
+	onRefresh        func(error)
+	ctx              context.Context
+	cancel           context.CancelCauseFunc
+	done             chan struct{}
+	// results carries the outcome of each refresh the allocator's keeper
+	// sent for the lease (nil: extended).
+	results chan error
 }
 
 // errStopped is the cause when the keep-alive was stopped by its owner.
@@ -44,6 +52,12 @@ var errStopped = errors.New("allocator: keep-alive stopped")
 // the send; giving up Margin earlier stops the work before any other
 // holder can be granted the item, provided the clocks of this host and the
 // server run at rates that differ by less than Margin/TTL.
+//
+// The refreshes are batched: every keep-alive of one Allocator with the
+// same Interval is refreshed on one ticker, by one script per 1,000 leases
+// of one TTL (Allocator.RefreshAll's step), so a process holding 10,000
+// leases sends 10 scripts per interval, not 10,000. Each lease keeps its
+// own guard and is cancelled on its own.
 func (l *Lease) KeepAlive(ctx context.Context, opts KeepAliveOptions) (*KeepAlive, error) {
 	interval := opts.Interval
 	if interval == 0 {
@@ -60,50 +74,172 @@ func (l *Lease) KeepAlive(ctx context.Context, opts KeepAliveOptions) (*KeepAliv
 		return nil, err
 	}
 	kctx, cancel := context.WithCancelCause(ctx)
-	k := &KeepAlive{lease: l, ctx: kctx, cancel: cancel, done: make(chan struct{})}
-	go k.run(interval, margin, opts.OnRefresh)
+	k := &KeepAlive{lease: l, interval: interval, margin: margin, onRefresh: opts.OnRefresh,
+		ctx: kctx, cancel: cancel, done: make(chan struct{}), results: make(chan error, 1)}
+	l.a.keeper.add(l.a, k)
+	go k.run()
 	return k, nil
 }
 
-func (k *KeepAlive) run(interval, margin time.Duration, onRefresh func(error)) {
+// run is the lease's guard: it waits for the keeper's refresh results, and
+// gives the lease up when none was confirmed in time.
+func (k *KeepAlive) run() {
 	defer close(k.done)
-	ttl := k.lease.ttl
-	guard := time.NewTimer(time.Until(k.lease.safeUntil(margin)))
+	defer k.lease.a.keeper.remove(k)
+	guard := time.NewTimer(time.Until(k.lease.safeUntil(k.margin)))
 	defer guard.Stop()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
 	var lastErr error
 	for {
+		var err error
 		select {
 		case <-k.ctx.Done():
 			return
 		case <-guard.C:
-			e := &LostError{Item: k.lease.item, Reason: LostUnconfirmed, Detail: fmt.Sprintf("none for %v", ttl-margin)}
+			e := &LostError{Item: k.lease.item, Reason: LostUnconfirmed, Detail: fmt.Sprintf("none for %v", k.lease.ttl-k.margin)}
 			if lastErr != nil {
 				e.Detail += "; last error: " + lastErr.Error()
 			}
 			k.cancel(e)
 			return
-		case <-tick.C:
+		case err = <-k.results:
 		}
-		// A refresh confirmed after the guard would fire is worthless.
-		rctx, cancel := context.WithDeadline(k.ctx, k.lease.safeUntil(margin))
-		err := k.lease.Refresh(rctx)
-		cancel()
-		if onRefresh != nil {
-			onRefresh(err)
+		if k.onRefresh != nil {
+			k.onRefresh(err)
 		}
 		switch {
 		case err == nil:
-			guard.Reset(time.Until(k.lease.safeUntil(margin)))
+			guard.Reset(time.Until(k.lease.safeUntil(k.margin)))
 		case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrLeaseReleased):
 			k.cancel(err)
 			return
 		default:
 			lastErr = err
 		}
-		// Other errors (Redis unreachable): try again next tick; the guard
-		// decides when the lease must be given up.
+		// Other errors (Redis unreachable): the keeper tries again next
+		// tick; the guard decides when the lease must be given up.
+	}
+}
+
+// deliver hands the keep-alive a refresh's outcome; an outcome the guard
+// has not read yet is replaced, unless it reported the lease gone.
+func (k *KeepAlive) deliver(err error) {
+	for {
+		select {
+		case k.results <- err:
+			return
+		case <-k.done:
+			return
+		default:
+		}
+		select {
+		case old := <-k.results:
+			if old != nil && (errors.Is(old, ErrLeaseLost) || errors.Is(old, ErrLeaseReleased)) {
+				err = old
+			}
+		default:
+		}
+	}
+}
+
+// keeper refreshes the leases of an allocator's keep-alives: one group per
+// interval, each with one ticker and one goroutine while it has members.
+type keeper struct {
+	mu     sync.Mutex
+	groups map[time.Duration]*keepGroup
+}
+
+type keepGroup struct {
+	members map[*KeepAlive]struct{}
+}
+
+// add makes the group of k's interval refresh k's lease from its next tick
+// on, at most one interval away: the first refresh comes no later than a
+// keep-alive of its own would send it.
+func (kp *keeper) add(a *Allocator, k *KeepAlive) {
+	kp.mu.Lock()
+	defer kp.mu.Unlock()
+	g := kp.groups[k.interval]
+	if g == nil {
+		if kp.groups == nil {
+			kp.groups = map[time.Duration]*keepGroup{}
+		}
+		g = &keepGroup{members: map[*KeepAlive]struct{}{}}
+		kp.groups[k.interval] = g
+		go kp.run(a, k.interval, g)
+	}
+	g.members[k] = struct{}{}
+}
+
+func (kp *keeper) remove(k *KeepAlive) {
+	kp.mu.Lock()
+	defer kp.mu.Unlock()
+	if g := kp.groups[k.interval]; g != nil {
+		delete(g.members, k)
+	}
+}
+
+// run ticks for one group until it has no member left at a tick.
+func (kp *keeper) run(a *Allocator, interval time.Duration, g *keepGroup) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for range tick.C {
+		kp.mu.Lock()
+		if len(g.members) == 0 {
+			delete(kp.groups, interval)
+			kp.mu.Unlock()
+			return
+		}
+		members := make([]*KeepAlive, 0, len(g.members))
+		for k := range g.members {
+			members = append(members, k)
+		}
+		kp.mu.Unlock()
+		a.refreshKept(members)
+	}
+}
+
+// refreshKept refreshes the leases of members, one script per 1,000 leases
+// of one TTL, and tells each keep-alive its outcome.
+func (a *Allocator) refreshKept(members []*KeepAlive) {
+	byTTL := map[time.Duration][]*KeepAlive{}
+	for _, k := range members {
+		if err := k.lease.usable("Refresh"); err != nil {
+			k.deliver(err)
+			continue
+		}
+		byTTL[k.lease.ttl] = append(byTTL[k.lease.ttl], k)
+	}
+	for ttl, group := range byTTL {
+		for part := range slices.Chunk(group, refreshChunk) {
+			a.refreshChunk(ttl, part)
+		}
+	}
+}
+
+// refreshChunk is one refresh script for the leases of part, all of TTL
+// ttl. Its deadline is the latest until which one of them is still safe:
+// a refresh confirmed after every guard fired is worthless.
+func (a *Allocator) refreshChunk(ttl time.Duration, part []*KeepAlive) {
+	leases := make([]*Lease, len(part))
+	var deadline time.Time
+	for i, k := range part {
+		leases[i] = k.lease
+		if d := k.lease.safeUntil(k.margin); d.After(deadline) {
+			deadline = d
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	lost, err := a.refreshBatch(ctx, ttl, leases)
+	for i, k := range part {
+		switch {
+		case err != nil:
+			k.deliver(fmt.Errorf("allocator: Refresh %q: %w", k.lease.item, err))
+		case lost[i] != nil:
+			k.deliver(fmt.Errorf("allocator: Refresh %q: %w", k.lease.item, lost[i]))
+		default:
+			k.deliver(nil)
+		}
 	}
 }
 
