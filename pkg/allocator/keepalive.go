@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // KeepAliveOptions tune Lease.KeepAlive. Zero values mean the defaults.
@@ -209,12 +211,21 @@ func (a *Allocator) refreshKept(members []*KeepAlive) {
 		}
 		byTTL[k.lease.ttl] = append(byTTL[k.lease.ttl], k)
 	}
+	// Up to keeperScripts scripts at once, so that a round over many
+	// leases takes about one script's time, not one per 1,000 leases.
+	var g errgroup.Group
+	g.SetLimit(keeperScripts)
 	for ttl, group := range byTTL {
 		for part := range slices.Chunk(group, refreshChunk) {
-			a.refreshChunk(ttl, part)
+			g.Go(func() error { a.refreshChunk(ttl, part); return nil })
 		}
 	}
+	_ = g.Wait()
 }
+
+// keeperScripts bounds how many refresh scripts one keeper round runs at
+// once.
+const keeperScripts = 4
 
 // refreshChunk is one refresh script for the leases of part, all of TTL
 // ttl. Its deadline is the latest until which one of them is still safe:
