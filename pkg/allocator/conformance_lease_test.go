@@ -229,7 +229,9 @@ var leaseBehaviours = []behaviour{
 		}
 	}},
 	{"refresh-extends", func(t *testing.T, b backend) {
-		const ttl = 400 * time.Millisecond
+		// The lease must outlive the 100ms pause and a loaded machine's
+		// scheduling delay (325ms seen under make test: 400ms was short).
+		const ttl = 2 * time.Second
 		e := setup(t, b, allocator.Config{LeaseTTL: ttl}, "a")
 		l := e.mustTry("w", allocator.AcquireOptions{})
 		d0 := l.Deadline()

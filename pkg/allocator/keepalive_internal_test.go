@@ -45,23 +45,31 @@ func (c *countingStore) counts() (calls, leases, largest int) {
 // stays held, and each still has its own guard: one lease lost is
 // cancelled alone.
 func TestKeepAlivesAreBatched(t *testing.T) {
-	const n, ttl = 10_000, 3 * time.Second
-	items := make([]string, n)
-	for i := range items {
-		items[i] = fmt.Sprintf("item-%05d", i)
+	const ttl = 3 * time.Second
+	itemNames := func(n int) []string {
+		items := make([]string, n)
+		for i := range items {
+			items[i] = fmt.Sprintf("item-%05d", i)
+		}
+		return items
 	}
+	// 10,000 leases in memory; 2,000 on Redis, where granting each is a
+	// script of a -race client and 10,000 of them load a make test run
+	// enough to starve its other timing tests. The batching is the
+	// allocator's, the same for both.
 	for _, b := range []struct {
 		name string
-		new  func(t *testing.T) (*Allocator, lock.Pool)
+		n    int
+		new  func(t *testing.T, items []string) (*Allocator, lock.Pool)
 	}{
-		{"memory", func(t *testing.T) (*Allocator, lock.Pool) {
+		{"memory", 10_000, func(t *testing.T, items []string) (*Allocator, lock.Pool) {
 			pool := newTestPool(t, items...)
 			a, err := NewMemory(pool, Config{LeaseTTL: ttl})
 			redistest.Must(t, err)
 			t.Cleanup(func() { a.Close() })
 			return a, pool
 		}},
-		{"redis", func(t *testing.T) (*Allocator, lock.Pool) {
+		{"redis", 2_000, func(t *testing.T, items []string) (*Allocator, lock.Pool) {
 			// A client without redistest's script check: holding 30,000
 			// arguments a second to their templates under -race is not
 			// what this test measures.
@@ -77,9 +85,9 @@ func TestKeepAlivesAreBatched(t *testing.T) {
 		}},
 	} {
 		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
+			n := b.n
 			ctx := context.Background()
-			base, pool := b.new(t)
+			base, pool := b.new(t, itemNames(n))
 			redistest.Must(t, base.Sync(ctx))
 			// An allocator over base's store whose refreshes are counted.
 			cs := &countingStore{store: base.store}
@@ -110,8 +118,9 @@ func TestKeepAlivesAreBatched(t *testing.T) {
 			intervals := int(time.Since(start)/(ttl/3)) + 1 // a tick may fall on either edge
 			t.Logf("%d leases kept alive: %d refresh scripts in %v (%d intervals of %v), at most %d leases each",
 				n, calls-calls0, time.Since(start).Round(time.Millisecond), intervals-1, ttl/3, largest)
-			if got, most := calls-calls0, 10*intervals; got > most {
-				t.Errorf("%d refresh scripts for %d leases over %d intervals; want at most %d (10 per interval)", got, n, intervals, most)
+			perInterval := (n + refreshChunk - 1) / refreshChunk
+			if got, most := calls-calls0, perInterval*intervals; got > most {
+				t.Errorf("%d refresh scripts for %d leases over %d intervals; want at most %d (%d per interval)", got, n, intervals, most, perInterval)
 			}
 			if largest != refreshChunk || refreshed < n {
 				t.Errorf("largest refresh carried %d leases (want %d), %d refreshed in all (want >= %d)", largest, refreshChunk, refreshed, n)

@@ -117,7 +117,9 @@ func TestMemoryConfig(t *testing.T) {
 
 func TestMemoryReclaimsExpiredEntries(t *testing.T) {
 	p, ctx := newTestMemoryPool(t), context.Background()
-	const ttl = 20 * time.Millisecond
+	// Long enough for the 100 writes and the refreshes below on a loaded
+	// machine (20ms was not, under make test); the sleeps are 3 TTLs.
+	const ttl = 250 * time.Millisecond
 	for i := range 100 {
 		key := "short-" + strconv.Itoa(i)
 		switch i % 4 { // every writer that sets a TTL
