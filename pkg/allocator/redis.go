@@ -57,7 +57,6 @@ const maxCandidates = 64
 // one sharded pub/sub channel per process for wake-ups.
 type redisStore struct {
 	client redis.UniversalClient
-	pool   *lock.RedisLockPool
 	keys   keyspace.Pool
 	// acquireKeys and syncKeys are the KEYS of acquire.lua and sync.lua,
 	// the same for every call.
@@ -109,7 +108,6 @@ func NewRedis(pool *lock.RedisLockPool, cfg Config) (*Allocator, error) {
 	_, _ = rand.Read(id[:])
 	s := &redisStore{
 		client:     client,
-		pool:       pool,
 		keys:       pool.Keys(),
 		proc:       hex.EncodeToString(id[:]),
 		wakeN:      cfg.WakeWaiters,

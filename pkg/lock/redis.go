@@ -87,7 +87,6 @@ type RedisLock struct {
 	Ops
 	client redis.UniversalClient
 	keys   keyspace.Pool
-	prefix string // "<prefix>|<suffix>:"
 	eps    string // the epsilon, formatted once for cond.lua
 }
 
@@ -113,7 +112,6 @@ func newRedisLock(client redis.UniversalClient, cfg Config) *RedisLock {
 	l := &RedisLock{
 		client: client,
 		keys:   keyspace.New(cfg.Prefix, cfg.Suffix),
-		prefix: keyspace.New(cfg.Prefix, cfg.Suffix).LockPrefix(),
 		eps:    formatNumber(cfg.Epsilon),
 	}
 	l.Ops = Ops{l}

@@ -77,10 +77,8 @@ func NewRedisLockPool(client redis.UniversalClient, cfg Config) (*RedisLockPool,
 	if client == nil {
 		return nil, fmt.Errorf("lock: NewRedisLockPool: %w: nil client", ErrInvalidConfig)
 	}
-	return &RedisLockPool{
-		RedisLock: newRedisLock(client, cfg),
-		pool:      keyspace.New(cfg.Prefix, cfg.Suffix).Members(),
-	}, nil
+	l := newRedisLock(client, cfg)
+	return &RedisLockPool{RedisLock: l, pool: l.keys.Members()}, nil
 }
 
 // PoolKey returns the Redis key of the member SET.
@@ -239,7 +237,7 @@ func (p *RedisLockPool) ItemLocks(ctx context.Context) iter.Seq2[ItemLock, error
 	return func(yield func(ItemLock, error) bool) {
 		cursor := "0"
 		for {
-			res, err := itemLocksScript.Run(ctx, p.client, []string{p.pool}, cursor, scanCount, p.prefix).Slice()
+			res, err := itemLocksScript.Run(ctx, p.client, []string{p.pool}, cursor, scanCount, p.keys.LockPrefix()).Slice()
 			if err == nil && len(res) != 3 {
 				err = fmt.Errorf("itemlocks.lua answered %d values, want 3", len(res))
 			}
@@ -299,7 +297,7 @@ func (p *RedisLockPool) countLockedMembers(ctx context.Context) (int64, error) {
 	cursor := "0"
 	var locked int64
 	for {
-		res, err := healthScript.Run(ctx, p.client, []string{p.pool}, cursor, scanCount, p.prefix).Slice()
+		res, err := healthScript.Run(ctx, p.client, []string{p.pool}, cursor, scanCount, p.keys.LockPrefix()).Slice()
 		if err == nil && len(res) != 3 {
 			err = fmt.Errorf("healthcheck.lua answered %d values, want 3", len(res))
 		}
@@ -317,11 +315,11 @@ func (p *RedisLockPool) countLockedMembers(ctx context.Context) (int64, error) {
 // countLockKeys walks the keyspace for this pool's lock keys and counts
 // those whose item is a member.
 func (p *RedisLockPool) countLockKeys(ctx context.Context) (int64, error) {
-	match := keyspace.GlobEscape(p.prefix) + "*"
+	match := keyspace.GlobEscape(p.keys.LockPrefix()) + "*"
 	seen := map[string]struct{}{}
 	cursor := "0"
 	for {
-		res, err := lockScanScript.Run(ctx, p.client, []string{p.pool}, cursor, scanCount, match, len(p.prefix)).Slice()
+		res, err := lockScanScript.Run(ctx, p.client, []string{p.pool}, cursor, scanCount, match, len(p.keys.LockPrefix())).Slice()
 		if err == nil && len(res) != 2 {
 			err = fmt.Errorf("lockscan.lua answered %d values, want 2", len(res))
 		}

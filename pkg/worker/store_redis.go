@@ -73,7 +73,6 @@ const maxPending = 1000
 // concurrent use.
 type RedisStore struct {
 	client redis.UniversalClient
-	pool   *lock.RedisLockPool
 	keys   keyspace.Pool
 	epochs *epoch.Tracker
 }
@@ -112,7 +111,7 @@ func NewRedisStore(pool *lock.RedisLockPool, opts ...StoreOption) (*RedisStore, 
 	// discontinuity it is the first to notice gets its quiet period from
 	// the TTLs the epoch record holds, or, when they were lost with it, 30s
 	// (epoch.lua), which allocators calling meanwhile lengthen to theirs.
-	return &RedisStore{client: pool.Client(), pool: pool, keys: pool.Keys(), epochs: epoch.NewTracker(0, nil)}, nil
+	return &RedisStore{client: pool.Client(), keys: pool.Keys(), epochs: epoch.NewTracker(0, nil)}, nil
 }
 
 // failuresKey is the failure count HASH of a scope: "" for loop mode, else
