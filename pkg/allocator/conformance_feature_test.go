@@ -191,7 +191,10 @@ var featureBehaviours = []behaviour{
 		}
 	}},
 	{"lease-quarantine", func(t *testing.T, b backend) {
-		const d = 300 * time.Millisecond
+		// Long enough that the hold still has more than the 100ms
+		// KeyStatus timeout below left after four calls on a loaded
+		// machine (300ms had not, under make test).
+		const d = time.Second
 		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b")
 		ctx := e.ctx
 		l := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"})
