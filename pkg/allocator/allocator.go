@@ -205,6 +205,21 @@ type report struct {
 	evicted int64
 }
 
+// nextResult is what a next step did: how it found the ended lease (and
+// what it learned of the dataset when the lease was not current), and the
+// grant or miss that followed, with the granted item's failure count.
+type nextResult struct {
+	ended    verdict
+	rep      report
+	g        grant
+	m        miss
+	granted  bool
+	failures int
+	// grantErr is set when a grant was made but not acknowledged by
+	// enough replicas (Config.MinReplicasAcked), and so undone.
+	grantErr error
+}
+
 // retryNow reports whether looking again at once may succeed: items were
 // due but the bounded step only cleaned stale index entries.
 func (m miss) retryNow() bool { return !m.next.IsZero() && !m.next.After(m.now) }
@@ -224,6 +239,10 @@ type store interface {
 	// release ends a current lease: the item is free at once (hold == 0)
 	// or quarantined for hold. It reports what it found of the lease.
 	release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error)
+	// next ends l as release does, applying end.Count to its item's
+	// failure count when the lease is current, then takes a free item as
+	// acquire does without a waiter, in one step.
+	next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string) (nextResult, error)
 	// quarantine holds item for d whoever holds it now.
 	quarantine(ctx context.Context, item string, d time.Duration) error
 	// sync runs one bounded step of reconciling the index with the pool;

@@ -124,6 +124,7 @@ type behaviour struct {
 // behaviourGroups are the suite, by file.
 var behaviourGroups = [][]behaviour{
 	leaseBehaviours,
+	nextBehaviours,
 	waitBehaviours,
 	featureBehaviours,
 	poolBehaviours,

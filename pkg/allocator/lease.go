@@ -34,6 +34,9 @@ type Lease struct {
 	gen int64
 	// lostErr says why the lease was lost, once it was.
 	lostErr error
+	// failures is the item's failure count Next found when granting, or
+	// -1.
+	failures int
 }
 
 type leaseState int
@@ -55,6 +58,7 @@ func (a *Allocator) newLease(owner string, ttl time.Duration, g grant, sent time
 		ttl:       ttl,
 		deadline:  g.deadline,
 		gen:       g.gen,
+		failures:  -1,
 	}
 }
 
@@ -141,6 +145,116 @@ func (l *Lease) Quarantine(ctx context.Context, d time.Duration) error {
 	}
 	return l.end(ctx, "Quarantine", d)
 }
+
+// CountOp says what Lease.Next does to the ended item's failure count.
+type CountOp int
+
+// Count operations.
+const (
+	// CountKeep leaves the count as it is.
+	CountKeep CountOp = iota
+	// CountAdd adds one failure.
+	CountAdd
+	// CountClear forgets the item's failures.
+	CountClear
+)
+
+// arg is the op as next.lua takes it.
+func (c CountOp) arg() string {
+	switch c {
+	case CountAdd:
+		return "add"
+	case CountClear:
+		return "clear"
+	}
+	return ""
+}
+
+// EndOptions says how Lease.Next ends a lease.
+type EndOptions struct {
+	// Hold keeps the item unavailable that long, as Quarantine does; 0
+	// frees it at once, as Release does.
+	Hold time.Duration
+	// Count changes the item's consecutive-failure count, kept beside the
+	// pool (pkg/keyspace's Failures HASH; the in-memory twin for the memory
+	// backend): the count pkg/worker keeps in loop mode. It changes only
+	// when the lease is still current.
+	Count CountOp
+}
+
+// Next ends the lease as Release does (or, with end.Hold, as Quarantine
+// does) and, in the same round trip and atomic step, leases a free item to
+// owner as TryAcquire(ctx, owner, opts) would: a worker going from one item
+// to the next pays one round trip instead of two. opts.Exact is not
+// supported. The new lease's Failures says the item's failure count.
+//
+// ended reports how the lease ended: nil when it was current and is now
+// ended, otherwise the error Release would have returned (ErrLeaseLost,
+// ErrLeaseReleased); the next item is leased either way. err is
+// ErrNoFreeItem when no item was free (next is nil, and the lease is ended
+// all the same), or the call's failure; then next is nil and, when the call
+// may not have reached Redis, ended is the same error. Next does not wait:
+// call Acquire after an ErrNoFreeItem to wait for an item.
+func (l *Lease) Next(ctx context.Context, end EndOptions, owner string, opts AcquireOptions) (next *Lease, ended, err error) {
+	const op = "Next"
+	a := l.a
+	if end.Hold < 0 || (end.Hold > 0 && end.Hold < time.Millisecond) || end.Count < CountKeep || end.Count > CountClear {
+		err := fmt.Errorf("allocator: %s %q: %w: hold %v, count %d", op, l.item, ErrInvalidConfig, end.Hold, end.Count)
+		return nil, err, err
+	}
+	if opts.Exact {
+		err := fmt.Errorf("allocator: %s: %w: Exact is not supported", op, ErrInvalidConfig)
+		return nil, err, err
+	}
+	ttl, err := a.checkAcquire(op, owner, opts)
+	if err != nil {
+		return nil, err, err
+	}
+	l.endMu.Lock()
+	defer l.endMu.Unlock()
+	if ended := l.usable(op); ended != nil {
+		// Nothing to end: only the grant is left to do.
+		next, err := a.TryAcquire(ctx, owner, opts)
+		return next, ended, err
+	}
+	sent := time.Now()
+	r, err := a.store.next(ctx, l, end, owner, ttl, opts.Prefer, opts.Binding)
+	if err != nil {
+		err = fmt.Errorf("allocator: %s %q: %w", op, l.item, err)
+		return nil, err, err
+	}
+	if r.ended == verdictHeld {
+		l.mu.Lock()
+		l.state = leaseReleased
+		l.mu.Unlock()
+	} else {
+		lerr := a.lostError(l, r.ended, r.rep)
+		l.markLost(lerr)
+		ended = fmt.Errorf("allocator: %s %q: %w", op, l.item, lerr)
+	}
+	switch {
+	case r.granted:
+		next = a.newLease(owner, ttl, r.g, sent)
+		next.failures = r.failures
+		return next, ended, nil
+	case r.grantErr != nil:
+		return nil, ended, fmt.Errorf("allocator: %s: %w", op, r.grantErr)
+	case r.m.quiet.Gen > 0:
+		return nil, ended, fmt.Errorf("allocator: %s: %w", op, a.quietErr(r.m.quiet))
+	case r.m.behind || r.m.retryNow():
+		// The index needs a sync step or a second look: TryAcquire does
+		// both.
+		next, err := a.TryAcquire(ctx, owner, opts)
+		return next, ended, err
+	}
+	return nil, ended, fmt.Errorf("allocator: %s: %w", op, ErrNoFreeItem)
+}
+
+// Failures is the item's consecutive-failure count (see EndOptions.Count)
+// as Next found it when it granted the lease in its step; -1 when unknown:
+// the lease came from Acquire or TryAcquire, or Next had to fall back to
+// TryAcquire (after a lease already ended, or to sync the index first).
+func (l *Lease) Failures() int { return l.failures }
 
 func (l *Lease) end(ctx context.Context, op string, hold time.Duration) error {
 	l.endMu.Lock() // a concurrent end that won must not make this one report the lease lost

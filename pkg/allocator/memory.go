@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lockpool/lockpool/internal/epoch"
+	"github.com/lockpool/lockpool/internal/failcount"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -46,13 +47,14 @@ func NewMemory(pool *lock.MemoryLockPool, cfg Config) (*Allocator, error) {
 type memoryStore struct {
 	pool  *lock.MemoryLockPool
 	st    *memoryState
+	fails *failcount.Counts // run:failures
 	wakeN int
 	// handoffMs keeps a released item for the waiter it woke (0: off).
 	handoffMs int64
 }
 
 func newMemoryStore(pool *lock.MemoryLockPool, wakeN int) *memoryStore {
-	return &memoryStore{pool: pool, st: memoryStateOf(pool), wakeN: wakeN}
+	return &memoryStore{pool: pool, st: memoryStateOf(pool), fails: failcount.Of(pool), wakeN: wakeN}
 }
 
 // memoryState is what Redis keeps under <base>|alloc:*, for one pool.
@@ -113,12 +115,17 @@ func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millis
 
 // acquire is acquire.lua.
 func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error) {
-	const op = "acquire"
-	bg, done, err := s.step(ctx, op)
+	bg, done, err := s.step(ctx, "acquire")
 	if err != nil {
 		return grant{}, miss{}, false, err
 	}
 	defer done()
+	return s.grant(bg, owner, ttl, prefer, binding, waiter, exact)
+}
+
+// grant is acquire's step (grant.lua), with the state's mutex held.
+func (s *memoryStore) grant(bg context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error) {
+	const op = "acquire"
 	st := s.st
 
 	t := time.Now()
@@ -344,13 +351,26 @@ func (s *memoryStore) lost(ctx context.Context, item string) (verdict, error) {
 // ends the lease are one atomic pool operation (Release, or Replace for a
 // quarantine), so a direct pool user can never slip in between.
 func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error) {
-	const op = "release"
-	bg, done, err := s.step(ctx, op)
+	bg, done, err := s.step(ctx, "release")
 	if err != nil {
 		return 0, report{}, err
 	}
 	defer done()
+	return s.free(bg, l, hold, CountKeep)
+}
+
+// free is release's step (free.lua), with the state's mutex held: it ends
+// l if it is current, applying count to the item's failure count first.
+func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, count CountOp) (verdict, report, error) {
+	const op = "release"
 	st := s.st
+	if count != CountKeep {
+		// The count changes only under a current lease, as in free.lua.
+		if v, _, err := s.pool.LockValue(bg, l.item); err != nil || v != l.value {
+			return s.releaseFailed(bg, op, l.item, err)
+		}
+		s.fails.Apply(l.item, count == CountAdd)
+	}
 	now := time.Now().UnixMilli()
 	if holdMs := hold.Milliseconds(); holdMs > 0 {
 		ok, err := s.pool.Replace(bg, l.item, l.value, quarantineMarker, msDuration(holdMs))
@@ -375,6 +395,25 @@ func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration)
 
 // releaseFailed reports a release that found the lease not current, or
 // failed with err.
+func (s *memoryStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string) (nextResult, error) {
+	bg, done, err := s.step(ctx, "next")
+	if err != nil {
+		return nextResult{}, err
+	}
+	defer done()
+	var r nextResult
+	if r.ended, r.rep, err = s.free(bg, l, end.Hold, end.Count); err != nil {
+		return nextResult{}, err
+	}
+	if r.g, r.m, r.granted, err = s.grant(bg, owner, ttl, prefer, binding, "", false); err != nil {
+		return nextResult{}, err
+	}
+	if r.granted {
+		r.failures = s.fails.Get(r.g.item)
+	}
+	return r, nil
+}
+
 func (s *memoryStore) releaseFailed(ctx context.Context, op, item string, err error) (verdict, report, error) {
 	if err != nil {
 		return 0, report{}, wrapOp(op, err)

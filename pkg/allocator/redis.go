@@ -24,9 +24,15 @@ import (
 var (
 	//go:embed scripts/wake.lua
 	wakeLua string
+	//go:embed scripts/grant.lua
+	grantLua string
+	//go:embed scripts/free.lua
+	freeLua string
 	// pieces are what the allocator's scripts may use (their "-- uses:"
-	// lines say which): the shared ones, epoch and wake.
-	pieces = luascript.Pieces(epoch.Piece, luascript.NewPiece("wake", wakeLua))
+	// lines say which): the shared ones, epoch, wake, and grant and free,
+	// the bodies of acquire and release, which next runs back to back.
+	pieces = luascript.Pieces(epoch.Piece, luascript.NewPiece("wake", wakeLua),
+		luascript.NewPiece("grant", grantLua), luascript.NewPiece("free", freeLua))
 
 	//go:embed scripts/acquire.lua
 	acquireLua    string
@@ -35,6 +41,10 @@ var (
 	//go:embed scripts/release.lua
 	releaseLua    string
 	releaseScript = pieces.New("allocator/release.lua", releaseLua)
+
+	//go:embed scripts/next.lua
+	nextLua    string
+	nextScript = pieces.New("allocator/next.lua", nextLua)
 
 	//go:embed scripts/refresh.lua
 	refreshLua    string
@@ -277,9 +287,31 @@ func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duratio
 		return grant{}, miss{}, false, s.mapErr("acquire", waitErr)
 	}
 	// With res, waitErr is WAIT's own failure: a grant is undone below.
-	st, err := s.seen(res, 1)
+	g, m, ok, err := s.granted(res, owner)
 	if err != nil {
 		return grant{}, miss{}, false, fmt.Errorf("acquire: %w", err)
+	}
+	if ok && (!acked || waitErr != nil) {
+		return grant{}, miss{}, false, fmt.Errorf("acquire: %w", s.unconfirmed(ctx, g, owner, waitErr))
+	}
+	if waitErr != nil { // a miss whose WAIT failed: nothing to undo
+		return grant{}, miss{}, false, s.mapErr("acquire", waitErr)
+	}
+	return g, m, ok, nil
+}
+
+// unconfirmed ends a grant that not enough replicas acknowledged now
+// rather than at its expiry, and says so.
+func (s *redisStore) unconfirmed(ctx context.Context, g grant, owner string, waitErr error) error {
+	undo := s.undo(ctx, g.item, leaseValue(owner, g.token))
+	return fmt.Errorf("grant of %q: %w%s%s", g.item, ErrNotReplicated, errSuffix(waitErr), undo)
+}
+
+// granted reads grant.lua's reply.
+func (s *redisStore) granted(res []any, owner string) (grant, miss, bool, error) {
+	st, err := s.seen(res, 1)
+	if err != nil {
+		return grant{}, miss{}, false, err
 	}
 	if len(res) == 9 && res[0] == int64(1) {
 		item, _ := res[5].(string)
@@ -287,21 +319,12 @@ func (s *redisStore) acquire(ctx context.Context, owner string, ttl time.Duratio
 		token, err := strconv.ParseInt(tokStr, 10, 64)
 		deadline, _ := res[7].(int64)
 		if err != nil {
-			return grant{}, miss{}, false, fmt.Errorf("acquire: bad token %q: %w", tokStr, err)
+			return grant{}, miss{}, false, fmt.Errorf("bad token %q: %w", tokStr, err)
 		}
-		g := grant{item: item, token: token, deadline: msTime(deadline), gen: st.Gen}
-		if !acked || waitErr != nil {
-			// Not confirmed: end it now rather than at its expiry.
-			undo := s.undo(ctx, item, leaseValue(owner, token))
-			return grant{}, miss{}, false, fmt.Errorf("acquire: grant of %q: %w%s%s", item, ErrNotReplicated, errSuffix(waitErr), undo)
-		}
-		return g, miss{}, true, nil
-	}
-	if waitErr != nil { // a miss whose WAIT failed: nothing to undo
-		return grant{}, miss{}, false, s.mapErr("acquire", waitErr)
+		return grant{item: item, token: token, deadline: msTime(deadline), gen: st.Gen}, miss{}, true, nil
 	}
 	if len(res) != 8 {
-		return grant{}, miss{}, false, fmt.Errorf("acquire: acquire.lua answered %v", res)
+		return grant{}, miss{}, false, fmt.Errorf("grant.lua answered %v", res)
 	}
 	next, _ := res[5].(int64)
 	now, _ := res[6].(int64)
@@ -389,19 +412,63 @@ func (s *redisStore) release(ctx context.Context, l *Lease, hold time.Duration) 
 	if err != nil {
 		return 0, report{}, s.mapErr("release", err)
 	}
+	v, rep, err := s.released(res)
+	if err != nil {
+		return 0, report{}, fmt.Errorf("release: %w", err)
+	}
+	return v, rep, nil
+}
+
+// released reads free.lua's reply.
+func (s *redisStore) released(res []any) (verdict, report, error) {
 	if len(res) == 1 && res[0] == int64(1) {
 		return verdictHeld, report{}, nil
 	}
 	if len(res) != 6 {
-		return 0, report{}, fmt.Errorf("release: release.lua answered %v", res)
+		return 0, report{}, fmt.Errorf("free.lua answered %v", res)
 	}
 	st, err := s.seen(res, 1)
 	if err != nil {
-		return 0, report{}, fmt.Errorf("release: %w", err)
+		return 0, report{}, err
 	}
 	code, _ := res[0].(int64)
 	evicted, _ := res[5].(int64)
 	return verdict(code), report{state: st, evicted: evicted}, nil
+}
+
+func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string) (nextResult, error) {
+	known, longest := s.epochs.Args(ttl)
+	k := s.keys
+	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), k.Failures()}
+	res, acked, waitErr := s.run(ctx, nextScript, keys,
+		l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest,
+		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, maxCandidates)
+	if waitErr != nil && res == nil {
+		return nextResult{}, s.mapErr("next", waitErr)
+	}
+	if len(res) != 3 {
+		return nextResult{}, fmt.Errorf("next: next.lua answered %v", res)
+	}
+	ended, _ := res[0].([]any)
+	granted, _ := res[1].([]any)
+	var r nextResult
+	var err error
+	if r.ended, r.rep, err = s.released(ended); err != nil {
+		return nextResult{}, fmt.Errorf("next: %w", err)
+	}
+	if r.g, r.m, r.granted, err = s.granted(granted, owner); err != nil {
+		return nextResult{}, fmt.Errorf("next: %w", err)
+	}
+	if r.granted && (!acked || waitErr != nil) {
+		// The end stands (a release needs no acknowledgement); the grant
+		// does not.
+		err := s.unconfirmed(ctx, r.g, owner, waitErr)
+		r.g, r.granted, r.grantErr = grant{}, false, err
+		return r, nil
+	}
+	n, _ := res[2].(int64)
+	r.failures = int(n)
+	return r, nil
 }
 
 func (s *redisStore) quarantine(ctx context.Context, item string, d time.Duration) error {

@@ -294,50 +294,59 @@ func (p *Pool) addHeld(d int, ran bool, id int) {
 }
 
 // work is one worker: acquire, run, record, release, until ctx ends or
-// the batch is finished.
+// the batch is finished. In loop mode a run's end and the next grant are
+// one step (Lease.Next): Acquire only runs when that found no free item.
 func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
 	defer p.setState(id, StateStopped, nil)
 	owner := p.cfg.ID + "/w" + strconv.Itoa(id)
 	failures := 0
-	for ctx.Err() == nil {
-		p.setState(id, StateAcquiring, nil)
-		var l *allocator.Lease
-		var err error
-		if b != nil {
-			l, err = b.next(ctx, p, owner)
-		} else {
-			l, err = p.alloc.Acquire(ctx, owner, allocator.AcquireOptions{TTL: p.cfg.LeaseTTL})
-		}
-		switch {
-		case err == nil:
-		case ctx.Err() != nil:
-			return nil
-		case errors.Is(err, errBatchComplete):
-			return nil
-		case fatal(err):
-			p.obs.Acquired(false)
-			p.acquired(err)
-			return fmt.Errorf("worker %d: %w", id, err)
-		default:
-			p.obs.Acquired(false)
-			p.acquired(err)
-			failures++
-			d := backoff(failures, 100*time.Millisecond, maxRetryBackoff)
-			p.log.Warn("cannot acquire an item, retrying", "worker", id, "in", d.Round(time.Millisecond), "error", err)
-			p.setState(id, StateBackoff, nil)
-			sleep(ctx, d)
-			continue
-		}
-		failures = 0
-		p.obs.Acquired(true)
-		p.acquired(nil)
-		if ctx.Err() != nil { // acquired just as the pool began to stop
+	var l *allocator.Lease // granted by the last run's end, in loop mode
+	defer func() {
+		if l != nil { // granted just as the pool began to stop
 			rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 			_ = l.Release(rctx)
 			cancel()
-			return nil
 		}
-		p.runLease(id, owner, l, b)
+	}()
+	for ctx.Err() == nil {
+		if l == nil {
+			p.setState(id, StateAcquiring, nil)
+			var err error
+			if b != nil {
+				l, err = b.next(ctx, p, owner)
+			} else {
+				l, err = p.alloc.Acquire(ctx, owner, allocator.AcquireOptions{TTL: p.cfg.LeaseTTL})
+			}
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, errBatchComplete):
+				return nil
+			case fatal(err):
+				p.obs.Acquired(false)
+				p.acquired(err)
+				return fmt.Errorf("worker %d: %w", id, err)
+			default:
+				p.obs.Acquired(false)
+				p.acquired(err)
+				failures++
+				d := backoff(failures, 100*time.Millisecond, maxRetryBackoff)
+				p.log.Warn("cannot acquire an item, retrying", "worker", id, "in", d.Round(time.Millisecond), "error", err)
+				p.setState(id, StateBackoff, nil)
+				sleep(ctx, d)
+				continue
+			}
+			failures = 0
+			p.obs.Acquired(true)
+			p.acquired(nil)
+			if ctx.Err() != nil {
+				return nil // the deferred release ends l
+			}
+		}
+		cur := l
+		l = nil
+		l = p.runLease(ctx, id, owner, cur, b)
 	}
 	return nil
 }
@@ -349,8 +358,10 @@ func fatal(err error) bool {
 		errors.Is(err, lock.ErrInvalidKey) || errors.Is(err, ErrInvalidBatch) || errors.Is(err, ErrBatchLost)
 }
 
-// runLease runs the task on one leased item and records the result.
-func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
+// runLease runs the task on one leased item and records the result. In
+// loop mode, while ctx has not ended, it returns the next lease, granted in
+// the step that ended this one (nil when none was free).
+func (p *Pool) runLease(ctx context.Context, id int, owner string, l *allocator.Lease, b *batchRun) *allocator.Lease {
 	p.addHeld(1, false, id)
 	defer p.addHeld(-1, true, id)
 	scope := b.scope()
@@ -361,14 +372,18 @@ func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
 		OnRefresh: p.obs.Refreshed,
 	})
 	if err != nil { // shutting down, or the lease is already gone
-		p.finish(p.log.With("item", l.Item(), "worker", id), Job{Item: l.Item(), Token: l.Token(), Owner: owner, Worker: id, Lease: l}, nil, b, OutcomeCancelled, 0)
-		return
+		p.finish(ctx, p.log.With("item", l.Item(), "worker", id), Job{Item: l.Item(), Token: l.Token(), Owner: owner, Worker: id, Lease: l}, nil, b, OutcomeCancelled, 0)
+		return nil
 	}
-	rctx, cancel := context.WithTimeout(ka.Context(), releaseTimeout)
-	fails, err := p.store.Failures(rctx, scope, l.Item())
-	cancel()
-	if err != nil {
-		p.log.Warn("cannot read the item's failure count; counting from 0", "item", l.Item(), "error", err)
+	// Lease.Next read the count in its step; other leases need a look.
+	fails := l.Failures()
+	if fails < 0 {
+		rctx, cancel := context.WithTimeout(ka.Context(), releaseTimeout)
+		fails, err = p.store.Failures(rctx, scope, l.Item())
+		cancel()
+		if err != nil {
+			p.log.Warn("cannot read the item's failure count; counting from 0", "item", l.Item(), "error", err)
+		}
 	}
 	job := Job{Item: l.Item(), Token: l.Token(), Owner: owner, Worker: id, Attempt: fails + 1, Lease: l}
 	log := p.log.With("item", job.Item, "worker", id, "token", job.Token)
@@ -420,7 +435,7 @@ func (p *Pool) runLease(id int, owner string, l *allocator.Lease, b *batchRun) {
 	if lost {
 		runErr = context.Cause(ka.Context())
 	}
-	p.finish(log, job, runErr, b, outcome, took)
+	return p.finish(ctx, log, job, runErr, b, outcome, took)
 }
 
 // safeRun runs the task, turning a panic into an error.
@@ -435,24 +450,18 @@ func (p *Pool) safeRun(ctx context.Context, job Job, log hclog.Logger) (err erro
 }
 
 // finish records the run's result and ends the lease: released, held for
-// the cooldown or a retry backoff, or quarantined.
-func (p *Pool) finish(log hclog.Logger, job Job, runErr error, b *batchRun, outcome Outcome, took time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+// the cooldown or a retry backoff, or quarantined. In loop mode, while ctx
+// has not ended, the end also grants the next item (Lease.Next), which
+// finish returns (nil when none was free).
+func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr error, b *batchRun, outcome Outcome, took time.Duration) *allocator.Lease {
+	ectx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	l := job.Lease
-	scope := b.scope()
 	release := func() {
-		if err := l.Release(ctx); errors.Is(err, allocator.ErrLeaseLost) {
+		if err := l.Release(ectx); errors.Is(err, allocator.ErrLeaseLost) {
 			log.Warn("item not released: its lease was already lost", "error", err)
 		} else if err != nil {
 			log.Warn("cannot release the item; it comes back when its lease expires", "error", err)
-		}
-	}
-	hold := func(d time.Duration) {
-		if err := l.Quarantine(ctx, d); errors.Is(err, allocator.ErrLeaseLost) {
-			log.Warn("item not held back: its lease was already lost", "error", err)
-		} else if err != nil {
-			log.Warn("cannot hold the item back; it comes back when its lease expires", "error", err)
 		}
 	}
 	switch outcome {
@@ -462,54 +471,106 @@ func (p *Pool) finish(log hclog.Logger, job Job, runErr error, b *batchRun, outc
 		// The guard may have given up while the server still held the
 		// lease (Redis slow, not gone): free the item now rather than at
 		// its expiry. Release is fenced, so this never frees another's.
-		_ = l.Release(ctx)
-		return
+		_ = l.Release(ectx)
+		return nil
 	case OutcomeCancelled:
 		log.Info("task cancelled by shutdown; item released", "error", runErr)
 		release()
-		return
+		return nil
 	case OutcomeSuccess:
 		log.Info("task succeeded", "attempt", job.Attempt, "took", took.Round(time.Millisecond))
 		if b != nil {
-			p.record(ctx, log, b, l, true)
+			p.record(ectx, log, b, l, true)
 			release()
-			return
+			return nil
 		}
+		end := allocator.EndOptions{Hold: p.cfg.Cooldown}
 		if job.Attempt > 1 {
-			if err := p.store.ClearFailures(ctx, scope, job.Item); err != nil {
-				log.Warn("cannot clear the item's failure count", "error", err)
-			}
+			end.Count = allocator.CountClear
 		}
-		if p.cfg.Cooldown > 0 {
-			hold(p.cfg.Cooldown)
-		} else {
-			release()
-		}
-		return
+		return p.end(ctx, ectx, log, job, end, true)
 	}
 	// A failure: panic, timeout or error.
-	n, err := p.store.AddFailure(ctx, scope, job.Item)
-	if err != nil {
-		log.Warn("cannot record the failure", "error", err)
-		n = job.Attempt
+	if b != nil {
+		n, err := p.store.AddFailure(ectx, b.id, job.Item)
+		if err != nil {
+			log.Warn("cannot record the failure", "error", err)
+			n = job.Attempt
+		}
+		if n < p.cfg.MaxAttempts {
+			d := backoff(n, p.cfg.Backoff, p.cfg.MaxBackoff)
+			log.Warn("task failed; retrying the item after a backoff", "outcome", outcome, "attempt", n, "max_attempts", p.cfg.MaxAttempts, "backoff", d.Round(time.Millisecond), "error", runErr)
+			p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: d}, false)
+			return nil
+		}
+		log.Warn("task failed; item marked failed in the batch", "outcome", outcome, "attempts", n, "error", runErr)
+		p.record(ectx, log, b, l, false)
+		release()
+		return nil
 	}
+	// Loop mode: the count read at the start is the item's (only its
+	// holder changes it), so this is the failure's number.
+	n := job.Attempt
 	if n < p.cfg.MaxAttempts {
 		d := backoff(n, p.cfg.Backoff, p.cfg.MaxBackoff)
 		log.Warn("task failed; retrying the item after a backoff", "outcome", outcome, "attempt", n, "max_attempts", p.cfg.MaxAttempts, "backoff", d.Round(time.Millisecond), "error", runErr)
-		hold(d)
-		return
-	}
-	if b != nil {
-		log.Warn("task failed; item marked failed in the batch", "outcome", outcome, "attempts", n, "error", runErr)
-		p.record(ctx, log, b, l, false)
-		release()
-		return
+		return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: d, Count: allocator.CountAdd}, true)
 	}
 	log.Warn("task failed; item quarantined", "outcome", outcome, "attempts", n, "quarantine", p.cfg.Quarantine, "error", runErr)
-	if err := p.store.ClearFailures(ctx, scope, job.Item); err != nil {
-		log.Warn("cannot clear the item's failure count", "error", err)
+	return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: p.cfg.Quarantine, Count: allocator.CountClear}, true)
+}
+
+// end ends job's lease as end says: in loop mode while ctx has not ended,
+// with Lease.Next, which grants the next item in the same step; otherwise
+// the loop-mode count is changed in the store, then the item released or
+// held back (batch mode counts in its own scope, before).
+func (p *Pool) end(ctx, ectx context.Context, log hclog.Logger, job Job, end allocator.EndOptions, loop bool) *allocator.Lease {
+	l := job.Lease
+	lostMsg, failMsg := "item not released: its lease was already lost", "cannot release the item; it comes back when its lease expires"
+	if end.Hold > 0 {
+		lostMsg, failMsg = "item not held back: its lease was already lost", "cannot hold the item back; it comes back when its lease expires"
 	}
-	hold(p.cfg.Quarantine)
+	endFailed := func(err error) {
+		if errors.Is(err, allocator.ErrLeaseLost) {
+			log.Warn(lostMsg, "error", err)
+		} else {
+			log.Warn(failMsg, "error", err)
+		}
+	}
+	if loop && ctx.Err() == nil {
+		next, ended, err := l.Next(ectx, end, job.Owner, allocator.AcquireOptions{TTL: p.cfg.LeaseTTL})
+		if ended != nil {
+			endFailed(ended)
+		}
+		switch {
+		case err == nil:
+			p.obs.Acquired(true)
+			p.acquired(nil)
+			return next
+		case !errors.Is(err, allocator.ErrNoFreeItem) && err != ended:
+			log.Warn("cannot acquire the next item", "error", err)
+		}
+		return nil
+	}
+	var err error
+	switch end.Count {
+	case allocator.CountAdd:
+		_, err = p.store.AddFailure(ectx, "", job.Item)
+	case allocator.CountClear:
+		err = p.store.ClearFailures(ectx, "", job.Item)
+	}
+	if err != nil {
+		log.Warn("cannot update the item's failure count", "error", err)
+	}
+	if end.Hold > 0 {
+		err = l.Quarantine(ectx, end.Hold)
+	} else {
+		err = l.Release(ectx)
+	}
+	if err != nil {
+		endFailed(err)
+	}
+	return nil
 }
 
 func (p *Pool) record(ctx context.Context, log hclog.Logger, b *batchRun, l *allocator.Lease, ok bool) {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
@@ -594,4 +596,72 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := worker.New(a, st, nil, worker.Config{}); !errors.Is(err, worker.ErrInvalidConfig) {
 		t.Errorf("nil task: %v", err)
 	}
+}
+
+// roundTrips counts the commands and pipelines a client sends.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestLoopRunIsOneRoundTrip: in loop mode a run's end (its failure count,
+// the release or hold back) and the next grant are one script, so a
+// worker going from item to item makes one round trip per run: successes,
+// failures (counted) and cooldowns alike. (16 items: with fewer, all may be
+// cooling down at once, and the worker waits in Acquire.)
+func TestLoopRunIsOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	c := redis.NewClient(&redis.Options{Addr: redistest.Addr(t)})
+	t.Cleanup(func() { _ = c.Close() })
+	trips := &roundTrips{}
+	c.AddHook(trips)
+	// No background sync in the window: only the runs' traffic counts.
+	f := newRedisFixture(t, c, redistest.Prefix(t), allocator.Config{SyncInterval: time.Hour, FullSyncInterval: time.Hour}, itemNames(16))
+	const runs = 200
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n atomic.Int64
+	var from, to int64
+	p, err := worker.New(f.alloc, f.store, worker.TaskFunc(func(_ context.Context, job worker.Job) error {
+		switch n.Add(1) {
+		case 1:
+			from = trips.n.Load()
+		case runs + 1:
+			to = trips.n.Load()
+			cancel()
+		}
+		if job.Attempt == 1 && job.Item == "item-1" {
+			return errors.New("item-1 fails once")
+		}
+		return nil
+	}), worker.Config{Concurrency: 1, LeaseTTL: time.Minute, Backoff: time.Millisecond, MaxBackoff: time.Millisecond, Cooldown: time.Millisecond})
+	must(t, err)
+	must(t, p.Run(ctx))
+	if got := to - from; got > runs+runs/20 {
+		t.Fatalf("%d round trips for %d loop runs; want about one per run", got, runs)
+	}
+	t.Logf("%d round trips for %d loop runs", to-from, runs)
+}
+
+// itemNames is item-0 .. item-(n-1).
+func itemNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("item-%d", i)
+	}
+	return out
 }

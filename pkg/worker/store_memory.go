@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/failcount"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
@@ -20,6 +21,9 @@ import (
 type MemoryStore struct {
 	pool *lock.MemoryLockPool
 	st   *memStoreState
+	// loop is run:failures, the loop-mode counts, which pkg/allocator's
+	// Lease.Next changes too.
+	loop *failcount.Counts
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -33,8 +37,8 @@ var _ Store = (*MemoryStore)(nil)
 // script is.
 type memStoreState struct {
 	mu sync.Mutex
-	// failures is scope -> item -> consecutive failures: run:failures
-	// under "", batch:<id>:failures under id.
+	// failures is batch id -> item -> consecutive failures:
+	// batch:<id>:failures (loop mode's run:failures is failcount's).
 	failures map[string]map[string]int
 	batches  map[string]*memBatch
 	// nextExpiry is the earliest expires of any batch (zero: none), so
@@ -67,7 +71,7 @@ func memStoreStateOf(pool *lock.MemoryLockPool) *memStoreState {
 
 // NewMemoryStore keeps run state in this process beside an in-memory pool.
 func NewMemoryStore(pool *lock.MemoryLockPool) *MemoryStore {
-	return &MemoryStore{pool: pool, st: memStoreStateOf(pool)}
+	return &MemoryStore{pool: pool, st: memStoreStateOf(pool), loop: failcount.Of(pool)}
 }
 
 // enter takes the state's mutex after checking ctx, and forgets the
@@ -104,6 +108,9 @@ func (s *MemoryStore) Failures(ctx context.Context, scope, item string) (int, er
 		return 0, err
 	}
 	defer s.st.mu.Unlock()
+	if scope == "" {
+		return s.loop.Get(item), nil
+	}
 	return s.st.failures[scope][item], nil
 }
 
@@ -117,6 +124,9 @@ func (s *MemoryStore) AddFailure(ctx context.Context, scope, item string) (int, 
 		return 0, err
 	}
 	defer s.st.mu.Unlock()
+	if scope == "" {
+		return s.loop.Apply(item, true), nil
+	}
 	m := s.st.failures[scope]
 	if m == nil {
 		m = map[string]int{}
@@ -136,6 +146,10 @@ func (s *MemoryStore) ClearFailures(ctx context.Context, scope, item string) err
 		return err
 	}
 	defer s.st.mu.Unlock()
+	if scope == "" {
+		s.loop.Apply(item, false)
+		return nil
+	}
 	s.st.clearFailure(scope, item)
 	return nil
 }

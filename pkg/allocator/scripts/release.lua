@@ -1,6 +1,6 @@
 -- release: end a lease if it is still current, make its item available at
 -- once, and wake a bounded number of waiters.
--- uses: clock, epoch, wake
+-- uses: clock, free
 -- KEYS[1]: the item's lock key                <base>:<item>
 -- KEYS[2]: the availability index ZSET        <base>|alloc:index
 -- KEYS[3]: the waiter ZSET                    <base>|alloc:waiters
@@ -26,34 +26,12 @@
 --          dataset: '<gen>:<at>:<id>' or '' (see epoch)
 -- ARGV[9]: the longest lease TTL the caller   <ms>
 --          has used, in ms
--- Returns {1} when the lease was current (and is now ended). Otherwise
--- {0, gen, id, quiet_ms, at_ms, evicted} when the key holds another value
--- or {-1, gen, id, quiet_ms, at_ms, evicted} when it is gone: epoch's
--- answer (checked only then, so that the caller can say why) and the
--- server's evicted_keys.
+-- Returns free's reply (free.lua).
 local now, now_us = clock()
-local cur = redis.call('GET', KEYS[1])
-if cur ~= ARGV[1] then
-  local gen, quiet, id, at = epoch(KEYS[5], KEYS[6], KEYS[2], now, now_us, 0, ARGV[8], tonumber(ARGV[9]))
-  local evicted = tonumber(string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)')) or -1
-  local code = 0
-  if not cur then code = -1 end
-  return {code, gen, id, quiet, at, evicted}
-end
-local hold = tonumber(ARGV[5])
-if hold > 0 then
-  redis.call('SET', KEYS[1], ARGV[6], 'PX', hold)
-  redis.call('ZADD', KEYS[2], now + hold, ARGV[2])
-  return {1}
-end
-redis.call('DEL', KEYS[1])
--- Wake waiters in arrival order (wake.lua), and keep the item for the
--- first for the hand-off window.
-local score = now
-local first = wake(KEYS[3], ARGV[3], tonumber(ARGV[4]))
-if first then
-  redis.call('HSET', KEYS[4], first, ARGV[2])
-  score = now + tonumber(ARGV[7])
-end
-redis.call('ZADD', KEYS[2], score, ARGV[2])
-return {1}
+return free(
+  {lock = KEYS[1], index = KEYS[2], waiters = KEYS[3], reserved = KEYS[4],
+   epoch = KEYS[5], fence = KEYS[6]},
+  {value = ARGV[1], item = ARGV[2], wake = ARGV[3], wakeN = tonumber(ARGV[4]),
+   hold = tonumber(ARGV[5]), marker = ARGV[6], handoff = tonumber(ARGV[7]),
+   known = ARGV[8], longest = tonumber(ARGV[9])},
+  now, now_us)

@@ -1,0 +1,58 @@
+-- next: end a lease as release.lua does (or hold its item back), then hand
+-- out the next item as acquire.lua does, in one step: a worker that goes
+-- from one item to the next makes one round trip instead of two.
+-- uses: clock, free, grant
+-- KEYS[1]: the ended lease's lock key          <base>:<item>
+-- KEYS[2]: the pool's member SET               <base>|pool
+-- KEYS[3]: the availability index ZSET         <base>|alloc:index
+-- KEYS[4]: the fencing counter STRING          <base>|alloc:fence
+-- KEYS[5]: the binding HASH                    <base>|alloc:bindings
+-- KEYS[6]: the waiter ZSET                     <base>|alloc:waiters
+-- KEYS[7]: the foreign-lock ZSET               <base>|alloc:foreign
+-- KEYS[8]: the hand-off HASH                   <base>|alloc:reserved
+-- KEYS[9]: the epoch HASH                      <base>|epoch
+-- KEYS[10]: the per-item count HASH (the       <base>|run:failures
+--           worker's consecutive failures)
+-- ARGV[1]: the ended lease's lock value        <owner>#<token>
+-- ARGV[2]: the ended lease's item              <item>
+-- ARGV[3]: wake channel prefix (release.lua)   <base>|alloc:wake:
+-- ARGV[4]: how many live waiters to wake       <n>
+-- ARGV[5]: hold the item back that many ms     <ms>
+--          (0: free it at once)
+-- ARGV[6]: the hold's marker value
+-- ARGV[7]: hand-off window in ms (release.lua) <ms>
+-- ARGV[8]: what the caller saw last of the     <known>
+--          dataset: '<gen>:<at>:<id>' or '' (see epoch)
+-- ARGV[9]: the longest lease TTL the caller    <ms>
+--          has used, in ms
+-- ARGV[10]: the ended item's count in KEYS[10]:
+--           'add' one more, 'clear' it, or '' keep it
+-- ARGV[11]: the lock key prefix                <base>:
+-- ARGV[12]: the next lease's owner
+-- ARGV[13]: the next lease's TTL in ms         <ms>
+-- ARGV[14]: preferred item, or ''
+-- ARGV[15]: binding name, or ''
+-- ARGV[16]: most candidates to examine         <n>
+-- Returns {ended, granted, count}: free's reply (the count is changed only
+-- when the lease was current), grant's reply (acquire.lua), and the
+-- granted item's count in KEYS[10] (0 when none or no grant).
+local now, now_us = clock()
+local ended = free(
+  {lock = KEYS[1], index = KEYS[3], waiters = KEYS[6], reserved = KEYS[8],
+   epoch = KEYS[9], fence = KEYS[4]},
+  {value = ARGV[1], item = ARGV[2], wake = ARGV[3], wakeN = tonumber(ARGV[4]),
+   hold = tonumber(ARGV[5]), marker = ARGV[6], handoff = tonumber(ARGV[7]),
+   known = ARGV[8], longest = tonumber(ARGV[9]), tally = KEYS[10], count = ARGV[10]},
+  now, now_us)
+local granted = grant(
+  {members = KEYS[2], index = KEYS[3], fence = KEYS[4], bindings = KEYS[5],
+   waiters = KEYS[6], foreign = KEYS[7], reserved = KEYS[8], epoch = KEYS[9]},
+  {prefix = ARGV[11], owner = ARGV[12], ttl = tonumber(ARGV[13]), prefer = ARGV[14],
+   binding = ARGV[15], waiter = '', budget = tonumber(ARGV[16]), only = '',
+   known = ARGV[8], longest = tonumber(ARGV[9])},
+  now, now_us)
+local count = 0
+if granted[1] == 1 then
+  count = tonumber(redis.call('HGET', KEYS[10], granted[6]) or '0') or 0
+end
+return {ended, granted, count}
