@@ -79,3 +79,26 @@ func ExampleAcquireOptions_binding() {
 	// other: true
 	// again: gpu-1
 }
+
+// A worker that goes from item to item ends each lease and takes the next
+// in one step (one round trip on Redis), counting the item's failures on
+// the way: the next lease says how often its item has failed in a row.
+func ExampleLease_Next() {
+	ctx := context.Background()
+	pool, _ := lock.NewMemoryLockPool(lock.MemoryConfig{})
+	_ = pool.Assign(ctx, []string{"shard-1", "shard-2"})
+	a, _ := allocator.NewMemory(pool, allocator.Config{LeaseTTL: time.Minute})
+	defer a.Close()
+	_ = a.Sync(ctx)
+
+	lease, _ := a.TryAcquire(ctx, "crawler", allocator.AcquireOptions{Prefer: "shard-1"})
+	// shard-1 failed: count it and hold it back for a while.
+	next, ended, err := lease.Next(ctx, allocator.EndOptions{Hold: time.Second, Count: allocator.CountAdd}, "crawler", allocator.AcquireOptions{})
+	fmt.Println(next.Item(), next.Failures(), ended, err)
+	// shard-2 succeeded; shard-1 is still held back, so nothing is free.
+	_, ended, err = next.Next(ctx, allocator.EndOptions{Hold: time.Second}, "crawler", allocator.AcquireOptions{})
+	fmt.Println(ended, errors.Is(err, allocator.ErrNoFreeItem))
+	// Output:
+	// shard-2 0 <nil> <nil>
+	// <nil> true
+}
