@@ -241,8 +241,9 @@ type store interface {
 	release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error)
 	// next ends l as release does, applying end.Count to its item's
 	// failure count when the lease is current, then takes a free item as
-	// acquire does without a waiter, in one step.
-	next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string) (nextResult, error)
+	// acquire does without a waiter (with exact, only prefer), in one
+	// step.
+	next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string, exact bool) (nextResult, error)
 	// quarantine holds item for d whoever holds it now.
 	quarantine(ctx context.Context, item string, d time.Duration) error
 	// sync runs one bounded step of reconciling the index with the pool;

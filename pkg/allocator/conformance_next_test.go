@@ -97,6 +97,26 @@ var nextBehaviours = []behaviour{
 			t.Fatalf("Next granted %s with %d failures; want a with -1 (TryAcquire's lease: unknown)", next.Item(), next.Failures())
 		}
 	}},
+	{"next-exact-grants-only-the-preferred-item", func(t *testing.T, b backend) {
+		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b", "c")
+		la := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"})
+		lc := e.mustTry("other", allocator.AcquireOptions{Prefer: "c"})
+		next, ended, err := la.Next(e.ctx, allocator.EndOptions{}, "w", allocator.AcquireOptions{Prefer: "c", Exact: true})
+		must(t, ended)
+		wantErr(t, "Next exact on a held item", err, allocator.ErrNoFreeItem)
+		if next != nil {
+			t.Fatalf("Next granted %s; want nothing (c is held, and only c would do)", next.Item())
+		}
+		e.wantValue("a", "", false)
+		must(t, lc.Release(e.ctx))
+		lb := e.mustTry("w", allocator.AcquireOptions{Prefer: "b"})
+		next, ended, err = lb.Next(e.ctx, allocator.EndOptions{}, "w", allocator.AcquireOptions{Prefer: "c", Exact: true})
+		must(t, err)
+		must(t, ended)
+		if next.Item() != "c" {
+			t.Fatalf("Next granted %s; want c", next.Item())
+		}
+	}},
 	{"next-bad-input-changes-nothing", func(t *testing.T, b backend) {
 		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b")
 		la := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"})
@@ -110,7 +130,7 @@ var nextBehaviours = []behaviour{
 			{"negative hold", allocator.EndOptions{Hold: -time.Second}, "w", allocator.AcquireOptions{}, allocator.ErrInvalidConfig},
 			{"sub-ms hold", allocator.EndOptions{Hold: time.Microsecond}, "w", allocator.AcquireOptions{}, allocator.ErrInvalidConfig},
 			{"unknown count op", allocator.EndOptions{Count: 7}, "w", allocator.AcquireOptions{}, allocator.ErrInvalidConfig},
-			{"exact", allocator.EndOptions{}, "w", allocator.AcquireOptions{Prefer: "b", Exact: true}, allocator.ErrInvalidConfig},
+			{"exact without prefer", allocator.EndOptions{}, "w", allocator.AcquireOptions{Exact: true}, allocator.ErrInvalidConfig},
 			{"empty owner", allocator.EndOptions{}, "", allocator.AcquireOptions{}, allocator.ErrInvalidOwner},
 		} {
 			next, ended, err := la.Next(e.ctx, c.end, c.owner, c.opts)

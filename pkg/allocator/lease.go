@@ -185,8 +185,8 @@ type EndOptions struct {
 // Next ends the lease as Release does (or, with end.Hold, as Quarantine
 // does) and, in the same round trip and atomic step, leases a free item to
 // owner as TryAcquire(ctx, owner, opts) would: a worker going from one item
-// to the next pays one round trip instead of two. opts.Exact is not
-// supported. The new lease's Failures says the item's failure count.
+// to the next pays one round trip instead of two. The new lease's Failures
+// says the item's failure count.
 //
 // ended reports how the lease ended: nil when it was current and is now
 // ended, otherwise the error Release would have returned (ErrLeaseLost,
@@ -202,10 +202,6 @@ func (l *Lease) Next(ctx context.Context, end EndOptions, owner string, opts Acq
 		err := fmt.Errorf("allocator: %s %q: %w: hold %v, count %d", op, l.item, ErrInvalidConfig, end.Hold, end.Count)
 		return nil, err, err
 	}
-	if opts.Exact {
-		err := fmt.Errorf("allocator: %s: %w: Exact is not supported", op, ErrInvalidConfig)
-		return nil, err, err
-	}
 	ttl, err := a.checkAcquire(op, owner, opts)
 	if err != nil {
 		return nil, err, err
@@ -218,7 +214,7 @@ func (l *Lease) Next(ctx context.Context, end EndOptions, owner string, opts Acq
 		return next, ended, err
 	}
 	sent := time.Now()
-	r, err := a.store.next(ctx, l, end, owner, ttl, opts.Prefer, opts.Binding)
+	r, err := a.store.next(ctx, l, end, owner, ttl, opts.Prefer, opts.Binding, opts.Exact)
 	if err != nil {
 		err = fmt.Errorf("allocator: %s %q: %w", op, l.item, err)
 		return nil, err, err
@@ -241,6 +237,8 @@ func (l *Lease) Next(ctx context.Context, end EndOptions, owner string, opts Acq
 		return nil, ended, fmt.Errorf("allocator: %s: %w", op, r.grantErr)
 	case r.m.quiet.Gen > 0:
 		return nil, ended, fmt.Errorf("allocator: %s: %w", op, a.quietErr(r.m.quiet))
+	case opts.Exact:
+		return nil, ended, fmt.Errorf("allocator: %s %q: %w", op, opts.Prefer, ErrNoFreeItem)
 	case r.m.behind || r.m.retryNow():
 		// The index needs a sync step or a second look: TryAcquire does
 		// both.

@@ -395,7 +395,7 @@ func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, cou
 
 // releaseFailed reports a release that found the lease not current, or
 // failed with err.
-func (s *memoryStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string) (nextResult, error) {
+func (s *memoryStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string, exact bool) (nextResult, error) {
 	bg, done, err := s.step(ctx, "next")
 	if err != nil {
 		return nextResult{}, err
@@ -405,7 +405,7 @@ func (s *memoryStore) next(ctx context.Context, l *Lease, end EndOptions, owner 
 	if r.ended, r.rep, err = s.free(bg, l, end.Hold, end.Count); err != nil {
 		return nextResult{}, err
 	}
-	if r.g, r.m, r.granted, err = s.grant(bg, owner, ttl, prefer, binding, "", false); err != nil {
+	if r.g, r.m, r.granted, err = s.grant(bg, owner, ttl, prefer, binding, "", exact); err != nil {
 		return nextResult{}, err
 	}
 	if r.granted {

@@ -436,13 +436,17 @@ func (s *redisStore) released(res []any) (verdict, report, error) {
 	return verdict(code), report{state: st, evicted: evicted}, nil
 }
 
-func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string) (nextResult, error) {
+func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string, exact bool) (nextResult, error) {
+	only := ""
+	if exact {
+		only = "1"
+	}
 	known, longest := s.epochs.Args(ttl)
 	k := s.keys
 	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), k.Failures()}
 	res, acked, waitErr := s.run(ctx, nextScript, keys,
 		l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest,
-		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, maxCandidates)
+		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, maxCandidates, only)
 	if waitErr != nil && res == nil {
 		return nextResult{}, s.mapErr("next", waitErr)
 	}

@@ -33,6 +33,8 @@
 -- ARGV[14]: preferred item, or ''
 -- ARGV[15]: binding name, or ''
 -- ARGV[16]: most candidates to examine         <n>
+-- ARGV[17]: '1' to lease only the preferred    <flag>
+--           item (ARGV[14]), else ''
 -- Returns {ended, granted, count}: free's reply (the count is changed only
 -- when the lease was current), grant's reply (acquire.lua), and the
 -- granted item's count in KEYS[10] (0 when none or no grant).
@@ -48,7 +50,7 @@ local granted = grant(
   {members = KEYS[2], index = KEYS[3], fence = KEYS[4], bindings = KEYS[5],
    waiters = KEYS[6], foreign = KEYS[7], reserved = KEYS[8], epoch = KEYS[9]},
   {prefix = ARGV[11], owner = ARGV[12], ttl = tonumber(ARGV[13]), prefer = ARGV[14],
-   binding = ARGV[15], waiter = '', budget = tonumber(ARGV[16]), only = '',
+   binding = ARGV[15], waiter = '', budget = tonumber(ARGV[16]), only = ARGV[17],
    known = ARGV[8], longest = tonumber(ARGV[9])},
   now, now_us)
 local count = 0
