@@ -96,8 +96,11 @@ func (p *Proxy) Cut() {
 	}
 	p.mode = modeCut
 	p.openGate()
+	// A reset link forwards nothing more: it leaves the count now, not
+	// once its goroutines have wound down.
 	for l := range p.links {
 		l.close(true)
+		delete(p.links, l)
 	}
 }
 

@@ -70,6 +70,23 @@ func SchedDelay() string {
 		recent.Round(time.Millisecond), worst.late.Round(time.Millisecond), worst.at.Format("15:04:05.000"), n, strings.Join(fields[:min(3, len(fields))], " "))
 }
 
+// Slack is the worst lateness of this process's 20ms timer over the last
+// 10 seconds: how much later than asked a loaded machine let the test run.
+// A bound on how soon something happens adds it, so that it holds the
+// promise to its margin on an idle machine and does not fail only because
+// the machine stalled the test itself; a failure still reports
+// SchedDelay.
+func Slack() time.Duration {
+	startSched()
+	sched.mu.Lock()
+	defer sched.mu.Unlock()
+	var recent time.Duration
+	for _, s := range sched.late {
+		recent = max(recent, s.late)
+	}
+	return recent
+}
+
 // Sched is SchedDelay as a fmt.Stringer, to pass to a failure message.
 var Sched fmt.Stringer = schedStringer{}
 

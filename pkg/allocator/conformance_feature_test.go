@@ -128,7 +128,9 @@ var featureBehaviours = []behaviour{
 		e.wantNoFree("w", job)
 	}},
 	{"allocator-quarantine-holds-a-free-item", func(t *testing.T, b backend) {
-		const d = 400 * time.Millisecond
+		// Long enough for the checks below to run inside it on a loaded
+		// machine (400ms was not, under a load average of 26).
+		const d = time.Second
 		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b")
 		qBefore := e.now()
 		must(t, e.a.Quarantine(e.ctx, "a", d))
@@ -141,6 +143,9 @@ var featureBehaviours = []behaviour{
 		e.wantNoFree("w", allocator.AcquireOptions{Prefer: "a"})
 		locked, free, err := e.pool.HealthCheck(e.ctx)
 		must(t, err)
+		if took := time.Since(qLocal); took > d-100*time.Millisecond {
+			t.Fatalf("test too slow (%v) to check the quarantine (%s)", took, redistest.SchedDelay())
+		}
 		if locked != 2 || free != 0 {
 			t.Fatalf("HealthCheck = %d, %d; want 2 locked", locked, free)
 		}
@@ -155,8 +160,8 @@ var featureBehaviours = []behaviour{
 		}
 		late := r.at.Sub(qLocal.Add(d))
 		t.Logf("Acquire returned %v after the quarantine ended", late)
-		if late > deadlineBound {
-			t.Fatalf("Acquire returned %v after the quarantine ended, want <= %v (%s)", late, deadlineBound, redistest.SchedDelay())
+		if late > deadlineBound() {
+			t.Fatalf("Acquire returned %v after the quarantine ended, want <= %v (%s)", late, deadlineBound(), redistest.SchedDelay())
 		}
 	}},
 	{"allocator-quarantine-takes-a-held-item", func(t *testing.T, b backend) {
@@ -178,7 +183,7 @@ var featureBehaviours = []behaviour{
 			t.Fatalf("test too slow (%v) to check the quarantine (%s)", took, redistest.SchedDelay())
 		}
 		var got []string
-		redistest.Eventually(t, "quarantined items back", d+recoveryBound+100*time.Millisecond, func() bool {
+		redistest.Eventually(t, "quarantined items back", d+recoveryBound()+100*time.Millisecond, func() bool {
 			for _, l := range e.drain("w") {
 				got = append(got, l.Item())
 			}
@@ -212,7 +217,7 @@ var featureBehaviours = []behaviour{
 			t.Fatalf("got %q", got.Item())
 		}
 		var back *allocator.Lease
-		redistest.Eventually(t, "quarantined item back", d+recoveryBound+100*time.Millisecond, func() bool {
+		redistest.Eventually(t, "quarantined item back", d+recoveryBound()+100*time.Millisecond, func() bool {
 			ls := e.drain("w")
 			if len(ls) > 0 {
 				back = ls[0]
@@ -225,7 +230,7 @@ var featureBehaviours = []behaviour{
 		grant := back.Deadline().Add(-back.TTL())
 		// -1ms: grants are stamped in whole milliseconds of one clock and
 		// the memory backend's locks expire on the monotonic clock.
-		if delay := grant.Sub(qBefore.Truncate(time.Millisecond).Add(d)); delay < -time.Millisecond || delay > recoveryBound+20*time.Millisecond {
+		if delay := grant.Sub(qBefore.Truncate(time.Millisecond).Add(d)); delay < -time.Millisecond || delay > recoveryBound()+20*time.Millisecond {
 			t.Fatalf("quarantine of %v ended %v after it should", d, delay)
 		}
 	}},

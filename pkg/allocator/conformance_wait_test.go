@@ -26,7 +26,7 @@ var waitBehaviours = []behaviour{
 			_, err := acquireOn(t, ctx, e.a, "w", allocator.AcquireOptions{})
 			took := time.Since(start)
 			wantErr(t, what, err, allocator.ErrNoFreeItem, context.DeadlineExceeded)
-			if took < 140*time.Millisecond || took > 150*time.Millisecond+deadlineBound {
+			if took < 140*time.Millisecond || took > 150*time.Millisecond+deadlineBound() {
 				t.Fatalf("%s returned after %v, want about 150ms (%s)", what, took, redistest.SchedDelay())
 			}
 		}
@@ -47,8 +47,8 @@ var waitBehaviours = []behaviour{
 		cancel()
 		r := waitResult(t, "cancelled Acquire", ch, time.Second)
 		wantErr(t, "cancelled Acquire", r.err, allocator.ErrNoFreeItem, context.Canceled)
-		if took := r.at.Sub(start); took > handoffBound {
-			t.Fatalf("cancelled Acquire returned %v after the cancel, want <= %v (%s)", took, handoffBound, redistest.SchedDelay())
+		if took := r.at.Sub(start); took > handoffBound() {
+			t.Fatalf("cancelled Acquire returned %v after the cancel, want <= %v (%s)", took, handoffBound(), redistest.SchedDelay())
 		}
 		e.wantHeld(l)
 	}},
@@ -82,8 +82,8 @@ var waitBehaviours = []behaviour{
 		p50, p99, maxd := quantiles(lat)
 		t.Logf("release-to-waiter handoff over %d samples: p50 %v, p99 %v, max %v", len(lat), p50, p99, maxd)
 		for i, d := range lat {
-			if d > handoffBound {
-				t.Errorf("handoff %d took %v, want <= %v (%s)", i, d, handoffBound, redistest.SchedDelay())
+			if d > handoffBound() {
+				t.Errorf("handoff %d took %v, want <= %v (%s)", i, d, handoffBound(), redistest.SchedDelay())
 			}
 		}
 	}},
@@ -99,8 +99,8 @@ var waitBehaviours = []behaviour{
 			must(t, r.err)
 			d := r.at.Sub(granted.Add(ttl))
 			late = append(late, d)
-			if d > deadlineBound {
-				t.Errorf("Acquire returned %v after the blocking lease's deadline, want <= %v (%s)", d, deadlineBound, redistest.SchedDelay())
+			if d > deadlineBound() {
+				t.Errorf("Acquire returned %v after the blocking lease's deadline, want <= %v (%s)", d, deadlineBound(), redistest.SchedDelay())
 			}
 			// Never before the deadline, by the backend's clock.
 			if grant := r.l.Deadline().Add(-r.l.TTL()); grant.Before(holder.Deadline()) {
@@ -161,8 +161,8 @@ var waitBehaviours = []behaviour{
 		}
 		p50, _, maxd := quantiles(lat.ds)
 		t.Logf("chain of %d waiters over two allocators: handoff p50 %v, max %v", n, p50, maxd)
-		if maxd > handoffBound {
-			t.Errorf("a waiter got the item %v after the previous release, want <= %v (%s)", maxd, handoffBound, redistest.SchedDelay())
+		if maxd > handoffBound() {
+			t.Errorf("a waiter got the item %v after the previous release, want <= %v (%s)", maxd, handoffBound(), redistest.SchedDelay())
 		}
 	}},
 	{"release-hands-the-item-to-the-waiter-it-wakes", func(t *testing.T, b backend) {
@@ -202,8 +202,8 @@ var waitBehaviours = []behaviour{
 		must(t, other.Close())
 		r := waitResult(t, "Acquire on a closed allocator", ch, time.Second)
 		wantErr(t, "Acquire after Close", r.err, allocator.ErrClosed)
-		if took := r.at.Sub(start); took > handoffBound {
-			t.Fatalf("blocked Acquire returned %v after Close, want <= %v (%s)", took, handoffBound, redistest.SchedDelay())
+		if took := r.at.Sub(start); took > handoffBound() {
+			t.Fatalf("blocked Acquire returned %v after Close, want <= %v (%s)", took, handoffBound(), redistest.SchedDelay())
 		}
 		_, err := tryOn(t, e.ctx, other, "w", allocator.AcquireOptions{})
 		wantErr(t, "TryAcquire after Close", err, allocator.ErrClosed)
@@ -218,12 +218,12 @@ var waitBehaviours = []behaviour{
 		for range 3 {
 			crashed := e.mustTry("crashed", allocator.AcquireOptions{TTL: ttl}) // never released
 			e.wantNoFree("rescuer", allocator.AcquireOptions{})
-			got, _ := tryEventually(t, e.ctx, e.a, "rescuer", "abandoned item allocatable", ttl+recoveryBound+100*time.Millisecond)
+			got, _ := tryEventually(t, e.ctx, e.a, "rescuer", "abandoned item allocatable", ttl+recoveryBound()+100*time.Millisecond)
 			grant := got.Deadline().Add(-got.TTL())
 			delay := grant.Sub(crashed.Deadline())
 			delays = append(delays, delay)
-			if delay < 0 || delay > recoveryBound {
-				t.Fatalf("granted %v after the abandoned lease's deadline, want within [0, %v] (%s)", delay, recoveryBound, redistest.SchedDelay())
+			if delay < 0 || delay > recoveryBound() {
+				t.Fatalf("granted %v after the abandoned lease's deadline, want within [0, %v] (%s)", delay, recoveryBound(), redistest.SchedDelay())
 			}
 			if got.Token() <= crashed.Token() {
 				t.Fatalf("token %d after the abandoned %d", got.Token(), crashed.Token())
@@ -252,10 +252,10 @@ var waitBehaviours = []behaviour{
 		if distinct(crashed) != len(all) {
 			t.Fatalf("drained %d distinct items, want %d", distinct(crashed), len(all))
 		}
-		time.Sleep(ttl + recoveryBound)
+		time.Sleep(ttl + recoveryBound())
 		back := e.drain("rescuer")
 		if distinct(back) != len(all) {
-			t.Fatalf("%d of %d abandoned items allocatable %v after they were granted", distinct(back), len(all), ttl+recoveryBound)
+			t.Fatalf("%d of %d abandoned items allocatable %v after they were granted", distinct(back), len(all), ttl+recoveryBound())
 		}
 	}},
 }

@@ -45,7 +45,11 @@ func (c *countingStore) counts() (calls, leases, largest int) {
 // stays held, and each still has its own guard: one lease lost is
 // cancelled alone.
 func TestKeepAlivesAreBatched(t *testing.T) {
-	const ttl = 3 * time.Second
+	// Refreshes every second; the TTL leaves the guard 9s, so that a
+	// loaded machine slowing a round of 10 scripts (-race, 10,000 leases)
+	// does not make the guard give leases up: what is counted is scripts
+	// per interval.
+	const ttl, interval = 9 * time.Second, time.Second
 	itemNames := func(n int) []string {
 		items := make([]string, n)
 		for i := range items {
@@ -101,7 +105,7 @@ func TestKeepAlivesAreBatched(t *testing.T) {
 			for range n {
 				l, err := a.TryAcquire(ctx, "w", AcquireOptions{})
 				redistest.Must(t, err)
-				ka, err := l.KeepAlive(ctx, KeepAliveOptions{})
+				ka, err := l.KeepAlive(ctx, KeepAliveOptions{Interval: interval})
 				redistest.Must(t, err)
 				leases, kas = append(leases, l), append(kas, ka)
 			}
@@ -110,14 +114,14 @@ func TestKeepAlivesAreBatched(t *testing.T) {
 					ka.Stop()
 				}
 			}()
-			// Three intervals (TTL/3 each) after every keep-alive started.
+			// Three intervals after every keep-alive started.
 			calls0, _, _ := cs.counts()
 			start := time.Now()
-			time.Sleep(ttl) // the scenario: the keep-alives at work for three intervals
+			time.Sleep(3 * interval) // the scenario: the keep-alives at work for three intervals
 			calls, refreshed, largest := cs.counts()
-			intervals := int(time.Since(start)/(ttl/3)) + 1 // a tick may fall on either edge
+			intervals := int(time.Since(start)/interval) + 1 // a tick may fall on either edge
 			t.Logf("%d leases kept alive: %d refresh scripts in %v (%d intervals of %v), at most %d leases each",
-				n, calls-calls0, time.Since(start).Round(time.Millisecond), intervals-1, ttl/3, largest)
+				n, calls-calls0, time.Since(start).Round(time.Millisecond), intervals-1, interval, largest)
 			perInterval := (n + refreshChunk - 1) / refreshChunk
 			if got, most := calls-calls0, perInterval*intervals; got > most {
 				t.Errorf("%d refresh scripts for %d leases over %d intervals; want at most %d (%d per interval)", got, n, intervals, most, perInterval)
@@ -131,8 +135,8 @@ func TestKeepAlivesAreBatched(t *testing.T) {
 				}
 			}
 			for _, l := range leases[:10] {
-				if left := time.Until(l.Deadline()); left < ttl/3 {
-					t.Errorf("lease %s expires in %v; a refresh within the last interval should leave at least %v", l.item, left, ttl/3)
+				if left := time.Until(l.Deadline()); left < ttl-3*interval {
+					t.Errorf("lease %s expires in %v; a refresh within the last interval should leave at least %v", l.item, left, ttl-3*interval)
 				}
 			}
 

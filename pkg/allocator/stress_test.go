@@ -314,7 +314,7 @@ func checkStressLog(t *testing.T, raw []string, stop time.Time, total childStats
 	var delays []time.Duration // next grant - abandoned lease's deadline
 	var recovered, late int
 	for _, a := range abandons {
-		bound := a.nowUs/1000 + (stressTTL + recoveryBound).Milliseconds()
+		bound := a.nowUs/1000 + (stressTTL + recoveryBound()).Milliseconds()
 		if bound > stopMs-50 {
 			continue // the run ended before it was due back
 		}
@@ -332,7 +332,7 @@ func checkStressLog(t *testing.T, raw []string, stop time.Time, total childStats
 		}
 		if next.grantMs > bound {
 			late++
-			t.Errorf("item %s abandoned at %d µs came back at %d ms, after %d ms (TTL + %v)", a.item, a.nowUs, next.grantMs, bound, recoveryBound)
+			t.Errorf("item %s abandoned at %d µs came back at %d ms, after %d ms (TTL + %v)", a.item, a.nowUs, next.grantMs, bound, recoveryBound())
 		}
 	}
 	p50, p99, maxd := quantiles(delays)
