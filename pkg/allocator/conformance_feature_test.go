@@ -231,7 +231,7 @@ var featureBehaviours = []behaviour{
 		// -1ms: grants are stamped in whole milliseconds of one clock and
 		// the memory backend's locks expire on the monotonic clock.
 		if delay := grant.Sub(qBefore.Truncate(time.Millisecond).Add(d)); delay < -time.Millisecond || delay > recoveryBound()+20*time.Millisecond {
-			t.Fatalf("quarantine of %v ended %v after it should", d, delay)
+			t.Fatalf("quarantine of %v ended %v after it should (%s)", d, delay, redistest.SchedDelay())
 		}
 	}},
 	{"fairness-longest-free-first", func(t *testing.T, b backend) {

@@ -663,7 +663,7 @@ func wantDeadline(t *testing.T, what string, d, before, after time.Time, ttl tim
 	lo := before.Truncate(time.Millisecond).Add(ttl)
 	hi := after.Add(ttl)
 	if d.Before(lo) || d.After(hi) {
-		t.Fatalf("%s = %v, want within [%v, %v] (TTL %v after the call)", what, d, lo, hi, ttl)
+		t.Fatalf("%s = %v, want within [%v, %v] (TTL %v after the call; %s)", what, d, lo, hi, ttl, redistest.SchedDelay())
 	}
 }
 

@@ -255,7 +255,7 @@ var waitBehaviours = []behaviour{
 		time.Sleep(ttl + recoveryBound())
 		back := e.drain("rescuer")
 		if distinct(back) != len(all) {
-			t.Fatalf("%d of %d abandoned items allocatable %v after they were granted", distinct(back), len(all), ttl+recoveryBound())
+			t.Fatalf("%d of %d abandoned items allocatable %v after they were granted (%s)", distinct(back), len(all), ttl+recoveryBound(), redistest.SchedDelay())
 		}
 	}},
 }

@@ -136,7 +136,7 @@ func TestKeepAlivesAreBatched(t *testing.T) {
 			}
 			for _, l := range leases[:10] {
 				if left := time.Until(l.Deadline()); left < ttl-3*interval {
-					t.Errorf("lease %s expires in %v; a refresh within the last interval should leave at least %v", l.item, left, ttl-3*interval)
+					t.Errorf("lease %s expires in %v; a refresh within the last interval should leave at least %v (%s)", l.item, left, ttl-3*interval, redistest.SchedDelay())
 				}
 			}
 

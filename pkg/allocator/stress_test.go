@@ -332,7 +332,7 @@ func checkStressLog(t *testing.T, raw []string, stop time.Time, total childStats
 		}
 		if next.grantMs > bound {
 			late++
-			t.Errorf("item %s abandoned at %d µs came back at %d ms, after %d ms (TTL + %v)", a.item, a.nowUs, next.grantMs, bound, recoveryBound())
+			t.Errorf("item %s abandoned at %d µs came back at %d ms, after %d ms (TTL + %v; %s)", a.item, a.nowUs, next.grantMs, bound, recoveryBound(), redistest.SchedDelay())
 		}
 	}
 	p50, p99, maxd := quantiles(delays)
