@@ -10,6 +10,12 @@
 //	subject-ns/op    mean wall time of one subject call
 //	throughput-ratio baseline-ns/op ÷ subject-ns/op (1.0 = as fast as the
 //	                 baseline; 0.95 = 5% slower)
+//
+// Where a cost cannot be split between interleaved calls (a Redis server's
+// CPU time), [Phases] runs the two as separate phases and reads a [Meter]
+// around each, such as [ServerCPU]. [RoundTrips] is a go-redis hook that
+// counts a client's round trips. bench/README.md lists the goals these
+// measure.
 package benchpair
 
 import (

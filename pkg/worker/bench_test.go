@@ -21,11 +21,19 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 2000x ./pkg/worker
 //
-//	BenchmarkPoolThroughput  task runs per second of a worker pool at
-//	                         concurrency 8 (runs/s), and the ratio to a
-//	                         baseline measured in the same run (ratio):
+// make bench runs BenchmarkPoolThroughput/redis/func with -benchtime 10000x:
+// 2,000 runs were over in a third of a second, too short for a stable ratio
+// on a shared 2-core machine.
+//
+//	BenchmarkPoolThroughput  task runs per second of a worker pool in loop
+//	                         mode at concurrency 8 (runs/s), and the ratio
+//	                         to a baseline measured in the same run (ratio):
 //	                         func task: the bare lease cycle every run needs
-//	                         (TryAcquire + Release, 8 goroutines);
+//	                         (TryAcquire + Release, 8 goroutines), goal
+//	                         ratio >= 0.9 on Redis; there the Redis round
+//	                         trips of the steady state are counted too
+//	                         (round-trips/run, goal 1; the bare cycle's
+//	                         baseline-round-trips/op is 2);
 //	                         exec true: running "true" with os/exec from
 //	                         8 goroutines, without leases ("-wrapped":
 //	                         through the exec wrapper, as the runner does).
@@ -46,6 +54,27 @@ func benchBackend(b *testing.B, name string, n int) (*allocator.Allocator, worke
 	}
 	f := backendNamed(b, name).new(b, its)
 	return f.alloc, f.store, f.redis
+}
+
+// benchFuncBackend is benchBackend with the Redis round trips of the pool
+// counted: for "redis", a client of its own to the shared server, with a
+// hook counting every command and pipeline (the allocator's, the store's
+// and the keep-alives' alike). The counter stays at 0 for "memory".
+func benchFuncBackend(b *testing.B, name string, n int) (*allocator.Allocator, worker.Store, *benchpair.RoundTrips) {
+	trips := &benchpair.RoundTrips{}
+	if name != "redis" {
+		a, st, _ := benchBackend(b, name, n)
+		return a, st, trips
+	}
+	its := make([]string, n)
+	for i := range its {
+		its[i] = fmt.Sprintf("item-%d", i)
+	}
+	c := redis.NewClient(&redis.Options{Addr: redistest.Addr(b), PoolSize: 64, ContextTimeoutEnabled: true})
+	c.AddHook(trips)
+	b.Cleanup(func() { _ = c.Close() })
+	f := newRedisFixture(b, c, redistest.Prefix(b), allocator.Config{}, its)
+	return f.alloc, f.store, trips
 }
 
 // runsPerSecond runs a loop-mode pool until n task runs have finished
@@ -93,21 +122,52 @@ func parallelRate(b *testing.B, n int, op func() error) float64 {
 func BenchmarkPoolThroughput(b *testing.B) {
 	for _, backend := range []string{"redis", "memory"} {
 		b.Run(backend+"/func", func(b *testing.B) {
-			a, st, _ := benchBackend(b, backend, 64)
+			a, st, trips := benchFuncBackend(b, backend, 64)
 			ctx := context.Background()
 			b.ResetTimer()
-			base := parallelRate(b, b.N, func() error {
+			cycle := func() error {
 				l, err := a.TryAcquire(ctx, "baseline", allocator.AcquireOptions{TTL: time.Minute})
 				if err != nil {
 					return err
 				}
 				return l.Release(ctx)
+			}
+			// The baseline in two halves, before and after the pool's
+			// runs, so a load that changes during the benchmark weighs
+			// on both sides alike.
+			n := int64(b.N)
+			first := b.N / 2
+			trips0 := trips.N()
+			var baseSecs float64
+			if first > 0 {
+				baseSecs += float64(first) / parallelRate(b, first, cycle)
+			}
+			baseTrips := trips.N() - trips0
+			// The steady state: the round trips between the end of the
+			// run n/4 and of the run 3n/4, every worker busy, start and
+			// shutdown left out.
+			var done, from, to atomic.Int64
+			rate := runsPerSecond(b, a, st, b.N, func(context.Context, worker.Job) error {
+				switch done.Add(1) {
+				case n / 4:
+					from.Store(trips.N())
+				case 3 * n / 4:
+					to.Store(trips.N())
+				}
+				return nil
 			})
-			rate := runsPerSecond(b, a, st, b.N, func(context.Context, worker.Job) error { return nil })
+			trips1 := trips.N()
+			baseSecs += float64(b.N-first) / parallelRate(b, b.N-first, cycle)
+			baseTrips += trips.N() - trips1
+			base := float64(b.N) / baseSecs
 			b.ReportMetric(0, "ns/op")
 			b.ReportMetric(rate, "runs/s")
 			b.ReportMetric(base, "baseline-runs/s")
 			b.ReportMetric(rate/base, "ratio")
+			if backend == "redis" && n >= 4 {
+				b.ReportMetric(float64(to.Load()-from.Load())/float64(3*n/4-n/4), "round-trips/run")
+				b.ReportMetric(float64(baseTrips)/float64(n), "baseline-round-trips/op")
+			}
 		})
 		for _, wrapper := range []bool{false, true} {
 			name := backend + "/exec-true"
