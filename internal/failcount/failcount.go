@@ -28,6 +28,11 @@ func Of(pool *lock.MemoryLockPool, key string) *Counts {
 	return keyed.Of(pool, "failures", key, func() *Counts { return &Counts{m: map[string]int{}} })
 }
 
+// Lookup returns the counts kept under key, if any, without making them.
+func Lookup(pool *lock.MemoryLockPool, key string) (*Counts, bool) {
+	return keyed.Lookup[Counts](pool, "failures", key)
+}
+
 // Forget drops the counts kept under key, as Redis drops an expired or
 // deleted HASH: a later Of starts from none.
 func Forget(pool *lock.MemoryLockPool, key string) { keyed.Forget(pool, "failures", key) }
