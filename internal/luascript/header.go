@@ -28,8 +28,21 @@ type Param struct {
 
 	start, end lin // first and last index, 1-based; end unset when open
 	open       bool
-	toks       []tok
+	alts       [][]tok // the template's alternatives, parsed
 }
+
+// Alternatives are the templates a value may fit: the template split at
+// " or " (one element when it names no alternative), or none without a
+// template.
+func (p Param) Alternatives() []string {
+	if p.Template == "" {
+		return nil
+	}
+	return strings.Split(p.Template, altSep)
+}
+
+// altSep separates a template's alternatives.
+const altSep = " or "
 
 // lin is c*n + d, for the n of a variadic call.
 type lin struct{ c, d int }
@@ -52,7 +65,7 @@ type tok struct{ lit, name string }
 var (
 	entryRE    = regexp.MustCompile(`^--\s*(KEYS|ARGV)\[([^\]]*)\]:\s*(.*)$`)
 	linRE      = regexp.MustCompile(`^(?:(\d*)n)?(?:\+?(\d+))?$`)
-	templateRE = regexp.MustCompile(`\s{2,}(<\S*)$`)
+	templateRE = regexp.MustCompile(`\s{2,}(<\S*(?: or <\S*)*)$`)
 	holeRE     = regexp.MustCompile(`<(\w+)>`)
 )
 
@@ -114,7 +127,9 @@ func parseParam(index, rest string) (Param, error) {
 	}
 	if m := templateRE.FindStringSubmatch(rest); m != nil {
 		p.Template = m[1]
-		p.toks = parseTemplate(p.Template)
+		for _, alt := range p.Alternatives() {
+			p.alts = append(p.alts, parseTemplate(alt))
+		}
 	}
 	return p, nil
 }
@@ -255,12 +270,20 @@ func (h *Info) Check(keys, args []string) error {
 	return fmt.Errorf("luascript: %s: %s is %q, which is not %s%s (header: %s)", h.Name, e.what, e.value, e.p.Template, m.boundAt, e.p.Line)
 }
 
+// literal is how much fixed text p's template has: its least literal
+// alternative's.
 func literal(p *Param) int {
-	n := 0
-	for _, t := range p.toks {
-		n += len(t.lit)
+	least := -1
+	for _, toks := range p.alts {
+		n := 0
+		for _, t := range toks {
+			n += len(t.lit)
+		}
+		if least < 0 || n < least {
+			least = n
+		}
 	}
-	return n
+	return max(least, 0)
 }
 
 // matcher matches values to templates, binding placeholders, backtracking
@@ -279,8 +302,10 @@ func (m *matcher) all(elems []elem, i int) bool {
 	if e.p.Template == "" {
 		return m.all(elems, i+1)
 	}
-	if m.match(e.p.toks, e.value, e.scope, func() bool { return m.all(elems, i+1) }) {
-		return true
+	for _, toks := range e.p.alts {
+		if m.match(toks, e.value, e.scope, func() bool { return m.all(elems, i+1) }) {
+			return true
+		}
 	}
 	if i > m.failed {
 		m.failed, m.boundAt = i, m.describe(e)
@@ -338,10 +363,13 @@ var shapes = map[string]bool{"ms": true, "n": true, "token": true, "flag": true,
 // call before e, for the error.
 func (m *matcher) describe(e elem) string {
 	var parts []string
-	for _, t := range e.p.toks {
-		key, binds := bindKey(t.name, e.scope)
-		if v, ok := m.bound[key]; ok && binds && t.name != "" {
-			parts = append(parts, fmt.Sprintf("<%s> %q", t.name, v))
+	for _, toks := range e.p.alts {
+		for _, t := range toks {
+			key, binds := bindKey(t.name, e.scope)
+			part := fmt.Sprintf("<%s> %q", t.name, m.bound[key])
+			if _, ok := m.bound[key]; ok && binds && t.name != "" && !slices.Contains(parts, part) {
+				parts = append(parts, part)
+			}
 		}
 	}
 	if len(parts) == 0 {

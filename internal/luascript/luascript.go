@@ -58,6 +58,11 @@
 //	          element of KEYS[4..n+3] <base>:<item> and of ARGV[n+4..2n+3]
 //	          <item> must name the same item
 //
+// A template may name alternatives, separated by " or ", when one entry
+// takes one of a few keys: "<base>|run:failures or <base>|batch:<id>:failures"
+// fits a value that fits either. A name bound by the alternative that
+// fits stays bound for the rest of the call.
+//
 // [Info.Check] holds a call's keys and arguments to that; internal/redistest
 // runs it, through a client hook, on every script call of the tests. The
 // header is the one statement of a script's parameters, checked against

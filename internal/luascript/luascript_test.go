@@ -106,6 +106,11 @@ return 1`
 -- ARGV[2]: the longest lease TTL, in ms       <ms>
 -- ARGV[3..]: items to look at                 <item>
 return 1`
+
+	altLike = `-- alt: a key of one of two kinds
+-- KEYS[1]: the count HASH      <base>|run:failures or <base>|batch:<id>:failures
+-- KEYS[2]: the candidates SET  <base>|pool or <base>|batch:<id>:todo
+return 1`
 )
 
 func TestCheck(t *testing.T) {
@@ -117,7 +122,7 @@ func TestCheck(t *testing.T) {
 		h.Name = "test.lua"
 		return &h
 	}
-	acquire, refresh, drop := info(acquireLike), info(refreshLike), info(dropLike)
+	acquire, refresh, drop, alt := info(acquireLike), info(refreshLike), info(dropLike), info(altLike)
 	// A prefix ending in ":" and items holding ":" make "<base>:<item>"
 	// split more than one way.
 	const base = "t:1:{ab}:|lock-pool"
@@ -145,6 +150,11 @@ func TestCheck(t *testing.T) {
 		{"refresh values for items", refresh, []string{base + "|alloc:index", base + ":a", base + ":b"}, []string{"5000", "a", "b", "me#1", "me#2"}, `is "a", which is not <owner>#<token>`},
 		{"drop", drop, []string{base + "|batch:x:todo", base + "|batch:x:meta"}, []string{"0", "30000", "a", "b"}, ""},
 		{"drop of another batch's meta", drop, []string{base + "|batch:x:todo", base + "|batch:y:meta"}, []string{"0", "30000", "a"}, `KEYS[2] is "t:1:{ab}:|lock-pool|batch:y:meta", which is not <base>|batch:<id>:meta`},
+		{"alternatives: the first of each", alt, []string{base + "|run:failures", base + "|pool"}, nil, ""},
+		{"alternatives: the second of each", alt, []string{base + "|batch:x:failures", base + "|batch:x:todo"}, nil, ""},
+		{"alternatives: one of each", alt, []string{base + "|run:failures", base + "|batch:x:todo"}, nil, ""},
+		{"alternatives: two batches", alt, []string{base + "|batch:x:failures", base + "|batch:y:todo"}, nil, `KEYS[2] is "t:1:{ab}:|lock-pool|batch:y:todo", which is not <base>|pool or <base>|batch:<id>:todo with <base> "t:1:{ab}:|lock-pool", <id> "x"`},
+		{"alternatives: neither", alt, []string{base + "|batch:x:done", base + "|pool"}, nil, `KEYS[1] is "t:1:{ab}:|lock-pool|batch:x:done", which is not <base>|run:failures or <base>|batch:<id>:failures`},
 		{"drop without longest", drop, []string{base + "|batch:x:todo", base + "|batch:x:meta"}, []string{"0", "a", "b"}, `ARGV[2] is "a", which is not <ms>`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

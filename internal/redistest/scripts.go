@@ -157,7 +157,8 @@ var (
 
 // keyspaceNames checks that every key template of info, and every argument
 // template naming <base>, is a name pkg/keyspace makes: the header names
-// the pool's keys as the keyspace does.
+// the pool's keys as the keyspace does. Each alternative of a template is
+// held to that.
 func keyspaceNames(info *luascript.Info) error {
 	if err, ok := namesChecked.Load(info.Name); ok {
 		err, _ := err.(error)
@@ -174,9 +175,14 @@ func keyspaceNames(info *luascript.Info) error {
 			}
 			continue
 		}
-		name := placeholder.ReplaceAllString(strings.ReplaceAll(p.Template, "<base>", base), "<>")
-		if !keyspaceCatalog[name] {
-			err = fmt.Errorf("redistest: %s: header line %q: %s is none of pkg/keyspace's names", info.Name, p.Line, p.Template)
+		for _, alt := range p.Alternatives() {
+			name := placeholder.ReplaceAllString(strings.ReplaceAll(alt, "<base>", base), "<>")
+			if !keyspaceCatalog[name] {
+				err = fmt.Errorf("redistest: %s: header line %q: %s is none of pkg/keyspace's names", info.Name, p.Line, alt)
+				break
+			}
+		}
+		if err != nil {
 			break
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lockpool/lockpool/internal/epoch"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -30,6 +31,9 @@ var (
 	ErrInvalidConfig = errors.New("allocator: invalid config")
 	// ErrClosed: the allocator was closed.
 	ErrClosed = errors.New("allocator: closed")
+	// ErrFromEmpty: Lease.Next drew from AcquireOptions.From and found it
+	// empty. It comes joined with ErrNoFreeItem.
+	ErrFromEmpty = errors.New("allocator: the From set is empty")
 	// ErrQuietPeriod: no item is granted because the Redis dataset had a
 	// discontinuity (a restart, failover or restore) and leases granted
 	// before it may still be running; see the package comment. TryAcquire
@@ -167,6 +171,18 @@ type AcquireOptions struct {
 	// when it may be free, at least every Config.MaxWait, as releases of a
 	// named item wake no one in particular).
 	Exact bool
+	// From, for Lease.Next only, names a SET beside the pool (a key of
+	// Keys(), "<base>|..."; pkg/worker passes a batch's todo SET) whose
+	// members are the only candidates after Prefer and Binding: up to 16
+	// drawn at random, the first free one granted, as an Exact grant of
+	// each would. A miss is ErrNoFreeItem, joined with ErrFromEmpty when
+	// the SET is empty. Default "": any free item of the pool.
+	From string
+	// Failures, for Lease.Next only, names the HASH of per-item failure
+	// counts (a key of Keys()) that the step's EndOptions.Count changes
+	// and the granted lease's Failures reads: pkg/worker passes a batch's
+	// failures HASH. Default "": Keys().Failures(), loop mode's.
+	Failures string
 }
 
 // grant is what a store hands back for a successful acquire.
@@ -215,6 +231,8 @@ type nextResult struct {
 	m        miss
 	granted  bool
 	failures int
+	// fromEmpty: nothing was granted and the From SET was empty.
+	fromEmpty bool
 	// grantErr is set when a grant was made but not acknowledged by
 	// enough replicas (Config.MinReplicasAcked), and so undone.
 	grantErr error
@@ -242,8 +260,11 @@ type store interface {
 	// next ends l as release does, applying end.Count to its item's
 	// failure count when the lease is current, then takes a free item as
 	// acquire does without a waiter (with exact, only prefer), in one
-	// step.
-	next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string, exact bool) (nextResult, error)
+	// step; with opts.From, candidates are drawn from that SET, and
+	// opts.Failures (never "" here) is the count HASH.
+	next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, opts AcquireOptions) (nextResult, error)
+	// names is the keyspace the pool's state is named by.
+	names() keyspace.Pool
 	// quarantine holds item for d whoever holds it now.
 	quarantine(ctx context.Context, item string, d time.Duration) error
 	// sync runs one bounded step of reconciling the index with the pool;
@@ -387,6 +408,14 @@ func (a *Allocator) checkAcquire(op, owner string, opts AcquireOptions) (time.Du
 	if opts.Exact && opts.Prefer == "" {
 		return 0, fmt.Errorf("allocator: %s: %w: Exact needs Prefer", op, ErrInvalidConfig)
 	}
+	if (opts.From != "" || opts.Failures != "") && op != "Next" {
+		return 0, fmt.Errorf("allocator: %s: %w: From and Failures are options of Lease.Next", op, ErrInvalidConfig)
+	}
+	for _, key := range []string{opts.From, opts.Failures} {
+		if base := a.store.names().Base() + "|"; key != "" && (!strings.HasPrefix(key, base) || len(key) == len(base)) {
+			return 0, fmt.Errorf("allocator: %s: %w: key %q is not the pool's (%q...)", op, ErrInvalidConfig, key, base)
+		}
+	}
 	for _, name := range []string{opts.Prefer, opts.Binding} {
 		if name != "" && (len(name) > lock.MaxKeyLen || strings.IndexByte(name, 0) >= 0) {
 			return 0, fmt.Errorf("allocator: %s: %w: item or binding name %q", op, lock.ErrInvalidKey, name)
@@ -403,6 +432,11 @@ func (a *Allocator) checkAcquire(op, owner string, opts AcquireOptions) (time.Du
 	}
 	return ttl, nil
 }
+
+// Keys is the keyspace the allocator's pool is named by (pkg/keyspace):
+// where AcquireOptions.From and Failures name their keys. For the memory
+// backend it is keyspace.Memory().
+func (a *Allocator) Keys() keyspace.Pool { return a.store.names() }
 
 // TryAcquire leases a free item to owner at once, or returns ErrNoFreeItem.
 // The item that has been available longest goes first, after the item named

@@ -125,6 +125,7 @@ type behaviour struct {
 var behaviourGroups = [][]behaviour{
 	leaseBehaviours,
 	nextBehaviours,
+	fromBehaviours,
 	waitBehaviours,
 	featureBehaviours,
 	poolBehaviours,

@@ -1,7 +1,9 @@
 package allocator
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -176,9 +178,10 @@ type EndOptions struct {
 	// frees it at once, as Release does.
 	Hold time.Duration
 	// Count changes the item's consecutive-failure count, kept beside the
-	// pool (pkg/keyspace's Failures HASH; the in-memory twin for the memory
-	// backend): the count pkg/worker keeps in loop mode. It changes only
-	// when the lease is still current.
+	// pool in the HASH AcquireOptions.Failures names (default pkg/keyspace's
+	// Failures HASH: the count pkg/worker keeps in loop mode; the in-memory
+	// twin for the memory backend). It changes only when the lease is still
+	// current.
 	Count CountOp
 }
 
@@ -195,6 +198,11 @@ type EndOptions struct {
 // all the same), or the call's failure; then next is nil and, when the call
 // may not have reached Redis, ended is the same error. Next does not wait:
 // call Acquire after an ErrNoFreeItem to wait for an item.
+//
+// opts.From limits the candidates to a SET's members, and opts.Failures
+// names the count HASH (see AcquireOptions). With From, a lease that had
+// already ended gives ErrNoFreeItem without a look: only the step's grant
+// draws from From.
 func (l *Lease) Next(ctx context.Context, end EndOptions, owner string, opts AcquireOptions) (next *Lease, ended, err error) {
 	const op = "Next"
 	a := l.a
@@ -210,11 +218,15 @@ func (l *Lease) Next(ctx context.Context, end EndOptions, owner string, opts Acq
 	defer l.endMu.Unlock()
 	if ended := l.usable(op); ended != nil {
 		// Nothing to end: only the grant is left to do.
-		next, err := a.TryAcquire(ctx, owner, opts)
+		if opts.From != "" {
+			return nil, ended, fmt.Errorf("allocator: %s: %w", op, ErrNoFreeItem)
+		}
+		next, err := a.TryAcquire(ctx, owner, opts.plain())
 		return next, ended, err
 	}
+	opts.Failures = cmp.Or(opts.Failures, a.store.names().Failures())
 	sent := time.Now()
-	r, err := a.store.next(ctx, l, end, owner, ttl, opts.Prefer, opts.Binding, opts.Exact)
+	r, err := a.store.next(ctx, l, end, owner, ttl, opts)
 	if err != nil {
 		err = fmt.Errorf("allocator: %s %q: %w", op, l.item, err)
 		return nil, err, err
@@ -239,13 +251,24 @@ func (l *Lease) Next(ctx context.Context, end EndOptions, owner string, opts Acq
 		return nil, ended, fmt.Errorf("allocator: %s: %w", op, a.quietErr(r.m.quiet))
 	case opts.Exact:
 		return nil, ended, fmt.Errorf("allocator: %s %q: %w", op, opts.Prefer, ErrNoFreeItem)
+	case r.fromEmpty:
+		return nil, ended, fmt.Errorf("allocator: %s: %w", op, errors.Join(ErrNoFreeItem, ErrFromEmpty))
+	case opts.From != "":
+		// The index played no part: nothing to sync or look at again.
+		return nil, ended, fmt.Errorf("allocator: %s: %w", op, ErrNoFreeItem)
 	case r.m.behind || r.m.retryNow():
 		// The index needs a sync step or a second look: TryAcquire does
 		// both.
-		next, err := a.TryAcquire(ctx, owner, opts)
+		next, err := a.TryAcquire(ctx, owner, opts.plain())
 		return next, ended, err
 	}
 	return nil, ended, fmt.Errorf("allocator: %s: %w", op, ErrNoFreeItem)
+}
+
+// plain is opts without the options only Next takes.
+func (o AcquireOptions) plain() AcquireOptions {
+	o.From, o.Failures = "", ""
+	return o
 }
 
 // Failures is the item's consecutive-failure count (see EndOptions.Count)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/lockpool/lockpool/internal/epoch"
 	"github.com/lockpool/lockpool/internal/failcount"
+	"github.com/lockpool/lockpool/internal/memberset"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -47,20 +49,24 @@ func NewMemory(pool *lock.MemoryLockPool, cfg Config) (*Allocator, error) {
 type memoryStore struct {
 	pool  *lock.MemoryLockPool
 	st    *memoryState
-	fails *failcount.Counts // run:failures
 	wakeN int
 	// handoffMs keeps a released item for the waiter it woke (0: off).
 	handoffMs int64
 }
 
 func newMemoryStore(pool *lock.MemoryLockPool, wakeN int) *memoryStore {
-	return &memoryStore{pool: pool, st: memoryStateOf(pool), fails: failcount.Of(pool), wakeN: wakeN}
+	return &memoryStore{pool: pool, st: memoryStateOf(pool), wakeN: wakeN}
 }
+
+// names is keyspace.Memory(): the names the memory twins of the keys
+// options name (failure counts, From sets) are kept under.
+func (s *memoryStore) names() keyspace.Pool { return keyspace.Memory() }
 
 // memoryState is what Redis keeps under <base>|alloc:*, for one pool.
 //
-// Lock order: mu, then the pool's own mutex (any pool method). Pool users
-// never take mu, so calling the pool while holding mu cannot deadlock, and
+// Lock order: mu, then the pool's own mutex (any pool method), then the
+// mutexes of the small shared twins (internal/failcount,
+// internal/memberset), which call nothing. Pool users never take mu, so calling the pool while holding mu cannot deadlock, and
 // holding mu makes each store method one atomic step among allocators, as
 // a Lua script is. Against direct users of the pool, each step relies on
 // the pool's own atomic operations (Lock, Refresh, Release, Replace).
@@ -120,11 +126,13 @@ func (s *memoryStore) acquire(ctx context.Context, owner string, ttl time.Durati
 		return grant{}, miss{}, false, err
 	}
 	defer done()
-	return s.grant(bg, owner, ttl, prefer, binding, waiter, exact)
+	return s.grant(bg, owner, ttl, prefer, binding, waiter, exact, "")
 }
 
-// grant is acquire's step (grant.lua), with the state's mutex held.
-func (s *memoryStore) grant(bg context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool) (grant, miss, bool, error) {
+// grant is acquire's step (grant.lua), with the state's mutex held. With
+// from, the candidates after prefer and binding are a random few members
+// of that set (internal/memberset).
+func (s *memoryStore) grant(bg context.Context, owner string, ttl time.Duration, prefer, binding, waiter string, exact bool, from string) (grant, miss, bool, error) {
 	const op = "acquire"
 	st := s.st
 
@@ -220,6 +228,24 @@ func (s *memoryStore) grant(bg context.Context, owner string, ttl time.Duration,
 			m.next = msTime(score)
 		}
 		return grant{}, m, false, nil
+	}
+	if from != "" {
+		// Only members of the From set will do, as in grant.lua; the
+		// index plays no part, and a miss says nothing of when.
+		var sample []string
+		if set, ok := memberset.Lookup(s.pool, from); ok {
+			sample = set.Sample(fromSample)
+		}
+		for _, item := range sample {
+			ok, err := take(item)
+			if err != nil {
+				return grant{}, miss{}, false, err
+			}
+			if ok {
+				return granted(item), miss{}, true, nil
+			}
+		}
+		return grant{}, miss{now: msTime(now)}, false, nil
 	}
 
 	// Then the longest-available items, oldest score first, in batches as
@@ -356,12 +382,13 @@ func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration)
 		return 0, report{}, err
 	}
 	defer done()
-	return s.free(bg, l, hold, CountKeep)
+	return s.free(bg, l, hold, CountKeep, "")
 }
 
 // free is release's step (free.lua), with the state's mutex held: it ends
-// l if it is current, applying count to the item's failure count first.
-func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, count CountOp) (verdict, report, error) {
+// l if it is current, applying count to the item's failure count in the
+// counts kept under tally first.
+func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, count CountOp, tally string) (verdict, report, error) {
 	const op = "release"
 	st := s.st
 	if count != CountKeep {
@@ -369,7 +396,7 @@ func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, cou
 		if v, _, err := s.pool.LockValue(bg, l.item); err != nil || v != l.value {
 			return s.releaseFailed(bg, op, l.item, err)
 		}
-		s.fails.Apply(l.item, count == CountAdd)
+		failcount.Of(s.pool, tally).Apply(l.item, count == CountAdd)
 	}
 	now := time.Now().UnixMilli()
 	if holdMs := hold.Milliseconds(); holdMs > 0 {
@@ -395,21 +422,25 @@ func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, cou
 
 // releaseFailed reports a release that found the lease not current, or
 // failed with err.
-func (s *memoryStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string, exact bool) (nextResult, error) {
+func (s *memoryStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, opts AcquireOptions) (nextResult, error) {
 	bg, done, err := s.step(ctx, "next")
 	if err != nil {
 		return nextResult{}, err
 	}
 	defer done()
 	var r nextResult
-	if r.ended, r.rep, err = s.free(bg, l, end.Hold, end.Count); err != nil {
+	if r.ended, r.rep, err = s.free(bg, l, end.Hold, end.Count, opts.Failures); err != nil {
 		return nextResult{}, err
 	}
-	if r.g, r.m, r.granted, err = s.grant(bg, owner, ttl, prefer, binding, "", exact); err != nil {
+	if r.g, r.m, r.granted, err = s.grant(bg, owner, ttl, opts.Prefer, opts.Binding, "", opts.Exact, opts.From); err != nil {
 		return nextResult{}, err
 	}
-	if r.granted {
-		r.failures = s.fails.Get(r.g.item)
+	switch {
+	case r.granted:
+		r.failures = failcount.Of(s.pool, opts.Failures).Get(r.g.item)
+	case opts.From != "":
+		set, ok := memberset.Lookup(s.pool, opts.From)
+		r.fromEmpty = !ok || set.Len() == 0
 	}
 	return r, nil
 }

@@ -62,6 +62,10 @@ var (
 // maxCandidates bounds how many index entries one acquire examines.
 const maxCandidates = 64
 
+// fromSample is how many members of AcquireOptions.From one grant draws
+// (grant.lua's SRANDMEMBER count).
+const fromSample = 16
+
 // redisStore keeps the allocator's state beside the lock pool's keys (the
 // "<base>|alloc:*" keys and the epoch HASH of pkg/keyspace), and listens on
 // one sharded pub/sub channel per process for wake-ups.
@@ -204,6 +208,8 @@ func (s *redisStore) waiter() (string, <-chan struct{}, func()) {
 		pipe.Exec(ctx)
 	}
 }
+
+func (s *redisStore) names() keyspace.Pool { return s.keys }
 
 func (s *redisStore) close() error {
 	close(s.stopSubs)
@@ -436,21 +442,24 @@ func (s *redisStore) released(res []any) (verdict, report, error) {
 	return verdict(code), report{state: st, evicted: evicted}, nil
 }
 
-func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, prefer, binding string, exact bool) (nextResult, error) {
-	only := ""
-	if exact {
+func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner string, ttl time.Duration, opts AcquireOptions) (nextResult, error) {
+	only, from, fromFlag := "", s.keys.Members(), ""
+	if opts.Exact {
 		only = "1"
+	}
+	if opts.From != "" {
+		from, fromFlag = opts.From, "1"
 	}
 	known, longest := s.epochs.Args(ttl)
 	k := s.keys
-	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), k.Failures()}
+	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), opts.Failures, from}
 	res, acked, waitErr := s.run(ctx, nextScript, keys,
 		l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest,
-		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), prefer, binding, maxCandidates, only)
+		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), opts.Prefer, opts.Binding, maxCandidates, only, fromFlag)
 	if waitErr != nil && res == nil {
 		return nextResult{}, s.mapErr("next", waitErr)
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return nextResult{}, fmt.Errorf("next: next.lua answered %v", res)
 	}
 	ended, _ := res[0].([]any)
@@ -472,6 +481,7 @@ func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner s
 	}
 	n, _ := res[2].(int64)
 	r.failures = int(n)
+	r.fromEmpty = res[3] == int64(1)
 	return r, nil
 }
 

@@ -195,3 +195,10 @@ func GlobEscape(s string) string {
 	}
 	return b.String()
 }
+
+// Memory is the keyspace an in-memory pool (pkg/lock's MemoryLockPool,
+// which has no prefix) names its state by: the memory twins of the keys
+// above that packages share (a batch's todo SET, failure count HASHes)
+// are kept under these names, so the allocator and the worker store agree
+// on them as they do on Redis.
+func Memory() Pool { return New("memory", "pool") }

@@ -50,8 +50,8 @@ func NewMemoryLockPool(cfg MemoryConfig) (*MemoryLockPool, error) {
 // runner's allocator and its worker store) over one MemoryLockPool share
 // their index, tokens and run state. The state lives as long as the pool.
 //
-// The names in use are "allocator" (pkg/allocator) and "worker"
-// (pkg/worker). Asking for a name with another type than it was made with
+// The names in use are "allocator" (pkg/allocator), "worker"
+// (pkg/worker) and "keyed:<kind>" (internal/keyed: state both share). Asking for a name with another type than it was made with
 // panics: that is a programming error, not a runtime condition.
 func Shared[T any](p *MemoryLockPool, name string, create func() *T) *T {
 	p.sharedMu.Lock()

@@ -58,7 +58,9 @@ func (p *Pool) startBatch(ctx context.Context) (*batchRun, error) {
 
 // next leases an item still pending in the batch, waiting while every
 // pending item is held by someone. It returns errBatchComplete when none
-// is pending.
+// is pending. It is the slow path: in the steady state a run's end grants
+// the next pending item (Pool.nextOptions); next runs for a worker's
+// first item and after that found none free.
 //
 // Pending items are sampled at random, so workers across the fleet rarely
 // try the same ones; each is taken with an exact acquire, and is checked

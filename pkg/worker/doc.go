@@ -62,6 +62,16 @@
 // current, so an item whose runner crashed is run again by another, and an
 // item recorded done is never run again in that batch.
 //
+// A run's end and the next grant are one step (allocator Lease.Next), in
+// both modes. In loop mode that is one round trip per run. In batch mode
+// it is two: Finish records the result under the lease check, then Next
+// ends the lease and grants an item still pending in the batch (drawn from
+// its todo SET in the same step, so nothing needs checking after), with
+// the item's failure count in the batch; a retry is only Next, which
+// counts the failure and holds the item back. A worker samples the pending
+// items itself, waiting between looks, only for its first item and when
+// Next found none free: that is also how it sees the batch complete.
+//
 // # Shutdown
 //
 // Cancelling Run's context stops acquiring; running tasks get

@@ -294,13 +294,16 @@ func (p *Pool) addHeld(d int, ran bool, id int) {
 }
 
 // work is one worker: acquire, run, record, release, until ctx ends or
-// the batch is finished. In loop mode a run's end and the next grant are
-// one step (Lease.Next): Acquire only runs when that found no free item.
+// the batch is finished. A run's end and the next grant are one step
+// (Lease.Next): in loop mode Acquire only runs when that found no free
+// item; in batch mode the grant draws from the batch's pending items, and
+// b.next (which samples, waits, and sees the batch complete) only runs
+// when that found none free.
 func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
 	defer p.setState(id, StateStopped, nil)
 	owner := p.cfg.ID + "/w" + strconv.Itoa(id)
 	failures := 0
-	var l *allocator.Lease // granted by the last run's end, in loop mode
+	var l *allocator.Lease // granted by the last run's end
 	defer func() {
 		if l != nil { // granted just as the pool began to stop
 			rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
@@ -358,9 +361,9 @@ func fatal(err error) bool {
 		errors.Is(err, lock.ErrInvalidKey) || errors.Is(err, ErrInvalidBatch) || errors.Is(err, ErrBatchLost)
 }
 
-// runLease runs the task on one leased item and records the result. In
-// loop mode, while ctx has not ended, it returns the next lease, granted in
-// the step that ended this one (nil when none was free).
+// runLease runs the task on one leased item and records the result. While
+// ctx has not ended, it returns the next lease, granted in the step that
+// ended this one (nil when none was free).
 func (p *Pool) runLease(ctx context.Context, id int, owner string, l *allocator.Lease, b *batchRun) *allocator.Lease {
 	p.addHeld(1, false, id)
 	defer p.addHeld(-1, true, id)
@@ -450,9 +453,12 @@ func (p *Pool) safeRun(ctx context.Context, job Job, log hclog.Logger) (err erro
 }
 
 // finish records the run's result and ends the lease: released, held for
-// the cooldown or a retry backoff, or quarantined. In loop mode, while ctx
-// has not ended, the end also grants the next item (Lease.Next), which
-// finish returns (nil when none was free).
+// the cooldown or a retry backoff, or quarantined. While ctx has not ended,
+// the end also grants the next item (Lease.Next; in batch mode one still
+// pending in the batch), which finish returns (nil when none was free).
+// A batch run that finished the item makes two round trips: Finish, which
+// records it under the lease check, then Next; a retry makes one, Next,
+// which counts the failure in the batch's failures HASH.
 func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr error, b *batchRun, outcome Outcome, took time.Duration) *allocator.Lease {
 	ectx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
@@ -481,54 +487,46 @@ func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr err
 		log.Info("task succeeded", "attempt", job.Attempt, "took", took.Round(time.Millisecond))
 		if b != nil {
 			p.record(ectx, log, b, l, true)
-			release()
-			return nil
+			return p.end(ctx, ectx, log, job, allocator.EndOptions{}, b)
 		}
 		end := allocator.EndOptions{Hold: p.cfg.Cooldown}
 		if job.Attempt > 1 {
 			end.Count = allocator.CountClear
 		}
-		return p.end(ctx, ectx, log, job, end, true)
+		return p.end(ctx, ectx, log, job, end, nil)
 	}
-	// A failure: panic, timeout or error.
-	if b != nil {
-		n, err := p.store.AddFailure(ectx, b.id, job.Item)
-		if err != nil {
-			log.Warn("cannot record the failure", "error", err)
-			n = job.Attempt
-		}
-		if n < p.cfg.MaxAttempts {
-			d := backoff(n, p.cfg.Backoff, p.cfg.MaxBackoff)
-			log.Warn("task failed; retrying the item after a backoff", "outcome", outcome, "attempt", n, "max_attempts", p.cfg.MaxAttempts, "backoff", d.Round(time.Millisecond), "error", runErr)
-			p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: d}, false)
-			return nil
-		}
-		log.Warn("task failed; item marked failed in the batch", "outcome", outcome, "attempts", n, "error", runErr)
-		p.record(ectx, log, b, l, false)
-		release()
-		return nil
-	}
-	// Loop mode: the count read at the start is the item's (only its
-	// holder changes it), so this is the failure's number.
+	// A failure: panic, timeout or error. The count read at the start is
+	// the item's in this scope (only its holder changes it), so this is the
+	// failure's number.
 	n := job.Attempt
 	if n < p.cfg.MaxAttempts {
 		d := backoff(n, p.cfg.Backoff, p.cfg.MaxBackoff)
 		log.Warn("task failed; retrying the item after a backoff", "outcome", outcome, "attempt", n, "max_attempts", p.cfg.MaxAttempts, "backoff", d.Round(time.Millisecond), "error", runErr)
-		return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: d, Count: allocator.CountAdd}, true)
+		return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: d, Count: allocator.CountAdd}, b)
+	}
+	if b != nil {
+		// Finish forgets the item's count with the result.
+		log.Warn("task failed; item marked failed in the batch", "outcome", outcome, "attempts", n, "error", runErr)
+		p.record(ectx, log, b, l, false)
+		return p.end(ctx, ectx, log, job, allocator.EndOptions{}, b)
 	}
 	log.Warn("task failed; item quarantined", "outcome", outcome, "attempts", n, "quarantine", p.cfg.Quarantine, "error", runErr)
-	return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: p.cfg.Quarantine, Count: allocator.CountClear}, true)
+	return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: p.cfg.Quarantine, Count: allocator.CountClear}, nil)
 }
 
-// end ends job's lease as end says: in loop mode while ctx has not ended,
-// with Lease.Next, which grants the next item in the same step; otherwise
-// the loop-mode count is changed in the store, then the item released or
-// held back (batch mode counts in its own scope, before).
-func (p *Pool) end(ctx, ectx context.Context, log hclog.Logger, job Job, end allocator.EndOptions, loop bool) *allocator.Lease {
+// end ends job's lease as end says, counting in b's scope (loop mode's
+// when b is nil): while ctx has not ended, with Lease.Next, which grants
+// the next item in the same step (in batch mode one pending in b);
+// otherwise the count is changed in the store, then the item released or
+// held back.
+func (p *Pool) end(ctx, ectx context.Context, log hclog.Logger, job Job, end allocator.EndOptions, b *batchRun) *allocator.Lease {
 	l := job.Lease
 	lostMsg, failMsg := "item not released: its lease was already lost", "cannot release the item; it comes back when its lease expires"
 	if end.Hold > 0 {
 		lostMsg, failMsg = "item not held back: its lease was already lost", "cannot hold the item back; it comes back when its lease expires"
+		// A jittered backoff under 1ms would be refused (holds are whole
+		// milliseconds), leaving the item held until its lease expires.
+		end.Hold = max(end.Hold, time.Millisecond)
 	}
 	endFailed := func(err error) {
 		if errors.Is(err, allocator.ErrLeaseLost) {
@@ -537,8 +535,8 @@ func (p *Pool) end(ctx, ectx context.Context, log hclog.Logger, job Job, end all
 			log.Warn(failMsg, "error", err)
 		}
 	}
-	if loop && ctx.Err() == nil {
-		next, ended, err := l.Next(ectx, end, job.Owner, allocator.AcquireOptions{TTL: p.cfg.LeaseTTL})
+	if ctx.Err() == nil {
+		next, ended, err := l.Next(ectx, end, job.Owner, p.nextOptions(b))
 		if ended != nil {
 			endFailed(ended)
 		}
@@ -555,9 +553,9 @@ func (p *Pool) end(ctx, ectx context.Context, log hclog.Logger, job Job, end all
 	var err error
 	switch end.Count {
 	case allocator.CountAdd:
-		_, err = p.store.AddFailure(ectx, "", job.Item)
+		_, err = p.store.AddFailure(ectx, b.scope(), job.Item)
 	case allocator.CountClear:
-		err = p.store.ClearFailures(ectx, "", job.Item)
+		err = p.store.ClearFailures(ectx, b.scope(), job.Item)
 	}
 	if err != nil {
 		log.Warn("cannot update the item's failure count", "error", err)
@@ -571,6 +569,19 @@ func (p *Pool) end(ctx, ectx context.Context, log hclog.Logger, job Job, end all
 		endFailed(err)
 	}
 	return nil
+}
+
+// nextOptions are what Lease.Next grants at a run's end: any free item,
+// counting in loop mode's failures; in batch mode an item still pending in
+// b (its todo SET: the grant and "still pending" are one step, so no
+// IsPending look is needed), counting in b's failures HASH.
+func (p *Pool) nextOptions(b *batchRun) allocator.AcquireOptions {
+	opts := allocator.AcquireOptions{TTL: p.cfg.LeaseTTL}
+	if b != nil {
+		k := p.alloc.Keys().Batch(b.id)
+		opts.From, opts.Failures = k.Todo, k.Failures
+	}
+	return opts
 }
 
 func (p *Pool) record(ctx context.Context, log hclog.Logger, b *batchRun, l *allocator.Lease, ok bool) {

@@ -618,6 +618,16 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
+// tripFixture is a Redis fixture over n items whose client counts its
+// round trips, with no background sync: only the runs' traffic counts.
+func tripFixture(t *testing.T, n int) (*fixture, *roundTrips) {
+	c := redis.NewClient(&redis.Options{Addr: redistest.Addr(t)})
+	t.Cleanup(func() { _ = c.Close() })
+	trips := &roundTrips{}
+	c.AddHook(trips)
+	return newRedisFixture(t, c, redistest.Prefix(t), allocator.Config{SyncInterval: time.Hour, FullSyncInterval: time.Hour}, itemNames(n)), trips
+}
+
 // TestLoopRunIsOneRoundTrip: in loop mode a run's end (its failure count,
 // the release or hold back) and the next grant are one script, so a
 // worker going from item to item makes one round trip per run: successes,
@@ -625,12 +635,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // cooling down at once, and the worker waits in Acquire.)
 func TestLoopRunIsOneRoundTrip(t *testing.T) {
 	t.Parallel()
-	c := redis.NewClient(&redis.Options{Addr: redistest.Addr(t)})
-	t.Cleanup(func() { _ = c.Close() })
-	trips := &roundTrips{}
-	c.AddHook(trips)
-	// No background sync in the window: only the runs' traffic counts.
-	f := newRedisFixture(t, c, redistest.Prefix(t), allocator.Config{SyncInterval: time.Hour, FullSyncInterval: time.Hour}, itemNames(16))
+	f, trips := tripFixture(t, 16)
 	const runs = 200
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -664,4 +669,53 @@ func itemNames(n int) []string {
 		out[i] = fmt.Sprintf("item-%d", i)
 	}
 	return out
+}
+
+// TestBatchRunIsTwoRoundTrips: in batch mode a run that finishes its item
+// makes two round trips, Finish (the result, under the lease check) and
+// Lease.Next, which ends the lease and grants an item still pending in the
+// batch with its batch failure count; a retry makes one, Next, counting
+// the failure in the batch's failures HASH.
+func TestBatchRunIsTwoRoundTrips(t *testing.T) {
+	t.Parallel()
+	f, trips := tripFixture(t, 400)
+	const runs = 200
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n atomic.Int64
+	var from, to int64
+	var mu sync.Mutex
+	failed := map[string]bool{} // items that failed once
+	var wrong []string
+	p, err := worker.New(f.alloc, f.store, worker.TaskFunc(func(_ context.Context, job worker.Job) error {
+		i := n.Add(1)
+		switch i {
+		case 1:
+			from = trips.n.Load()
+		case runs + 1:
+			to = trips.n.Load()
+			cancel()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if failed[job.Item] != (job.Attempt == 2) || job.Attempt > 2 {
+			wrong = append(wrong, fmt.Sprintf("%s as attempt %d", job.Item, job.Attempt))
+		}
+		if i%10 == 0 && job.Attempt == 1 {
+			failed[job.Item] = true
+			return errors.New("every tenth run fails once")
+		}
+		return nil
+	}), worker.Config{Mode: worker.ModeBatch, BatchID: "rt", Concurrency: 1, LeaseTTL: time.Minute, Backoff: 2 * time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	must(t, err)
+	must(t, p.Run(ctx))
+	if got := to - from; got > 2*runs+runs/10 {
+		t.Fatalf("%d round trips for %d batch runs; want about two per run", got, runs)
+	}
+	t.Logf("%d round trips for %d batch runs", to-from, runs)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(wrong) > 0 {
+		t.Fatalf("ran %v; want attempt 1 for a new item, 2 for one that failed once (the batch's count, read by Next)", wrong)
+	}
 }

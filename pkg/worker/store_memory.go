@@ -3,12 +3,13 @@ package worker
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/lockpool/lockpool/internal/failcount"
+	"github.com/lockpool/lockpool/internal/memberset"
 	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
 )
 
@@ -21,8 +22,11 @@ import (
 type MemoryStore struct {
 	pool *lock.MemoryLockPool
 	st   *memStoreState
-	// loop is run:failures, the loop-mode counts, which pkg/allocator's
-	// Lease.Next changes too.
+	// keys name the state shared with pkg/allocator's memory backend
+	// (keyspace.Memory): run:failures, the loop-mode counts, and each
+	// batch's todo set and failure counts, which Lease.Next reads and
+	// changes too.
+	keys keyspace.Pool
 	loop *failcount.Counts
 }
 
@@ -31,16 +35,17 @@ var _ Store = (*MemoryStore)(nil)
 // memStoreState is what Redis keeps under <base>|run:* and <base>|batch:*,
 // for one pool.
 //
-// Lock order: mu, then the pool's own mutex (any pool method). Pool users
-// never take mu, so calling the pool while holding mu cannot deadlock, and
+// Lock order: mu, then the pool's own mutex (any pool method), then the
+// mutexes of the small shared twins (internal/failcount,
+// internal/memberset), which call nothing. Pool users never take mu, so calling the pool while holding mu cannot deadlock, and
 // holding mu makes each method one atomic step among stores, as a Lua
 // script is.
 type memStoreState struct {
 	mu sync.Mutex
-	// failures is batch id -> item -> consecutive failures:
-	// batch:<id>:failures (loop mode's run:failures is failcount's).
-	failures map[string]map[string]int
-	batches  map[string]*memBatch
+	// batches holds the batches; their failure counts
+	// (batch:<id>:failures) and todo sets are failcount's and memberset's,
+	// shared with the allocator.
+	batches map[string]*memBatch
 	// nextExpiry is the earliest expires of any batch (zero: none), so
 	// calls before it skip the sweep.
 	nextExpiry time.Time
@@ -49,10 +54,9 @@ type memStoreState struct {
 // memBatch is one batch: batch:<id>:todo, the done and failed counts, and
 // meta.
 type memBatch struct {
-	// todo holds the pending items; at[item] is the item's index in it, so
-	// sampling and removal are O(1).
-	todo []string
-	at   map[string]int
+	// todo holds the pending items (batch:<id>:todo), shared with the
+	// allocator's grants from it (AcquireOptions.From).
+	todo *memberset.Set
 
 	total, done, failed int64
 	started, finished   time.Time
@@ -65,17 +69,19 @@ type memBatch struct {
 // lock.Shared), shared by every store over the pool.
 func memStoreStateOf(pool *lock.MemoryLockPool) *memStoreState {
 	return lock.Shared(pool, "worker", func() *memStoreState {
-		return &memStoreState{failures: map[string]map[string]int{}, batches: map[string]*memBatch{}}
+		return &memStoreState{batches: map[string]*memBatch{}}
 	})
 }
 
 // NewMemoryStore keeps run state in this process beside an in-memory pool.
 func NewMemoryStore(pool *lock.MemoryLockPool) *MemoryStore {
-	return &MemoryStore{pool: pool, st: memStoreStateOf(pool), loop: failcount.Of(pool)}
+	keys := keyspace.Memory()
+	return &MemoryStore{pool: pool, st: memStoreStateOf(pool), keys: keys, loop: failcount.Of(pool, keys.Failures())}
 }
 
 // enter takes the state's mutex after checking ctx, and forgets the
-// batches whose retain period has passed. The caller unlocks.
+// batches whose retain period has passed, with their shared todo set and
+// failure counts. The caller unlocks.
 func (s *MemoryStore) enter(ctx context.Context, op, subject string) (time.Time, error) {
 	if err := ctx.Err(); err != nil {
 		return time.Time{}, fmt.Errorf("worker: %s %s: %w", op, subject, err)
@@ -89,13 +95,29 @@ func (s *MemoryStore) enter(ctx context.Context, op, subject string) (time.Time,
 			case b.expires.IsZero():
 			case !now.Before(b.expires):
 				delete(st.batches, id)
-				delete(st.failures, id)
+				s.forget(id)
 			case st.nextExpiry.IsZero() || b.expires.Before(st.nextExpiry):
 				st.nextExpiry = b.expires
 			}
 		}
 	}
 	return now, nil
+}
+
+// forget drops batch id's shared state, as its keys expiring do on Redis.
+func (s *MemoryStore) forget(id string) {
+	k := s.keys.Batch(id)
+	memberset.Forget(s.pool, k.Todo)
+	failcount.Forget(s.pool, k.Failures)
+}
+
+// counts is the failure counts of scope: "" for loop mode, else a batch
+// id.
+func (s *MemoryStore) counts(scope string) *failcount.Counts {
+	if scope == "" {
+		return s.loop
+	}
+	return failcount.Of(s.pool, s.keys.Batch(scope).Failures)
 }
 
 // Failures implements [Store].
@@ -108,10 +130,7 @@ func (s *MemoryStore) Failures(ctx context.Context, scope, item string) (int, er
 		return 0, err
 	}
 	defer s.st.mu.Unlock()
-	if scope == "" {
-		return s.loop.Get(item), nil
-	}
-	return s.st.failures[scope][item], nil
+	return s.counts(scope).Get(item), nil
 }
 
 // AddFailure implements [Store].
@@ -124,16 +143,7 @@ func (s *MemoryStore) AddFailure(ctx context.Context, scope, item string) (int, 
 		return 0, err
 	}
 	defer s.st.mu.Unlock()
-	if scope == "" {
-		return s.loop.Apply(item, true), nil
-	}
-	m := s.st.failures[scope]
-	if m == nil {
-		m = map[string]int{}
-		s.st.failures[scope] = m
-	}
-	m[item]++
-	return m[item], nil
+	return s.counts(scope).Apply(item, true), nil
 }
 
 // ClearFailures implements [Store].
@@ -146,22 +156,8 @@ func (s *MemoryStore) ClearFailures(ctx context.Context, scope, item string) err
 		return err
 	}
 	defer s.st.mu.Unlock()
-	if scope == "" {
-		s.loop.Apply(item, false)
-		return nil
-	}
-	s.st.clearFailure(scope, item)
+	s.counts(scope).Apply(item, false)
 	return nil
-}
-
-// clearFailure forgets one count, and the scope once it has none, as
-// Redis deletes an emptied hash.
-func (st *memStoreState) clearFailure(scope, item string) {
-	m := st.failures[scope]
-	delete(m, item)
-	if len(m) == 0 {
-		delete(st.failures, scope)
-	}
 }
 
 // StartBatch implements [Store]. The pool's members are read while the
@@ -179,23 +175,23 @@ func (s *MemoryStore) StartBatch(ctx context.Context, id string) (Progress, erro
 	if b := s.st.batches[id]; b != nil {
 		return b.progress(), nil
 	}
-	b := &memBatch{at: map[string]int{}, started: msClock(now)}
+	// A todo set or counts left from an earlier batch of this id must not
+	// carry over.
+	s.forget(id)
+	b := &memBatch{todo: memberset.Of(s.pool, s.keys.Batch(id).Todo), started: msClock(now)}
 	for item, err := range s.pool.Items(ctx) {
 		if err != nil {
+			s.forget(id)
 			return Progress{}, fmt.Errorf("worker: %s %s: %w", op, batchSubject(id), err)
 		}
-		if _, dup := b.at[item]; !dup {
-			b.at[item] = len(b.todo)
-			b.todo = append(b.todo, item)
-		}
+		b.todo.Add(item)
 	}
-	b.total = int64(len(b.todo))
+	b.total = int64(b.todo.Len())
 	if b.total == 0 {
 		// An empty pool makes no batch (as start.lua).
+		s.forget(id)
 		return Progress{Started: b.started, Finished: b.started}, nil
 	}
-	// Counts left from an earlier batch of this id must not carry over.
-	delete(s.st.failures, id)
 	s.st.batches[id] = b
 	return b.progress(), nil
 }
@@ -214,7 +210,7 @@ func (s *MemoryStore) Pending(ctx context.Context, id string, n int) ([]string, 
 	if b == nil {
 		return []string{}, nil
 	}
-	return b.sample(clampPending(n)), nil
+	return b.todo.Sample(clampPending(n)), nil
 }
 
 // IsPending implements [Store].
@@ -231,8 +227,7 @@ func (s *MemoryStore) IsPending(ctx context.Context, id, item string) (bool, err
 	if b == nil {
 		return false, nil
 	}
-	_, ok := b.at[item]
-	return ok, nil
+	return b.todo.Has(item), nil
 }
 
 // Finish implements [Store]. A retain below zero keeps the batch forever,
@@ -241,10 +236,11 @@ func (s *MemoryStore) IsPending(ctx context.Context, id, item string) (bool, err
 // The lease is checked with the pool's LockValue while the store's mutex
 // is held, and the item is moved under the same hold. The pool may change
 // between the two steps, but not in a way that matters: if the lease was
-// current at the check, any other lease on the item is granted after it,
-// and its holder runs the item only after IsPending, which waits for this
-// mutex and so sees the item already moved. A lease that ends right after
-// the check had still run the item to this result.
+// current at the check, any other lease on the item is granted after it
+// ends, and so after the item left todo: the allocator's grant from todo
+// (AcquireOptions.From) no longer sees it, and a worker's IsPending waits
+// for this mutex and sees it moved. A lease that ends right after the
+// check had still run the item to this result.
 func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration) (bool, error) {
 	const op = "Finish"
 	if err := checkFinish(op, id, lease); err != nil {
@@ -260,7 +256,7 @@ func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Le
 	if b == nil {
 		return false, nil
 	}
-	if _, pending := b.at[lease.Item()]; !pending {
+	if !b.todo.Has(lease.Item()) {
 		return false, nil
 	}
 	v, held, err := s.pool.LockValue(ctx, lease.Item())
@@ -270,13 +266,13 @@ func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Le
 	if !held || v != lease.Value() {
 		return false, nil
 	}
-	b.remove(lease.Item())
+	b.todo.Remove(lease.Item())
 	if ok {
 		b.done++
 	} else {
 		b.failed++
 	}
-	s.st.clearFailure(id, lease.Item())
+	s.counts(id).Apply(lease.Item(), false)
 	s.st.finishIfDone(b, now, retain)
 	return true, nil
 }
@@ -306,7 +302,7 @@ func (s *MemoryStore) DropRemoved(ctx context.Context, id string, items []string
 	}
 	dropped := 0
 	for _, it := range items {
-		if _, pending := b.at[it]; !pending {
+		if !b.todo.Has(it) {
 			continue
 		}
 		member, err := s.pool.Contains(ctx, it)
@@ -316,9 +312,9 @@ func (s *MemoryStore) DropRemoved(ctx context.Context, id string, items []string
 		if member {
 			continue
 		}
-		b.remove(it)
+		b.todo.Remove(it)
 		b.total--
-		s.st.clearFailure(id, it)
+		s.counts(id).Apply(it, false)
 		dropped++
 	}
 	if dropped > 0 {
@@ -348,39 +344,6 @@ func (b *memBatch) progress() Progress {
 	return Progress{Total: b.total, Done: b.done, Failed: b.failed, Started: b.started, Finished: b.finished}
 }
 
-// sample returns up to n distinct pending items in random order.
-func (b *memBatch) sample(n int) []string {
-	if n >= len(b.todo) {
-		out := append([]string{}, b.todo...)
-		rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-		return out
-	}
-	// n < len(todo) and n <= maxPending: at most a few thousand draws.
-	picked := make(map[int]struct{}, n)
-	out := make([]string, 0, n)
-	for len(out) < n {
-		i := rand.IntN(len(b.todo))
-		if _, dup := picked[i]; dup {
-			continue
-		}
-		picked[i] = struct{}{}
-		out = append(out, b.todo[i])
-	}
-	return out
-}
-
-// remove takes a pending item out of todo by swapping the last one into
-// its place.
-func (b *memBatch) remove(item string) {
-	i := b.at[item]
-	last := len(b.todo) - 1
-	b.todo[i] = b.todo[last]
-	b.at[b.todo[i]] = i
-	b.todo[last] = ""
-	b.todo = b.todo[:last]
-	delete(b.at, item)
-}
-
 // msClock is t in whole milliseconds without its monotonic reading, as
 // the Redis backend reports times.
 func msClock(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
@@ -389,7 +352,7 @@ func msClock(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
 // expiry after retain (kept forever when retain <= 0), as finish.lua and
 // drop.lua do. The caller holds st.mu.
 func (st *memStoreState) finishIfDone(b *memBatch, now time.Time, retain time.Duration) {
-	if len(b.todo) > 0 {
+	if b.todo.Len() > 0 {
 		return
 	}
 	b.finished = msClock(now)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/failcount"
+	"github.com/lockpool/lockpool/internal/memberset"
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/keyspace"
@@ -338,6 +340,16 @@ var storeBehaviours = []storeBehaviour{
 		if e.redis != nil {
 			if keys := e.scanKeys("*|batch:short:*"); len(keys) > 0 {
 				t.Fatalf("keys of the expired batch remain: %q", keys)
+			}
+		}
+		if mem, ok := e.pool.(*lock.MemoryLockPool); ok {
+			// The state shared with the allocator goes with the batch.
+			k := keyspace.Memory().Batch("short")
+			if _, found := memberset.Lookup(mem, k.Todo); found {
+				t.Fatalf("the expired batch's todo set remains")
+			}
+			if _, found := failcount.Lookup(mem, k.Failures); found {
+				t.Fatalf("the expired batch's failure counts remain")
 			}
 		}
 		if got, err := e.store.Pending(e.ctx, "short", 10); err != nil || len(got) != 0 {

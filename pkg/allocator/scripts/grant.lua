@@ -9,11 +9,15 @@
 --      bindings (binding HASH), waiters (waiter ZSET), foreign (ZSET of
 --      items found held by a lock the allocator did not grant -> ms when
 --      last looked at; such locks send no wake-up when removed), reserved
---      (hand-off HASH), epoch (the epoch HASH)
+--      (hand-off HASH), epoch (the epoch HASH), and from (a SET of
+--      candidates, read only when a.from is '1')
 --   a  prefix (lock keys are prefix .. item), owner, ttl (ms), prefer
 --      (item or ''), binding (name or ''), waiter (id to register on a
 --      miss, or ''), budget (most candidates to examine), only ('1': lease
---      only prefer), known and longest (epoch's arguments)
+--      only prefer), known and longest (epoch's arguments), from ('1':
+--      after prefer and binding, the only candidates are up to 16 members
+--      of k.from drawn at random; a miss then says nothing of when an
+--      item may be available: next_ms -1, behind 0)
 -- It returns {ok, gen, id, quiet_ms, at_ms} (epoch's answer, id '' when it
 -- equals a.known), then
 --   on success (ok 1): item, token, deadline_ms, now_ms;
@@ -97,6 +101,17 @@ local function grant(k, a, now, now_us)
     -- Only the preferred item would do: report when it may be available.
     local when = redis.call('ZSCORE', k.index, a.prefer)
     return {0, gen, id, quiet, at, when and tonumber(when) or -1, now, 0}
+  end
+
+  if a.from == '1' then
+    -- Only members of the From SET will do: a random few, so workers
+    -- drawing from one SET rarely try the same items. try checks each is
+    -- still in the pool and free; the index plays no part.
+    for _, item in ipairs(redis.call('SRANDMEMBER', k.from, 16)) do
+      local g = try(item)
+      if g then return g end
+    end
+    return {0, gen, id, quiet, at, -1, now, 0}
   end
 
   -- Then the longest-available items, oldest score first.

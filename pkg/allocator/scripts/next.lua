@@ -11,8 +11,11 @@
 -- KEYS[7]: the foreign-lock ZSET               <base>|alloc:foreign
 -- KEYS[8]: the hand-off HASH                   <base>|alloc:reserved
 -- KEYS[9]: the epoch HASH                      <base>|epoch
--- KEYS[10]: the per-item count HASH (the       <base>|run:failures
---           worker's consecutive failures)
+-- KEYS[10]: the per-item count HASH (the       <base>|run:failures or <base>|batch:<id>:failures
+--           worker's consecutive failures: loop mode's, or a batch's)
+-- KEYS[11]: the SET candidates are drawn from  <base>|pool or <base>|batch:<id>:todo
+--           when ARGV[18] is '1' (a batch's pending items); the pool's
+--           member SET, unread, otherwise
 -- ARGV[1]: the ended lease's lock value        <owner>#<token>
 -- ARGV[2]: the ended lease's item              <item>
 -- ARGV[3]: wake channel prefix (release.lua)   <base>|alloc:wake:
@@ -35,9 +38,13 @@
 -- ARGV[16]: most candidates to examine         <n>
 -- ARGV[17]: '1' to lease only the preferred    <flag>
 --           item (ARGV[14]), else ''
--- Returns {ended, granted, count}: free's reply (the count is changed only
--- when the lease was current), grant's reply (acquire.lua), and the
--- granted item's count in KEYS[10] (0 when none or no grant).
+-- ARGV[18]: '1' to draw candidates only from   <flag>
+--           KEYS[11], else ''
+-- Returns {ended, granted, count, empty}: free's reply (the count is
+-- changed only when the lease was current), grant's reply (acquire.lua),
+-- the granted item's count in KEYS[10] (0 when none or no grant), and 1
+-- when nothing was granted and KEYS[11] was drawn from and is empty (else
+-- 0).
 local now, now_us = clock()
 local ended = free(
   {lock = KEYS[1], index = KEYS[3], waiters = KEYS[6], reserved = KEYS[8],
@@ -48,13 +55,15 @@ local ended = free(
   now, now_us)
 local granted = grant(
   {members = KEYS[2], index = KEYS[3], fence = KEYS[4], bindings = KEYS[5],
-   waiters = KEYS[6], foreign = KEYS[7], reserved = KEYS[8], epoch = KEYS[9]},
+   waiters = KEYS[6], foreign = KEYS[7], reserved = KEYS[8], epoch = KEYS[9], from = KEYS[11]},
   {prefix = ARGV[11], owner = ARGV[12], ttl = tonumber(ARGV[13]), prefer = ARGV[14],
    binding = ARGV[15], waiter = '', budget = tonumber(ARGV[16]), only = ARGV[17],
-   known = ARGV[8], longest = tonumber(ARGV[9])},
+   known = ARGV[8], longest = tonumber(ARGV[9]), from = ARGV[18]},
   now, now_us)
-local count = 0
+local count, empty = 0, 0
 if granted[1] == 1 then
   count = tonumber(redis.call('HGET', KEYS[10], granted[6]) or '0') or 0
+elseif ARGV[18] == '1' and redis.call('SCARD', KEYS[11]) == 0 then
+  empty = 1
 end
-return {ended, granted, count}
+return {ended, granted, count, empty}
