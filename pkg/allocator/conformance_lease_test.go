@@ -398,10 +398,11 @@ var leaseBehaviours = []behaviour{
 	}},
 	{"keepalive-keeps-a-short-lease", func(t *testing.T, b backend) {
 		// Short, and still sized for a loaded 2-core machine: the guard
-		// (TTL - TTL/5 without a confirmed refresh) tolerates a 450ms
-		// stall between two refreshes; 300ms tolerated 140ms, and make
-		// test saw 340ms.
-		const ttl = time.Second
+		// (TTL - TTL/5 without a confirmed refresh) tolerates a ~1s stall
+		// between two refreshes; a 1s TTL (450ms) was lost once under a
+		// load average of 15, 300ms tolerated 140ms, and make test saw
+		// 340ms.
+		const ttl = 2 * time.Second
 		e := setup(t, b, allocator.Config{}, "a")
 		l := e.mustTry("w", allocator.AcquireOptions{TTL: ttl})
 		var refreshed, failed atomic.Int64
@@ -413,10 +414,10 @@ var leaseBehaviours = []behaviour{
 			}
 		}})
 		must(t, err)
-		time.Sleep(4 * ttl)
+		time.Sleep(2 * ttl)
 		select {
 		case <-k.Done():
-			t.Fatalf("keep-alive ended after %v: %v (%s)", 4*ttl, k.Err(), redistest.SchedDelay())
+			t.Fatalf("keep-alive ended after %v: %v (%s)", 2*ttl, k.Err(), redistest.SchedDelay())
 		default:
 		}
 		if k.Err() != nil || k.Context().Err() != nil {
@@ -425,11 +426,11 @@ var leaseBehaviours = []behaviour{
 		e.wantHeld(l)
 		e.wantNoFree("other", allocator.AcquireOptions{})
 		k.Stop()
-		// Every TTL/3 for 4 TTLs: about 12; scheduling may cost a few,
+		// Every TTL/3 for 2 TTLs: about 6; scheduling may cost a few,
 		// and under load a refresh may miss its deadline (reported as a
 		// failure) without the lease being lost.
-		if n, f := refreshed.Load(), failed.Load(); n < 6 || n+f > 14 {
-			t.Fatalf("OnRefresh saw %d refreshes and %d failures; want >= 6 successes of about 12 calls", n, f)
+		if n, f := refreshed.Load(), failed.Load(); n < 3 || n+f > 8 {
+			t.Fatalf("OnRefresh saw %d refreshes and %d failures; want >= 3 successes of about 6 calls (%s)", n, f, redistest.SchedDelay())
 		}
 		select {
 		case <-k.Done():
