@@ -31,11 +31,11 @@ const fakeRunnerEnv = "LOCKPOOL_TEST_FAKE_RUNNER"
 // init serves the fake runner before the testing package starts. It is not
 // a Test function so that no test exists that only passes when run by hand.
 func init() {
-	// A wrapper started by the fake runner inherits fakeRunnerEnv: it must
-	// be served first.
+	// A supervisor started by the fake runner inherits fakeRunnerEnv: it
+	// must be served first.
 	worker.ServeExecWrapper()
-	// Wrappers are this test binary: built with -race, each would sleep
-	// a second before exiting 0.
+	// Supervisors are this test binary: built with -race, each would
+	// sleep a second before exiting 0.
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		_ = os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
@@ -223,7 +223,7 @@ func TestExecEnv(t *testing.T) {
 		"' \" \\ $HOME * -n",
 		"line one\nline two: ünïcødé ✓ 日本",
 	}
-	vars := []string{"RUNNER_ITEM", "RUNNER_TOKEN", "RUNNER_OWNER", "RUNNER_WORKER", "RUNNER_ATTEMPT", "EXTRA", "EMPTY", "PATH", "LOCKPOOL_EXEC_WRAPPER"}
+	vars := []string{"RUNNER_ITEM", "RUNNER_TOKEN", "RUNNER_OWNER", "RUNNER_WORKER", "RUNNER_ATTEMPT", "EXTRA", "EMPTY", "PATH", "LOCKPOOL_EXEC_SUPERVISOR"}
 	var script strings.Builder
 	for _, v := range vars {
 		fmt.Fprintf(&script, `printf '%%s' "${%s-<unset>}" > %s.out; `, v, v)
@@ -246,15 +246,15 @@ func TestExecEnv(t *testing.T) {
 				t.Fatalf("item %d %q: Run: %v", i, item, err)
 			}
 			want := map[string]string{
-				"RUNNER_ITEM":           item,
-				"RUNNER_TOKEN":          "1099511627783",
-				"RUNNER_OWNER":          "test-runner/w3",
-				"RUNNER_WORKER":         "3",
-				"RUNNER_ATTEMPT":        "2",
-				"EXTRA":                 "a=b c",
-				"EMPTY":                 "",
-				"PATH":                  os.Getenv("PATH"),
-				"LOCKPOOL_EXEC_WRAPPER": "<unset>",
+				"RUNNER_ITEM":              item,
+				"RUNNER_TOKEN":             "1099511627783",
+				"RUNNER_OWNER":             "test-runner/w3",
+				"RUNNER_WORKER":            "3",
+				"RUNNER_ATTEMPT":           "2",
+				"EXTRA":                    "a=b c",
+				"EMPTY":                    "",
+				"PATH":                     os.Getenv("PATH"),
+				"LOCKPOOL_EXEC_SUPERVISOR": "<unset>",
 			}
 			for _, v := range vars {
 				got, err := os.ReadFile(filepath.Join(dir, v+".out"))
@@ -285,9 +285,8 @@ func TestExecExitStatus(t *testing.T) {
 			{"exit 0", ""},
 			{"exit 3", "exit status 3"},
 			{"exit 255", "exit status 255"},
-			// A signal shows as 128+signal through the wrapper.
-			{"kill -KILL $$", map[bool]string{false: "signal: killed", true: "exit status 137"}[wrapper]},
-			{"kill -TERM $$", map[bool]string{false: "signal: terminated", true: "exit status 143"}[wrapper]},
+			{"kill -KILL $$", "signal: killed"},
+			{"kill -TERM $$", "signal: terminated"},
 		}
 		for _, c := range cases {
 			task := &worker.ExecTask{Command: sh(c.script), Wrapper: wrapper}
@@ -485,8 +484,7 @@ func TestExecCancelTerm(t *testing.T) {
 			failed bool   // ErrTaskFailed wanted
 			says   string // in the error
 		}{
-			{"dies of SIGTERM", "echo ready; sleep 30", worker.ErrShutdown, true,
-				map[bool]string{false: "signal: terminated", true: "exit status 143"}[wrapper]},
+			{"dies of SIGTERM", "echo ready; sleep 30", worker.ErrShutdown, true, "signal: terminated"},
 			{"exits 0 on SIGTERM", "trap 'exit 0' TERM; echo ready; sleep 30 & wait", worker.ErrTaskTimeout, false, "exited 0"},
 		}
 		for _, c := range cases {
@@ -583,8 +581,8 @@ func TestExecExitKillsGrandchildren(t *testing.T) {
 }
 
 // TestExecRunnerDeath kill -9s a runner process while its task runs. With
-// the wrapper the task and its grandchild die; without it only the task
-// itself does (grandchildren are not covered).
+// the wrapper (the exec supervisor) the task and its grandchild die;
+// without it only the task itself does (grandchildren are not covered).
 func TestExecRunnerDeath(t *testing.T) {
 	t.Parallel()
 	forModes(t, func(t *testing.T, wrapper bool) {
@@ -618,7 +616,7 @@ func TestExecRunnerDeath(t *testing.T) {
 		}
 		parent := proc{parentPid, parentStart}
 		if isRunner := parentPid == runner.Process.Pid; isRunner == wrapper {
-			t.Fatalf("task's parent is %d, runner is %d: want a wrapper in between iff Wrapper (%v)", parentPid, runner.Process.Pid, wrapper)
+			t.Fatalf("task's parent is %d, runner is %d: want the exec supervisor in between iff Wrapper (%v)", parentPid, runner.Process.Pid, wrapper)
 		}
 
 		if err := runner.Process.Kill(); err != nil {
@@ -629,7 +627,7 @@ func TestExecRunnerDeath(t *testing.T) {
 		}
 		assertDies(t, "task sh", child, 3*time.Second)
 		if wrapper {
-			assertDies(t, "wrapper", parent, 3*time.Second)
+			assertDies(t, "exec supervisor", parent, 3*time.Second)
 			assertDies(t, "grandchild sleep", grandchild, 3*time.Second)
 		}
 	})
@@ -674,8 +672,10 @@ func TestExecNoGoroutineLeak(t *testing.T) {
 		}
 		_ = task.Run(ctx, testJob)
 	}
-	// The first task starts the package's long-lived process spawner.
+	// The first tasks start the package's long-lived process spawner and
+	// the exec supervisor's reader.
 	run(&worker.ExecTask{Command: []string{"true"}}, 0)
+	run(&worker.ExecTask{Command: []string{"true"}, Wrapper: true}, 0)
 	before := runtime.NumGoroutine()
 	for _, wrapper := range []bool{false, true} {
 		run(&worker.ExecTask{Command: sh("echo a; echo b >&2"), Output: out.output, Wrapper: wrapper}, 0)
