@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -138,6 +140,7 @@ func superviseFor(runnerPid string) int {
 		return 0
 	}
 
+	releaseStartupMemory()
 	reqs := make(chan request, 16)
 	go readRequests(conn, reqs)
 	tick := time.NewTicker(supervisorPoll)
@@ -372,5 +375,38 @@ func parseRights(oob []byte) ([]int, error) {
 func closeAll(fds []int) {
 	for _, fd := range fds {
 		_ = syscall.Close(fd)
+	}
+}
+
+// releaseStartupMemory lets go of memory the program's start-up used and
+// the supervisor will not: the heap that the package inits of the whole
+// program left behind, and the page-table entries of read-only file pages
+// (the executable's code and constants, shared libraries) that the inits
+// ran through. Those pages stay in the page cache, shared with the runner,
+// and map back in when used; dropping them is what keeps the supervisor's
+// resident set small. Only mappings without a private copy of any page
+// (no "Anonymous" memory, e.g. relocations) are dropped: theirs are the
+// file's bytes, read back the same.
+func releaseStartupMemory() {
+	debug.FreeOSMemory()
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return
+	}
+	var start, end uint64 // the read-only file mapping being looked at
+	for line := range strings.Lines(string(smaps)) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-"):
+			// A mapping's first line: start-end perms offset dev inode [path].
+			start, end = 0, 0
+			lo, hi, _ := strings.Cut(f[0], "-")
+			if (f[1] == "r--p" || f[1] == "r-xp") && f[4] != "0" {
+				start, _ = strconv.ParseUint(lo, 16, 64)
+				end, _ = strconv.ParseUint(hi, 16, 64)
+			}
+		case len(f) >= 2 && f[0] == "Anonymous:" && f[1] == "0" && start < end:
+			_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_DONTNEED)
+		}
 	}
 }
