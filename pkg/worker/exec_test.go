@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +26,7 @@ import (
 )
 
 // fakeRunnerEnv makes the test binary a fake runner for TestExecRunnerDeath:
-// "<wrapper 0|1>:<dir>".
+// "<wrapper 0|1>:<tasks>:<dir>".
 const fakeRunnerEnv = "LOCKPOOL_TEST_FAKE_RUNNER"
 
 // init serves the fake runner before the testing package starts. It is not
@@ -34,6 +35,7 @@ func init() {
 	// A supervisor started by the fake runner inherits fakeRunnerEnv: it
 	// must be served first.
 	worker.ServeExecWrapper()
+	closeInheritedOnExec()
 	// Supervisors are this test binary: built with -race, each would
 	// sleep a second before exiting 0.
 	if _, ok := os.LookupEnv("GORACE"); !ok {
@@ -47,17 +49,42 @@ func init() {
 	os.Exit(fakeRunner(spec))
 }
 
-// fakeRunner runs a task that starts a grandchild and writes both pids, and
+// closeInheritedOnExec marks the descriptors this test binary inherited
+// (from whatever started go test) close-on-exec. Commands would inherit
+// them, as they inherit a runner's; TestExecNoDescriptorLeak is to see
+// only what the package passes.
+func closeInheritedOnExec() {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		if n, err := strconv.Atoi(fd.Name()); err == nil && n > 2 {
+			syscall.CloseOnExec(n)
+		}
+	}
+}
+
+// fakeRunner runs tasks at once, each of which starts a grandchild and
+// writes both pids (child.<worker>.pid, grandchild.<worker>.pid), and
 // waits to be killed.
 func fakeRunner(spec string) int {
-	wrapper, dir, _ := strings.Cut(spec, ":")
-	task := &worker.ExecTask{
-		Command: []string{"sh", "-c", `sleep 300 & echo $! > grandchild.pid; echo $$ > child.pid; wait`},
-		Dir:     dir,
-		Wrapper: wrapper == "1",
+	parts := strings.SplitN(spec, ":", 3)
+	if len(parts) != 3 {
+		parts = []string{"", "", ""}
 	}
-	err := task.Run(context.Background(), worker.Job{Item: "runner-death"})
-	fmt.Fprintf(os.Stderr, "fake runner: Run returned (want it killed first): %v\n", err)
+	n, err := strconv.Atoi(parts[1])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fake runner: bad spec %q\n", spec)
+		return 2
+	}
+	task := &worker.ExecTask{
+		Command: sh(`sleep 300 & echo $! > grandchild.$RUNNER_WORKER.pid; echo $$ > child.$RUNNER_WORKER.pid; wait`),
+		Dir:     parts[2],
+		Wrapper: parts[0] == "1",
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- task.Run(context.Background(), worker.Job{Item: "runner-death", Worker: i}) }()
+	}
+	fmt.Fprintf(os.Stderr, "fake runner: Run returned (want it killed first): %v\n", <-errs)
 	return 3
 }
 
@@ -560,9 +587,10 @@ func TestExecExitKillsGrandchildren(t *testing.T) {
 	forModes(t, func(t *testing.T, wrapper bool) {
 		dir := t.TempDir()
 		out := newRecorder()
-		// The grandchild inherits stdout: Run must not wait for it.
+		// The grandchild inherits stdout: Run must not wait for it. The
+		// command exits once the test has seen the grandchild alive.
 		task := &worker.ExecTask{
-			Command: sh(`sleep 300 & echo $! > grandchild.pid; echo done`),
+			Command: sh(`sleep 300 & echo $! > grandchild.pid; while [ ! -e exit ]; do sleep 0.05; done; echo done`),
 			Dir:     dir,
 			Output:  out.output,
 			Wrapper: wrapper,
@@ -570,26 +598,38 @@ func TestExecExitKillsGrandchildren(t *testing.T) {
 		errc := runAsync(t.Context(), task, testJob)
 		grandchild := readPidFile(t, filepath.Join(dir, "grandchild.pid"))
 		t.Cleanup(func() { killIfAlive(grandchild) })
+		if err := os.WriteFile(filepath.Join(dir, "exit"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		if err := waitErr(t, "task", errc, 10*time.Second); err != nil {
 			t.Errorf("Run = %v, want nil", err)
 		}
 		assertDies(t, "grandchild sleep", grandchild, 2*time.Second)
+		if wrapper {
+			// Orphaned, it was reparented to the exec supervisor, its
+			// subreaper, which must reap it rather than leave a zombie.
+			redistest.Eventually(t, fmt.Sprintf("the grandchild sleep (pid %d) reaped", grandchild.pid), 5*time.Second, func() bool {
+				_, _, start, err := procStat(grandchild.pid)
+				return err != nil || start != grandchild.start
+			})
+		}
 		if got := out.stream("stdout"); len(got) != 1 || got[0] != "done" {
 			t.Errorf("stdout %q, want [done]", got)
 		}
 	})
 }
 
-// TestExecRunnerDeath kill -9s a runner process while its task runs. With
-// the wrapper (the exec supervisor) the task and its grandchild die;
-// without it only the task itself does (grandchildren are not covered).
+// TestExecRunnerDeath kill -9s a runner process while its tasks run. With
+// the wrapper (the exec supervisor) every task and its grandchild die;
+// without it only the tasks themselves do (grandchildren are not covered).
 func TestExecRunnerDeath(t *testing.T) {
 	t.Parallel()
 	forModes(t, func(t *testing.T, wrapper bool) {
+		const tasks = 4
 		dir := t.TempDir()
 		var stderr bytes.Buffer
 		runner := exec.Command(os.Args[0], "-test.run=^$")
-		runner.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%s", fakeRunnerEnv, map[bool]int{false: 0, true: 1}[wrapper], dir))
+		runner.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%d:%s", fakeRunnerEnv, map[bool]int{false: 0, true: 1}[wrapper], tasks, dir))
 		runner.Stderr = &stderr
 		runner.WaitDelay = time.Second
 		// Should this test die, the fake runner dies too.
@@ -601,12 +641,16 @@ func TestExecRunnerDeath(t *testing.T) {
 			_ = runner.Process.Kill()
 			_ = runner.Wait()
 		})
-		grandchild := readPidFile(t, filepath.Join(dir, "grandchild.pid"))
-		t.Cleanup(func() { killIfAlive(grandchild) })
-		child := readPidFile(t, filepath.Join(dir, "child.pid"))
-		t.Cleanup(func() { killIfAlive(child) })
+		var children, grandchildren []proc
+		for i := range tasks {
+			grandchild := readPidFile(t, filepath.Join(dir, fmt.Sprintf("grandchild.%d.pid", i)))
+			t.Cleanup(func() { killIfAlive(grandchild) })
+			child := readPidFile(t, filepath.Join(dir, fmt.Sprintf("child.%d.pid", i)))
+			t.Cleanup(func() { killIfAlive(child) })
+			children, grandchildren = append(children, child), append(grandchildren, grandchild)
+		}
 
-		_, parentPid, _, err := procStat(child.pid)
+		_, parentPid, _, err := procStat(children[0].pid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -622,13 +666,18 @@ func TestExecRunnerDeath(t *testing.T) {
 		if err := runner.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
+		mustDie := children
+		if wrapper {
+			mustDie = slices.Concat(children, grandchildren, []proc{parent})
+		}
+		// Tens of milliseconds on an idle machine; the bound is for a
+		// loaded one.
+		took := redistest.Eventually(t, fmt.Sprintf("the tasks%s to die after the runner's kill -9",
+			map[bool]string{false: "", true: ", their grandchildren and the exec supervisor"}[wrapper]),
+			5*time.Second, func() bool { return !slices.ContainsFunc(mustDie, proc.alive) })
+		t.Logf("%d processes gone %v after the kill -9 of the runner", len(mustDie), took.Round(time.Millisecond))
 		if err := runner.Wait(); !strings.Contains(fmt.Sprint(err), "signal: killed") {
 			t.Fatalf("fake runner: %v, want signal: killed; its stderr:\n%s", err, stderr.String())
-		}
-		assertDies(t, "task sh", child, 3*time.Second)
-		if wrapper {
-			assertDies(t, "exec supervisor", parent, 3*time.Second)
-			assertDies(t, "grandchild sleep", grandchild, 3*time.Second)
 		}
 	})
 }
