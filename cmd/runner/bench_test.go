@@ -12,9 +12,9 @@ import (
 
 // BenchmarkRunnerThroughput runs the runner binary in batch mode on its
 // embedded in-memory pool with b.N items, concurrency 8 and a task of
-// "true" (started through the exec wrapper, as always), and reports task
+// "true" (started through the exec supervisor, as always), and reports task
 // runs per second (runs/s), against a baseline measured in the same run:
-// os/exec of "true" from 8 goroutines, with no runner, lease or wrapper
+// os/exec of "true" from 8 goroutines, with no runner, lease or supervisor
 // (baseline-runs/s; ratio = runs/s ÷ baseline-runs/s). The runner's
 // start-up and shutdown are included.
 //
