@@ -101,9 +101,19 @@ func (o *output) wait() {
 	}
 }
 
+// lineReaders recycles the readers of output streams: each holds a
+// maxLineLen buffer, 128 KiB of garbage per task otherwise (most of what a
+// runner of short tasks allocated, and of its GC work).
+var lineReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxLineLen) }}
+
 // read delivers the lines of one stream until EOF or a read error.
 func (o *output) read(r io.Reader, stream string) {
-	br := bufio.NewReaderSize(r, maxLineLen)
+	br := lineReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		lineReaders.Put(br)
+	}()
 	split := false // the last piece delivered was a full buffer
 	for {
 		chunk, err := br.ReadSlice('\n')
