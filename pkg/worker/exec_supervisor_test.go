@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -226,4 +227,17 @@ func TestExecLargeRequest(t *testing.T) {
 			t.Errorf("the command saw %q, want %q", got, want)
 		}
 	})
+}
+
+// TestExecSupervisorNotServed runs a wrapped task in a program whose main
+// does not call ServeExecWrapper: the task fails at once, saying so.
+func TestExecSupervisorNotServed(t *testing.T) {
+	t.Parallel()
+	runner := exec.Command(os.Args[0], "-test.run=^$")
+	runner.Env = append(os.Environ(), fakeRunnerEnv+"=1:1:"+t.TempDir(), noServeEnv+"=1")
+	runner.WaitDelay = time.Second
+	out, err := runner.CombinedOutput()
+	if code := runner.ProcessState.ExitCode(); code != 3 || !strings.Contains(string(out), "does main call worker.ServeExecWrapper") {
+		t.Errorf("fake runner exited %d (%v), want 3 after its task failed naming ServeExecWrapper; its output:\n%s", code, err, out)
+	}
 }

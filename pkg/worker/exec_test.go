@@ -29,9 +29,18 @@ import (
 // "<wrapper 0|1>:<tasks>:<dir>".
 const fakeRunnerEnv = "LOCKPOOL_TEST_FAKE_RUNNER"
 
+// noServeEnv makes an exec supervisor started by a fake runner act as a
+// program whose main does not call ServeExecWrapper: it says it was
+// misused and exits 2.
+const noServeEnv = "LOCKPOOL_TEST_NO_SERVE"
+
 // init serves the fake runner before the testing package starts. It is not
 // a Test function so that no test exists that only passes when run by hand.
 func init() {
+	if os.Getenv(noServeEnv) != "" && os.Getenv("LOCKPOOL_EXEC_SUPERVISOR") != "" {
+		fmt.Fprintln(os.Stderr, "usage: a program that forgot ServeExecWrapper")
+		os.Exit(2)
+	}
 	// A supervisor started by the fake runner inherits fakeRunnerEnv: it
 	// must be served first.
 	worker.ServeExecWrapper()

@@ -25,6 +25,12 @@ import (
 // runner started (an upgrade), unlike os.Executable's path.
 const selfExe = "/proc/self/exe"
 
+// helloTimeout bounds how long a new supervisor may take to say hello. A
+// program that does not call ServeExecWrapper first thing runs its own
+// main instead, maybe for ever; it is killed then. (A -race build can take
+// seconds to start on a loaded machine.)
+const helloTimeout = 30 * time.Second
+
 // supervisor is a running supervisor process and the runner's end of the
 // socket to it.
 type supervisor struct {
@@ -40,6 +46,7 @@ type supervisor struct {
 	dead    bool                  // no new commands: it is gone or going
 	err     error                 // why it is gone; set before the waiting hear
 	ready   bool                  // it said hello
+	noHello *time.Timer           // kills it unless it says hello in time
 }
 
 // repGone is the reply a waiting command gets when the supervisor is gone.
@@ -122,6 +129,7 @@ func newSupervisor() (*supervisor, error) {
 		return nil, err
 	}
 	s := &supervisor{cmd: cmd, conn: c.(*net.UnixConn), waiting: map[uint64]chan reply{}}
+	s.noHello = time.AfterFunc(helloTimeout, s.abort)
 	go s.read()
 	return s, nil
 }
@@ -222,6 +230,7 @@ func (s *supervisor) read() {
 			if v := u.u32(); u.done() != nil || v != wireVersion {
 				err = fmt.Errorf("%w: hello version %d, want %d", errWire, v, wireVersion)
 			}
+			s.noHello.Stop()
 			s.mu.Lock()
 			s.ready = true
 			s.mu.Unlock()
@@ -256,6 +265,7 @@ func (s *supervisor) gone(readErr error) {
 	s.mu.Lock()
 	s.dead = true
 	s.mu.Unlock()
+	s.noHello.Stop()
 	s.abort()
 	// It is our child and not reaped yet: its pid is still its own.
 	_ = s.cmd.Process.Kill()
@@ -270,8 +280,8 @@ func (s *supervisor) gone(readErr error) {
 	s.mu.Lock()
 	switch {
 	case !s.ready:
-		s.err = fmt.Errorf("%w before it was ready (pid %d, %s): does main call worker.ServeExecWrapper first?",
-			ErrSupervisorDied, s.cmd.Process.Pid, how)
+		s.err = fmt.Errorf("%w before it was ready (pid %d, %s; it has %v to get ready): does main call worker.ServeExecWrapper first thing?",
+			ErrSupervisorDied, s.cmd.Process.Pid, how, helloTimeout)
 	case errors.Is(readErr, errWire):
 		s.err = fmt.Errorf("%w: killed after %w", ErrSupervisorDied, readErr)
 	default:
