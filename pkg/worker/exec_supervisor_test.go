@@ -241,3 +241,35 @@ func TestExecSupervisorNotServed(t *testing.T) {
 		t.Errorf("fake runner exited %d (%v), want 3 after its task failed naming ServeExecWrapper; its output:\n%s", code, err, out)
 	}
 }
+
+// TestExecDirFollowsChdir changes the working directory after the exec
+// supervisor started: a command without Dir, or with a relative one, runs
+// relative to the new one, with or without the wrapper. (Not parallel:
+// the working directory is the process's.)
+func TestExecDirFollowsChdir(t *testing.T) {
+	// The supervisor starts with the first wrapped task, in the old
+	// working directory.
+	if err := (&worker.ExecTask{Command: []string{"true"}, Wrapper: true}).Run(t.Context(), testJob); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	for _, wrapper := range []bool{false, true} {
+		for _, c := range []struct{ dir, want string }{{"", dir}, {"sub", filepath.Join(dir, "sub")}} {
+			out := newRecorder()
+			task := &worker.ExecTask{Command: sh("pwd -P"), Dir: c.dir, Output: out.output, Wrapper: wrapper}
+			if err := task.Run(t.Context(), testJob); err != nil {
+				t.Fatalf("wrapper %v, Dir %q: %v", wrapper, c.dir, err)
+			}
+			if got := out.stream("stdout"); !slices.Equal(got, []string{c.want}) {
+				t.Errorf("wrapper %v, Dir %q: the command ran in %q, want %q", wrapper, c.dir, got, c.want)
+			}
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,6 +66,18 @@ var errNotSent = errors.New("worker: exec supervisor gone before the request")
 // startSupervised starts c through this process's supervisor, starting
 // one first if there is none or it died.
 func startSupervised(c *command) (process, error) {
+	// The supervisor's working directory is this process's when it
+	// started: a relative Dir (or none) is relative to ours now.
+	if !strings.HasPrefix(c.dir, "/") {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		if c.dir != "" {
+			wd += "/" + c.dir
+		}
+		c.dir = wd
+	}
 	for attempt := 0; ; attempt++ {
 		s, err := currentSupervisor()
 		if err != nil {
