@@ -17,9 +17,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The runner's side of the exec supervisor (see exec.go for why there is
-// one, supervisor_serve_linux.go for the supervisor, and
+// The runner's side of the exec supervisor (see exec.go for what it
+// guarantees, supervisor_serve_linux.go for the supervisor, and
 // supervisor_wire_linux.go for what they say to each other).
+//
+// Why one supervisor per runner. A wrapper process per task (what came
+// before) cost a Go runtime start and every package init of the program
+// per task, most of the CPU of a short task, and one process per running
+// task. One long-lived supervisor pays that once, and each task costs one
+// spawn, by a small process (vfork-style: no page tables to copy).
+// A separate helper binary (a few hundred bytes of C, or a Go program
+// without the runner's packages) would start faster and weigh less, but it
+// would have to be built, shipped and found beside every program that uses
+// ExecTask, in the same version; re-executing /proc/self/exe needs only
+// ServeExecWrapper in main, and survives an upgrade that replaced the file.
 
 // selfExe names this program's executable for re-execution. The /proc
 // link keeps working when the file was replaced or deleted since the
