@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
 	"os"
 	"os/signal"
@@ -187,17 +188,17 @@ func superviseFor(runnerPid string) int {
 func (s *supervision) start(r *startRequest, fds []int) bool {
 	null := s.devNull.Fd()
 	files := [3]uintptr{null, null, null}
-	next := fds
-	for i := range files {
-		if r.files&(1<<i) != 0 && len(next) > 0 {
-			files[i], next = uintptr(next[0]), next[1:]
-		}
-	}
 	var pid int
 	var err error
-	if len(next) != 0 || r.files>>len(files) != 0 || len(r.argv) == 0 {
+	if bits.OnesCount8(r.files) != len(fds) || r.files>>len(files) != 0 || len(r.argv) == 0 {
 		err = syscall.EINVAL // descriptors and the files mask disagree
 	} else {
+		next := fds
+		for i := range files {
+			if r.files&(1<<i) != 0 {
+				files[i], next = uintptr(next[0]), next[1:]
+			}
+		}
 		pid, err = syscall.ForkExec(r.path, r.argv, &syscall.ProcAttr{Dir: r.dir, Env: r.env, Files: files[:], Sys: &s.attr})
 	}
 	for _, fd := range fds {
