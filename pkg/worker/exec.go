@@ -65,11 +65,6 @@ const maxLineLen = 64 << 10
 // the group can still hold them open.
 const drainTimeout = 2 * time.Second
 
-// ErrSupervisorDied: the exec supervisor (ExecTask.Wrapper) died while it
-// ran the command, which was killed with it; Run's error wraps it with
-// ErrTaskFailed. The next task starts a new supervisor.
-var ErrSupervisorDied = errors.New("worker: exec supervisor died")
-
 // ExecTask runs a command for each job. It is a Task, safe for concurrent
 // use by several workers as long as its fields are not changed meanwhile.
 //
