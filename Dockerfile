@@ -5,7 +5,9 @@
 #   docker build -t lockpool/runner .
 #   docker run --rm --init -v "$PWD/runner.yaml:/etc/runner/config.yaml:ro" lockpool/runner
 #
-# (--init reaps orphaned children of tasks; the runner does not act as init.)
+# (--init reaps what is orphaned to PID 1: the runner does not act as init.
+# Its exec supervisor reaps what tasks orphan, but if the supervisor itself
+# dies, its children are reparented to PID 1.)
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src

@@ -52,7 +52,7 @@ type execTool struct {
 
 // BenchmarkRunnerThroughput runs a batch of 2,000 × `true` at concurrency 8
 // with the runner binary on its embedded in-memory pool (tasks started as
-// the runner always starts them, through its exec wrapper), and the same
+// the runner always starts them, through its exec supervisor), and the same
 // batch with the baselines, in one round:
 //
 //	xargs     seq 2000 | xargs -P8 -n1 true (the numbers on its stdin)
@@ -186,8 +186,8 @@ const memoryTasks = 64
 // batch of 64 items at concurrency 64 with the task `sleep 30`, waits
 // until 64 sleep processes run under it, and reads /proc: the resident
 // set (VmRSS) of the runner, and of its helpers, every descendant that is
-// not a task (not comm "sleep"): a per-task exec wrapper today, whatever
-// the runner starts to supervise its tasks tomorrow. Goal: rss-ratio =
+// not a task (not comm "sleep"): the exec supervisor (a per-task wrapper
+// before it), whatever the runner starts to look after its tasks. Goal: rss-ratio =
 // (runner + helpers) ÷ runner <= 1.5. Reported too: each sum in MiB, the
 // helper count, and the same sums as PSS (shared pages divided among the
 // processes sharing them: the memory the helpers really add). The

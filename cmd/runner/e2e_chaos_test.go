@@ -76,13 +76,14 @@ func TestE2EPauseRunnerAndTasks(t *testing.T) {
 	const takerSleep = 2 * time.Second
 	p := startRunner(t, "frozen", nil, "run", "-c", e.config("frozen", items, extra, frozenSleep))
 	mine := e.waitHeld(p, 2)
-	groups := freeze(t, p.pid())
+	fz := freeze(t, p.pid())
+	groups := fz.groups
 	frozenAt := e.serverTime()
 	t.Cleanup(func() {
 		for _, g := range groups {
 			_ = syscall.Kill(-g, syscall.SIGKILL)
 		}
-		_ = syscall.Kill(-p.pid(), syscall.SIGCONT)
+		fz.resume()
 	})
 	// Each frozen task's group, by item.
 	group := map[string]int{}
@@ -129,16 +130,16 @@ func TestE2EPauseRunnerAndTasks(t *testing.T) {
 			a, mine[a].Token, rejected.Ev, took[a].Token)
 	}
 
-	// The runner resumes, task B still frozen: the runner finds B's lease
-	// lost and kills B.
+	// The runner resumes (with its exec supervisor), task B still frozen:
+	// the runner finds B's lease lost and kills B.
 	resumedAt := time.Now()
-	_ = syscall.Kill(-p.pid(), syscall.SIGCONT)
+	fz.resume()
 	waitFor(t, "task "+b+" killed by its resumed runner", killGrace+3*time.Second, untilGone(mine[b].Pid))
 	t.Logf("task %s killed %v after its runner resumed (kill_grace %v)", b, time.Since(resumedAt).Round(time.Millisecond), killGrace)
 	waitFor(t, "the resumed runner logging the lost lease of "+b, 5*time.Second, func() (bool, string) {
 		return len(p.leaseLostLines(b, mine[b].Token)) > 0, "not logged"
 	})
-	// The task's wrapper, its group's leader, exits right after it.
+	// The task is its group's leader: its group is killed when it exits.
 	if ok, _ := poll("", 3*time.Second, untilGroupsGone(groups)); !ok {
 		t.Errorf("processes of the frozen runner's tasks still alive 3s after its task died: %+v", groupsAlive(groups))
 	}
@@ -212,9 +213,9 @@ func (p chaosPause) covers(ev event) bool {
 //     a newer token) within lease_ttl + 1s of the kill;
 //   - every item runs again after the last fault;
 //   - once the runners are stopped (exit 0 on SIGTERM), no process whose
-//     environment names this test's ledger is alive: no wrapper and no
-//     recorder, whichever runner started it, and none of the recorder
-//     pids the ledger holds.
+//     environment names this test's ledger is alive: no recorder,
+//     whichever runner started it, and none of the recorder pids the
+//     ledger holds.
 func TestE2EChaosSoak(t *testing.T) {
 	t.Parallel()
 	soak := chaosSoakDuration(t)
@@ -223,7 +224,7 @@ func TestE2EChaosSoak(t *testing.T) {
 	const ttl = 2 * time.Second
 	const cooldown = 3 * time.Second
 	// taskSleep is each run's length. A kill -9 of a runner stops its
-	// tasks within tens of ms on an idle machine (the parent-death signal),
+	// tasks within tens of ms on an idle machine (its exec supervisor sees the socket to it close),
 	// and up to a second or so on a loaded one: what is checked is that no
 	// task of a killed runner writes after its process groups were seen
 	// gone (a task that escaped them would write its end up to taskSleep
@@ -232,8 +233,7 @@ func TestE2EChaosSoak(t *testing.T) {
 	// The cooldown keeps workers idle most of the time (20 items, each run
 	// about every 4s, 9 workers), so a dead runner's items are mostly taken
 	// soon after they expire, and the 2 CPUs are not saturated by starting
-	// race-built wrappers and recorders (about 5 runs a second, 70ms of CPU
-	// each).
+	// race-built recorders (about 5 runs a second, 70ms of CPU each).
 	// Each runner reaches Redis through a proxy of its own, so it can be
 	// partitioned; the recorder and the test talk to Redis directly. The
 	// safety margin (800ms) covers the scheduling delay of a loaded 2-CPU
@@ -317,7 +317,8 @@ func TestE2EChaosSoak(t *testing.T) {
 				held[it] = n
 			}
 		}
-		// Its tasks die with it (the wrapper's parent-death signal, or its
+		// Its tasks die with it (its exec supervisor kills their groups on
+		// the end of file of their socket, its parent-death signal or its
 		// poll every second), before anyone can take its items.
 		waitFor(t, fmt.Sprintf("the tasks of killed %s gone", v.name), 3*time.Second, untilGroupsGone(groups))
 		goneAt := e.serverTime()
@@ -366,22 +367,21 @@ func TestE2EChaosSoak(t *testing.T) {
 	}
 	pause := func(i int, d time.Duration) {
 		v := runners[i]
-		groups := freeze(t, v.pid())
+		fz := freeze(t, v.pid())
 		pauses = append(pauses, chaosPause{pid: v.pid(), frozenAt: e.serverTime(), fence: e.fence(e.client)})
 		if d > ttl {
 			longPauses++
 		}
 		time.Sleep(d)
-		thaw(v.pid(), groups, rng.IntN(2) == 0)
+		fz.thaw(rng.IntN(2) == 0)
 	}
 
 	// target picks a runner, one running tasks if any: a fault on an idle
 	// runner tests little.
 	target := func() int {
 		var busy []int
-		ps := procs()
 		for i, r := range runners {
-			if slices.ContainsFunc(ps, func(p procInfo) bool { return p.ppid == r.pid() && p.state != 'Z' }) {
+			if len(taskGroups(r.pid())) > 0 {
 				busy = append(busy, i)
 			}
 		}
@@ -446,8 +446,8 @@ func TestE2EChaosSoak(t *testing.T) {
 		return len(ran) == len(items), fmt.Sprintf("run: %v", sortedKeys(ran))
 	})
 	stopRunners(t, 15*time.Second, runners...)
-	// No task process outlives the runners: not one wrapper or recorder
-	// of this ledger, whichever runner started it, killed ones included.
+	// No task process outlives the runners: not one recorder of this
+	// ledger, whichever runner started it, killed ones included.
 	if ok, why := poll("no task process left after every runner stopped", 3*time.Second, e.untilNoTasks()); !ok {
 		t.Error(why)
 	}

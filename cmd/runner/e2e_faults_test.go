@@ -33,8 +33,8 @@ const (
 	faultRefresh = 300 * time.Millisecond
 	faultMargin  = time.Second
 	// faultTermSlack is what the SIGTERM may take after the guard fires to
-	// be recorded: signal delivery through the wrapper, and the recorder's
-	// TIME call.
+	// be recorded: signal delivery through the exec supervisor, and the
+	// recorder's TIME call.
 	faultTermSlack = 300 * time.Millisecond
 )
 

@@ -109,7 +109,7 @@ func startProc(t *testing.T, name string, o procOpts, args ...string) *runnerPro
 // test.
 func cleanEnv() []string {
 	// A -race binary sleeps 1s at exit by default; the runner and its
-	// exec wrapper are -race builds here.
+	// exec supervisor are -race builds here.
 	out := []string{"GORACE=atexit_sleep_ms=0"}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "RUNNER_") && !strings.HasPrefix(kv, "E2E_") && !strings.HasPrefix(kv, "GORACE=") {
@@ -481,7 +481,7 @@ func untilGroupsGone(groups []int) func() (bool, string) {
 }
 
 // ledgerProcs lists the live processes whose environment names ledger:
-// a test's task wrappers and recorders, whoever their parent is now. Pids
+// a test's recorders (its tasks), whoever their parent is now. Pids
 // are reused (pid_max may be 32768), so a pid alone proves nothing; the
 // unique ledger name in the environment does.
 func ledgerProcs(ledger string) []procInfo {
@@ -509,67 +509,119 @@ func ofLedger(pid int, ledger string) bool {
 	return err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00E2E_LEDGER="+ledger+"\x00"))
 }
 
-// ---- freezing a runner ----
+// ---- a runner's tasks, and freezing a runner ----
 
-// stopRunner stops a runner with SIGSTOP (its own process group: a child
-// forked but not yet in a group of its own is stopped with it), so that it
-// starts nothing new, and returns its task groups: the groups led by its
-// children, the exec wrappers, which hold the recorders.
-func stopRunner(t *testing.T, pid int) []int {
-	t.Helper()
-	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
-		t.Fatalf("SIGSTOP runner %d: %v", pid, err)
+// execSupervisor is the pid of the runner's exec supervisor, the child that
+// starts its tasks (0 while it has none: it starts with the first task).
+func execSupervisor(runner int) int {
+	for _, p := range procs() {
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/cmdline")
+		if p.ppid == runner && p.alive() && bytes.HasPrefix(cmdline, []byte("lockpool-exec-supervisor\x00")) {
+			return p.pid
+		}
 	}
-	waitFor(t, fmt.Sprintf("runner %d stopped", pid), 5*time.Second, func() (bool, string) {
-		p, ok := procStat(pid)
-		return !ok || p.state == 'T' || stopPending(pid), fmt.Sprintf("state %c", p.state)
-	})
+	return 0
+}
+
+// taskGroups lists the process groups of the runner's tasks: those of its
+// exec supervisor's children, which lead them (or were orphaned in them).
+func taskGroups(runner int) []int {
+	sup := execSupervisor(runner)
+	if sup == 0 {
+		return nil
+	}
 	var groups []int
 	for _, p := range procs() {
-		if p.ppid == pid && p.state != 'Z' {
-			groups = append(groups, p.pid)
+		// A child still in the supervisor's group has yet to make one.
+		if p.ppid == sup && p.alive() && p.pgrp != sup && !slices.Contains(groups, p.pgrp) {
+			groups = append(groups, p.pgrp)
 		}
 	}
 	return groups
 }
 
-// freeze stops a runner and every task it started with SIGSTOP, as a VM
-// freeze would: the runner first, then its task groups. It returns once
-// all of them are stopped, with the task groups.
-func freeze(t *testing.T, pid int) []int {
+// stopRunner stops a runner with SIGSTOP (its own process group), so that
+// it starts nothing new, and returns its task groups. Its exec supervisor
+// runs on: it must be free to kill the tasks should the runner die. (It
+// may start a task the runner asked for just before it stopped, whose
+// group is not among those returned.)
+func stopRunner(t *testing.T, pid int) []int {
 	t.Helper()
-	groups := stopRunner(t, pid)
-	for _, g := range groups {
-		_ = syscall.Kill(-g, syscall.SIGSTOP) // ESRCH: not yet a group leader, stopped with the runner
+	stopGroup(t, "runner", pid)
+	return taskGroups(pid)
+}
+
+// stopGroup sends SIGSTOP to the process group pgid and waits until its
+// leader is stopped.
+func stopGroup(t *testing.T, what string, pgid int) {
+	t.Helper()
+	if err := syscall.Kill(-pgid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %s %d: %v", what, pgid, err)
+	}
+	waitFor(t, fmt.Sprintf("%s %d stopped", what, pgid), 5*time.Second, func() (bool, string) {
+		p, ok := procStat(pgid)
+		return !ok || p.state == 'T' || stopPending(pgid), fmt.Sprintf("state %c", p.state)
+	})
+}
+
+// frozen is a runner and its tasks, stopped by freeze.
+type frozen struct {
+	runner, supervisor int   // the supervisor 0 if the runner had none
+	groups             []int // the tasks' process groups
+}
+
+// freeze stops a runner and every task it started with SIGSTOP, as a VM
+// freeze would: the runner first, then its exec supervisor (its own
+// process group: a task forked but not yet in a group of its own is
+// stopped with it), then the task groups. It returns once all of them are
+// stopped.
+func freeze(t *testing.T, pid int) frozen {
+	t.Helper()
+	f := frozen{runner: pid}
+	stopGroup(t, "runner", pid)
+	if f.supervisor = execSupervisor(pid); f.supervisor != 0 {
+		stopGroup(t, "exec supervisor", f.supervisor)
+	}
+	f.groups = taskGroups(pid)
+	for _, g := range f.groups {
+		_ = syscall.Kill(-g, syscall.SIGSTOP)
 	}
 	// Should the test fail before it thaws them, the tasks must not stay
-	// stopped: a stopped wrapper cannot kill its task when the runner dies.
+	// stopped, nor the supervisor that kills them when the runner dies.
 	t.Cleanup(func() {
 		if t.Failed() {
-			thaw(pid, groups, false)
+			f.thaw(false)
 		}
 	})
 	waitFor(t, fmt.Sprintf("tasks of runner %d stopped", pid), 5*time.Second, func() (bool, string) {
 		var running []procInfo
-		for _, p := range groupsAlive(groups) {
+		for _, p := range groupsAlive(f.groups) {
 			if p.state != 'T' && !stopPending(p.pid) {
 				running = append(running, p)
 			}
 		}
 		return len(running) == 0, fmt.Sprintf("running: %+v", running)
 	})
-	return groups
+	return f
+}
+
+// resume resumes the runner and its exec supervisor, not the tasks.
+func (f frozen) resume() {
+	_ = syscall.Kill(-f.runner, syscall.SIGCONT)
+	if f.supervisor != 0 {
+		_ = syscall.Kill(-f.supervisor, syscall.SIGCONT)
+	}
 }
 
 // thaw resumes what freeze stopped.
-func thaw(pid int, groups []int, runnerFirst bool) {
+func (f frozen) thaw(runnerFirst bool) {
 	if runnerFirst {
-		_ = syscall.Kill(-pid, syscall.SIGCONT)
+		f.resume()
 	}
-	for _, g := range groups {
+	for _, g := range f.groups {
 		_ = syscall.Kill(-g, syscall.SIGCONT)
 	}
 	if !runnerFirst {
-		_ = syscall.Kill(-pid, syscall.SIGCONT)
+		f.resume()
 	}
 }

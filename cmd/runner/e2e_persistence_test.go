@@ -73,8 +73,8 @@ const (
 	// machine delays timers by several hundred ms.
 	persistDetect = 2 * time.Second
 	// persistStart bounds the start of a task once its item is granted:
-	// the exec wrapper and the recorder, both -race builds, start and the
-	// recorder writes its begin. About 150ms on an idle machine; up to
+	// the recorder, a -race build, starts (through the exec supervisor)
+	// and writes its begin. About 150ms on an idle machine; up to
 	// 10s was seen on this 2-CPU machine at a load average of 20-27
 	// (other test runs and builds), the figure this bound must cover.
 	persistStart = 15 * time.Second

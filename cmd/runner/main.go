@@ -44,8 +44,9 @@ var errUsage = errors.New("usage")
 var errBadInput = errors.New("bad input")
 
 func main() {
-	// The runner re-executes itself as the wrapper of each task process,
-	// so a task's whole process group dies with the runner.
+	// The runner re-executes itself once as the exec supervisor that
+	// starts its task processes, so a task's whole process group dies
+	// with the runner.
 	worker.ServeExecWrapper()
 	os.Exit(runMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Environ()))
 }

@@ -83,7 +83,7 @@ func cmdRun(args []string, stdout, stderr io.Writer, environ []string) error {
 			return
 		}
 		// A third signal gets the default action: the process dies (its
-		// tasks with it, through their wrappers).
+		// tasks with it, killed by its exec supervisor).
 		signal.Reset(syscall.SIGINT, syscall.SIGTERM)
 		log.Warn("second signal: cancelling running tasks now (a third kills the runner)")
 		select {

@@ -22,7 +22,7 @@
 // which internal/redistest runs before any test, and one naming a piece
 // the package's [Set] lacks panics at init; either way every test of the
 // package fails. (Init only joins strings: it runs at every start of every
-// process, the runner's per-task exec wrapper included.) The line lives in
+// process, the runner's exec supervisor included.) The line lives in
 // the .lua file, not in Go, so that a reader of the script sees where
 // clock() or epoch(...) come from; the Go side only says which pieces a
 // package has ([Pieces]), as its imports do.
@@ -130,8 +130,8 @@ func Pieces(own ...Piece) Set {
 // checks name it): the pieces body's "-- uses:" line names, then body. It
 // panics when the line names a piece the set lacks, or pieces use each
 // other in a cycle. It runs when a package initialises, that is at every
-// start of every process linking it (the runner's per-task exec wrapper
-// too), so it only joins strings: the header and the uses line are held to
+// start of every process linking it (the runner's exec supervisor too), so
+// it only joins strings: the header and the uses line are held to
 // the body by [Verify], which the tests run.
 func (s Set) New(name, body string) *redis.Script {
 	var b strings.Builder

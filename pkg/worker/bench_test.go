@@ -36,7 +36,8 @@ import (
 //	                         baseline-round-trips/op is 2);
 //	                         exec true: running "true" with os/exec from
 //	                         8 goroutines, without leases ("-wrapped":
-//	                         through the exec wrapper, as the runner does).
+//	                         through the exec supervisor, as the runner
+//	                         does).
 //	BenchmarkLeaseKeeping    the cost of keeping a lease: Lease.Refresh
 //	                         against a raw go-redis PEXPIRE, alternately in
 //	                         the same run (throughput-ratio). A held item

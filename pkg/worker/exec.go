@@ -1,15 +1,11 @@
 package worker
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,33 +16,42 @@ import (
 // How an exec task's processes are kept on a leash.
 //
 // Every task runs in a process group of its own, whose id is the pid of the
-// process the runner started (the group leader). Stopping a task means
-// signalling the whole group: SIGTERM when the task's context ends, SIGKILL
-// KillGrace later if the leader is still alive. When the leader exits, the
-// runner first waits for it without reaping it (waitid WNOWAIT on Linux),
-// then SIGKILLs the group, then reaps the leader. While the leader is an
-// unreaped zombie its pid, and so the group id, cannot be reused, so the
-// SIGKILL can only reach the task's own leftovers: background grandchildren
-// die with the task, and the output pipes they held close.
+// command's process (the group leader). Stopping a task means signalling
+// the whole group: SIGTERM when the task's context ends, SIGKILL KillGrace
+// later if the leader is still alive. When the leader exits, its parent
+// first waits for it without reaping it (waitid WNOWAIT), then SIGKILLs
+// the group, then reaps the leader. While the leader is an unreaped zombie
+// its pid, and so the group id, cannot be reused, so the SIGKILL can only
+// reach the task's own leftovers: background grandchildren die with the
+// task, and the output pipes they held close.
 //
-// If the runner itself dies (kill -9, OOM), nobody is left to signal the
-// group. On Linux the kernel's parent-death signal (Pdeathsig) covers the
-// direct child only:
+// If the runner itself dies (kill -9, OOM), nobody in it is left to signal
+// the group. On Linux the kernel's parent-death signal (Pdeathsig) covers
+// a process's direct children only:
 //
-//   - Without ExecTask.Wrapper the command is the group leader with
-//     Pdeathsig SIGKILL. It dies with the runner; processes it started do
-//     not, and may outlive the lease.
-//   - With ExecTask.Wrapper the runner starts a re-execution of its own
-//     executable as the group leader (Pdeathsig SIGTERM), and that wrapper
-//     (ServeExecWrapper) starts the command in the same group. The wrapper
-//     ignores SIGTERM while the runner lives (a graceful stop reaches the
-//     command directly, as a group signal), and SIGKILLs the whole group as
-//     soon as it sees its parent gone: on the parent-death signal, or at
-//     the latest one second later by polling getppid, since the signal is
-//     tied to the thread that started it rather than to the runner.
+//   - Without ExecTask.Wrapper the runner starts the command itself, as
+//     the group leader with Pdeathsig SIGKILL. It dies with the runner;
+//     processes it started do not, and may outlive the lease.
+//   - With ExecTask.Wrapper the command is started by the runner's exec
+//     supervisor (supervisor_linux.go): one re-execution of the runner's
+//     own executable per runner process, started with the first such task
+//     and serving all of them. The supervisor is the parent of every task's
+//     group leader and does the wait, kill and reap above; the runner asks
+//     it, over a socket, to start commands and to signal their groups. It
+//     watches the runner three ways: end of file on that socket (at once:
+//     the kernel closes a dead process's descriptors), its own parent-death
+//     signal, and polling getppid every second. When the runner is gone it
+//     SIGKILLs every group it started whose leader it has not reaped, then
+//     exits. It is also the child subreaper of the tasks: what they orphan
+//     is reparented to it (and still in the task's group, killed with it),
+//     and it reaps those.
 //
-// Processes that leave the group (setsid, setpgid, daemons that double
-// fork) escape both mechanisms; use a cgroup or container for those.
+// If the supervisor itself dies (killed on its own), the leaders it
+// started die with it (their Pdeathsig SIGKILL), their Run fails with
+// ErrSupervisorDied, and the next task starts a new supervisor; processes
+// those leaders started in their groups are not killed then. Processes that
+// leave the group (setsid, setpgid, daemons that double fork) escape all of
+// this; use a cgroup or container for those.
 
 // defaultKillGrace is ExecTask.KillGrace's default.
 const defaultKillGrace = 5 * time.Second
@@ -75,10 +80,11 @@ const drainTimeout = 2 * time.Second
 // Job values travel only as environment variables, never through a shell
 // string or argv, so an item name cannot inject commands.
 //
-// The command runs in a process group of its own. When Run's context ends
-// the group gets SIGTERM, then SIGKILL after KillGrace; when the command
-// exits, whatever it left running in its group is killed. See Wrapper for
-// what happens when the runner itself dies.
+// The command runs in a process group of its own, with stdin from
+// /dev/null. When Run's context ends the group gets SIGTERM, then SIGKILL
+// after KillGrace; when the command exits, whatever it left running in its
+// group is killed. See Wrapper for what happens when the runner itself
+// dies.
 type ExecTask struct {
 	// Command is the argv to run. Command[0] is looked up in PATH unless
 	// it contains a slash; a relative path is taken relative to Dir. No
@@ -105,12 +111,15 @@ type ExecTask struct {
 	// same value once it has been reaped. Nil discards output (the command
 	// gets /dev/null).
 	Output func(job Job, stream string, line string)
-	// Wrapper starts the command through a re-execution of this
-	// executable (see ServeExecWrapper), so that on Linux the command and
-	// everything it started in its group are killed when the runner dies,
-	// even by kill -9. Without it only the command itself is killed then
-	// (Linux; elsewhere nothing is). The program must call
-	// ServeExecWrapper first thing in main.
+	// Wrapper starts the command through this process's exec supervisor
+	// (see ServeExecWrapper), so that on Linux the command and everything
+	// it started in its group are killed when the runner dies, even by
+	// kill -9 or the OOM killer. The supervisor is one process per runner
+	// process, a re-execution of this executable started with the first
+	// such task; the program must call ServeExecWrapper first thing in
+	// main. Without Wrapper only the command itself is killed then
+	// (Linux). On other systems Wrapper has no effect and nothing is
+	// killed when the runner dies.
 	Wrapper bool
 }
 
@@ -157,13 +166,11 @@ func (t *ExecTask) Validate() error {
 // It returns nil when the command exits with status 0. Otherwise the error
 // wraps ErrTaskFailed and names the exit status ("exit status 3") or the
 // signal ("signal: killed"); a command that cannot be started (not found,
-// not executable, bad Dir) fails the same way, wrapping the reason. If ctx
+// not executable, bad Dir) fails the same way, wrapping the reason, and so
+// does one whose exec supervisor died (wrapping ErrSupervisorDied). If ctx
 // ended before the command exited, the error also wraps context.Cause(ctx)
-// (ErrLeaseLost, ErrShutdown, ...), even when the command then exited 0; if
-// ctx has ended before Run starts anything, the command is not run.
-//
-// With Wrapper, a command killed by a signal shows as the wrapper's exit
-// status 128+signal (e.g. "exit status 143" for SIGTERM).
+// (ErrLeaseLost, ErrShutdown, ...), even when the command then exited 0;
+// if ctx has ended before Run starts anything, the command is not run.
 func (t *ExecTask) Run(ctx context.Context, job Job) error {
 	if err := t.Validate(); err != nil {
 		return err
@@ -180,35 +187,29 @@ func (t *ExecTask) Run(ctx context.Context, job Job) error {
 	// Output panics stop the command through this context.
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out, err := startOutput(cmd, job, t.Output, cancel)
+	out, err := startOutput(job, t.Output, cancel)
 	if err != nil {
 		return fmt.Errorf("%w: start %q: %w", ErrTaskFailed, name, err)
 	}
-	if err := startProcess(cmd); err != nil {
+	cmd.stdout, cmd.stderr = out.files()
+	var p process
+	if t.Wrapper {
+		p, err = startSupervised(cmd)
+	} else {
+		p, err = startDirect(cmd)
+	}
+	if err != nil {
 		out.abort()
 		return fmt.Errorf("%w: start %q: %w", ErrTaskFailed, name, err)
 	}
 	out.started()
 
-	pgid := cmd.Process.Pid
-	exited := make(chan struct{})
-	stoppedc := make(chan bool, 1)
-	go func() { stoppedc <- stopOnDone(runCtx, pgid, t.killGrace(), exited) }()
-
-	reaped, waitErr := waitExit(cmd)
-	close(exited)
-	stopped := <-stoppedc
-	// Kill what the command left behind. Unless reaped, the leader is a
-	// zombie still holding the group id, so no other group can have it.
-	_ = signalGroup(pgid, syscall.SIGKILL)
-	if !reaped {
-		waitErr = cmd.Wait()
-	}
+	status, stopped, waitErr := p.wait(runCtx, t.killGrace())
 	out.wait()
-	if p, ok := out.panicValue(); ok {
-		panic(p)
+	if v, ok := out.panicValue(); ok {
+		panic(v)
 	}
-	return t.result(ctx, stopped, waitErr)
+	return t.result(ctx, stopped, status, waitErr)
 }
 
 func (t *ExecTask) killGrace() time.Duration {
@@ -218,21 +219,35 @@ func (t *ExecTask) killGrace() time.Duration {
 	return t.KillGrace
 }
 
-// command builds the exec.Cmd for job, wrapped if t.Wrapper.
-func (t *ExecTask) command(job Job) (*exec.Cmd, error) {
-	env := append(os.Environ(), t.Env...)
-	env = append(env,
-		"RUNNER_ITEM="+job.Item,
-		"RUNNER_TOKEN="+strconv.FormatInt(job.Token, 10),
-		"RUNNER_OWNER="+job.Owner,
-		"RUNNER_WORKER="+strconv.Itoa(job.Worker),
-		"RUNNER_ATTEMPT="+strconv.Itoa(job.Attempt),
-	)
-	// exec.Command looks Command[0] up in PATH (when it has no slash) and
-	// records a failure in Err.
-	cmd := exec.Command(t.Command[0], t.Command[1:]...)
-	if cmd.Err != nil {
-		return nil, cmd.Err
+// command is what Run starts: the executable found, the environment built.
+type command struct {
+	path string // Command[0], looked up in PATH
+	argv []string
+	env  []string
+	dir  string
+	// stdout and stderr are the write ends of the output pipes; nil means
+	// /dev/null.
+	stdout, stderr *os.File
+}
+
+// process is a started command, the leader of its process group.
+type process interface {
+	// wait returns once the leader has exited, the group has been sent
+	// SIGKILL and the leader has been reaped, with the leader's status.
+	// Meanwhile, when ctx ends, it sends the group SIGTERM, and SIGKILL
+	// grace later; stopped reports whether it did. err is set when the
+	// status is unknown.
+	wait(ctx context.Context, grace time.Duration) (status syscall.WaitStatus, stopped bool, err error)
+}
+
+// command resolves t's command for job.
+func (t *ExecTask) command(job Job) (*command, error) {
+	path := t.Command[0]
+	if !strings.Contains(path, "/") {
+		var err error
+		if path, err = exec.LookPath(path); err != nil {
+			return nil, err
+		}
 	}
 	if t.Dir != "" {
 		// A failed chdir in the child is reported as a failed exec of the
@@ -243,44 +258,55 @@ func (t *ExecTask) command(job Job) (*exec.Cmd, error) {
 			return nil, fmt.Errorf("Dir %q is not a directory", t.Dir)
 		}
 	}
-	if t.Wrapper {
-		// The wrapper execs the command without checking it first, so
-		// check here: a missing file is then a start failure, as without
-		// the wrapper, rather than an exit status from the wrapper.
-		path := cmd.Path
-		if !filepath.IsAbs(path) && t.Dir != "" {
-			path = filepath.Join(t.Dir, path)
+	return &command{path: path, argv: t.Command, env: t.environ(job), dir: t.Dir}, nil
+}
+
+// environ is the command's environment: the runner's, then t.Env, then
+// the job's variables; of entries with the same name only the last is
+// kept (as os/exec does).
+func (t *ExecTask) environ(job Job) []string {
+	env := os.Environ()
+	env = append(env, t.Env...)
+	env = append(env,
+		"RUNNER_ITEM="+job.Item,
+		"RUNNER_TOKEN="+strconv.FormatInt(job.Token, 10),
+		"RUNNER_OWNER="+job.Owner,
+		"RUNNER_WORKER="+strconv.Itoa(job.Worker),
+		"RUNNER_ATTEMPT="+strconv.Itoa(job.Attempt),
+	)
+	return dedupEnv(env)
+}
+
+// dedupEnv drops each entry that a later entry of the same name replaces.
+// Entries without "=" are kept as they are.
+func dedupEnv(env []string) []string {
+	last := make(map[string]int, len(env))
+	for i, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); ok {
+			last[k] = i
 		}
-		if _, err := exec.LookPath(path); err != nil {
-			return nil, err
-		}
-		self, err := selfExecutable()
-		if err != nil {
-			return nil, fmt.Errorf("exec wrapper: %w", err)
-		}
-		args := append([]string{wrapperArg0, cmd.Path}, t.Command...)
-		cmd = exec.Command(self)
-		cmd.Args = args
-		env = append(env, wrapperEnv+"="+strconv.Itoa(os.Getpid()))
 	}
-	cmd.Env = env
-	cmd.Dir = t.Dir
-	cmd.SysProcAttr = sysProcAttr(t.Wrapper)
-	return cmd, nil
+	if len(last) == len(env) {
+		return env // no duplicates, no malformed entries
+	}
+	out := env[:0:0]
+	for i, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || last[k] == i {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // result turns how the command ended into Run's error.
-func (t *ExecTask) result(ctx context.Context, stopped bool, waitErr error) error {
+func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.WaitStatus, waitErr error) error {
 	name := t.Command[0]
 	var err error
-	if waitErr != nil {
-		var exitErr *exec.ExitError
-		if errors.As(waitErr, &exitErr) {
-			// ProcessState says "exit status 3" or "signal: killed".
-			err = fmt.Errorf("%w: %q: %s", ErrTaskFailed, name, exitErr.ProcessState)
-		} else {
-			err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, waitErr)
-		}
+	switch {
+	case waitErr != nil:
+		err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, waitErr)
+	case !status.Exited() || status.ExitStatus() != 0:
+		err = fmt.Errorf("%w: %q: %s", ErrTaskFailed, name, statusText(status))
 	}
 	if !stopped {
 		return err
@@ -291,6 +317,81 @@ func (t *ExecTask) result(ctx context.Context, stopped bool, waitErr error) erro
 	}
 	return fmt.Errorf("%w (stopped: %w)", err, cause)
 }
+
+// statusText says how a process ended, as os.ProcessState does: "exit
+// status 3", "signal: killed".
+func statusText(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return "exit status " + strconv.Itoa(ws.ExitStatus())
+	case ws.Signaled():
+		s := "signal: " + ws.Signal().String()
+		if ws.CoreDump() {
+			s += " (core dumped)"
+		}
+		return s
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
+}
+
+// directProcess is a command the runner started itself.
+type directProcess struct{ cmd *exec.Cmd }
+
+// startDirect starts c as a child of this process, leading a process group
+// of its own (sysProcAttr says what else).
+func startDirect(c *command) (process, error) {
+	null, err := devNull()
+	if err != nil {
+		return nil, err
+	}
+	cmd := &exec.Cmd{
+		Path:        c.path,
+		Args:        c.argv,
+		Env:         c.env,
+		Dir:         c.dir,
+		Stdin:       null,
+		Stdout:      null,
+		Stderr:      null,
+		SysProcAttr: sysProcAttr(),
+	}
+	if c.stdout != nil {
+		cmd.Stdout, cmd.Stderr = c.stdout, c.stderr
+	}
+	if err := startProcess(cmd); err != nil {
+		return nil, err
+	}
+	return &directProcess{cmd}, nil
+}
+
+func (p *directProcess) wait(ctx context.Context, grace time.Duration) (syscall.WaitStatus, bool, error) {
+	pgid := p.cmd.Process.Pid
+	exited := make(chan struct{})
+	stoppedc := make(chan bool, 1)
+	go func() { stoppedc <- stopOnDone(ctx, pgid, grace, exited) }()
+
+	reaped, waitErr := waitExit(p.cmd)
+	close(exited)
+	stopped := <-stoppedc
+	// Kill what the command left behind. Unless reaped, the leader is a
+	// zombie still holding the group id, so no other group can have it.
+	_ = signalGroup(pgid, syscall.SIGKILL)
+	if !reaped {
+		waitErr = p.cmd.Wait()
+	}
+	if ps := p.cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+			return ws, stopped, nil
+		}
+	}
+	if waitErr == nil {
+		waitErr = errors.New("no wait status")
+	}
+	return 0, stopped, waitErr
+}
+
+// devNull is /dev/null opened for reading and writing, once: the stdin of
+// every command, and its stdout and stderr without ExecTask.Output.
+var devNull = sync.OnceValues(func() (*os.File, error) { return os.OpenFile(os.DevNull, os.O_RDWR, 0) })
 
 // stopOnDone signals the process group when ctx ends before exited closes:
 // SIGTERM, then SIGKILL after grace. It reports whether it signalled.
@@ -314,135 +415,4 @@ func stopOnDone(ctx context.Context, pgid int, grace time.Duration, exited <-cha
 		_ = signalGroup(pgid, syscall.SIGKILL)
 	}
 	return true
-}
-
-// output reads a command's stdout and stderr into an Output function.
-type output struct {
-	job      Job
-	fn       func(Job, string, string)
-	onPanic  context.CancelCauseFunc
-	readers  []*os.File // read ends, ours
-	writers  []*os.File // write ends, the command's
-	done     sync.WaitGroup
-	mu       sync.Mutex // serializes fn; guards the fields below
-	panicked bool
-	panicVal any
-}
-
-// startOutput gives cmd pipes for stdout and stderr when fn is not nil.
-func startOutput(cmd *exec.Cmd, job Job, fn func(Job, string, string), onPanic context.CancelCauseFunc) (*output, error) {
-	o := &output{job: job, fn: fn, onPanic: onPanic}
-	if fn == nil {
-		return o, nil
-	}
-	for range 2 {
-		r, w, err := os.Pipe()
-		if err != nil {
-			o.abort()
-			return nil, err
-		}
-		o.readers = append(o.readers, r)
-		o.writers = append(o.writers, w)
-	}
-	cmd.Stdout, cmd.Stderr = o.writers[0], o.writers[1]
-	return o, nil
-}
-
-// abort closes the pipes of a command that did not start.
-func (o *output) abort() {
-	for _, f := range slices.Concat(o.readers, o.writers) {
-		_ = f.Close()
-	}
-}
-
-// started closes our copy of the write ends, so that the readers see EOF
-// once the command's processes are gone, and starts the readers.
-func (o *output) started() {
-	for _, w := range o.writers {
-		_ = w.Close()
-	}
-	for i, r := range o.readers {
-		stream := [...]string{"stdout", "stderr"}[i]
-		o.done.Add(1)
-		go func() {
-			defer o.done.Done()
-			o.read(r, stream)
-		}()
-	}
-}
-
-// wait waits for the readers to reach EOF, for at most drainTimeout, and
-// closes the pipes.
-func (o *output) wait() {
-	finished := make(chan struct{})
-	go func() {
-		o.done.Wait()
-		close(finished)
-	}()
-	timer := time.NewTimer(drainTimeout)
-	defer timer.Stop()
-	select {
-	case <-finished:
-	case <-timer.C:
-		// Some process outside the group still holds a pipe: stop
-		// reading, delivering what was read.
-		for _, r := range o.readers {
-			_ = r.SetReadDeadline(time.Now())
-		}
-		<-finished
-	}
-	for _, r := range o.readers {
-		_ = r.Close()
-	}
-}
-
-// read delivers the lines of one stream until EOF or a read error.
-func (o *output) read(r io.Reader, stream string) {
-	br := bufio.NewReaderSize(r, maxLineLen)
-	split := false // the last piece delivered was a full buffer
-	for {
-		chunk, err := br.ReadSlice('\n')
-		switch {
-		case err == nil:
-			if split && len(chunk) == 1 {
-				// The newline ending a line that filled the buffer
-				// exactly: the line was delivered already.
-				split = false
-				continue
-			}
-			o.deliver(stream, string(chunk[:len(chunk)-1]))
-			split = false
-		case errors.Is(err, bufio.ErrBufferFull):
-			o.deliver(stream, string(chunk))
-			split = true
-		default:
-			if len(chunk) > 0 {
-				o.deliver(stream, string(chunk))
-			}
-			return
-		}
-	}
-}
-
-// deliver calls fn, turning a panic into a stop of the command.
-func (o *output) deliver(stream, line string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.panicked {
-		return
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			o.panicked, o.panicVal = true, v
-			o.onPanic(fmt.Errorf("%w: Output: %v", ErrTaskPanic, v))
-		}
-	}()
-	o.fn(o.job, stream, line)
-}
-
-// panicValue returns what Output panicked with, if it did.
-func (o *output) panicValue() (any, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.panicVal, o.panicked
 }

@@ -11,34 +11,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sysProcAttr is for the process the runner starts: a group leader that
-// the kernel signals when the runner dies. The wrapper gets SIGTERM, so
-// that it can tell a dead runner from a stop of the group; a bare command
-// gets SIGKILL.
-func sysProcAttr(wrapper bool) *syscall.SysProcAttr {
-	sig := syscall.SIGKILL
-	if wrapper {
-		sig = syscall.SIGTERM
-	}
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: sig}
+// sysProcAttr is for a command the runner starts itself: a group leader
+// that the kernel kills when the runner dies.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
-
-// wrappedSysProcAttr is for the command the wrapper starts: in the
-// wrapper's group, killed if the wrapper dies.
-func wrappedSysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
-
-// selfExecutable names this program's executable for re-execution. The
-// /proc link keeps working when the file was replaced or deleted since
-// the runner started (an upgrade), unlike os.Executable's path.
-func selfExecutable() (string, error) { return "/proc/self/exe", nil }
 
 // spawner starts processes from one goroutine locked to its OS thread for
 // the life of the program. The kernel sends Pdeathsig when the thread that
 // started a child exits, not the process; a Go thread can exit while the
 // runner lives (a goroutine that ends while locked to it), which would kill
-// tasks for nothing. The spawner's thread never exits.
+// tasks for nothing. The spawner's thread never exits. It starts the exec
+// supervisor too, whose parent-death signal tells it the runner died.
 var spawner struct {
 	once sync.Once
 	reqs chan func()

@@ -3,25 +3,22 @@
 package worker
 
 import (
-	"os"
 	"os/exec"
 	"syscall"
 )
 
-// This fallback uses no parent-death signal: a task still runs in its own
-// process group and is stopped with it, but if the runner dies only the
-// wrapper's getppid poll (ExecTask.Wrapper) kills the group, within about
-// a second. Without the wrapper the task outlives the runner.
+// This fallback has no parent-death signal and no exec supervisor: a task
+// still runs in its own process group and is stopped with it, but it
+// outlives a runner that dies. ExecTask.Wrapper has no effect.
 
-// sysProcAttr is for the process the runner starts: a group leader.
-func sysProcAttr(bool) *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
+// sysProcAttr is for a command the runner starts itself: a group leader.
+func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
 
-// wrappedSysProcAttr is for the command the wrapper starts: in the
-// wrapper's group.
-func wrappedSysProcAttr() *syscall.SysProcAttr { return nil }
+// startSupervised starts c directly: there is no supervisor here.
+func startSupervised(c *command) (process, error) { return startDirect(c) }
 
-// selfExecutable names this program's executable for re-execution.
-func selfExecutable() (string, error) { return os.Executable() }
+// serveSupervisor is not called here: there is no supervisor to serve.
+func serveSupervisor() {}
 
 // startProcess starts cmd.
 func startProcess(cmd *exec.Cmd) error { return cmd.Start() }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,17 +26,27 @@ import (
 )
 
 // fakeRunnerEnv makes the test binary a fake runner for TestExecRunnerDeath:
-// "<wrapper 0|1>:<dir>".
+// "<wrapper 0|1>:<tasks>:<dir>".
 const fakeRunnerEnv = "LOCKPOOL_TEST_FAKE_RUNNER"
+
+// noServeEnv makes an exec supervisor started by a fake runner act as a
+// program whose main does not call ServeExecWrapper: it says it was
+// misused and exits 2.
+const noServeEnv = "LOCKPOOL_TEST_NO_SERVE"
 
 // init serves the fake runner before the testing package starts. It is not
 // a Test function so that no test exists that only passes when run by hand.
 func init() {
-	// A wrapper started by the fake runner inherits fakeRunnerEnv: it must
-	// be served first.
+	if os.Getenv(noServeEnv) != "" && os.Getenv("LOCKPOOL_EXEC_SUPERVISOR") != "" {
+		fmt.Fprintln(os.Stderr, "usage: a program that forgot ServeExecWrapper")
+		os.Exit(2)
+	}
+	// A supervisor started by the fake runner inherits fakeRunnerEnv: it
+	// must be served first.
 	worker.ServeExecWrapper()
-	// Wrappers are this test binary: built with -race, each would sleep
-	// a second before exiting 0.
+	closeInheritedOnExec()
+	// Supervisors are this test binary: built with -race, each would
+	// sleep a second before exiting 0.
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		_ = os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
@@ -47,17 +58,42 @@ func init() {
 	os.Exit(fakeRunner(spec))
 }
 
-// fakeRunner runs a task that starts a grandchild and writes both pids, and
+// closeInheritedOnExec marks the descriptors this test binary inherited
+// (from whatever started go test) close-on-exec. Commands would inherit
+// them, as they inherit a runner's; TestExecNoDescriptorLeak is to see
+// only what the package passes.
+func closeInheritedOnExec() {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		if n, err := strconv.Atoi(fd.Name()); err == nil && n > 2 {
+			syscall.CloseOnExec(n)
+		}
+	}
+}
+
+// fakeRunner runs tasks at once, each of which starts a grandchild and
+// writes both pids (child.<worker>.pid, grandchild.<worker>.pid), and
 // waits to be killed.
 func fakeRunner(spec string) int {
-	wrapper, dir, _ := strings.Cut(spec, ":")
-	task := &worker.ExecTask{
-		Command: []string{"sh", "-c", `sleep 300 & echo $! > grandchild.pid; echo $$ > child.pid; wait`},
-		Dir:     dir,
-		Wrapper: wrapper == "1",
+	parts := strings.SplitN(spec, ":", 3)
+	if len(parts) != 3 {
+		parts = []string{"", "", ""}
 	}
-	err := task.Run(context.Background(), worker.Job{Item: "runner-death"})
-	fmt.Fprintf(os.Stderr, "fake runner: Run returned (want it killed first): %v\n", err)
+	n, err := strconv.Atoi(parts[1])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fake runner: bad spec %q\n", spec)
+		return 2
+	}
+	task := &worker.ExecTask{
+		Command: sh(`sleep 300 & echo $! > grandchild.$RUNNER_WORKER.pid; echo $$ > child.$RUNNER_WORKER.pid; wait`),
+		Dir:     parts[2],
+		Wrapper: parts[0] == "1",
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- task.Run(context.Background(), worker.Job{Item: "runner-death", Worker: i}) }()
+	}
+	fmt.Fprintf(os.Stderr, "fake runner: Run returned (want it killed first): %v\n", <-errs)
 	return 3
 }
 
@@ -223,7 +259,7 @@ func TestExecEnv(t *testing.T) {
 		"' \" \\ $HOME * -n",
 		"line one\nline two: ünïcødé ✓ 日本",
 	}
-	vars := []string{"RUNNER_ITEM", "RUNNER_TOKEN", "RUNNER_OWNER", "RUNNER_WORKER", "RUNNER_ATTEMPT", "EXTRA", "EMPTY", "PATH", "LOCKPOOL_EXEC_WRAPPER"}
+	vars := []string{"RUNNER_ITEM", "RUNNER_TOKEN", "RUNNER_OWNER", "RUNNER_WORKER", "RUNNER_ATTEMPT", "EXTRA", "EMPTY", "PATH", "LOCKPOOL_EXEC_SUPERVISOR"}
 	var script strings.Builder
 	for _, v := range vars {
 		fmt.Fprintf(&script, `printf '%%s' "${%s-<unset>}" > %s.out; `, v, v)
@@ -246,15 +282,15 @@ func TestExecEnv(t *testing.T) {
 				t.Fatalf("item %d %q: Run: %v", i, item, err)
 			}
 			want := map[string]string{
-				"RUNNER_ITEM":           item,
-				"RUNNER_TOKEN":          "1099511627783",
-				"RUNNER_OWNER":          "test-runner/w3",
-				"RUNNER_WORKER":         "3",
-				"RUNNER_ATTEMPT":        "2",
-				"EXTRA":                 "a=b c",
-				"EMPTY":                 "",
-				"PATH":                  os.Getenv("PATH"),
-				"LOCKPOOL_EXEC_WRAPPER": "<unset>",
+				"RUNNER_ITEM":              item,
+				"RUNNER_TOKEN":             "1099511627783",
+				"RUNNER_OWNER":             "test-runner/w3",
+				"RUNNER_WORKER":            "3",
+				"RUNNER_ATTEMPT":           "2",
+				"EXTRA":                    "a=b c",
+				"EMPTY":                    "",
+				"PATH":                     os.Getenv("PATH"),
+				"LOCKPOOL_EXEC_SUPERVISOR": "<unset>",
 			}
 			for _, v := range vars {
 				got, err := os.ReadFile(filepath.Join(dir, v+".out"))
@@ -285,9 +321,8 @@ func TestExecExitStatus(t *testing.T) {
 			{"exit 0", ""},
 			{"exit 3", "exit status 3"},
 			{"exit 255", "exit status 255"},
-			// A signal shows as 128+signal through the wrapper.
-			{"kill -KILL $$", map[bool]string{false: "signal: killed", true: "exit status 137"}[wrapper]},
-			{"kill -TERM $$", map[bool]string{false: "signal: terminated", true: "exit status 143"}[wrapper]},
+			{"kill -KILL $$", "signal: killed"},
+			{"kill -TERM $$", "signal: terminated"},
 		}
 		for _, c := range cases {
 			task := &worker.ExecTask{Command: sh(c.script), Wrapper: wrapper}
@@ -485,8 +520,7 @@ func TestExecCancelTerm(t *testing.T) {
 			failed bool   // ErrTaskFailed wanted
 			says   string // in the error
 		}{
-			{"dies of SIGTERM", "echo ready; sleep 30", worker.ErrShutdown, true,
-				map[bool]string{false: "signal: terminated", true: "exit status 143"}[wrapper]},
+			{"dies of SIGTERM", "echo ready; sleep 30", worker.ErrShutdown, true, "signal: terminated"},
 			{"exits 0 on SIGTERM", "trap 'exit 0' TERM; echo ready; sleep 30 & wait", worker.ErrTaskTimeout, false, "exited 0"},
 		}
 		for _, c := range cases {
@@ -562,9 +596,10 @@ func TestExecExitKillsGrandchildren(t *testing.T) {
 	forModes(t, func(t *testing.T, wrapper bool) {
 		dir := t.TempDir()
 		out := newRecorder()
-		// The grandchild inherits stdout: Run must not wait for it.
+		// The grandchild inherits stdout: Run must not wait for it. The
+		// command exits once the test has seen the grandchild alive.
 		task := &worker.ExecTask{
-			Command: sh(`sleep 300 & echo $! > grandchild.pid; echo done`),
+			Command: sh(`sleep 300 & echo $! > grandchild.pid; while [ ! -e exit ]; do sleep 0.05; done; echo done`),
 			Dir:     dir,
 			Output:  out.output,
 			Wrapper: wrapper,
@@ -572,26 +607,38 @@ func TestExecExitKillsGrandchildren(t *testing.T) {
 		errc := runAsync(t.Context(), task, testJob)
 		grandchild := readPidFile(t, filepath.Join(dir, "grandchild.pid"))
 		t.Cleanup(func() { killIfAlive(grandchild) })
+		if err := os.WriteFile(filepath.Join(dir, "exit"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		if err := waitErr(t, "task", errc, 10*time.Second); err != nil {
 			t.Errorf("Run = %v, want nil", err)
 		}
 		assertDies(t, "grandchild sleep", grandchild, 2*time.Second)
+		if wrapper {
+			// Orphaned, it was reparented to the exec supervisor, its
+			// subreaper, which must reap it rather than leave a zombie.
+			redistest.Eventually(t, fmt.Sprintf("the grandchild sleep (pid %d) reaped", grandchild.pid), 5*time.Second, func() bool {
+				_, _, start, err := procStat(grandchild.pid)
+				return err != nil || start != grandchild.start
+			})
+		}
 		if got := out.stream("stdout"); len(got) != 1 || got[0] != "done" {
 			t.Errorf("stdout %q, want [done]", got)
 		}
 	})
 }
 
-// TestExecRunnerDeath kill -9s a runner process while its task runs. With
-// the wrapper the task and its grandchild die; without it only the task
-// itself does (grandchildren are not covered).
+// TestExecRunnerDeath kill -9s a runner process while its tasks run. With
+// the wrapper (the exec supervisor) every task and its grandchild die;
+// without it only the tasks themselves do (grandchildren are not covered).
 func TestExecRunnerDeath(t *testing.T) {
 	t.Parallel()
 	forModes(t, func(t *testing.T, wrapper bool) {
+		const tasks = 4
 		dir := t.TempDir()
 		var stderr bytes.Buffer
 		runner := exec.Command(os.Args[0], "-test.run=^$")
-		runner.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%s", fakeRunnerEnv, map[bool]int{false: 0, true: 1}[wrapper], dir))
+		runner.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%d:%s", fakeRunnerEnv, map[bool]int{false: 0, true: 1}[wrapper], tasks, dir))
 		runner.Stderr = &stderr
 		runner.WaitDelay = time.Second
 		// Should this test die, the fake runner dies too.
@@ -603,12 +650,16 @@ func TestExecRunnerDeath(t *testing.T) {
 			_ = runner.Process.Kill()
 			_ = runner.Wait()
 		})
-		grandchild := readPidFile(t, filepath.Join(dir, "grandchild.pid"))
-		t.Cleanup(func() { killIfAlive(grandchild) })
-		child := readPidFile(t, filepath.Join(dir, "child.pid"))
-		t.Cleanup(func() { killIfAlive(child) })
+		var children, grandchildren []proc
+		for i := range tasks {
+			grandchild := readPidFile(t, filepath.Join(dir, fmt.Sprintf("grandchild.%d.pid", i)))
+			t.Cleanup(func() { killIfAlive(grandchild) })
+			child := readPidFile(t, filepath.Join(dir, fmt.Sprintf("child.%d.pid", i)))
+			t.Cleanup(func() { killIfAlive(child) })
+			children, grandchildren = append(children, child), append(grandchildren, grandchild)
+		}
 
-		_, parentPid, _, err := procStat(child.pid)
+		_, parentPid, _, err := procStat(children[0].pid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -618,19 +669,24 @@ func TestExecRunnerDeath(t *testing.T) {
 		}
 		parent := proc{parentPid, parentStart}
 		if isRunner := parentPid == runner.Process.Pid; isRunner == wrapper {
-			t.Fatalf("task's parent is %d, runner is %d: want a wrapper in between iff Wrapper (%v)", parentPid, runner.Process.Pid, wrapper)
+			t.Fatalf("task's parent is %d, runner is %d: want the exec supervisor in between iff Wrapper (%v)", parentPid, runner.Process.Pid, wrapper)
 		}
 
 		if err := runner.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
+		mustDie := children
+		if wrapper {
+			mustDie = slices.Concat(children, grandchildren, []proc{parent})
+		}
+		// Tens of milliseconds on an idle machine; the bound is for a
+		// loaded one.
+		took := redistest.Eventually(t, fmt.Sprintf("the tasks%s to die after the runner's kill -9",
+			map[bool]string{false: "", true: ", their grandchildren and the exec supervisor"}[wrapper]),
+			5*time.Second, func() bool { return !slices.ContainsFunc(mustDie, proc.alive) })
+		t.Logf("%d processes gone %v after the kill -9 of the runner", len(mustDie), took.Round(time.Millisecond))
 		if err := runner.Wait(); !strings.Contains(fmt.Sprint(err), "signal: killed") {
 			t.Fatalf("fake runner: %v, want signal: killed; its stderr:\n%s", err, stderr.String())
-		}
-		assertDies(t, "task sh", child, 3*time.Second)
-		if wrapper {
-			assertDies(t, "wrapper", parent, 3*time.Second)
-			assertDies(t, "grandchild sleep", grandchild, 3*time.Second)
 		}
 	})
 }
@@ -674,8 +730,10 @@ func TestExecNoGoroutineLeak(t *testing.T) {
 		}
 		_ = task.Run(ctx, testJob)
 	}
-	// The first task starts the package's long-lived process spawner.
+	// The first tasks start the package's long-lived process spawner and
+	// the exec supervisor's reader.
 	run(&worker.ExecTask{Command: []string{"true"}}, 0)
+	run(&worker.ExecTask{Command: []string{"true"}, Wrapper: true}, 0)
 	before := runtime.NumGoroutine()
 	for _, wrapper := range []bool{false, true} {
 		run(&worker.ExecTask{Command: sh("echo a; echo b >&2"), Output: out.output, Wrapper: wrapper}, 0)

@@ -20,8 +20,8 @@ import (
 
 // FuzzItemNames sends arbitrary item names through the memory backend's
 // whole path: pool membership, the allocator, the worker store and a
-// batch run of an ExecTask (with the wrapper the runner uses) whose shell
-// script writes "$RUNNER_ITEM" to a file.
+// batch run of an ExecTask (through the exec supervisor, as the runner
+// runs it) whose shell script writes "$RUNNER_ITEM" to a file.
 //
 // A valid name (1 to lock.MaxKeyLen bytes, no NUL byte) is leased under
 // exactly that name and reaches the task byte for byte, once. An invalid

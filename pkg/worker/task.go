@@ -25,6 +25,11 @@ var (
 	// ErrTaskFailed: an exec task exited with a non-zero status or was
 	// killed by a signal; the error names the code or signal.
 	ErrTaskFailed = errors.New("worker: task failed")
+	// ErrSupervisorDied: the exec supervisor (ExecTask.Wrapper) died
+	// while it ran the command, which was killed with it; an ExecTask's
+	// error wraps it with ErrTaskFailed. The next task starts a new
+	// supervisor.
+	ErrSupervisorDied = errors.New("worker: exec supervisor died")
 	// ErrInvalidConfig: New or a task was given a bad setting.
 	ErrInvalidConfig = errors.New("worker: invalid config")
 	// ErrInvalidBatch: a batch id is empty, too long, or has a NUL byte.
