@@ -487,14 +487,14 @@ func (a *Allocator) Acquire(ctx context.Context, owner string, opts AcquireOptio
 		sent := time.Now()
 		g, m, ok, err := a.store.acquire(ctx, owner, ttl, opts.Prefer, opts.Binding, id, opts.Exact)
 		switch {
-		case err != nil && ctx.Err() != nil:
-			return nil, fmt.Errorf("allocator: Acquire: %w", errors.Join(ErrNoFreeItem, ctx.Err()))
+		case err != nil && ended(ctx) != nil:
+			return nil, fmt.Errorf("allocator: Acquire: %w", errors.Join(ErrNoFreeItem, ended(ctx)))
 		case err != nil:
 			return nil, fmt.Errorf("allocator: Acquire: %w", err)
 		case ok:
 			return a.newLease(owner, ttl, g, sent), nil
 		case m.behind:
-			if _, err := a.store.sync(ctx, false); err != nil && ctx.Err() == nil {
+			if _, err := a.store.sync(ctx, false); err != nil && ended(ctx) == nil {
 				return nil, fmt.Errorf("allocator: Acquire: %w", err)
 			}
 			continue
@@ -520,6 +520,20 @@ func (a *Allocator) Acquire(ctx context.Context, owner string, opts AcquireOptio
 		}
 		timer.Stop()
 	}
+}
+
+// ended is ctx.Err(), or DeadlineExceeded once ctx's deadline has passed
+// even if its timer has not fired yet: a client that bounds its reads by
+// the context's deadline fails with an i/o timeout at that instant, which
+// a loaded machine can let happen before the context reports itself done.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // quietErr says no item is granted until the quiet period ends.
