@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/lockpool/lockpool/internal/benchpair"
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
@@ -598,32 +599,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-// roundTrips counts the commands and pipelines a client sends.
-type roundTrips struct{ n atomic.Int64 }
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-
-		return next(ctx, cmd)
-	}
-}
-
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
 // tripFixture is a Redis fixture over n items whose client counts its
 // round trips, with no background sync: only the runs' traffic counts.
-func tripFixture(t *testing.T, n int) (*fixture, *roundTrips) {
+func tripFixture(t *testing.T, n int) (*fixture, *benchpair.RoundTrips) {
 	c := redis.NewClient(&redis.Options{Addr: redistest.Addr(t)})
 	t.Cleanup(func() { _ = c.Close() })
-	trips := &roundTrips{}
+	trips := &benchpair.RoundTrips{}
 	c.AddHook(trips)
 	return newRedisFixture(t, c, redistest.Prefix(t), allocator.Config{SyncInterval: time.Hour, FullSyncInterval: time.Hour}, itemNames(n)), trips
 }
@@ -644,9 +625,9 @@ func TestLoopRunIsOneRoundTrip(t *testing.T) {
 	p, err := worker.New(f.alloc, f.store, worker.TaskFunc(func(_ context.Context, job worker.Job) error {
 		switch n.Add(1) {
 		case 1:
-			from = trips.n.Load()
+			from = trips.N()
 		case runs + 1:
-			to = trips.n.Load()
+			to = trips.N()
 			cancel()
 		}
 		if job.Attempt == 1 && job.Item == "item-1" {
@@ -691,9 +672,9 @@ func TestBatchRunIsTwoRoundTrips(t *testing.T) {
 		i := n.Add(1)
 		switch i {
 		case 1:
-			from = trips.n.Load()
+			from = trips.N()
 		case runs + 1:
-			to = trips.n.Load()
+			to = trips.N()
 			cancel()
 		}
 		mu.Lock()
