@@ -24,6 +24,8 @@ import (
 var (
 	//go:embed scripts/wake.lua
 	wakeLua string
+	//go:embed scripts/index.lua
+	indexLua string
 	//go:embed scripts/grant.lua
 	grantLua string
 	//go:embed scripts/free.lua
@@ -32,7 +34,7 @@ var (
 	// lines say which): the shared ones, epoch, wake, and grant and free,
 	// the bodies of acquire and release, which next runs back to back.
 	pieces = luascript.Pieces(epoch.Piece, luascript.NewPiece("wake", wakeLua),
-		luascript.NewPiece("grant", grantLua), luascript.NewPiece("free", freeLua))
+		luascript.NewPiece("index", indexLua), luascript.NewPiece("grant", grantLua), luascript.NewPiece("free", freeLua))
 
 	//go:embed scripts/acquire.lua
 	acquireLua    string
@@ -135,7 +137,7 @@ func NewRedis(pool *lock.RedisLockPool, cfg Config) (*Allocator, error) {
 	}
 	k := s.keys
 	s.acquireKeys = []string{k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch()}
-	s.syncKeys = []string{k.Members(), k.Index(), k.SyncState(), k.Waiters(), k.Reserved(), k.Epoch(), k.Fence()}
+	s.syncKeys = []string{k.Members(), k.Index(), k.SyncState(), k.Waiters(), k.Reserved(), k.Epoch(), k.Fence(), k.LegacyIndex()}
 	s.epochs = newTracker(cfg)
 	// Subscribe before any waiter registers, so no wake-up is published
 	// to a channel nobody listens on yet. Sharded pub/sub: on a Redis
