@@ -124,7 +124,7 @@ func buildLockpoolLayout(ctx context.Context, b *testing.B, c *redis.Client, ks 
 	must(b, err)
 	b.Cleanup(func() { _ = a.Close() })
 	must(b, a.Sync(ctx))
-	if n, err := c.Get(ctx, ks.IndexCount()).Int64(); err != nil || n != int64(len(items)) {
+	if n, err := c.HGet(ctx, ks.IndexCount(), "items").Int64(); err != nil || n != int64(len(items)) {
 		b.Fatalf("after Sync the index count %q is %d (%v); want %d (did the index key move?)", ks.IndexCount(), n, err, len(items))
 	}
 }

@@ -78,7 +78,7 @@ func checkIndex(t *testing.T, c redis.UniversalClient, ks keyspace.Pool, wantIte
 			got[item] = z.Score
 		}
 	}
-	count, err := c.Get(ctx, ks.IndexCount()).Int()
+	count, err := c.HGet(ctx, ks.IndexCount(), "items").Int()
 	must(t, err)
 	if count != len(got) {
 		t.Errorf("index count %d, buckets hold %d items", count, len(got))
@@ -108,8 +108,10 @@ func TestRedisIndexLayout(t *testing.T) {
 	for i := range items {
 		items[i] = fmt.Sprintf("item-%05d", i)
 	}
-	// A leftover index of the layout before buckets: sync deletes it.
-	must(t, c.ZAdd(ctx, ks.LegacyIndex(), redis.Z{Score: 0, Member: "item-00000"}).Err())
+	// A leftover index of the layout before buckets: sync steps empty it.
+	for i := range 1500 {
+		must(t, c.ZAdd(ctx, ks.LegacyIndex(), redis.Z{Score: float64(i), Member: fmt.Sprintf("old-%d", i)}).Err())
+	}
 	must(t, pool.Extend(ctx, items))
 	must(t, a.Sync(ctx))
 	checkIndex(t, c, ks, items)

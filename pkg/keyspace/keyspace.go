@@ -14,8 +14,8 @@
 //	<base>|epoch                    HASH     allocator  the dataset's identity and quiet period (see below)
 //	<base>|alloc:idx                ZSET     allocator  the availability index's heads: bucket -> its earliest ms
 //	<base>|alloc:idx:<b>            ZSET     allocator  bucket <b> of the index: item -> server ms from which it is available
-//	<base>|alloc:idx:count          STRING   allocator  how many items the index's buckets hold
-//	<base>|alloc:index              ZSET     allocator  the index before it had buckets: deleted by the sync step
+//	<base>|alloc:idx:count          HASH     allocator  items -> how many items the index's buckets hold
+//	<base>|alloc:index              ZSET     allocator  the index before it had buckets: emptied by sync steps
 //	<base>|alloc:fence              STRING   allocator  the fencing token counter
 //	<base>|alloc:bindings           HASH     allocator  binding name -> item it had last
 //	<base>|alloc:waiters            ZSET     allocator  "<proc>:<waiter>" -> ms registered
@@ -101,11 +101,12 @@ func (p Pool) Index() string { return p.base + "|alloc:idx" }
 // ZSET, item -> server ms from which it is available.
 func (p Pool) IndexBucket(b int) string { return p.Index() + ":" + strconv.Itoa(b) }
 
-// IndexCount is the number of items in the index's buckets.
+// IndexCount is the HASH whose field "items" counts the items in the
+// index's buckets.
 func (p Pool) IndexCount() string { return p.Index() + ":count" }
 
 // LegacyIndex is the availability index of lockpool before its index had
-// buckets: one ZSET, item -> ms. The allocator's sync step deletes it.
+// buckets: one ZSET, item -> ms. The allocator's sync steps empty it.
 func (p Pool) LegacyIndex() string { return p.base + "|alloc:index" }
 
 // Fence is the allocator's fencing token counter.

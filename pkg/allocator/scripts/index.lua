@@ -10,7 +10,9 @@
 --   <heads>         ZSET bucket number -> the earliest ms in the bucket
 --                   ('inf' when empty); it has exactly N members, so N is
 --                   its ZCARD
---   <heads>:count   STRING the number of items in all buckets
+--   <heads>:count   HASH   items -> the number of items in all buckets
+--                   (HINCRBY: the runner's least-privilege ACL rule in
+--                   the README grants no DECR)
 -- An item lives in bucket addr(h), h the first 32 bits of its SHA-1, by
 -- linear hashing: with L the largest power of two <= N, b = h mod 2L, or
 -- h mod L when that is >= N. When the count passes LOAD items a bucket,
@@ -107,7 +109,7 @@ local function index(heads)
       head(b)
     end
     if added == 1 then
-      grow(redis.call('INCR', countKey))
+      grow(redis.call('HINCRBY', countKey, 'items', 1))
     end
     return added
   end
@@ -127,7 +129,7 @@ local function index(heads)
     local removed = redis.call('ZREM', heads .. ':' .. b, item)
     if removed == 1 then
       head(b)
-      redis.call('DECR', countKey)
+      redis.call('HINCRBY', countKey, 'items', -1)
     end
     return removed
   end
@@ -147,7 +149,7 @@ local function index(heads)
     return tonumber(h[2])
   end
   function ix.count()
-    return math.max(0, tonumber(redis.call('GET', countKey) or '0') or 0)
+    return math.max(0, tonumber(redis.call('HGET', countKey, 'items') or '0') or 0)
   end
   function ix.buckets()
     return n

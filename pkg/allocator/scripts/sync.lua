@@ -13,7 +13,7 @@
 -- KEYS[6]: the epoch HASH                     <base>|epoch
 -- KEYS[7]: the fencing counter STRING         <base>|alloc:fence
 -- KEYS[8]: the index's key before it was      <base>|alloc:index
---          bucketed (one ZSET): deleted
+--          bucketed (one ZSET): emptied, 1000 entries a step
 -- ARGV[1]: COUNT per step (the client sends   <n>
 --          <= 1000)
 -- ARGV[2]: '1' to start a full sweep even     <flag>
@@ -50,8 +50,9 @@ local ix = index(KEYS[2])
 local indexed = ix.count()
 local now, now_us = clock()
 -- The old index: the member walk re-indexes every member, and held items
--- are recognised by their locks.
-redis.call('UNLINK', KEYS[8])
+-- are recognised by their locks. Emptied in bounded steps, with a command
+-- the runner's least-privilege ACL rule (README) already grants.
+redis.call('ZPOPMIN', KEYS[8], 1000)
 local gen, quiet, id, at = epoch(KEYS[6], KEYS[7], KEYS[2], now, now_us, 0, ARGV[6], tonumber(ARGV[7]))
 
 -- live reports whether the process of waiter w ("<proc>:<id>") listens.
