@@ -48,6 +48,16 @@ var (
 	// cannot hold a pool (a cluster without a hash tag in the prefix, or a
 	// cluster node given to a non-cluster client). See CheckServer.
 	ErrUnsafeServer = errors.New("allocator: unsafe redis server")
+	// ErrPaused: the pool is paused (Allocator.Pause): no allocator of the
+	// pool, in any process, grants a lease until Resume. TryAcquire and
+	// Lease.Next join it with ErrNoFreeItem; Acquire waits.
+	ErrPaused = errors.New("allocator: pool paused")
+	// ErrNotHeldBack: Unquarantine found the item neither quarantined nor
+	// cooling down.
+	ErrNotHeldBack = errors.New("allocator: item not quarantined or cooling down")
+	// ErrNotLeased: Cancel found no lease on the item (it is free, held
+	// back, or locked by a lock the allocator did not grant).
+	ErrNotLeased = errors.New("allocator: item not leased")
 )
 
 // MaxOwnerLen is the longest owner, in bytes.
@@ -202,6 +212,8 @@ type miss struct {
 	next, now time.Time
 	behind    bool
 	quiet     epoch.State
+	// paused: nothing was granted because the pool is paused.
+	paused bool
 }
 
 // verdict is what a refresh or release found of one lease.
@@ -270,6 +282,17 @@ type store interface {
 	// sync runs one bounded step of reconciling the index with the pool;
 	// it reports whether a sweep is still running.
 	sync(ctx context.Context, full bool) (bool, error)
+	// pause pauses (on) or resumes the pool for every allocator of it,
+	// and returns since when it is paused (zero after a resume).
+	pause(ctx context.Context, on bool) (time.Time, error)
+	// paused returns since when the pool is paused (zero: it is not).
+	paused(ctx context.Context) (time.Time, error)
+	// intervene runs an operator's action on item (intervene.lua) and
+	// returns its outcome: intervened, nothingTo or heldByLock.
+	intervene(ctx context.Context, op intervention, item string) (int, error)
+	// onCancel sets the function told of every lease of the pool an
+	// operator cancels, in any process: its item and token.
+	onCancel(f func(item string, token int64))
 	// waiter makes a wake-up registration; done unregisters it.
 	waiter() (id string, wake <-chan struct{}, done func())
 	close() error
@@ -334,6 +357,7 @@ func newTracker(cfg Config) *epoch.Tracker {
 func newAllocator(cfg Config, s store, t *epoch.Tracker) *Allocator {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Allocator{cfg: cfg, store: s, epochs: t, cancel: cancel, closed: make(chan struct{}), evicted: -1}
+	s.onCancel(a.cancelled)
 	a.wg.Go(func() { a.syncLoop(ctx) })
 	return a
 }
@@ -456,6 +480,8 @@ func (a *Allocator) TryAcquire(ctx context.Context, owner string, opts AcquireOp
 			return a.newLease(owner, ttl, g, sent), nil
 		case m.quiet.Gen > 0:
 			return nil, fmt.Errorf("allocator: TryAcquire: %w", a.quietErr(m.quiet))
+		case m.paused:
+			return nil, fmt.Errorf("allocator: TryAcquire: %w (%w)", ErrNoFreeItem, ErrPaused)
 		case opts.Exact:
 			return nil, fmt.Errorf("allocator: TryAcquire %q: %w", opts.Prefer, ErrNoFreeItem)
 		case m.behind:

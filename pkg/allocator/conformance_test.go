@@ -129,6 +129,7 @@ var behaviourGroups = [][]behaviour{
 	waitBehaviours,
 	featureBehaviours,
 	poolBehaviours,
+	controlBehaviours,
 }
 
 // TestConformance runs every allocator behaviour against every backend.

@@ -76,4 +76,19 @@
 // sweep every Config.FullSyncInterval when an addition is hidden by an
 // equal removal. Removed items are never handed out: every candidate's
 // membership is checked when it is chosen.
+//
+// # Fleet-wide controls
+//
+// An operator's actions live in the pool's shared state, so they act on
+// every allocator of the pool, in every process, at once:
+//   - Pause and Resume: while paused nothing is granted (TryAcquire and
+//     Lease.Next return ErrNoFreeItem joined with ErrPaused, Acquire waits);
+//     leases already granted stay current. Resume wakes the waiters.
+//   - Unquarantine ends an item's quarantine or cooldown now.
+//   - Cancel takes a lease away from its holder: the lock keeps the lease's
+//     expiry under a hold marker, and the holder's process is told on the
+//     pool's cancel channel, so its keep-alive ends at once with a
+//     LostError of reason LostCancelled (a pkg/worker task is stopped as for
+//     a lost lease). The item is granted again when the cancelled lease
+//     would have expired, or after Unquarantine.
 package allocator

@@ -249,6 +249,8 @@ func (l *Lease) Next(ctx context.Context, end EndOptions, owner string, opts Acq
 		return nil, ended, fmt.Errorf("allocator: %s: %w", op, r.grantErr)
 	case r.m.quiet.Gen > 0:
 		return nil, ended, fmt.Errorf("allocator: %s: %w", op, a.quietErr(r.m.quiet))
+	case r.m.paused:
+		return nil, ended, fmt.Errorf("allocator: %s: %w (%w)", op, ErrNoFreeItem, ErrPaused)
 	case opts.Exact:
 		return nil, ended, fmt.Errorf("allocator: %s %q: %w", op, opts.Prefer, ErrNoFreeItem)
 	case r.fromEmpty:

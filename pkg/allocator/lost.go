@@ -26,6 +26,9 @@ const (
 	// LostUnconfirmed: no refresh was confirmed in time, so the holder gave
 	// the lease up before it could expire: Redis unreachable or too slow.
 	LostUnconfirmed LostReason = "unconfirmed"
+	// LostCancelled: an operator cancelled the lease (Allocator.Cancel,
+	// runner pool cancel): its holder is told at once and stops.
+	LostCancelled LostReason = "cancelled"
 )
 
 // LostError is the error of a lease found lost; errors.Is(err,
@@ -53,6 +56,8 @@ func (e *LostError) Error() string {
 		what = "redis's dataset changed (restart, failover or restore) and the lease was not in it"
 	case LostUnconfirmed:
 		what = "no refresh was confirmed in time (redis unreachable or slow)"
+	case LostCancelled:
+		what = "an operator cancelled the lease"
 	default:
 		what = string(e.Reason)
 	}

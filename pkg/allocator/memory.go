@@ -82,6 +82,11 @@ type memoryState struct {
 	nextID   int64
 	synced   bool   // a reconcile has run
 	gen      uint64 // the pool's Generation read before the last reconcile
+	// pausedMs is alloc:control's paused: server ms since the pool is
+	// paused, 0 when it is not.
+	pausedMs int64
+	// cancels are alloc:cancel's listeners: every store over the pool.
+	cancels map[*memoryStore]func(item string, token int64)
 }
 
 // memWaiter is one wake-up registration.
@@ -143,6 +148,12 @@ func (s *memoryStore) grant(bg context.Context, owner string, ttl time.Duration,
 	// then.
 	token := max(st.fence+1, nowUs)
 	value := leaseValue(owner, token)
+	if st.pausedMs != 0 { // grant.lua's paused check
+		if waiter != "" {
+			st.enqueue(waiter)
+		}
+		return grant{}, miss{now: msTime(now), paused: true}, false, nil
+	}
 
 	// take takes item when it is free, in one atomic Lock; on the way it
 	// drops items that left the pool from the index and re-scores items
@@ -312,6 +323,16 @@ func (st *memoryState) leastProbedForeign(k int) []string {
 		return cmp.Or(cmp.Compare(st.foreign[a], st.foreign[b]), strings.Compare(a, b))
 	})
 	return items[:min(k, len(items))]
+}
+
+// leaseToken is the token of a lock value with the shape of a lease's
+// (isLeaseValue), as intervene.lua's pattern '#(%d+)$' reads it.
+func leaseToken(v string) (int64, bool) {
+	if !isLeaseValue(v) {
+		return 0, false
+	}
+	token, err := strconv.ParseInt(v[strings.LastIndexByte(v, '#')+1:], 10, 64)
+	return token, err == nil
 }
 
 // isLeaseValue reports whether a lock value has the shape of a lease's,
@@ -557,7 +578,117 @@ func (s *memoryStore) waiter() (string, <-chan struct{}, func()) {
 	}
 }
 
-func (s *memoryStore) close() error { return nil }
+func (s *memoryStore) close() error {
+	s.st.mu.Lock()
+	delete(s.st.cancels, s)
+	s.st.mu.Unlock()
+	return nil
+}
+
+// pause is pause.lua.
+func (s *memoryStore) pause(ctx context.Context, on bool) (time.Time, error) {
+	_, done, err := s.step(ctx, "pause")
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer done()
+	st := s.st
+	if on {
+		if st.pausedMs == 0 {
+			st.pausedMs = time.Now().UnixMilli()
+		}
+		return msTime(st.pausedMs), nil
+	}
+	if st.pausedMs != 0 {
+		st.pausedMs = 0
+		st.wake(resumeWake)
+	}
+	return time.Time{}, nil
+}
+
+func (s *memoryStore) paused(ctx context.Context) (time.Time, error) {
+	_, done, err := s.step(ctx, "paused")
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer done()
+	if s.st.pausedMs == 0 {
+		return time.Time{}, nil
+	}
+	return msTime(s.st.pausedMs), nil
+}
+
+// intervene is intervene.lua.
+func (s *memoryStore) intervene(ctx context.Context, op intervention, item string) (int, error) {
+	bg, done, err := s.step(ctx, string(op))
+	if err != nil {
+		return 0, err
+	}
+	st := s.st
+	code, token, err := s.interveneLocked(bg, op, item)
+	var tell []func(string, int64)
+	if code == intervened && op == opCancel {
+		for _, f := range st.cancels {
+			tell = append(tell, f)
+		}
+	}
+	done()
+	// Told outside the state's mutex, as the cancel channel's messages
+	// reach the Redis store's listeners after the script.
+	for _, f := range tell {
+		f(item, token)
+	}
+	return code, err
+}
+
+func (s *memoryStore) interveneLocked(bg context.Context, op intervention, item string) (int, int64, error) {
+	v, found, err := s.pool.LockValue(bg, item)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", op, err)
+	}
+	if op == opUnquarantine {
+		switch {
+		case !found:
+			return nothingTo, 0, nil
+		case v != quarantineMarker:
+			return heldByLock, 0, nil
+		}
+		if ok, err := s.pool.Release(bg, item, v); err != nil || !ok {
+			return nothingTo, 0, err
+		}
+		s.st.index.set(item, time.Now().UnixMilli())
+		s.st.wake(s.wakeN)
+		return intervened, 0, nil
+	}
+	if !found || v == quarantineMarker {
+		return nothingTo, 0, nil
+	}
+	token, ok := leaseToken(v)
+	if !ok {
+		return heldByLock, 0, nil
+	}
+	left, found, err := s.pool.TTL(bg, item)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", op, err)
+	}
+	if !found || left <= 0 {
+		return nothingTo, 0, nil
+	}
+	if ok, err := s.pool.Replace(bg, item, v, quarantineMarker, left); err != nil || !ok {
+		return nothingTo, 0, err
+	}
+	return intervened, token, nil
+}
+
+// onCancel listens on the memory twin of the cancel channel.
+func (s *memoryStore) onCancel(f func(item string, token int64)) {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	if s.st.cancels == nil {
+		s.st.cancels = map[*memoryStore]func(string, int64){}
+	}
+	s.st.cancels[s] = f
+}
 
 // The helpers below expect st.mu to be held.
 

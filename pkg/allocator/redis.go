@@ -56,6 +56,14 @@ var (
 	syncLua    string
 	syncScript = pieces.New("allocator/sync.lua", syncLua)
 
+	//go:embed scripts/pause.lua
+	pauseLua    string
+	pauseScript = pieces.New("allocator/pause.lua", pauseLua)
+
+	//go:embed scripts/intervene.lua
+	interveneLua    string
+	interveneScript = pieces.New("allocator/intervene.lua", interveneLua)
+
 	//go:embed scripts/quarantine.lua
 	quarantineLua    string
 	quarantineScript = pieces.New("allocator/quarantine.lua", quarantineLua)
@@ -91,8 +99,10 @@ type redisStore struct {
 	nextID     atomic.Int64
 	mu         sync.Mutex
 	waiters    map[string]chan struct{}
-	stopSubs   chan struct{}
-	subsDone   chan struct{}
+	// cancelled is told of leases an operator cancelled (onCancel).
+	cancelled func(item string, token int64)
+	stopSubs  chan struct{}
+	subsDone  chan struct{}
 }
 
 // NewRedis returns an allocator over a Redis lock pool. Items come from
@@ -136,17 +146,21 @@ func NewRedis(pool *lock.RedisLockPool, cfg Config) (*Allocator, error) {
 		subsDone:   make(chan struct{}),
 	}
 	k := s.keys
-	s.acquireKeys = []string{k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch()}
+	s.acquireKeys = []string{k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), k.Control()}
 	s.syncKeys = []string{k.Members(), k.Index(), k.SyncState(), k.Waiters(), k.Reserved(), k.Epoch(), k.Fence(), k.LegacyIndex()}
 	s.epochs = newTracker(cfg)
 	// Subscribe before any waiter registers, so no wake-up is published
 	// to a channel nobody listens on yet. Sharded pub/sub: on a Redis
 	// Cluster the channel lives in the pool's hash slot, where the
 	// scripts publish, and SPUBLISH counts its receivers there.
-	s.pubsub = client.SSubscribe(ctx, s.keys.Wake(s.proc))
-	if _, err := s.pubsub.Receive(ctx); err != nil {
-		s.pubsub.Close()
-		return nil, fmt.Errorf("allocator: NewRedis: subscribe %q: %w", s.keys.Wake(s.proc), err)
+	// The pool's cancel channel too: an operator's Cancel tells the
+	// holder's process at once (Allocator.Cancel).
+	s.pubsub = client.SSubscribe(ctx, s.keys.Wake(s.proc), s.keys.Cancels())
+	for range 2 { // one confirmation a channel
+		if _, err := s.pubsub.Receive(ctx); err != nil {
+			s.pubsub.Close()
+			return nil, fmt.Errorf("allocator: NewRedis: subscribe %q: %w", s.keys.Wake(s.proc), err)
+		}
 	}
 	go s.dispatch()
 	a := newAllocator(cfg, s, s.epochs)
@@ -168,6 +182,10 @@ func (s *redisStore) dispatch() {
 		case msg, ok := <-ch:
 			if !ok {
 				return
+			}
+			if msg.Channel == s.keys.Cancels() {
+				s.tellCancel(msg.Payload)
+				continue
 			}
 			s.mu.Lock()
 			w, found := s.waiters[msg.Payload]
@@ -331,12 +349,12 @@ func (s *redisStore) granted(res []any, owner string) (grant, miss, bool, error)
 		}
 		return grant{item: item, token: token, deadline: msTime(deadline), gen: st.Gen}, miss{}, true, nil
 	}
-	if len(res) != 8 {
+	if len(res) != 8 && (len(res) != 9 || res[8] != int64(1)) {
 		return grant{}, miss{}, false, fmt.Errorf("grant.lua answered %v", res)
 	}
 	next, _ := res[5].(int64)
 	now, _ := res[6].(int64)
-	m := miss{now: msTime(now), behind: res[7] == int64(1)}
+	m := miss{now: msTime(now), behind: res[7] == int64(1), paused: len(res) == 9}
 	if next >= 0 {
 		m.next = msTime(next)
 	}
@@ -454,7 +472,7 @@ func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner s
 	}
 	known, longest := s.epochs.Args(ttl)
 	k := s.keys
-	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), opts.Failures, from}
+	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), opts.Failures, from, k.Control()}
 	res, acked, waitErr := s.run(ctx, nextScript, keys,
 		l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest,
 		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), opts.Prefer, opts.Binding, maxCandidates, only, fromFlag)
@@ -485,6 +503,74 @@ func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner s
 	r.failures = int(n)
 	r.fromEmpty = res[3] == int64(1)
 	return r, nil
+}
+
+// resumeWake is how many waiters a Resume wakes at once.
+const resumeWake = 64
+
+func (s *redisStore) pause(ctx context.Context, on bool) (time.Time, error) {
+	flag := ""
+	if on {
+		flag = "1"
+	}
+	ms, err := pauseScript.Run(ctx, s.client, []string{s.keys.Control(), s.keys.Waiters()}, flag, s.keys.WakePrefix(), resumeWake).Int64()
+	if err != nil {
+		return time.Time{}, s.mapErr("pause", err)
+	}
+	if ms == 0 {
+		return time.Time{}, nil
+	}
+	return msTime(ms), nil
+}
+
+func (s *redisStore) paused(ctx context.Context) (time.Time, error) {
+	ms, err := s.client.HGet(ctx, s.keys.Control(), "paused").Int64()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return time.Time{}, nil
+	case err != nil:
+		return time.Time{}, s.mapErr("paused", err)
+	}
+	return msTime(ms), nil
+}
+
+func (s *redisStore) intervene(ctx context.Context, op intervention, item string) (int, error) {
+	res, err := interveneScript.Run(ctx, s.client, []string{s.keys.Lock(item), s.keys.Index(), s.keys.Waiters()},
+		string(op), item, quarantineMarker, s.keys.WakePrefix(), s.wakeN, s.keys.Cancels()).Slice()
+	if err != nil {
+		return 0, s.mapErr(string(op), err)
+	}
+	code, ok := res[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("%s: intervene.lua answered %v", op, res)
+	}
+	return int(code), nil
+}
+
+// onCancel sets f to be told of every lease of the pool an operator
+// cancels (from the cancel channel).
+func (s *redisStore) onCancel(f func(item string, token int64)) {
+	s.mu.Lock()
+	s.cancelled = f
+	s.mu.Unlock()
+}
+
+// tellCancel hands a cancel message, "<item> <token>", to the allocator.
+func (s *redisStore) tellCancel(payload string) {
+	sp := strings.LastIndexByte(payload, ' ')
+	if sp < 0 {
+		return
+	}
+	token, err := strconv.ParseInt(payload[sp+1:], 10, 64)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	f := s.cancelled
+	s.mu.Unlock()
+	if f != nil {
+		f(payload[:sp], token)
+	}
 }
 
 func (s *redisStore) quarantine(ctx context.Context, item string, d time.Duration) error {

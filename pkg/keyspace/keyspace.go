@@ -23,6 +23,8 @@
 //	<base>|alloc:foreign            ZSET     allocator  items seen held by locks it did not grant
 //	<base>|alloc:sync               HASH     allocator  sweep cursors
 //	<base>|alloc:wake:<proc>        channel  allocator  sharded pub/sub: releases wake the waiters of process <proc>
+//	<base>|alloc:control            HASH     allocator  fleet-wide controls: paused -> server ms since the pool is paused
+//	<base>|alloc:cancel             channel  allocator  sharded pub/sub: "<item> <token>", a lease an operator cancelled, to its holder
 //	<base>|run:failures             HASH     worker     item -> consecutive failures (loop mode)
 //	<base>|batch:<id>:todo          SET      worker     a batch's pending items
 //	<base>|batch:<id>:done          SET      worker     a batch's items done
@@ -132,6 +134,13 @@ func (p Pool) WakePrefix() string { return p.base + "|alloc:wake:" }
 
 // Wake is the sharded pub/sub channel of the allocator process proc.
 func (p Pool) Wake(proc string) string { return p.WakePrefix() + proc }
+
+// Control is the allocator's HASH of fleet-wide controls (a paused pool).
+func (p Pool) Control() string { return p.base + "|alloc:control" }
+
+// Cancels is the sharded pub/sub channel on which a cancelled lease's
+// holder is told: every allocator process of the pool listens.
+func (p Pool) Cancels() string { return p.base + "|alloc:cancel" }
 
 // Failures is the worker's loop-mode failure count HASH.
 func (p Pool) Failures() string { return p.base + "|run:failures" }

@@ -49,6 +49,8 @@ func TestDocumentedLayout(t *testing.T) {
 		"IndexBucket": {strings.Replace(p.IndexBucket(7), ":7", ":<b>", 1)},
 		"IndexCount":  {p.IndexCount()},
 		"LegacyIndex": {p.LegacyIndex()},
+		"Control":     {p.Control()},
+		"Cancels":     {p.Cancels()},
 		"Fence":       {p.Fence()},
 		"Bindings":    {p.Bindings()},
 		"Waiters":     {p.Waiters()},

@@ -97,6 +97,25 @@ func (g *ledger) recording(fn func(ctx context.Context, job worker.Job) error) w
 	})
 }
 
+// stoppedFirstRun is a task whose first run sends its job on started and
+// runs until its context ends, then sends the context's cause; later runs
+// wait for shutdown.
+func stoppedFirstRun() (worker.Task, <-chan worker.Job, <-chan error) {
+	started := make(chan worker.Job, 1)
+	cause := make(chan error, 1)
+	return worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+		select {
+		case started <- job:
+		default:
+			<-ctx.Done() // later runs: wait for shutdown
+			return ctx.Err()
+		}
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return ctx.Err()
+	}), started, cause
+}
+
 func items(n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -326,19 +345,8 @@ var poolBehaviours = []poolBehaviour{
 	{"lost-lease-cancels-the-task-with-ErrLeaseLost", func(t *testing.T, b backend) {
 		a, st, pool := b.build(t, []string{"only"})
 		obs := &countingObserver{}
-		started := make(chan worker.Job, 1)
-		cause := make(chan error, 1)
-		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
-			select {
-			case started <- job:
-			default:
-				<-ctx.Done() // later runs: wait for shutdown
-				return ctx.Err()
-			}
-			<-ctx.Done()
-			cause <- context.Cause(ctx)
-			return ctx.Err()
-		}), worker.Config{LeaseTTL: 3 * time.Second, RefreshInterval: 100 * time.Millisecond, Observer: obs, ShutdownGrace: time.Millisecond})
+		task, started, cause := stoppedFirstRun()
+		p, err := worker.New(a, st, task, worker.Config{LeaseTTL: 3 * time.Second, RefreshInterval: 100 * time.Millisecond, Observer: obs, ShutdownGrace: time.Millisecond})
 		must(t, err)
 		stop, _ := runPool(t, p)
 		job := <-started
@@ -357,6 +365,65 @@ var poolBehaviours = []poolBehaviour{
 			t.Fatalf("task not cancelled within 3s of losing its lock (%s)", redistest.SchedDelay())
 		}
 		redistest.Eventually(t, "LeaseLost observed", 2*time.Second, func() bool { return obs.lost.Load() == 1 })
+		must(t, stop(5*time.Second))
+	}},
+	{"cancelled-lease-stops-the-task-at-once", func(t *testing.T, b backend) {
+		a, st, _ := b.build(t, []string{"only"})
+		obs := &countingObserver{}
+		task, started, cause := stoppedFirstRun()
+		p, err := worker.New(a, st, task, worker.Config{LeaseTTL: 10 * time.Second, RefreshInterval: 3 * time.Second, Observer: obs, ShutdownGrace: time.Millisecond})
+		must(t, err)
+		stop, _ := runPool(t, p)
+		job := <-started
+		cancelled := time.Now()
+		must(t, a.Cancel(context.Background(), job.Item))
+		// Told at once, not at the next refresh 3s away.
+		bound := 500*time.Millisecond + redistest.Slack()
+		select {
+		case c := <-cause:
+			var lost *allocator.LostError
+			if !errors.As(c, &lost) || lost.Reason != allocator.LostCancelled {
+				t.Fatalf("task cause %v, want a LostError of reason %q", c, allocator.LostCancelled)
+			}
+			t.Logf("task stopped %v after Cancel", time.Since(cancelled))
+		case <-time.After(bound):
+			t.Fatalf("task not stopped within %v of Cancel (%s)", bound, redistest.SchedDelay())
+		}
+		redistest.Eventually(t, "LeaseLost observed", 2*time.Second, func() bool { return obs.lost.Load() == 1 })
+		must(t, stop(5*time.Second))
+	}},
+	{"pause-holds-new-runs-until-resume", func(t *testing.T, b backend) {
+		a, st, _ := b.build(t, items(2))
+		var mu sync.Mutex
+		var granted []time.Time // each run's grant, by the server's clock
+		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+			mu.Lock()
+			granted = append(granted, job.Lease.Deadline().Add(-job.Lease.TTL()))
+			mu.Unlock()
+			return nil
+		}), worker.Config{Concurrency: 2, LeaseTTL: 5 * time.Second})
+		must(t, err)
+		ctx := context.Background()
+		runs := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(granted)
+		}
+		stop, _ := runPool(t, p)
+		redistest.Eventually(t, "runs before the pause", 5*time.Second, func() bool { return runs() >= 10 })
+		since, err := a.Pause(ctx)
+		must(t, err)
+		time.Sleep(500 * time.Millisecond)
+		mu.Lock()
+		for _, g := range granted {
+			if g.After(since) {
+				t.Errorf("a run's lease was granted at %v, after the pause at %v", g, since)
+			}
+		}
+		paused := len(granted)
+		mu.Unlock()
+		must(t, a.Resume(ctx))
+		redistest.Eventually(t, "runs after the resume", 5*time.Second, func() bool { return runs() >= paused+10 })
 		must(t, stop(5*time.Second))
 	}},
 	{"task-timeout-is-a-failure", func(t *testing.T, b backend) {

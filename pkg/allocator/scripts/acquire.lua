@@ -13,6 +13,7 @@
 --          when last looked at; such locks send no wake-up when removed)
 -- KEYS[7]: the hand-off HASH                 <base>|alloc:reserved
 -- KEYS[8]: the epoch HASH                    <base>|epoch
+-- KEYS[9]: the fleet-wide controls HASH      <base>|alloc:control
 -- ARGV[1]: the lock key prefix               <base>:
 --          (lock keys are ARGV[1] .. item)
 -- ARGV[2]: owner
@@ -35,7 +36,8 @@
 local now, now_us = clock()
 return grant(
   {members = KEYS[1], index = KEYS[2], fence = KEYS[3], bindings = KEYS[4],
-   waiters = KEYS[5], foreign = KEYS[6], reserved = KEYS[7], epoch = KEYS[8]},
+   waiters = KEYS[5], foreign = KEYS[6], reserved = KEYS[7], epoch = KEYS[8],
+   control = KEYS[9]},
   {prefix = ARGV[1], owner = ARGV[2], ttl = tonumber(ARGV[3]), prefer = ARGV[4],
    binding = ARGV[5], waiter = ARGV[6], budget = tonumber(ARGV[7]), only = ARGV[8],
    known = ARGV[9], longest = tonumber(ARGV[10])},

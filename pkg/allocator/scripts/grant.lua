@@ -10,8 +10,9 @@
 --      bindings (binding HASH), waiters (waiter ZSET), foreign (ZSET of
 --      items found held by a lock the allocator did not grant -> ms when
 --      last looked at; such locks send no wake-up when removed), reserved
---      (hand-off HASH), epoch (the epoch HASH), and from (a SET of
---      candidates, read only when a.from is '1')
+--      (hand-off HASH), epoch (the epoch HASH), control (the fleet-wide
+--      controls HASH: nothing is granted while its field paused is set),
+--      and from (a SET of candidates, read only when a.from is '1')
 --   a  prefix (lock keys are prefix .. item), owner, ttl (ms), prefer
 --      (item or ''), binding (name or ''), waiter (id to register on a
 --      miss, or ''), budget (most candidates to examine), only ('1': lease
@@ -28,13 +29,22 @@
 --         index (a sync step is due before waiting). While foreign locks
 --         are known, next_ms is at most a second away: their removal wakes
 --         nobody. During the quiet period after a discontinuity nothing is
---         granted and next_ms is its end.
+--         granted and next_ms is its end. While the pool is paused
+--         nothing is granted: the reply is then {..., -1, now_ms, 0, 1}
+--         (one more element, paused) and a waiter is registered, for
+--         Resume to wake.
 -- uses: epoch, index
 local function grant(k, a, now, now_us)
   local prefix, owner, ttl, budget = a.prefix, a.owner, a.ttl, a.budget
   local gen, quiet, id, at = epoch(k.epoch, k.fence, k.index, now, now_us, ttl, a.known, a.longest)
   if quiet > now then
     return {0, gen, id, quiet, at, quiet, now, 0}
+  end
+  if redis.call('HGET', k.control, 'paused') then
+    if a.waiter ~= '' then
+      redis.call('ZADD', k.waiters, 'NX', now, a.waiter)
+    end
+    return {0, gen, id, quiet, at, -1, now, 0, 1}
   end
   local ix = index(k.index)
 

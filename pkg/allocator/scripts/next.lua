@@ -16,6 +16,7 @@
 -- KEYS[11]: the SET candidates are drawn from  <base>|pool or <base>|batch:<id>:todo
 --           when ARGV[18] is '1' (a batch's pending items); the pool's
 --           member SET, unread, otherwise
+-- KEYS[12]: the fleet-wide controls HASH     <base>|alloc:control
 -- ARGV[1]: the ended lease's lock value        <owner>#<token>
 -- ARGV[2]: the ended lease's item              <item>
 -- ARGV[3]: wake channel prefix (release.lua)   <base>|alloc:wake:
@@ -55,7 +56,8 @@ local ended = free(
   now, now_us)
 local granted = grant(
   {members = KEYS[2], index = KEYS[3], fence = KEYS[4], bindings = KEYS[5],
-   waiters = KEYS[6], foreign = KEYS[7], reserved = KEYS[8], epoch = KEYS[9], from = KEYS[11]},
+   waiters = KEYS[6], foreign = KEYS[7], reserved = KEYS[8], epoch = KEYS[9], from = KEYS[11],
+   control = KEYS[12]},
   {prefix = ARGV[11], owner = ARGV[12], ttl = tonumber(ARGV[13]), prefer = ARGV[14],
    binding = ARGV[15], waiter = '', budget = tonumber(ARGV[16]), only = ARGV[17],
    known = ARGV[8], longest = tonumber(ARGV[9]), from = ARGV[18]},
