@@ -46,12 +46,14 @@ local function free(k, a, now, now_us)
   redis.call('DEL', k.lock)
   -- Wake waiters in arrival order (wake.lua), and keep the item for the
   -- first for the hand-off window.
-  local score = now
   local first = wake(k.waiters, a.wake, a.wakeN)
   if first then
     redis.call('HSET', k.reserved, first, a.item)
-    score = now + a.handoff
+    index(k.index).set(a.item, now + a.handoff)
+  else
+    -- The lease was current, so its score (its deadline) is not before
+    -- now: the item's score falls.
+    index(k.index).lower(a.item, now)
   end
-  index(k.index).set(a.item, score)
   return {1}
 end

@@ -27,6 +27,7 @@
 -- heads ZSET is the key heads:
 --   set(item, ms[, nx])  score item ms (only if absent when nx); returns 1
 --                        when the item was added, else 0
+--   lower(item, ms)      set, for an item whose score does not rise
 --   stage(item, ms[, nx]) set, leaving the bucket's head to flush(): for a
 --                        script that scores many items; every stage must
 --                        be followed by a flush before the script reads
@@ -54,12 +55,14 @@ local function index(heads)
     while l * 2 <= nb do l = l * 2 end
     return l
   end
+  local spanOf, spanL = -1, 1 -- span(spanOf) is spanL
   local function addr(item)
     if n == 0 then
       redis.call('ZADD', heads, 'inf', 0)
       n = 1
     end
-    local l = span(n)
+    if spanOf ~= n then spanOf, spanL = n, span(n) end
+    local l = spanL
     local h = hash(item)
     local b = h % (2 * l)
     if b >= n then b = h % l end
@@ -115,6 +118,18 @@ local function index(heads)
   end
   function ix.set(item, ms, nx)
     return put(item, ms, nx, false)
+  end
+  -- lower is set for an item whose score does not rise (ms is at most its
+  -- score, or it is not in the index): the head can only fall, so one
+  -- ZADD LT keeps it exact without reading the bucket.
+  function ix.lower(item, ms)
+    local b = addr(item)
+    local added = redis.call('ZADD', heads .. ':' .. b, ms, item)
+    redis.call('ZADD', heads, 'LT', ms, b)
+    if added == 1 then
+      grow(redis.call('HINCRBY', countKey, 'items', 1))
+    end
+    return added
   end
   function ix.stage(item, ms, nx)
     return put(item, ms, nx, true)
