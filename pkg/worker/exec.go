@@ -123,39 +123,40 @@ type ExecTask struct {
 	Wrapper bool
 }
 
-// Validate reports a bad setting as an error wrapping ErrInvalidConfig:
-// an empty Command or Command[0], a NUL byte in Command, Env or Dir, an Env
-// entry that is not KEY=VALUE, or a negative KillGrace.
+// Validate reports every bad setting as a *FieldError wrapping
+// ErrInvalidConfig (joined with errors.Join; field "ExecTask.<Name>"): an
+// empty Command or Command[0], a NUL byte in Command, Env or Dir, an Env
+// entry that is not KEY=VALUE, or a negative KillGrace. Env values are
+// never quoted: they may be secrets.
 func (t *ExecTask) Validate() error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: ExecTask.%s", ErrInvalidConfig, fmt.Sprintf(format, args...))
-	}
+	var p fieldProblems
 	switch {
 	case len(t.Command) == 0:
-		return bad("Command is empty")
+		p.add("ExecTask.Command", "is empty (want the argv)")
 	case t.Command[0] == "":
-		return bad("Command[0] is empty")
-	case t.KillGrace < 0:
-		return bad("KillGrace %v (want >= 0)", t.KillGrace)
-	case strings.IndexByte(t.Dir, 0) >= 0:
-		return bad("Dir contains a NUL byte")
+		p.add("ExecTask.Command", "element 0 (the program) is empty")
 	}
 	for i, arg := range t.Command {
 		if strings.IndexByte(arg, 0) >= 0 {
-			return bad("Command[%d] contains a NUL byte", i)
+			p.add("ExecTask.Command", "element %d contains a NUL byte", i)
 		}
+	}
+	if t.KillGrace < 0 {
+		p.add("ExecTask.KillGrace", "%v (want >= 0)", t.KillGrace)
+	}
+	if strings.IndexByte(t.Dir, 0) >= 0 {
+		p.add("ExecTask.Dir", "contains a NUL byte")
 	}
 	for i, kv := range t.Env {
-		// Values are not quoted in the error: they may be secrets.
 		key, _, ok := strings.Cut(kv, "=")
 		switch {
-		case strings.IndexByte(kv, 0) >= 0:
-			return bad("Env[%d] (key %q) contains a NUL byte", i, key)
 		case !ok || key == "":
-			return bad("Env[%d] is not KEY=VALUE", i)
+			p.add("ExecTask.Env", "element %d is not NAME=value", i)
+		case strings.IndexByte(kv, 0) >= 0:
+			p.add("ExecTask.Env", "element %d (%q) contains a NUL byte", i, key)
 		}
 	}
-	return nil
+	return p.err()
 }
 
 // Run runs the command for job. It returns once the command has exited,
