@@ -105,7 +105,7 @@ type redisStore struct {
 // channel. It waits at most 10 seconds for the server.
 func NewRedis(pool *lock.RedisLockPool, cfg Config) (*Allocator, error) {
 	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("allocator: NewRedis: %w", err)
 	}
 	if pool == nil {

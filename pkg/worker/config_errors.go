@@ -3,54 +3,18 @@ package worker
 import (
 	"errors"
 	"fmt"
+
+	"github.com/lockpool/lockpool/pkg/allocator"
 )
 
-// FieldError is a bad setting of Config or ExecTask. Field names the Go
-// field ("LeaseTTL", "Command"), so a program that maps its own settings
-// onto these structs (a config file, flags) can name its own key for it.
-// Err is ErrInvalidConfig or ErrInvalidBatch, so errors.Is keeps working
-// on a FieldError and on every error that wraps one.
-type FieldError struct {
-	// Field is the struct field at fault, e.g. "RefreshInterval". For an
-	// ExecTask field it is prefixed with "ExecTask." ("ExecTask.Env").
-	Field string
-	// Msg says what is wrong and what is wanted, without the field's name.
-	// It never holds the value of an ExecTask.Env entry.
-	Msg string
-	// Err is the sentinel the error wraps.
-	Err error
-}
-
-// Error returns "<sentinel>: <Field> <Msg>".
-func (e *FieldError) Error() string { return fmt.Sprintf("%v: %s %s", e.Err, e.Field, e.Msg) }
-
-// Unwrap returns the sentinel (ErrInvalidConfig or ErrInvalidBatch).
-func (e *FieldError) Unwrap() error { return e.Err }
+// FieldError is a bad setting of Config or ExecTask: Field names the Go
+// field ("LeaseTTL", "ExecTask.Command"), Err is ErrInvalidConfig or
+// ErrInvalidBatch. It is allocator.FieldError, shared by both layers.
+type FieldError = allocator.FieldError
 
 // FieldErrors returns every *FieldError in err's tree (errors.Join'ed by
 // Config.Validate and ExecTask.Validate), in order.
-func FieldErrors(err error) []*FieldError {
-	var out []*FieldError
-	var walk func(error)
-	walk = func(err error) {
-		var fe *FieldError
-		switch x := err.(type) {
-		case nil:
-		case *FieldError:
-			out = append(out, x)
-		case interface{ Unwrap() []error }:
-			for _, e := range x.Unwrap() {
-				walk(e)
-			}
-		default:
-			if errors.As(err, &fe) {
-				out = append(out, fe)
-			}
-		}
-	}
-	walk(err)
-	return out
-}
+func FieldErrors(err error) []*FieldError { return allocator.FieldErrors(err) }
 
 // fieldProblems collects FieldErrors for errors.Join.
 type fieldProblems []error
