@@ -130,7 +130,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, d := range []struct {
-		field string
+		field  string
 		v, min time.Duration
 	}{
 		{"Cooldown", c.Cooldown, 0},

@@ -135,4 +135,3 @@ func TestConfigValidateReportsEveryField(t *testing.T) {
 }
 
 func containsSecret(s string) bool { return strings.Contains(s, "hunter2") }
-
