@@ -123,7 +123,9 @@ func datasetOf(s epoch.State) Dataset {
 	return Dataset{Gen: s.Gen, Since: s.Since, QuietUntil: s.QuietUntil}
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every zero field set to its documented
+// default. NewRedis and NewMemory apply it.
+func (c Config) WithDefaults() Config {
 	c.LeaseTTL = cmp.Or(c.LeaseTTL, 30*time.Second)
 	c.WakeWaiters = cmp.Or(c.WakeWaiters, 1)
 	c.SyncInterval = cmp.Or(c.SyncInterval, 250*time.Millisecond)
@@ -138,7 +140,7 @@ func (c Config) withDefaults() Config {
 // as *FieldError values wrapping ErrInvalidConfig, joined with
 // errors.Join (see FieldErrors). NewRedis and NewMemory call it.
 func (c Config) Validate() error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	var p []error
 	bad := func(field, format string, args ...any) {
 		p = append(p, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...), Err: ErrInvalidConfig})
@@ -151,17 +153,17 @@ func (c Config) Validate() error {
 		{"MaxWait", c.MaxWait}, {"ReplicaAckTimeout", c.ReplicaAckTimeout},
 	} {
 		if d.v < time.Millisecond {
-			bad(d.field, "%v (want >= 1ms)", d.v)
+			bad(d.field, "must be at least 1ms, got %q", d.v.String())
 		}
 	}
 	if c.WakeWaiters < 1 || c.WakeWaiters > 1000 {
-		bad("WakeWaiters", "%d (want 1..1000)", c.WakeWaiters)
+		bad("WakeWaiters", "must be between 1 and 1000, got %d", c.WakeWaiters)
 	}
 	if c.FullSyncInterval < c.SyncInterval {
-		bad("FullSyncInterval", "%v (want >= SyncInterval = %v)", c.FullSyncInterval, c.SyncInterval)
+		bad("FullSyncInterval", "must be at least SyncInterval (%v), got %q", c.SyncInterval, c.FullSyncInterval.String())
 	}
 	if c.MinReplicasAcked < 0 || c.MinReplicasAcked > 100 {
-		bad("MinReplicasAcked", "%d (want 0..100)", c.MinReplicasAcked)
+		bad("MinReplicasAcked", "must be between 0 and 100, got %d", c.MinReplicasAcked)
 	}
 	return errors.Join(p...)
 }

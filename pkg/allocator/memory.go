@@ -29,7 +29,7 @@ import (
 // share their index, fencing counter, bindings and waiters (kept beside
 // the pool: see lock.Shared), as Redis allocators over the same keys do.
 func NewMemory(pool *lock.MemoryLockPool, cfg Config) (*Allocator, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("allocator: NewMemory: %w", err)
 	}

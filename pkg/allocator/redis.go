@@ -104,7 +104,7 @@ type redisStore struct {
 // client must be a *redis.ClusterClient. Then it subscribes to its wake-up
 // channel. It waits at most 10 seconds for the server.
 func NewRedis(pool *lock.RedisLockPool, cfg Config) (*Allocator, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("allocator: NewRedis: %w", err)
 	}

@@ -77,7 +77,11 @@ type Config struct {
 	Observer Observer
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every zero field set to its documented
+// default (RefreshInterval and SafetyMargin from LeaseTTL, ID from the
+// host name and process id). New applies it; a program can use it to show
+// the settings a Pool will run with.
+func (c Config) WithDefaults() Config {
 	c.Mode = cmp.Or(c.Mode, ModeLoop)
 	c.Concurrency = cmp.Or(c.Concurrency, 1)
 	if c.ID == "" {
@@ -108,25 +112,25 @@ func (c Config) withDefaults() Config {
 // as *FieldError values joined with errors.Join (see FieldErrors); each
 // wraps ErrInvalidConfig, or ErrInvalidBatch for BatchID. New calls it.
 func (c Config) Validate() error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	var p fieldProblems
 	if c.Mode != ModeLoop && c.Mode != ModeBatch {
-		p.add("Mode", `%q (want "loop" or "batch")`, c.Mode)
+		p.add("Mode", `must be "loop" or "batch", got %q`, c.Mode)
 	}
 	if c.Concurrency < 1 || c.Concurrency > MaxConcurrency {
-		p.add("Concurrency", "%d (want 1..%d)", c.Concurrency, MaxConcurrency)
+		p.add("Concurrency", "must be between 1 and %d, got %d", MaxConcurrency, c.Concurrency)
 	}
 	if len(c.ID) > MaxIDLen || strings.ContainsAny(c.ID, "\x00\n\r") {
-		p.add("ID", "is %d bytes or holds a NUL byte or newline (want at most %d bytes, neither)", len(c.ID), MaxIDLen)
+		p.add("ID", "must be at most %d bytes without a NUL byte or newline, got %d bytes", MaxIDLen, len(c.ID))
 	}
 	if c.LeaseTTL < MinLeaseTTL {
-		p.add("LeaseTTL", "%v (want >= %v)", c.LeaseTTL, MinLeaseTTL)
+		p.add("LeaseTTL", "must be at least %v, got %q", MinLeaseTTL, c.LeaseTTL.String())
 	} else {
 		if c.RefreshInterval <= 0 || c.RefreshInterval > c.LeaseTTL/2 {
-			p.add("RefreshInterval", "%v (want > 0 and <= LeaseTTL/2 = %v)", c.RefreshInterval, c.LeaseTTL/2)
+			p.add("RefreshInterval", "must be > 0 and at most LeaseTTL/2 (%v), got %q", c.LeaseTTL/2, c.RefreshInterval.String())
 		}
 		if c.SafetyMargin <= 0 || c.LeaseTTL-c.SafetyMargin <= c.RefreshInterval {
-			p.add("SafetyMargin", "%v (want > 0 and < LeaseTTL - RefreshInterval = %v)", c.SafetyMargin, c.LeaseTTL-c.RefreshInterval)
+			p.add("SafetyMargin", "must be > 0 and below LeaseTTL - RefreshInterval (%v), got %q", c.LeaseTTL-c.RefreshInterval, c.SafetyMargin.String())
 		}
 	}
 	for _, d := range []struct {
@@ -142,17 +146,17 @@ func (c Config) Validate() error {
 		{"ProgressInterval", c.ProgressInterval, 0},
 	} {
 		if d.v < d.min {
-			p.add(d.field, "%v (want >= %v)", d.v, d.min)
+			p.add(d.field, "must be at least %v, got %q", d.min, d.v.String())
 		}
 	}
 	if c.MaxAttempts < 1 {
-		p.add("MaxAttempts", "%d (want >= 1)", c.MaxAttempts)
+		p.add("MaxAttempts", "must be at least 1, got %d", c.MaxAttempts)
 	}
 	if c.MaxBackoff < c.Backoff {
-		p.add("MaxBackoff", "%v (want >= Backoff = %v)", c.MaxBackoff, c.Backoff)
+		p.add("MaxBackoff", "must be at least Backoff (%v), got %q", c.Backoff, c.MaxBackoff.String())
 	}
 	if err := ValidateBatchID(c.BatchID); err != nil {
-		p = append(p, &FieldError{Field: "BatchID", Msg: strings.TrimPrefix(err.Error(), ErrInvalidBatch.Error()+": "), Err: ErrInvalidBatch})
+		p = append(p, &FieldError{Field: "BatchID", Msg: "must be 1 to " + strconv.Itoa(MaxBatchIDLen) + " bytes without a NUL byte or newline: " + strings.TrimPrefix(err.Error(), ErrInvalidBatch.Error()+": "), Err: ErrInvalidBatch})
 	}
 	return p.err()
 }
@@ -162,7 +166,7 @@ func (c Config) Validate() error {
 // KillGrace not below c's SafetyMargin (field "ExecTask.KillGrace"), which
 // would let a task whose lease is lost outlive the lease. New calls it.
 func (c Config) ValidateTask(task Task) error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	var p fieldProblems
 	if v, ok := task.(interface{ Validate() error }); ok {
 		if err := v.Validate(); err != nil {
@@ -172,7 +176,7 @@ func (c Config) ValidateTask(task Task) error {
 	// Cancelling only asks a task to stop: an exec task must be killed
 	// before a lost lease can expire (see the package comment).
 	if et, ok := task.(*ExecTask); ok && et.KillGrace >= 0 && et.killGrace() >= c.SafetyMargin {
-		p.add("ExecTask.KillGrace", "%v (want below SafetyMargin = %v, so a task whose lease is lost is killed before the lease can expire)", et.killGrace(), c.SafetyMargin)
+		p.add("ExecTask.KillGrace", "must be below SafetyMargin (%v) so that a task whose lease is lost is killed before the lease can expire, got %q", c.SafetyMargin, et.killGrace().String())
 	}
 	return p.err()
 }

@@ -132,7 +132,7 @@ func (t *ExecTask) Validate() error {
 	var p fieldProblems
 	switch {
 	case len(t.Command) == 0:
-		p.add("ExecTask.Command", "is empty (want the argv)")
+		p.add("ExecTask.Command", "must be set to the argv")
 	case t.Command[0] == "":
 		p.add("ExecTask.Command", "element 0 (the program) is empty")
 	}
@@ -142,7 +142,7 @@ func (t *ExecTask) Validate() error {
 		}
 	}
 	if t.KillGrace < 0 {
-		p.add("ExecTask.KillGrace", "%v (want >= 0)", t.KillGrace)
+		p.add("ExecTask.KillGrace", "must not be negative, got %q", t.KillGrace.String())
 	}
 	if strings.IndexByte(t.Dir, 0) >= 0 {
 		p.add("ExecTask.Dir", "contains a NUL byte")

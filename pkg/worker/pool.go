@@ -68,7 +68,7 @@ func New(alloc *allocator.Allocator, store Store, task Task, cfg Config) (*Pool,
 	case task == nil:
 		return nil, fmt.Errorf("worker: New: %w: nil task", ErrInvalidConfig)
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("worker: New: %w", err)
 	}
@@ -112,7 +112,7 @@ func (p *Pool) Config() Config {
 // the other workers are not touched.
 func (p *Pool) SetConcurrency(n int) error {
 	if n < 1 || n > MaxConcurrency {
-		return fmt.Errorf("worker: SetConcurrency: %w", &FieldError{Field: "Concurrency", Msg: fmt.Sprintf("%d (want 1..%d)", n, MaxConcurrency), Err: ErrInvalidConfig})
+		return fmt.Errorf("worker: SetConcurrency: %w", &FieldError{Field: "Concurrency", Msg: fmt.Sprintf("must be between 1 and %d, got %d", MaxConcurrency, n), Err: ErrInvalidConfig})
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -139,7 +139,7 @@ func (p *Pool) SetConcurrency(n int) error {
 // started with. A negative d is an error wrapping ErrInvalidConfig.
 func (p *Pool) SetTaskTimeout(d time.Duration) error {
 	if d < 0 {
-		return fmt.Errorf("worker: SetTaskTimeout: %w", &FieldError{Field: "TaskTimeout", Msg: fmt.Sprintf("%v (want >= 0)", d), Err: ErrInvalidConfig})
+		return fmt.Errorf("worker: SetTaskTimeout: %w", &FieldError{Field: "TaskTimeout", Msg: fmt.Sprintf("must not be negative, got %q", d.String()), Err: ErrInvalidConfig})
 	}
 	p.taskTimeout.Store(int64(d))
 	return nil

@@ -52,7 +52,7 @@ func TestSetConcurrency(t *testing.T) {
 
 	waitRunning := func(want int) {
 		t.Helper()
-		deadline := time.Now().Add(10 * redistest.Slack())
+		deadline := time.Now().Add(5*time.Second + redistest.Slack())
 		for {
 			mu.Lock()
 			n := running
@@ -74,7 +74,19 @@ func TestSetConcurrency(t *testing.T) {
 	}
 	must(t, p.SetConcurrency(1))
 	close(release) // every task finishes now; then one at a time
-	time.Sleep(100 * time.Millisecond)
+	deadline := time.Now().Add(5*time.Second + redistest.Slack())
+	for live := 4; live > 1; {
+		live = 0
+		for _, w := range p.Status() {
+			if w.State != worker.StateStopped {
+				live++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers still live after SetConcurrency(1) (%s)", live, redistest.SchedDelay())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	mu.Lock()
 	peak = 0
 	mu.Unlock()
@@ -84,7 +96,7 @@ func TestSetConcurrency(t *testing.T) {
 		t.Errorf("after SetConcurrency(1), %d tasks ran at once", peak)
 	}
 	mu.Unlock()
-	must(t, stop(10*redistest.Slack()))
+	must(t, stop(10*time.Second+redistest.Slack()))
 	if n := obs.lost.Load(); n != 0 {
 		t.Errorf("%d leases lost while resizing, want 0", n)
 	}
