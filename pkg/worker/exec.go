@@ -307,7 +307,7 @@ func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.Wait
 	case waitErr != nil:
 		err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, waitErr)
 	case !status.Exited() || status.ExitStatus() != 0:
-		err = fmt.Errorf("%w: %q: %s", ErrTaskFailed, name, statusText(status))
+		err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, &ExitError{Status: status})
 	}
 	if !stopped {
 		return err
@@ -317,6 +317,25 @@ func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.Wait
 		return fmt.Errorf("worker: exec %q stopped, then exited 0: %w", name, cause)
 	}
 	return fmt.Errorf("%w (stopped: %w)", err, cause)
+}
+
+// ExitError is how an ExecTask's command ended when that was not exit
+// status 0; Run's error wraps it (find it with errors.As).
+type ExitError struct {
+	Status syscall.WaitStatus
+}
+
+// Error says how the process ended, as os.ProcessState does: "exit status
+// 3", "signal: killed".
+func (e *ExitError) Error() string { return statusText(e.Status) }
+
+// Code is the exit status, or 128 plus the signal number for a command
+// killed by a signal (as a shell reports it).
+func (e *ExitError) Code() int {
+	if e.Status.Signaled() {
+		return 128 + int(e.Status.Signal())
+	}
+	return e.Status.ExitStatus()
 }
 
 // statusText says how a process ended, as os.ProcessState does: "exit
