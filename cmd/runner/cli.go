@@ -27,7 +27,9 @@ type app struct {
 	stdout, stderr io.Writer
 	environ        []string
 	// beforeWork, when set, is called by a command once its flags and
-	// configuration are loaded, before it starts workers or dials Redis;
+	// configuration are loaded, before it starts workers, dials Redis or
+	// an admin endpoint, or writes files (cfg is empty for commands that
+	// take no configuration);
 	// false stops the command there (exit 0). FuzzCLIArgs uses it to run
 	// only the parsing stage.
 	beforeWork func(cmd string, cfg *Config) bool
@@ -129,6 +131,20 @@ func printable(s string) string {
 	return b.String()
 }
 
+// displayName is an item or owner name as text output shows it, the same
+// way everywhere (tables, status, messages): as is when it is printable
+// and holds no space, quote, backslash or leading "-" that could be
+// misread, else Go-quoted ("a b", "line\nbreak", "\x1b[31m"), which is
+// unambiguous.
+func displayName(s string) string {
+	if s == "" || s == "-" || strings.HasPrefix(s, "\"") || strings.ContainsFunc(s, func(r rune) bool {
+		return r == utf8.RuneError || r == ' ' || r == '\\' || r == '"' || !unicode.IsPrint(r)
+	}) || !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
 const exitCodesHelp = `Exit codes: 0 finished (batch complete, or loop drained after a signal);
 1 runtime failure or failed batch items; 2 usage or configuration error;
 3 stopped by a signal before the batch was complete.`
@@ -159,7 +175,7 @@ environment variables and flags; config/README.md lists every key.
 	root.SetVersionTemplate("runner {{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(flagError)
-	root.AddCommand(a.runCmd(), a.poolCmd(), a.configCmd(), a.execCmd(), a.versionCmd(), a.healthCmd(), completionCmd(), manCmd())
+	root.AddCommand(a.runCmd(), a.poolCmd(), a.configCmd(), a.execCmd(), a.versionCmd(), a.healthCmd(), completionCmd(), a.manCmd())
 	return root
 }
 
@@ -261,11 +277,12 @@ func addConfigFlags(cmd *cobra.Command, named ...string) *configFlags {
 
 // load reads the configuration the flags name, with the environment.
 func (a *app) load(cf *configFlags, forRun bool) (*Config, error) {
-	return loadConfigFrom(a.sources(cf, forRun))
+	c, _, err := a.loadWithOrigins(cf, forRun)
+	return c, err
 }
 
-func (a *app) sources(cf *configFlags, forRun bool) configSources {
-	return configSources{file: cf.file, environ: a.environ, flags: cf.overrides, forRun: forRun}
+func (a *app) loadWithOrigins(cf *configFlags, forRun bool) (*Config, configOrigins, error) {
+	return loadConfigFrom(configSources{file: cf.file, environ: a.environ, flags: cf.overrides, forRun: forRun})
 }
 
 // proceed reports whether a command goes on to its work (see beforeWork).

@@ -60,7 +60,7 @@ configuration prints its problems instead and exits 2.`,
 		Example: "  runner config show -c runner.yaml\n  runner config show -c runner.yaml --json | jq '.[\"worker.concurrency\"]'",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.load(cf, false)
+			cfg, origin, err := a.loadWithOrigins(cf, false)
 			if err != nil {
 				return err
 			}
@@ -72,7 +72,7 @@ configuration prints its problems instead and exits 2.`,
 				}
 				out := make(map[string]entry, len(red))
 				for key, v := range red {
-					out[key] = entry{v, cfg.sources[key]}
+					out[key] = entry{v, origin[key]}
 				}
 				enc := json.NewEncoder(a.stdout)
 				enc.SetIndent("", "  ")
@@ -86,7 +86,7 @@ configuration prints its problems instead and exits 2.`,
 				if len(v) > maxShowWidth {
 					v = v[:maxShowWidth-3] + "..."
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.name, v, cfg.sources[k.name])
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", k.name, v, origin[k.name])
 			}
 			return tw.Flush()
 		},

@@ -189,28 +189,31 @@ func loadConfig(file string, environ []string, overrides map[string]string) (*Co
 // loadConfigFor is loadConfig; the task section is checked only when
 // forRun (the pool and config commands run no task).
 func loadConfigFor(file string, environ []string, overrides map[string]string, forRun bool) (*Config, error) {
-	return loadConfigFrom(configSources{file: file, environ: environ, flags: overrides, forRun: forRun})
+	c, _, err := loadConfigFrom(configSources{file: file, environ: environ, flags: overrides, forRun: forRun})
+	return c, err
 }
 
-func loadConfigFrom(src configSources) (*Config, error) {
+// loadConfigFrom loads src, and says where each key's value came from.
+func loadConfigFrom(src configSources) (*Config, configOrigins, error) {
 	var probs problems
 	dec := &configDecoders{probs: &probs, set: map[string]bool{}}
 	v := viper.NewWithOptions(viper.WithDecoderRegistry(dec))
 	for key, val := range configDefaults() {
 		v.SetDefault(key, val)
 	}
-	c := &Config{skipTask: !src.forRun, sources: map[string]source{}}
+	c := &Config{skipTask: !src.forRun}
+	origin := configOrigins{}
 	if src.file != "" {
 		if err := readConfigFile(v, src.file); err != nil {
-			return nil, ConfigProblems{err}
+			return nil, nil, ConfigProblems{err}
 		}
 		for key := range dec.set {
-			c.sources[key] = sourceFile
+			origin[key] = sourceFile
 		}
 	}
 	if env := readConfigEnv(src.environ, &probs); len(env) > 0 {
-		if err := v.MergeConfigMap(nest(env, c.sources, sourceEnv)); err != nil {
-			return nil, ConfigProblems{configErrorf("", "environment: %v", err)}
+		if err := v.MergeConfigMap(nest(env, origin, sourceEnv)); err != nil {
+			return nil, nil, ConfigProblems{configErrorf("", "environment: %v", err)}
 		}
 	}
 	for _, key := range slices.Sorted(mapsKeys(src.flags)) {
@@ -219,11 +222,11 @@ func loadConfigFrom(src configSources) (*Config, error) {
 			continue
 		}
 		v.Set(key, textValue{text: src.flags[key], from: "flags", argv: configKeyByName[key].argv})
-		c.sources[key] = sourceFlag
+		origin[key] = sourceFlag
 	}
 	for _, k := range configKeys {
-		if !c.sources[k.name].set() {
-			c.sources[k.name] = sourceDefault
+		if !origin[k.name].set() {
+			origin[k.name] = sourceDefault
 		}
 		if v.Get(k.name) == nil {
 			continue
@@ -232,12 +235,12 @@ func loadConfigFrom(src configSources) (*Config, error) {
 			probs.add(decodeProblem(k, err))
 		}
 	}
-	c.deriveDefaults()
-	c.validate(&probs)
+	c.deriveDefaults(origin)
+	c.validate(origin, &probs)
 	if err := probs.err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c, nil
+	return c, origin, nil
 }
 
 func mapsKeys[V any](m map[string]V) func(func(string) bool) {
@@ -251,10 +254,10 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 }
 
 // nest turns dotted keys into viper's nested tables, recording src.
-func nest(flat map[string]any, sources map[string]source, src source) map[string]any {
+func nest(flat map[string]any, origin configOrigins, src source) map[string]any {
 	out := map[string]any{}
 	for key, val := range flat {
-		sources[key] = src
+		origin[key] = src
 		parts := strings.Split(key, ".")
 		m := out
 		for _, p := range parts[:len(parts)-1] {
@@ -278,6 +281,21 @@ func strictDecoding(dc *mapstructure.DecoderConfig) {
 	dc.ErrorUnused = true
 	dc.ZeroFields = true
 	dc.DecodeHook = mapstructure.DecodeHookFuncValue(decodeConfigValue)
+}
+
+// decodeKey decodes v as k's value into a scratch field, only to check it.
+func decodeKey(k configKey, v any) *ConfigError {
+	scratch := reflect.New(reflect.TypeOf(k.field(&Config{})).Elem())
+	dc := &mapstructure.DecoderConfig{Result: scratch.Interface()}
+	strictDecoding(dc)
+	dec, err := mapstructure.NewDecoder(dc)
+	if err == nil {
+		err = dec.Decode(v)
+	}
+	if err != nil {
+		return decodeProblem(k, err)
+	}
+	return nil
 }
 
 // decodeProblem turns an error of UnmarshalKey into the key's problem.
@@ -523,8 +541,14 @@ func (cd configDecoder) apply(prefix string, table map[string]any, out map[strin
 			full = prefix + "." + name
 		}
 		v := table[name]
-		if _, ok := configKeyByName[full]; ok {
+		if k, ok := configKeyByName[full]; ok {
 			if v == nil { // "key:" with no value leaves the default
+				continue
+			}
+			// Checked here, so that a bad value is reported even when
+			// the environment or a flag overrides it.
+			if err := decodeKey(k, v); err != nil {
+				cd.d.probs.add(err)
 				continue
 			}
 			out[name] = v

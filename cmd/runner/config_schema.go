@@ -35,9 +35,10 @@ type Config struct {
 
 	// skipTask: loaded for a command that runs no task (pool, config).
 	skipTask bool
-	// sources says where each key's value came from (for config show).
-	sources map[string]source
 }
+
+// configOrigins says where each key's value came from (config show).
+type configOrigins map[string]source
 
 // RedisConfig says where the pool lives. With Addr, Sentinel.Master and
 // Cluster.Addrs all empty the runner uses its in-memory backend.
@@ -323,16 +324,17 @@ func configDefaults() map[string]any {
 	}
 }
 
-// deriveDefaults fills the keys whose default follows other keys.
-func (c *Config) deriveDefaults() {
+// deriveDefaults fills the keys whose default follows other keys, unless
+// someone set them.
+func (c *Config) deriveDefaults(origin configOrigins) {
 	d := c.Worker.WithDefaults()
-	if !c.sources["worker.refresh_interval"].set() {
+	if !origin["worker.refresh_interval"].set() {
 		c.Worker.RefreshInterval = d.RefreshInterval
 	}
-	if !c.sources["worker.safety_margin"].set() {
+	if !origin["worker.safety_margin"].set() {
 		c.Worker.SafetyMargin = d.SafetyMargin
 	}
-	if !c.sources["task.kill_grace"].set() {
+	if !origin["task.kill_grace"].set() {
 		// A task whose lease is lost must be dead before the lease can
 		// expire: SIGKILL comes KillGrace after SIGTERM.
 		c.Task.KillGrace = min(10*time.Second, c.Worker.SafetyMargin/2)

@@ -25,15 +25,15 @@ import (
 
 // validate adds every problem of the merged configuration to probs; a key
 // that already has one (it did not decode) is not checked again.
-func (c *Config) validate(probs *problems) {
+func (c *Config) validate(origin configOrigins, probs *problems) {
 	add := func(e *ConfigError) {
 		if e != nil && !probs.has(e.Field) {
 			probs.add(e)
 		}
 	}
 	for _, k := range configKeys {
-		if k.zeroIsDefault && c.sources[k.name].set() && reflect0(k.field(c)) {
-			add(configErrorf(k.name, "must be > 0, got %s", zeroText(k.field(c))))
+		if k.zeroIsDefault && origin[k.name].set() && reflect0(k.field(c)) {
+			add(configErrorf(k.name, "%s", zeroText(k.field(c))))
 		}
 	}
 	for _, e := range c.checkRedis() {
@@ -112,14 +112,15 @@ func reflect0(p any) bool {
 	return false
 }
 
+// zeroText says why a zero the user wrote is refused.
 func zeroText(p any) string {
 	switch v := p.(type) {
 	case *time.Duration:
-		return strconv.Quote(v.String())
+		return "must be > 0, got " + strconv.Quote(v.String())
 	case *string:
-		return `""`
+		return "must not be empty"
 	}
-	return "0"
+	return "must be > 0, got 0"
 }
 
 // checkRedis checks the redis section.

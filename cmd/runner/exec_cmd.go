@@ -84,7 +84,7 @@ func (a *app) exec(cmd *cobra.Command, f execFlags, args []string) error {
 			environ = append(environ, kv)
 		}
 	}
-	cfg, err := loadConfigFrom(configSources{environ: environ, flags: flags})
+	cfg, _, err := loadConfigFrom(configSources{environ: environ, flags: flags})
 	if err != nil {
 		return err
 	}
@@ -162,7 +162,7 @@ func (a *app) exec(cmd *cobra.Command, f execFlags, args []string) error {
 	var ee *worker.ExitError
 	switch {
 	case lost:
-		return fmt.Errorf("exec: the lease on %q was lost, so the command was stopped: %w", printable(job.Item), runErr)
+		return fmt.Errorf("exec: the lease on %s was lost, so the command was stopped: %w", displayName(job.Item), runErr)
 	case runErr == nil:
 		return nil
 	case errors.As(runErr, &ee):

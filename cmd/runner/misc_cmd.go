@@ -42,22 +42,27 @@ read from the Go build info ("(devel)" for a build of a checkout).`,
 func (a *app) healthCmd() *cobra.Command {
 	var addr string
 	var timeout time.Duration
+	var cf *configFlags
 	cmd := &cobra.Command{
-		Use:   "health [--addr HOST:PORT]",
+		Use:   "health [--addr HOST:PORT | -c FILE]",
 		Short: "Ask a running runner's admin endpoint whether it is healthy",
 		Long: `Health requests /healthz from the admin endpoint of a running runner (its
 admin.listen) and exits 0 when it answers 200, 1 otherwise, printing the
 answer. It is the container image's HEALTHCHECK (the image has no curl).
---addr defaults to $RUNNER_ADMIN_LISTEN; a listen address without a host
-(":9090") or on every interface is asked on 127.0.0.1.`,
-		Example: "  runner health --addr 127.0.0.1:9090\n  RUNNER_ADMIN_LISTEN=:9090 runner health",
+Without --addr it reads admin.listen from the configuration (-c, RUNNER_*
+variables) as "runner run" does; a listen address without a host (":9090")
+or on every interface is asked on 127.0.0.1.`,
+		Example: "  runner health --addr 127.0.0.1:9090\n  runner health -c /etc/runner/config.yaml",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if addr == "" {
-				addr = lookupEnv(a.environ, "RUNNER_ADMIN_LISTEN")
-			}
-			if addr == "" {
-				return usageErrorf(cmd, "health needs --addr or RUNNER_ADMIN_LISTEN")
+				cfg, err := a.load(cf, false)
+				if err != nil {
+					return err
+				}
+				if addr = cfg.Admin.Listen; addr == "" {
+					return configErrorf("admin.listen", "not set: the runner serves no /healthz (set admin.listen, or give --addr)")
+				}
 			}
 			host, port, err := net.SplitHostPort(addr)
 			if err != nil {
@@ -65,6 +70,9 @@ answer. It is the container image's HEALTHCHECK (the image has no curl).
 			}
 			if host == "" || host == "0.0.0.0" || host == "::" {
 				host = "127.0.0.1"
+			}
+			if !a.proceed(cmd, &Config{}) {
+				return nil
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
@@ -86,7 +94,8 @@ answer. It is the container image's HEALTHCHECK (the image has no curl).
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "", "the admin endpoint's `HOST:PORT` (default $RUNNER_ADMIN_LISTEN)")
+	cf = addConfigFlags(cmd)
+	cmd.Flags().StringVar(&addr, "addr", "", "the admin endpoint's `HOST:PORT` (default: admin.listen of the configuration)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "give up after this long")
 	return cmd
 }
@@ -123,12 +132,15 @@ shell's startup file, or install it where the shell looks for completions.`,
 }
 
 // manCmd writes the man pages ("make man"); hidden: it is for packaging.
-func manCmd() *cobra.Command {
+func (a *app) manCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "man DIR",
-		Short:  "Write the runner's man pages into DIR",
-		Long:   `Man writes one man page per command (runner.1, runner-run.1, ...) into DIR, generated from the commands' help with cobra/doc. "make man" runs it.`,
-		Hidden: true,
+		Use:   "man DIR",
+		Short: "Write the runner's man pages into DIR",
+		Long: `Man writes one man page per command (runner.1, runner-run.1, ...) into DIR,
+generated from the commands' help with cobra/doc. "make man" runs it; the
+command is hidden from the command list, as it is for packaging.`,
+		Example: "  runner man bin/man && man -l bin/man/runner-run.1",
+		Hidden:  true,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageErrorf(cmd, "man needs one directory")
@@ -136,6 +148,9 @@ func manCmd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !a.proceed(cmd, &Config{}) {
+				return nil
+			}
 			if err := os.MkdirAll(args[0], 0o755); err != nil {
 				return err
 			}

@@ -375,14 +375,12 @@ func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.Red
 	return nil
 }
 
-// cell is a name as a table shows it: "-" for none, unprintable
-// characters escaped (printable), and tabs too, which would break the
-// columns.
+// cell is a name as a table shows it: "-" for none, else displayName.
 func cell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return printable(s)
+	return displayName(s)
 }
 
 func (in itemInfo) ttl() string {
@@ -487,7 +485,7 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "pool\t%s\nmode\t%s\nitems\t%d\nfree\t%d\nleased\t%d\ncooldown\t%d\nquarantine\t%d\nlocked by others\t%d\n",
-		printable(r.Pool), r.Mode, r.Items, r.Free, r.Leased, r.Cooldown, r.Quarantine, r.Locked)
+		displayName(r.Pool), r.Mode, r.Items, r.Free, r.Leased, r.Cooldown, r.Quarantine, r.Locked)
 	if r.Errors > 0 {
 		fmt.Fprintf(tw, "errors\t%d\n", r.Errors)
 	}
@@ -529,7 +527,7 @@ func batchStatus(ctx context.Context, cfg *Config, client redis.UniversalClient,
 // batchLine is the batch line of "pool status".
 func batchLine(b *batchReport, id string) string {
 	if b == nil {
-		return printable(id) + ": not started"
+		return displayName(id) + ": not started"
 	}
 	state := "running"
 	if !b.Finished.IsZero() {
@@ -540,7 +538,7 @@ func batchLine(b *batchReport, id string) string {
 		pct = 100 * float64(b.Done+b.Failed) / float64(b.Total)
 	}
 	line := fmt.Sprintf("%s: %d done, %d failed, %d pending of %d (%.1f%%), %s, %.1f items/s",
-		printable(b.ID), b.Done, b.Failed, b.Pending, b.Total, pct, state, b.RatePerSec)
+		displayName(b.ID), b.Done, b.Failed, b.Pending, b.Total, pct, state, b.RatePerSec)
 	if b.ETASeconds > 0 && b.Finished.IsZero() {
 		line += fmt.Sprintf(", ETA %v", (time.Duration(b.ETASeconds) * time.Second).Round(time.Second))
 	}
