@@ -166,13 +166,20 @@ environment variables and flags; config/README.md lists every key.
 		Example: `  runner run -c config/example.yaml
   REDIS_ADDR=127.0.0.1:6379 runner exec --pool deploys -- ./deploy.sh
   runner pool list -c runner.yaml --json`,
-		Version:       versionString(),
-		Args:          unknownSubcommand,
-		RunE:          func(cmd *cobra.Command, _ []string) error { return usageErrorf(cmd, "missing command") },
+		Args: unknownSubcommand,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if v, _ := cmd.Flags().GetBool("version"); v {
+				fmt.Fprintln(a.stdout, "runner", versionString())
+				return nil
+			}
+			return usageErrorf(cmd, "missing command")
+		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.SetVersionTemplate("runner {{.Version}}\n")
+	// Not cobra's Version field: its template would link text/template's
+	// reflection, which keeps every method of every type in the binary.
+	root.Flags().Bool("version", false, "print the version (as runner version)")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(a.runCmd(), a.poolCmd(), a.configCmd(), a.execCmd(), a.versionCmd(), a.healthCmd(), completionCmd(), a.manCmd())
