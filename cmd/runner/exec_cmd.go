@@ -6,11 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/lockpool/lockpool/pkg/allocator"
@@ -104,17 +103,13 @@ func (a *app) exec(cmd *cobra.Command, f execFlags, args []string) error {
 	if err := cfg.workerConfig().ValidateTask(task); err != nil {
 		return usageErrorf(cmd, "%v", err)
 	}
-	if !a.proceed(cmd, cfg) {
-		return nil
-	}
+	return a.withPool(cmd, cfg, func(ctx context.Context, _ redis.UniversalClient, pool *lock.RedisLockPool) error {
+		return execLeased(ctx, cfg, pool, f, task)
+	})
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	client, pool, err := openPool(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
+// execLeased is exec's work on the pool: lease, run, release.
+func execLeased(ctx context.Context, cfg *Config, pool *lock.RedisLockPool, f execFlags, task *worker.ExecTask) error {
 	if f.item != "" {
 		ok, err := pool.Contains(ctx, f.item)
 		switch {
@@ -123,7 +118,7 @@ func (a *app) exec(cmd *cobra.Command, f execFlags, args []string) error {
 		case err != nil:
 			return fmt.Errorf("exec: %w", err)
 		case !ok:
-			return fmt.Errorf("%w: exec: item %q is not in pool %q (add it with \"runner pool add\")", errBadInput, f.item, cfg.keys().Base())
+			return fmt.Errorf("%w: exec: item %s is not in pool %s (add it with \"runner pool add\")", errBadInput, displayName(f.item), displayName(cfg.keys().Base()))
 		}
 	}
 	alloc, err := allocator.NewRedis(pool, cfg.allocatorConfig())

@@ -51,6 +51,14 @@ func (a *app) poolCommand(cmd *cobra.Command, cf *configFlags, fn func(ctx conte
 	if cfg.embedded() {
 		return configErrorf("redis.addr", "pool commands need a Redis (the embedded in-memory pool exists only inside \"runner run\"): set redis.addr, RUNNER_REDIS_ADDR or --redis-addr")
 	}
+	return a.withPool(cmd, cfg, func(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool) error {
+		return fn(ctx, cfg, client, pool)
+	})
+}
+
+// withPool runs fn on the pool of cfg's Redis, under a context that
+// SIGINT and SIGTERM end (unless beforeWork stops the command first).
+func (a *app) withPool(cmd *cobra.Command, cfg *Config, fn func(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool) error) error {
 	if !a.proceed(cmd, cfg) {
 		return nil
 	}
@@ -61,7 +69,7 @@ func (a *app) poolCommand(cmd *cobra.Command, cf *configFlags, fn func(ctx conte
 		return err
 	}
 	defer client.Close()
-	return fn(ctx, cfg, client, pool)
+	return fn(ctx, client, pool)
 }
 
 // openPool dials the Redis cfg names, once, and opens its pool, for a
