@@ -36,10 +36,11 @@ killed it), like "consul lock" and "etcdctl lock". The command gets
 RUNNER_ITEM, RUNNER_TOKEN (the lease's fencing token), RUNNER_OWNER and
 RUNNER_ATTEMPT, and stdin from /dev/null; its output is passed through line
 by line. If the lease is lost (Redis unreachable, the item stolen) the
-command's process group gets SIGTERM, then SIGKILL, before the lease can
-expire, and exec exits 1. SIGTERM or SIGINT stops the command the same way.
-No config file is read: Redis comes from --redis-addr, REDIS_ADDR or
-RUNNER_REDIS_ADDR (other RUNNER_REDIS_* variables apply: password, TLS).`,
+command's process group gets SIGTERM, then SIGKILL min(10s, lease-ttl/10)
+later, before the lease can expire, and exec exits 1. SIGTERM or SIGINT
+stops the command the same way. No config file is read: Redis comes from
+--redis-addr, REDIS_ADDR or RUNNER_REDIS_ADDR (other RUNNER_REDIS_*
+variables apply: password, TLS).`,
 		Example: `  REDIS_ADDR=127.0.0.1:6379 runner exec --pool deploys --item prod -- ./deploy.sh prod
   runner exec --redis-addr 127.0.0.1:6379 --pool api-keys --wait 30s -- sh -c 'curl -H "Key: $RUNNER_ITEM" ...'`,
 		Args: func(cmd *cobra.Command, args []string) error {
