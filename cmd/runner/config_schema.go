@@ -160,8 +160,9 @@ type configKey struct {
 	// may be part of an element).
 	argv bool
 	// libField is the library field that checks the key's value, as
-	// worker.FieldError and allocator.FieldError name it ("LeaseTTL",
-	// "ExecTask.Env"); "" for a key only the runner checks.
+	// lock.FieldError (which allocator and worker use too) names it
+	// ("Prefix", "LeaseTTL", "ExecTask.Env"); "" for a key only the runner
+	// checks.
 	libField string
 	// zeroIsDefault: the library reads 0 (or "") as "use the default", so
 	// a 0 the user wrote would silently mean something else: refused.
@@ -196,8 +197,8 @@ var configKeys = []configKey{
 	{name: "redis.allow_eviction", field: func(c *Config) any { return &c.Redis.AllowEviction }},
 	{name: "redis.min_replicas_acked", field: func(c *Config) any { return &c.Redis.MinReplicasAcked }, libField: "MinReplicasAcked"},
 	{name: "redis.replica_ack_timeout", field: func(c *Config) any { return &c.Redis.ReplicaAckTimeout }, libField: "ReplicaAckTimeout", zeroIsDefault: true},
-	{name: "pool.prefix", field: func(c *Config) any { return &c.Pool.Prefix }},
-	{name: "pool.name", field: func(c *Config) any { return &c.Pool.Name }},
+	{name: "pool.prefix", field: func(c *Config) any { return &c.Pool.Prefix }, libField: "Prefix"},
+	{name: "pool.name", field: func(c *Config) any { return &c.Pool.Name }, libField: "Suffix", zeroIsDefault: true},
 	{name: "pool.items", field: func(c *Config) any { return &c.Pool.Items }, live: true},
 	{name: "worker.concurrency", field: func(c *Config) any { return &c.Worker.Concurrency }, libField: "Concurrency", zeroIsDefault: true, live: true},
 	{name: "worker.lease_ttl", field: func(c *Config) any { return &c.Worker.LeaseTTL }, libField: "LeaseTTL", zeroIsDefault: true},

@@ -1,10 +1,11 @@
 package main
 
 // Validation: the runner checks what only it knows (Redis addresses and
-// TLS files, pool names, log settings, the admin address); the settings
-// the libraries take are checked by the libraries (worker.Config.Validate,
-// ValidateTask, allocator.Config.Validate), whose *FieldError names the Go
-// field that configKeys maps back to its key.
+// TLS files, log settings, the admin address); the settings the libraries
+// take are checked by the libraries (lock.Config.Validate and ValidateKey,
+// worker.Config.Validate and ValidateTask, allocator.Config.Validate),
+// whose *FieldError names the Go field that configKeys maps back to its
+// key.
 
 import (
 	"encoding/json"
@@ -39,9 +40,7 @@ func (c *Config) validate(origin configOrigins, probs *problems) {
 	for _, e := range c.checkRedis() {
 		add(e)
 	}
-	for _, e := range c.checkPool() {
-		add(e)
-	}
+	add(c.checkItems())
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:
@@ -62,7 +61,7 @@ func (c *Config) validate(origin configOrigins, probs *problems) {
 	}
 	// The libraries' rules, on the settings they will run with.
 	wc := c.workerConfig()
-	errs := []error{wc.Validate(), c.allocatorConfig().Validate()}
+	errs := []error{c.lockConfig().Validate(), wc.Validate(), c.allocatorConfig().Validate()}
 	if !c.skipTask {
 		errs = append(errs, wc.ValidateTask(c.execTask()))
 	}
@@ -189,25 +188,14 @@ func (c *Config) checkRedis() []*ConfigError {
 	return out
 }
 
-// checkPool checks the names the pool's keys are built from (pkg/lock's
-// limit on a key).
-func (c *Config) checkPool() []*ConfigError {
-	var out []*ConfigError
-	if e := checkConfigName("pool.prefix", c.Pool.Prefix, lock.MaxKeyLen); e != nil {
-		out = append(out, e)
-	}
-	if e := checkConfigName("pool.name", c.Pool.Name, lock.MaxKeyLen); e != nil {
-		out = append(out, e)
-	} else if n := len(c.Pool.Prefix) + len(c.Pool.Name); n > lock.MaxKeyLen {
-		out = append(out, configErrorf("pool.name", "pool.prefix and pool.name are %d bytes together, limit %d", n, lock.MaxKeyLen))
-	}
+// checkItems checks pool.items as pkg/lock checks every key.
+func (c *Config) checkItems() *ConfigError {
 	for i, item := range c.Pool.Items {
-		if e := checkConfigName("pool.items", item, lock.MaxKeyLen); e != nil {
-			e.Msg = fmt.Sprintf("element %d: %s", i, e.Msg)
-			return append(out, e)
+		if err := lock.ValidateKey(item); err != nil {
+			return configErrorf("pool.items", "element %d: %v", i, err)
 		}
 	}
-	return out
+	return nil
 }
 
 // redactEnv shows task.env's names, never its values.
@@ -384,18 +372,6 @@ func checkConfigReadable(key, path string) *ConfigError {
 		err = pe.Err
 	}
 	return configErrorf(key, "cannot read %q: %v", path, err)
-}
-
-func checkConfigName(key, s string, limit int) *ConfigError {
-	switch {
-	case s == "":
-		return configErrorf(key, "must not be empty")
-	case len(s) > limit:
-		return configErrorf(key, "%d bytes, limit %d", len(s), limit)
-	case strings.IndexByte(s, 0) >= 0:
-		return configErrorf(key, "contains a NUL byte")
-	}
-	return nil
 }
 
 // Redacted returns the configuration for logging, by dotted key: durations

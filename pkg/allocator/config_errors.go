@@ -1,53 +1,12 @@
 package allocator
 
-import (
-	"errors"
-	"fmt"
-)
+import "github.com/lockpool/lockpool/pkg/lock"
 
-// FieldError is a bad setting of Config (here, and worker.Config and worker.ExecTask, which use this type). Field names the Go
-// field ("LeaseTTL", "Command"), so a program that maps its own settings
-// onto these structs (a config file, flags) can name its own key for it.
-// Err is the package's sentinel (ErrInvalidConfig, worker.ErrInvalidConfig or worker.ErrInvalidBatch), so errors.Is keeps working
-// on a FieldError and on every error that wraps one.
-type FieldError struct {
-	// Field is the struct field at fault, e.g. "RefreshInterval". For an
-	// ExecTask field it is prefixed with "ExecTask." ("ExecTask.Env").
-	Field string
-	// Msg says what is wrong and what is wanted, without the field's name.
-	// It never holds the value of an ExecTask.Env entry.
-	Msg string
-	// Err is the sentinel the error wraps.
-	Err error
-}
+// FieldError is a bad setting of Config: Field names the Go field
+// ("LeaseTTL"), Err is ErrInvalidConfig. It is lock.FieldError, the one
+// type every layer uses.
+type FieldError = lock.FieldError
 
-// Error returns "<sentinel>: <Field> <Msg>".
-func (e *FieldError) Error() string { return fmt.Sprintf("%v: %s %s", e.Err, e.Field, e.Msg) }
-
-// Unwrap returns the sentinel.
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// FieldErrors returns every *FieldError in err's tree (errors.Join'ed by the
-// Validate methods), in order.
-func FieldErrors(err error) []*FieldError {
-	var out []*FieldError
-	var walk func(error)
-	walk = func(err error) {
-		var fe *FieldError
-		switch x := err.(type) {
-		case nil:
-		case *FieldError:
-			out = append(out, x)
-		case interface{ Unwrap() []error }:
-			for _, e := range x.Unwrap() {
-				walk(e)
-			}
-		default:
-			if errors.As(err, &fe) {
-				out = append(out, fe)
-			}
-		}
-	}
-	walk(err)
-	return out
-}
+// FieldErrors returns every *FieldError in err's tree (errors.Join'ed by
+// Config.Validate), in order.
+func FieldErrors(err error) []*FieldError { return lock.FieldErrors(err) }
