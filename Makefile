@@ -7,13 +7,26 @@ export PATH := $(PATH):/usr/local/go/bin
 GO        ?= go
 FUZZTIME  ?= 30s
 
-.PHONY: all build test redis gnu-parallel bench fuzz lint run
+.PHONY: all build test redis gnu-parallel bench fuzz lint run man docker
 
 all: build
 
+# runner version prints these (-X), else what debug.ReadBuildInfo knows.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   = -X main.buildVersion=$(VERSION) -X main.buildRevision=$(REVISION)
+
 build:
 	$(GO) build ./...
-	$(GO) build -o bin/runner ./cmd/runner
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/runner ./cmd/runner
+
+# Man pages, one per command, from the commands' help (cobra/doc):
+# bin/man/runner.1, bin/man/runner-run.1, ... (man -l bin/man/runner.1).
+man: build
+	./bin/runner man bin/man
+
+docker:
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t lockpool/runner:$(VERSION) .
 
 # Ensures redis-server is on PATH (installing it with apt-get when root).
 redis:
@@ -83,6 +96,5 @@ lint:
 
 # The main job: the runner on its embedded in-memory backend (no Redis),
 # running the demo batch of config/example.yaml.
-run:
-	$(GO) build -o bin/runner ./cmd/runner
+run: build
 	./bin/runner run -c config/example.yaml

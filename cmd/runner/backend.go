@@ -242,9 +242,6 @@ func openBackend(ctx context.Context, c *Config, log hclog.Logger, allocCfg allo
 	if allocCfg.LeaseTTL == 0 {
 		return b, nil // pool commands need no allocator
 	}
-	allocCfg.AllowEviction = c.Redis.AllowEviction
-	allocCfg.MinReplicasAcked = c.Redis.MinReplicasAcked
-	allocCfg.ReplicaAckTimeout = c.Redis.ReplicaAckTimeout
 	allocCfg.OnDiscontinuity = func(d allocator.Dataset) {
 		log.Warn("redis dataset discontinuity (a restart, failover or restore may have lost recent grants): no item is granted until every earlier lease has expired; leases that survived keep running",
 			"generation", d.Gen, "noticed", d.Since, "quiet_until", d.QuietUntil)
@@ -328,9 +325,10 @@ func addItems(ctx context.Context, b *backend, items []string, log hclog.Logger)
 // addItems sets is gone). It waits one lease_ttl first: every lease granted
 // before the loss has then been given up by its holder (no later than
 // lease_ttl - safety_margin after its last confirmed refresh, sent before
-// the loss), so no item can be granted twice.
-func keepItems(ctx context.Context, b *backend, items []string, ttl, every time.Duration, log hclog.Logger) {
-	if len(items) == 0 || b.client == nil {
+// the loss), so no item can be granted twice. items returns the current
+// pool.items (a SIGHUP may change them).
+func keepItems(ctx context.Context, b *backend, items func() []string, ttl, every time.Duration, log hclog.Logger) {
+	if b.client == nil {
 		return
 	}
 	tick := time.NewTicker(every)
@@ -340,6 +338,9 @@ func keepItems(ctx context.Context, b *backend, items []string, ttl, every time.
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if len(items()) == 0 {
+			continue
 		}
 		n, err := b.client.Exists(ctx, b.itemsMarker).Result()
 		if err != nil || n == 1 {
@@ -351,7 +352,7 @@ func keepItems(ctx context.Context, b *backend, items []string, ttl, every time.
 			return
 		case <-time.After(ttl):
 		}
-		if err := addItems(ctx, b, items, log); err != nil {
+		if err := addItems(ctx, b, items(), log); err != nil {
 			return // ctx ended, or an error retrying cannot fix
 		}
 	}

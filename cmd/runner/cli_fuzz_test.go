@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
-	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -29,11 +27,11 @@ var cliFuzzEnv = []string{
 	"RUNNER_ITEM=not-a-setting",
 }
 
-// FuzzCLIArgs runs runMain on arbitrary command lines, with arbitrary
-// stdin and an arbitrary config file. It must not panic, must return 0, 1
-// or 2, and a failure (1 or 2) must end stderr with one clean line,
-// "runner: <message>", followed by the usage text for usage errors (the
-// flag package may print its help before it).
+// FuzzCLIArgs runs the command line on arbitrary arguments, with
+// arbitrary stdin and an arbitrary config file. It must not panic, must
+// return 0, 1 or 2, and a failure (1 or 2) must write stderr in one write
+// of clean lines "runner: <message>" (one per configuration problem),
+// followed for usage errors by "Run 'runner ... --help' for usage.".
 //
 // The input is the argv joined by NUL bytes (a NUL cannot occur in a real
 // argument), the bytes of stdin, and the bytes of a config file: "@cfg" in
@@ -43,14 +41,15 @@ var cliFuzzEnv = []string{
 // What is never run, and why (the target must stay a parser test: it may
 // not start workers nor touch a Redis):
 //
-//   - A "run" whose flags and configuration are valid would start the
-//     workers. cliFuzzStarts decides this with the same functions runMain
-//     uses (newRunFlags, loadConfigFor) on the same input, so it predicts
-//     runMain exactly; for such input only the configuration stage runs.
+//   - A "run" or "exec" whose flags and configuration are valid would
+//     start work; "health" would dial any address; "man" would write
+//     files. The app's beforeWork gate (cliFuzzGate) stops each of them
+//     once its flags and configuration are parsed, exactly where work
+//     would start, so only the parsing stage runs (exit 0).
 //   - A "pool" command with a valid configuration whose redis.addr is not
 //     cliFuzzDeadAddr (flags may override the environment) could reach a
-//     real Redis; likewise only its configuration stage runs. Pool
-//     commands on cliFuzzDeadAddr do run, and fail on connection refused.
+//     real Redis; the gate stops it too. Pool commands on cliFuzzDeadAddr
+//     do run, and fail on connection refused.
 //   - Arguments naming an existing file that is not a regular file or a
 //     directory (a FIFO), or a path under /proc, /sys or /dev: reading
 //     "-c /dev/zero" never ends,
@@ -79,7 +78,18 @@ func FuzzCLIArgs(f *testing.F) {
 		{args("--version", "extra"), nil, nil},
 		{args("help"), nil, nil},
 		{args("run", "-h"), nil, nil},
+		{args("help", "run"), nil, nil},
+		{args("pool", "--help"), nil, nil},
+		{args("pool", "lsit"), nil, nil},
 		{args("pool", "list", "--help"), nil, nil},
+		{args("run", "--concurency", "3"), nil, nil},
+		{args("config", "check", "-c", "@cfg.yaml"), nil, []byte("worker: {concurency: 3, lease_ttl: 30}\nlog: {level: loud}\n")},
+		{args("config", "show", "-c", "@cfg.yaml"), nil, validRun},
+		{args("exec", "--pool", "p", "--", "true"), nil, nil},
+		{args("exec", "--", "true"), nil, nil},
+		{args("completion", "fish"), nil, nil},
+		{args("completion", "tcsh"), nil, nil},
+		{args("health", "--addr", "127.0.0.1:1"), nil, nil},
 		{args("launch"), nil, nil},
 		{args(""), nil, nil},
 		{args("run"), nil, nil},
@@ -138,14 +148,12 @@ func FuzzCLIArgs(f *testing.F) {
 		if cliFuzzNamesSpecialFile(args) {
 			return
 		}
-		if cliFuzzStarts(args) {
-			return
-		}
 
 		var stdout bytes.Buffer
 		stderr := &cliFuzzWrites{}
 		done := make(chan int, 1)
-		go func() { done <- runMain(args, bytes.NewReader(stdin), &stdout, stderr, cliFuzzEnv) }()
+		a := &app{stdin: bytes.NewReader(stdin), stdout: &stdout, stderr: stderr, environ: cliFuzzEnv, beforeWork: cliFuzzGate}
+		go func() { done <- a.main(args) }()
 		var code int
 		select {
 		case code = <-done:
@@ -172,83 +180,41 @@ func cliFuzzCheck(t *testing.T, args []string, code int, writes []string) {
 	default:
 		t.Fatalf("runner %q exited %d, want 0, 1 or 2; stderr:\n%s", args, code, all)
 	}
-	if len(args) == 0 {
-		if code != exitUsage || all != usage+"\n" {
-			t.Fatalf("runner without arguments: exit %d, stderr %q; want 2 and the usage", code, all)
+	if len(writes) != 1 {
+		t.Fatalf("runner %q exited %d and wrote stderr in %d writes, want one: %q", args, code, len(writes), all)
+	}
+	lines := strings.Split(strings.TrimSuffix(all, "\n"), "\n")
+	if hint := lines[len(lines)-1]; strings.HasPrefix(hint, "Run 'runner") && strings.HasSuffix(hint, " --help' for usage.") {
+		if code != exitUsage {
+			t.Fatalf("runner %q pointed to the help but exited %d, want 2", args, code)
 		}
-		return
+		lines = lines[:len(lines)-1]
 	}
-	if len(writes) == 0 {
-		t.Fatalf("runner %q exited %d and printed nothing on stderr", args, code)
+	if len(args) == 0 && (code != exitUsage || all != "runner: missing command\nRun 'runner --help' for usage.\n") {
+		t.Fatalf("runner without arguments: exit %d, stderr %q; want 2 and a pointer to the help", code, all)
 	}
-	// exitCode prints the message (and the usage) in one write; only the
-	// flag package's help may come before it, for usage errors.
-	last := writes[len(writes)-1]
-	msg, isUsage := strings.CutSuffix(last, "\n"+usage+"\n")
-	if !isUsage && len(writes) > 1 {
-		t.Fatalf("runner %q exited %d with more than the message on stderr: %q", args, code, all)
+	if len(lines) == 0 {
+		t.Fatalf("runner %q exited %d without a message: %q", args, code, all)
 	}
-	if isUsage && code != exitUsage {
-		t.Fatalf("runner %q printed the usage but exited %d, want 2", args, code)
-	}
-	if !isUsage {
-		msg = strings.TrimSuffix(msg, "\n")
-	}
-	text, ok := strings.CutPrefix(msg, "runner: ")
-	if !ok || strings.TrimSpace(text) == "" {
-		t.Fatalf("runner %q exited %d; stderr does not end with \"runner: <message>\": %q", args, code, all)
-	}
-	for _, r := range text {
-		if r < ' ' || r == 0x7f {
-			t.Fatalf("runner %q exited %d; its message is not one clean line (control character %q): %q", args, code, r, msg)
+	for _, msg := range lines {
+		text, ok := strings.CutPrefix(msg, "runner: ")
+		if !ok || strings.TrimSpace(text) == "" {
+			t.Fatalf("runner %q exited %d; stderr line is not \"runner: <message>\": %q", args, code, all)
+		}
+		for _, r := range text {
+			if r < ' ' || r == 0x7f {
+				t.Fatalf("runner %q exited %d; its message is not one clean line (control character %q): %q", args, code, r, msg)
+			}
 		}
 	}
 }
 
-// cliFuzzStarts reports whether runMain(args) would get past its
-// configuration into work: starting the workers ("run"), or dialing a
-// Redis other than cliFuzzDeadAddr ("pool"). It follows runMain's dispatch
-// and calls the functions parseFlags calls, on the same input.
-func cliFuzzStarts(args []string) bool {
-	if len(args) == 0 {
-		return false
-	}
-	name, flagArgs := "run", args[1:]
-	var extra func(*flag.FlagSet)
-	switch args[0] {
-	case "run":
-	case "pool":
-		if len(args) < 2 {
-			return false
-		}
-		switch args[1] {
-		case "add", "remove", "set", "clear":
-		case "list", "status":
-			extra = func(fs *flag.FlagSet) { fs.Bool("json", false, "") }
-		default:
-			return false
-		}
-		name, flagArgs = "pool "+args[1], args[2:]
-	default:
-		return false
-	}
-	fs, rf := newRunFlags(name)
-	fs.SetOutput(io.Discard)
-	if extra != nil {
-		extra(fs)
-	}
-	if fs.Parse(flagArgs) != nil {
-		return false // a usage error, or -h
-	}
-	cfg, err := loadConfigFor(rf.Config, cliFuzzEnv, rf.Overrides, name == "run")
-	if err != nil {
-		return false
-	}
-	_ = cfg.Redacted()
-	if name == "run" {
-		return fs.NArg() == 0 // arguments after the flags are a usage error
-	}
-	return !cfg.embedded() && (cfg.Redis.Addr != cliFuzzDeadAddr || cfg.Redis.Sentinel.Master != "")
+// cliFuzzGate lets a command go on to its work only when that work is a
+// pool command on cliFuzzDeadAddr, which fails at once.
+func cliFuzzGate(cmd string, cfg *Config) bool {
+	_ = cfg.Redacted() // must not panic on any configuration
+	return strings.HasPrefix(cmd, "runner pool ") && cfg.Redis.Addr == cliFuzzDeadAddr &&
+		cfg.Redis.Sentinel.Master == "" && len(cfg.Redis.Cluster.Addrs) == 0
 }
 
 // cliFuzzNamesSpecialFile reports whether an argument, or the value after

@@ -14,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lockpool/lockpool/pkg/worker"
 )
 
 // configTestSecret is the password every test sets; it must never show.
@@ -59,7 +63,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := &Config{
 		Redis: RedisConfig{DialTimeout: 5 * time.Second, ReplicaAckTimeout: time.Second},
 		Pool:  PoolConfig{Prefix: "lockpool", Name: "lock-pool"},
-		Worker: WorkerConfig{
+		Worker: worker.Config{
 			Concurrency:     4,
 			LeaseTTL:        30 * time.Second,
 			RefreshInterval: 10 * time.Second,
@@ -73,7 +77,7 @@ func TestConfigDefaults(t *testing.T) {
 		Task:  TaskConfig{Command: []string{"true"}, KillGrace: 3 * time.Second},
 		Mode:  "loop",
 		Batch: BatchConfig{ID: "default", Retain: 24 * time.Hour, ProgressInterval: 10 * time.Second},
-		Log:   LogConfig{Level: "info", Format: "text"},
+		Log:   LogConfig{Level: "info", Format: "text", TaskStdout: "info", TaskStderr: "warn"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -142,9 +146,7 @@ worker:
   id: host-a
 task:
   command: [sh, -c, 'echo "$RUNNER_ITEM"']
-  env:
-    PATH: /usr/bin
-    Api_Token: "x=y"
+  env: [PATH=/usr/bin, "Api_Token=x=y"]
   dir: /tmp
   timeout: 5m
   kill_grace: 7s
@@ -196,12 +198,10 @@ shutdown_grace = "45s"
 id = "host-a"
 [task]
 command = ["sh", "-c", 'echo "$RUNNER_ITEM"']
+env = ["PATH=/usr/bin", "Api_Token=x=y"]
 dir = "/tmp"
 timeout = "5m"
 kill_grace = "7s"
-[task.env]
-PATH = "/usr/bin"
-Api_Token = "x=y"
 [batch]
 id = "nightly"
 retain = "48h"
@@ -221,7 +221,7 @@ listen = "127.0.0.1:9090"
   "worker": {"concurrency": 8, "lease_ttl": "1m", "refresh_interval": "10s", "safety_margin": "15s",
     "cooldown": "1m30s", "max_attempts": 5, "backoff": "2s", "max_backoff": "2m", "quarantine": "1h",
     "shutdown_grace": "45s", "id": "host-a"},
-  "task": {"command": ["sh", "-c", "echo \"$RUNNER_ITEM\""], "env": {"PATH": "/usr/bin", "Api_Token": "x=y"},
+  "task": {"command": ["sh", "-c", "echo \"$RUNNER_ITEM\""], "env": ["PATH=/usr/bin", "Api_Token=x=y"],
     "dir": "/tmp", "timeout": "5m", "kill_grace": "7s"},
   "mode": "batch",
   "batch": {"id": "nightly", "retain": "48h", "progress_interval": "5s"},
@@ -237,19 +237,19 @@ listen = "127.0.0.1:9090"
 			AllowEviction: true, MinReplicasAcked: 1, ReplicaAckTimeout: 250 * time.Millisecond,
 		},
 		Pool: PoolConfig{Prefix: "acme", Name: "keys", Items: []string{"a", "b", "c d"}},
-		Worker: WorkerConfig{
+		Worker: worker.Config{
 			Concurrency: 8, LeaseTTL: time.Minute, RefreshInterval: 10 * time.Second, SafetyMargin: 15 * time.Second,
 			Cooldown: 90 * time.Second, MaxAttempts: 5, Backoff: 2 * time.Second, MaxBackoff: 2 * time.Minute,
 			Quarantine: time.Hour, ShutdownGrace: 45 * time.Second, ID: "host-a",
 		},
 		Task: TaskConfig{
 			Command: []string{"sh", "-c", `echo "$RUNNER_ITEM"`},
-			Env:     map[string]string{"PATH": "/usr/bin", "Api_Token": "x=y"},
+			Env:     []string{"PATH=/usr/bin", "Api_Token=x=y"},
 			Dir:     "/tmp", Timeout: 5 * time.Minute, KillGrace: 7 * time.Second,
 		},
 		Mode:  "batch",
 		Batch: BatchConfig{ID: "nightly", Retain: 48 * time.Hour, ProgressInterval: 5 * time.Second},
-		Log:   LogConfig{Level: "debug", Format: "json"},
+		Log:   LogConfig{Level: "debug", Format: "json", TaskStdout: "info", TaskStderr: "warn"},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
 	}
 	for name, doc := range docs {
@@ -308,7 +308,7 @@ func configTestEveryKey(t *testing.T) (raw map[string]string, want map[string]an
 		"worker.shutdown_grace":     {"1s", time.Second},
 		"worker.id":                 {"host-b:1", "host-b:1"},
 		"task.command":              {`["sh","-c","echo hi"]`, []string{"sh", "-c", "echo hi"}},
-		"task.env":                  {`{"LANG":"C","Mixed_Case":"1"}`, map[string]string{"LANG": "C", "Mixed_Case": "1"}},
+		"task.env":                  {`["LANG=C","Mixed_Case=1"]`, []string{"LANG=C", "Mixed_Case=1"}},
 		"task.dir":                  {"/srv", "/srv"},
 		"task.timeout":              {"10m", 10 * time.Minute},
 		"task.kill_grace":           {"2s", 2 * time.Second},
@@ -318,6 +318,8 @@ func configTestEveryKey(t *testing.T) (raw map[string]string, want map[string]an
 		"batch.progress_interval":   {"1s", time.Second},
 		"log.level":                 {"trace", "trace"},
 		"log.format":                {"json", "json"},
+		"log.task_stdout":           {"debug", "debug"},
+		"log.task_stderr":           {"off", "off"},
 		"admin.listen":              {":0", ":0"},
 	}
 	if len(all)+2 != len(configKeys) {
@@ -403,12 +405,12 @@ worker:
   lease_ttl: 12s
 task:
   command: [from-file]
-  env: {A: file, B: file}
+  env: [A=file, B=file]
 `)
 	env := []string{
 		"RUNNER_REDIS_ADDR=env:1",
 		"RUNNER_WORKER_CONCURRENCY=3",
-		`RUNNER_TASK_ENV={"A":"env"}`,
+		`RUNNER_TASK_ENV=["A=env"]`,
 		"RUNNER_MODE=batch",
 	}
 	c, err := loadConfig(file, env, map[string]string{"worker.concurrency": "5", "mode": "loop"})
@@ -425,7 +427,7 @@ task:
 		{"worker.lease_ttl (file beats default)", c.Worker.LeaseTTL, 12 * time.Second},
 		{"worker.refresh_interval (derived from the file's lease_ttl)", c.Worker.RefreshInterval, 4 * time.Second},
 		{"pool.items (file)", c.Pool.Items, []string{"from-file"}},
-		{"task.env (env replaces the whole table)", c.Task.Env, map[string]string{"A": "env"}},
+		{"task.env (env replaces the whole list)", c.Task.Env, []string{"A=env"}},
 		{"task.command (file)", c.Task.Command, []string{"from-file"}},
 	} {
 		if !reflect.DeepEqual(check.got, check.want) {
@@ -557,7 +559,16 @@ func TestConfigInvalid(t *testing.T) {
 		{name: "command empty program", set: map[string]string{"task.command": `["", "x"]`}, field: "task.command"},
 		{name: "command NUL", set: map[string]string{"task.command": `["sh", "a\u0000b"]`}, field: "task.command"},
 		{name: "command not JSON", env: []string{"RUNNER_TASK_COMMAND=sh -c true"}, field: "task.command"},
+		// The table form of task.env is refused (viper lowercases table
+		// keys): the old table cases now get that error; their list
+		// equivalents follow.
 		{name: "env key with =", set: map[string]string{"task.env": `{"A=B":"x"}`}, field: "task.env"},
+		{name: "env list name empty", set: map[string]string{"task.env": `["=x"]`}, field: "task.env"},
+		{name: "env list no =", set: map[string]string{"task.env": `["A"]`}, field: "task.env"},
+		{name: "env list name NUL", set: map[string]string{"task.env": `["A\u0000=x"]`}, field: "task.env"},
+		{name: "env list value NUL", set: map[string]string{"task.env": `["A=x\u0000"]`}, field: "task.env"},
+		{name: "env list not strings", set: map[string]string{"task.env": `["A=1", 2]`}, field: "task.env"},
+		{name: "file env table form", file: "task: {env: {PATH: /bin}}", field: "task.env", msg: `config: task.env: want a list of strings, got a table (task.env is a list of "NAME=value" strings since the runner reads its config with viper, which lowercases table keys: write ["NAME=value"])`},
 		{name: "env key empty", set: map[string]string{"task.env": `{"":"x"}`}, field: "task.env"},
 		{name: "env key NUL", set: map[string]string{"task.env": `{"A\u0000":"x"}`}, field: "task.env"},
 		{name: "env value NUL", set: map[string]string{"task.env": `{"A":"x\u0000"}`}, field: "task.env"},
@@ -606,7 +617,7 @@ func TestConfigInvalid(t *testing.T) {
 		{name: "file item number", file: "pool: {items: [a, 1]}", field: "pool.items"},
 		{name: "file items not a list", file: "pool: {items: a}", field: "pool.items"},
 		{name: "file env value number", file: "task: {env: {A: 1}}", field: "task.env"},
-		{name: "file env not a table", file: "task: {env: [A]}", field: "task.env"},
+		{name: "file env entry without =", file: "task: {env: [A]}", field: "task.env"},
 		{name: "file concurrency word", file: "worker: {concurrency: four}", field: "worker.concurrency"},
 		{name: "file concurrency fraction", file: "worker: {concurrency: 1.5}", field: "worker.concurrency"},
 		{name: "file tls enabled string", file: "redis: {tls: {enabled: maybe}}", field: "redis.tls.enabled"},
@@ -617,6 +628,7 @@ func TestConfigInvalid(t *testing.T) {
 		{name: "file section not a table", file: "worker: 5", field: "worker"},
 		{name: "file subsection not a table", file: "redis: {tls: true}", field: "redis.tls"},
 		{name: "file env keys not strings", file: "task: {env: {true: x}}", field: "task.env"},
+		{name: "task stdout level", set: map[string]string{"log.task_stdout": "loud"}, field: "log.task_stdout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -756,7 +768,7 @@ func TestConfigSecretsNeverShown(t *testing.T) {
 		"RUNNER_REDIS_SENTINEL_MASTER=m",
 		"RUNNER_REDIS_SENTINEL_ADDRS=h:26379",
 		"RUNNER_REDIS_SENTINEL_PASSWORD=" + configTestSecret,
-		`RUNNER_TASK_ENV={"API_TOKEN":"tok-123"}`,
+		`RUNNER_TASK_ENV=["API_TOKEN=tok-123"]`,
 	}
 	c, err := loadConfig("", env, nil)
 	if err != nil {
@@ -769,7 +781,7 @@ func TestConfigSecretsNeverShown(t *testing.T) {
 	if red["redis.password"] != "***" || red["redis.sentinel.password"] != "***" {
 		t.Errorf("Redacted passwords = %v, %v; want ***", red["redis.password"], red["redis.sentinel.password"])
 	}
-	if !reflect.DeepEqual(red["task.env"], map[string]string{"API_TOKEN": "***"}) || strings.Contains(fmt.Sprint(red), "tok-123") {
+	if !reflect.DeepEqual(red["task.env"], []string{"API_TOKEN=***"}) || strings.Contains(fmt.Sprint(red), "tok-123") {
 		t.Errorf("Redacted task.env = %v, want values hidden", red["task.env"])
 	}
 	js, err := json.Marshal(c)
@@ -885,35 +897,41 @@ func TestConfigReadme(t *testing.T) {
 
 func TestConfigRunFlags(t *testing.T) {
 	t.Parallel()
-	fs, rf := newRunFlags("run")
-	fs.SetOutput(io.Discard)
-	err := fs.Parse([]string{
+	parse := func(args ...string) (*configFlags, []string, error) {
+		cmd := &cobra.Command{Use: "run", RunE: func(*cobra.Command, []string) error { return nil }}
+		cf := addConfigFlags(cmd, "redis-addr", "mode", "concurrency", "batch-id", "log-level", "admin-listen")
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		err := cmd.ParseFlags(args)
+		return cf, cmd.Flags().Args(), err
+	}
+	cf, rest, err := parse(
 		"-c", "cfg.yaml",
 		"--set", "worker.concurrency=8",
-		"--set", `task.env={"A":"b=c"}`,
+		"--set", `task.env=["A=b=c"]`,
 		"--set", "pool.items=",
 		"--concurrency", "9", // later: wins
 		"--mode=batch", "--redis-addr", "h:6379", "--batch-id", "b1",
 		"--log-level", "debug", "--admin-listen", "127.0.0.1:0",
 		"extra",
-	})
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"worker.concurrency": "9", "task.env": `{"A":"b=c"}`, "pool.items": "", "mode": "batch",
+		"worker.concurrency": "9", "task.env": `["A=b=c"]`, "pool.items": "", "mode": "batch",
 		"redis.addr": "h:6379", "batch.id": "b1", "log.level": "debug", "admin.listen": "127.0.0.1:0",
 	}
-	if rf.Config != "cfg.yaml" || !maps.Equal(rf.Overrides, want) || !slices.Equal(fs.Args(), []string{"extra"}) {
-		t.Errorf("got config %q, overrides %v, args %v; want cfg.yaml, %v, [extra]", rf.Config, rf.Overrides, fs.Args(), want)
+	if cf.file != "cfg.yaml" || !maps.Equal(cf.overrides, want) || !slices.Equal(rest, []string{"extra"}) {
+		t.Errorf("got config %q, overrides %v, args %v; want cfg.yaml, %v, [extra]", cf.file, cf.overrides, rest, want)
 	}
 
-	fs, rf = newRunFlags("run")
-	if err := fs.Parse([]string{"--config=other.toml", "--concurrency", "2", "--set", "worker.concurrency=3"}); err != nil {
+	cf, _, err = parse("--config=other.toml", "--concurrency", "2", "--set", "worker.concurrency=3")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if rf.Config != "other.toml" || rf.Overrides["worker.concurrency"] != "3" {
-		t.Errorf("got config %q, concurrency %q; want other.toml, 3 (the last flag wins)", rf.Config, rf.Overrides["worker.concurrency"])
+	if cf.file != "other.toml" || cf.overrides["worker.concurrency"] != "3" {
+		t.Errorf("got config %q, concurrency %q; want other.toml, 3 (the last flag wins)", cf.file, cf.overrides["worker.concurrency"])
 	}
 
 	for _, args := range [][]string{
@@ -922,11 +940,42 @@ func TestConfigRunFlags(t *testing.T) {
 		{"--bogus"},
 		{"-c"},
 	} {
-		fs, _ := newRunFlags("run")
-		fs.SetOutput(io.Discard)
-		if err := fs.Parse(args); err == nil {
+		if _, _, err := parse(args...); err == nil {
 			t.Errorf("%q: parsed, want a usage error", args)
 		}
+	}
+}
+
+// TestConfigEveryProblem: a file with several problems reports each of
+// them, one line each, in key order after the unknown keys.
+func TestConfigEveryProblem(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "", "c.yaml", `
+worker:
+  concurency: 3
+  lease_ttl: 30
+  max_attempts: 0
+task:
+  command: []
+log:
+  level: loud
+redis:
+  password: 1234567
+`)
+	_, err := loadConfig(file, nil, nil)
+	got := []string{}
+	for _, p := range configProblemsOf(err) {
+		got = append(got, p.Field)
+		if strings.ContainsAny(p.Error(), "\n\r") || strings.Contains(p.Error(), "1234567") {
+			t.Errorf("problem %q is not one line, or shows the password", p)
+		}
+	}
+	want := []string{"", "redis.password", "worker.lease_ttl", "worker.max_attempts", "task.command", "log.level"}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems about %q, want %q (%v)", got, want, err)
+	}
+	if !strings.Contains(err.Error(), "(and 5 more problems)") {
+		t.Errorf("error %q does not say how many more problems there are", err)
 	}
 }
 

@@ -164,14 +164,15 @@ task:
   command: [%q]
   kill_grace: %v
   env:
-    E2E_REDIS_ADDR: %q
-    E2E_LOCK_PREFIX: %q
-    E2E_LEDGER: %q
-    E2E_SLEEP: %q
-    E2E_GUARD: %q
+    - %q
+    - %q
+    - %q
+    - %q
+    - %q
 log:
   level: debug
-%s`, strings.TrimRight(redisSection, "\n"), e.prefix, yamlList(items), recorderBin, killGrace, e.addr, e.keys().LockPrefix(), e.ledger, sleep.String(), guard, extra))
+%s`, strings.TrimRight(redisSection, "\n"), e.prefix, yamlList(items), recorderBin, killGrace,
+		"E2E_REDIS_ADDR="+e.addr, "E2E_LOCK_PREFIX="+e.keys().LockPrefix(), "E2E_LEDGER="+e.ledger, "E2E_SLEEP="+sleep.String(), "E2E_GUARD="+guard, extra))
 }
 
 // configVia is config with the runner reaching Redis at addr (a fault

@@ -323,8 +323,8 @@ batch:
 			}
 			run("3 items added", "pool", "add", "-c", cfg, "a", "b", "c")
 			run("batch complete", "run", "-c", cfg, "--mode", "batch")
-			run("acl: 3 done, 0 failed, 0 pending of 3", "pool", "status", "-c", cfg)
-			run(`"c"`, "pool", "list", "-c", cfg)
+			run("acl: 3 done, 0 failed, 0 pending of 3", "pool", "status", "-c", cfg, "--mode", "batch")
+			run("\nc ", "pool", "list", "-c", cfg)
 
 			loop := startRunner(t, "runner-loop", nil, "run", "-c", cfg)
 			waitFor(t, "loop-mode runs as the ACL user", 30*time.Second, loop.untilSucceeded(8))
@@ -336,7 +336,7 @@ batch:
 			run("1 items removed", "pool", "remove", "-c", cfg, "c")
 			run("2 items set as the pool", "pool", "set", "-c", cfg, "x", "y")
 			run(`"y"`, "pool", "list", "-c", cfg, "--json")
-			run("items   2", "pool", "status", "-c", cfg)
+			run(`"items": 2`, "pool", "status", "-c", cfg, "--json")
 			run("pool cleared", "pool", "clear", "-c", cfg)
 
 			// DBSIZE is denied on purpose: "pool status" then counts locks

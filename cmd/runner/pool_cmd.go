@@ -5,15 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
+	"slices"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
 
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
@@ -23,32 +25,56 @@ import (
 // chunk is how many items pool commands send or read per round trip.
 const chunk = 1000
 
-// cmdPool is "runner pool ...": inspect and change the pool the config
-// names. It needs Redis: the embedded pool lives only inside "runner run".
-func cmdPool(args []string, stdin io.Reader, stdout, stderr io.Writer, environ []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: pool needs a subcommand: add, remove, set, clear, list or status", errUsage)
-	}
-	sub := args[0]
-	var asJSON bool
-	withJSON := func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") }
-	var extra func(*flag.FlagSet)
-	switch sub {
-	case "add", "remove", "set", "clear":
-	case "list", "status":
-		extra = withJSON
-	default:
-		return fmt.Errorf("%w: unknown pool subcommand %q", errUsage, sub)
-	}
-	cfg, rest, err := parseFlags("pool "+sub, args[1:], stderr, environ, extra)
+func (a *app) poolCmd() *cobra.Command {
+	return groupCmd("pool", "Inspect and change the items of the pool the configuration names",
+		`Pool commands read and change the pool that redis.* and pool.* name: its
+members (add, remove, set, clear), each item's lease (list) and counts with
+batch progress (status). They need a Redis: the embedded in-memory pool
+exists only inside "runner run". Nothing is written before the server's
+settings were checked (an evicting server, or a cluster without a hash tag
+in pool.prefix, is refused with exit 2).`,
+		`  runner pool add -c runner.yaml key-1 key-2
+  printf 'key-%s\n' 1 2 3 | runner pool set -c runner.yaml -
+  runner pool list -c runner.yaml --jsonl`,
+		a.poolChangeCmd("add", "Add items to the pool", "added"),
+		a.poolChangeCmd("remove", "Remove items from the pool", "removed"),
+		a.poolChangeCmd("set", "Make the given items the whole pool", "set as the pool"),
+		a.poolClearCmd(), a.poolListCmd(), a.poolStatusCmd())
+}
+
+// poolCommand loads the configuration, dials Redis and runs fn.
+func (a *app) poolCommand(cmd *cobra.Command, cf *configFlags, fn func(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error) error {
+	cfg, err := a.load(cf, false)
 	if err != nil {
 		return err
 	}
 	if cfg.embedded() {
-		return configErrorf("redis.addr", "pool commands need a Redis (the embedded in-memory pool exists only inside \"runner run\")")
+		return configErrorf("redis.addr", "pool commands need a Redis (the embedded in-memory pool exists only inside \"runner run\"): set redis.addr, RUNNER_REDIS_ADDR or --redis-addr")
+	}
+	return a.withPool(cmd, cfg, func(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool) error {
+		return fn(ctx, cfg, client, pool)
+	})
+}
+
+// withPool runs fn on the pool of cfg's Redis, under a context that
+// SIGINT and SIGTERM end (unless beforeWork stops the command first).
+func (a *app) withPool(cmd *cobra.Command, cfg *Config, fn func(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool) error) error {
+	if !a.proceed(cmd, cfg) {
+		return nil
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	client, pool, err := openPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	return fn(ctx, client, pool)
+}
+
+// openPool dials the Redis cfg names, once, and opens its pool, for a
+// command that makes a few calls and reports its own errors.
+func openPool(ctx context.Context, cfg *Config) (redis.UniversalClient, *lock.RedisLockPool, error) {
 	// The command's error says what failed; go-redis's own lines would
 	// only repeat it in another format.
 	redis.SetLogger(redisLogger{hclog.NewNullLogger()})
@@ -56,51 +82,130 @@ func cmdPool(args []string, stdin io.Reader, stdout, stderr io.Writer, environ [
 	// evicting server or an untagged prefix on a cluster is refused here.
 	client, _, err := dialRedis(ctx, cfg, hclog.NewNullLogger(), false)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer client.Close()
 	pool, err := lock.NewRedisLockPool(client, cfg.lockConfig())
 	if err != nil {
-		return err
+		client.Close()
+		return nil, nil, err
 	}
+	return client, pool, nil
+}
 
-	switch sub {
-	case "add", "remove", "set":
-		if len(rest) == 0 {
-			return fmt.Errorf("%w: pool %s needs items (or \"-\" to read them from stdin)", errUsage, sub)
-		}
-		return changeMembers(ctx, pool, sub, rest, stdin, stdout)
-	case "clear":
-		if len(rest) > 0 {
-			return fmt.Errorf("%w: pool clear takes no items", errUsage)
-		}
-		if err := pool.Clear(ctx); err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, "pool cleared")
-		return nil
-	case "list":
-		if len(rest) > 0 {
-			return fmt.Errorf("%w: pool list takes no arguments", errUsage)
-		}
-		return listItems(ctx, client, pool, stdout, asJSON)
-	default:
-		if len(rest) > 0 {
-			return fmt.Errorf("%w: pool status takes no arguments", errUsage)
-		}
-		return poolStatus(ctx, cfg, client, pool, stdout, asJSON)
+func (a *app) poolChangeCmd(sub, short, verb string) *cobra.Command {
+	var cf *configFlags
+	cmd := &cobra.Command{
+		Use:   sub + " [-c FILE] ITEM... | -",
+		Short: short,
+		Long: short + ` named on the command line, or read one per line from stdin when
+the only item is "-". Every item is read and checked before any is
+written, so an invalid name (empty, longer than 1024 bytes, holding a NUL
+byte) changes nothing and exits 2. The count printed is what Redis changed
+(an item already absent is not counted as removed).`,
+		Example: "  runner pool " + sub + " -c runner.yaml key-1 key-2\n  runner pool " + sub + " -c runner.yaml - < items.txt",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageErrorf(cmd, "pool %s needs items (or \"-\" to read them from stdin)", sub)
+			}
+			if slices.Contains(args, "-") && len(args) > 1 {
+				return usageErrorf(cmd, "\"-\" must be the only item argument")
+			}
+			return a.poolCommand(cmd, cf, func(ctx context.Context, _ *Config, _ redis.UniversalClient, pool *lock.RedisLockPool) error {
+				return changeMembers(ctx, pool, sub, verb, args, a.stdin, a.stdout)
+			})
+		},
 	}
+	cf = addConfigFlags(cmd, "redis-addr")
+	return cmd
+}
+
+func (a *app) poolClearCmd() *cobra.Command {
+	var cf *configFlags
+	cmd := &cobra.Command{
+		Use:   "clear [-c FILE]",
+		Short: "Remove every item from the pool",
+		Long: `Clear removes every member of the pool. Leases held on items keep running
+until their tasks end; no item is granted again until it is added back.`,
+		Example: "  runner pool clear -c runner.yaml",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.poolCommand(cmd, cf, func(ctx context.Context, _ *Config, _ redis.UniversalClient, pool *lock.RedisLockPool) error {
+				if err := pool.Clear(ctx); err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, "pool cleared")
+				return nil
+			})
+		},
+	}
+	cf = addConfigFlags(cmd, "redis-addr")
+	return cmd
+}
+
+func (a *app) poolListCmd() *cobra.Command {
+	var cf *configFlags
+	var asJSON, asJSONL bool
+	cmd := &cobra.Command{
+		Use:   "list [-c FILE] [--json | --jsonl]",
+		Short: "List every item with its status, owner, time left and token",
+		Long: `List prints every item of the pool with its status (free, leased,
+held-back for a cooldown, retry backoff or quarantine, locked by something
+else, or error), the owner of its lease, the time left on it and its fencing
+token: an aligned table, with unprintable characters in names escaped as in
+a Go string; --json prints one JSON array, --jsonl one JSON object per line
+(for streaming a large pool). Memory stays bounded however large the pool.`,
+		Example: "  runner pool list -c runner.yaml\n  runner pool list -c runner.yaml --jsonl | jq -r 'select(.status==\"leased\") | .item'",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON && asJSONL {
+				return usageErrorf(cmd, "--json and --jsonl exclude each other")
+			}
+			format := "table"
+			switch {
+			case asJSON:
+				format = "json"
+			case asJSONL:
+				format = "jsonl"
+			}
+			return a.poolCommand(cmd, cf, func(ctx context.Context, _ *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error {
+				return listItems(ctx, client, pool, a.stdout, format)
+			})
+		},
+	}
+	cf = addConfigFlags(cmd, "redis-addr")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
+	cmd.Flags().BoolVar(&asJSONL, "jsonl", false, "print one JSON object per line")
+	return cmd
+}
+
+func (a *app) poolStatusCmd() *cobra.Command {
+	var cf *configFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [-c FILE] [--json]",
+		Short: "Count the pool's items by state, with batch progress in batch mode",
+		Long: `Status counts the pool's items: free, leased, held back for a cooldown or
+retry backoff, quarantined (held back longer than worker.cooldown and
+worker.max_backoff allow), and locked by something else. In batch mode
+(mode: batch) it adds the progress of batch.id: done, failed, pending,
+rate and ETA.`,
+		Example: "  runner pool status -c runner.yaml\n  runner pool status -c runner.yaml --mode batch --batch-id nightly --json",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.poolCommand(cmd, cf, func(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error {
+				return poolStatus(ctx, cfg, client, pool, a.stdout, asJSON)
+			})
+		},
+	}
+	cf = addConfigFlags(cmd, "redis-addr", "mode", "batch-id")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
 
 // readItems returns the items of the command line, or streams them from
 // stdin (one per line) when the only argument is "-".
 func readItems(args []string, stdin io.Reader, each func([]string) error) error {
 	if len(args) != 1 || args[0] != "-" {
-		for _, it := range args {
-			if it == "-" {
-				return fmt.Errorf("%w: \"-\" must be the only item argument", errUsage)
-			}
-		}
 		return each(args)
 	}
 	sc := bufio.NewScanner(stdin)
@@ -128,18 +233,19 @@ func readItems(args []string, stdin io.Reader, each func([]string) error) error 
 // written, so that pkg/lock, which checks them all first, writes nothing
 // when one is invalid: an exit 2 leaves the pool as it was, however many
 // lines stdin had. (pkg/lock writes a million items in chunks.)
-func changeMembers(ctx context.Context, pool *lock.RedisLockPool, sub string, args []string, stdin io.Reader, stdout io.Writer) error {
+func changeMembers(ctx context.Context, pool *lock.RedisLockPool, sub, verb string, args []string, stdin io.Reader, stdout io.Writer) error {
 	var all []string
 	err := readItems(args, stdin, func(items []string) error {
 		all = append(all, items...)
 		return nil
 	})
+	n := int64(len(all))
 	if err == nil {
 		switch sub {
 		case "add":
 			err = pool.Extend(ctx, all)
 		case "remove":
-			err = pool.Shrink(ctx, all)
+			n, err = pool.ShrinkCount(ctx, all)
 		default:
 			err = pool.Assign(ctx, all)
 		}
@@ -150,8 +256,7 @@ func changeMembers(ctx context.Context, pool *lock.RedisLockPool, sub string, ar
 	if err != nil {
 		return fmt.Errorf("pool %s: %w", sub, err)
 	}
-	verb := map[string]string{"add": "added", "remove": "removed", "set": "set as the pool"}[sub]
-	fmt.Fprintf(stdout, "%d items %s\n", len(all), verb)
+	fmt.Fprintf(stdout, "%d items %s\n", n, verb)
 	return nil
 }
 
@@ -210,45 +315,49 @@ func describe(ctx context.Context, client redis.UniversalClient, pool *lock.Redi
 }
 
 // listItems streams every item with its lock: memory stays bounded by one
-// chunk however large the pool.
-func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, asJSON bool) error {
+// chunk however large the pool. format is table, json or jsonl.
+func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, format string) error {
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
-	enc := json.NewEncoder(bw)
-	if asJSON {
-		bw.WriteString("[")
-	} else {
-		fmt.Fprintf(bw, "%-32s %-10s %-32s %10s %s\n", "ITEM", "STATUS", "OWNER", "TTL", "TOKEN")
-	}
+	// The table is aligned per chunk: a million rows are not held to
+	// measure the widest name.
+	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	first := true
+	switch format {
+	case "json":
+		bw.WriteString("[")
+	case "table":
+		fmt.Fprintln(tw, "ITEM\tSTATUS\tOWNER\tTTL\tTOKEN")
+	}
 	flush := func(items []string) error {
 		infos, err := describe(ctx, client, pool, items)
 		if err != nil {
 			return err
 		}
 		for _, in := range infos {
-			if asJSON {
-				if !first {
-					bw.WriteString(",")
-				}
-				bw.WriteString("\n")
-				if err := enc.Encode(in); err != nil {
-					return err
-				}
-				first = false
+			if format == "table" {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(in.Item), in.Status, cell(in.Owner), in.ttl(), in.token())
 				continue
 			}
-			ttl, token := "-", "-"
+			js, err := json.Marshal(in)
+			if err != nil {
+				return err
+			}
 			switch {
-			case in.TTLMillis > 0:
-				ttl = (time.Duration(in.TTLMillis) * time.Millisecond).String()
-			case in.TTLMillis < 0:
-				ttl = "forever"
+			case format == "jsonl":
+			case first:
+				bw.WriteString("\n")
+			default:
+				bw.WriteString(",\n")
 			}
-			if in.Token > 0 {
-				token = fmt.Sprint(in.Token)
+			first = false
+			bw.Write(js)
+			if format == "jsonl" {
+				bw.WriteString("\n")
 			}
-			fmt.Fprintf(bw, "%-32q %-10s %-32q %10s %s\n", in.Item, in.Status, in.Owner, ttl, token)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
 		}
 		return bw.Flush()
 	}
@@ -268,18 +377,53 @@ func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.Red
 	if err := flush(batch); err != nil {
 		return fmt.Errorf("pool list: %w", err)
 	}
-	if asJSON {
-		bw.WriteString("]\n")
+	if format == "json" {
+		bw.WriteString("\n]\n")
 	}
 	return nil
 }
 
+// cell is a name as a table shows it: "-" for none, else displayName.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return displayName(s)
+}
+
+func (in itemInfo) ttl() string {
+	switch {
+	case in.TTLMillis > 0:
+		return (time.Duration(in.TTLMillis) * time.Millisecond).String()
+	case in.TTLMillis < 0:
+		return "forever"
+	}
+	return "-"
+}
+
+func (in itemInfo) token() string {
+	if in.Token > 0 {
+		return fmt.Sprint(in.Token)
+	}
+	return "-"
+}
+
 // statusReport is "pool status".
 type statusReport struct {
-	Pool   string       `json:"pool"`
-	Items  int64        `json:"items"`
-	Locked int64        `json:"locked"`
-	Free   int64        `json:"free"`
+	Pool  string `json:"pool"`
+	Mode  string `json:"mode"`
+	Items int64  `json:"items"`
+	Free  int64  `json:"free"`
+	// Leased items are held by a runner's lease.
+	Leased int64 `json:"leased"`
+	// Cooldown items rest after a run (worker.cooldown) or wait for a
+	// retry (backoff); Quarantine items are held back longer than either
+	// allows (worker.quarantine).
+	Cooldown   int64 `json:"cooldown"`
+	Quarantine int64 `json:"quarantine"`
+	// Locked items are held by something other than a runner.
+	Locked int64        `json:"locked_other"`
+	Errors int64        `json:"errors,omitempty"`
 	Batch  *batchReport `json:"batch,omitempty"`
 }
 
@@ -292,11 +436,75 @@ type batchReport struct {
 }
 
 func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, asJSON bool) error {
-	locked, free, err := pool.HealthCheck(ctx)
-	if err != nil {
+	r := statusReport{Pool: pool.Keys().Base(), Mode: cfg.Mode}
+	// A held-back item's lock lives as long as the hold: one longer than a
+	// cooldown or the longest backoff can only be a quarantine.
+	maxRest := max(cfg.Worker.Cooldown, cfg.Worker.MaxBackoff)
+	batch := make([]string, 0, chunk)
+	count := func() error {
+		infos, err := describe(ctx, client, pool, batch)
+		if err != nil {
+			return err
+		}
+		for _, in := range infos {
+			r.Items++
+			switch in.Status {
+			case "free":
+				r.Free++
+			case "leased":
+				r.Leased++
+			case "held-back":
+				if time.Duration(in.TTLMillis)*time.Millisecond > maxRest {
+					r.Quarantine++
+				} else {
+					r.Cooldown++
+				}
+			case "locked":
+				r.Locked++
+			default:
+				r.Errors++
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for it, err := range pool.Items(ctx) {
+		if err != nil {
+			return fmt.Errorf("pool status: %w", err)
+		}
+		if batch = append(batch, it); len(batch) == chunk {
+			if err := count(); err != nil {
+				return fmt.Errorf("pool status: %w", err)
+			}
+		}
+	}
+	if err := count(); err != nil {
 		return fmt.Errorf("pool status: %w", err)
 	}
-	r := statusReport{Pool: pool.Keys().Base(), Items: locked + free, Locked: locked, Free: free}
+	if cfg.Mode == string(worker.ModeBatch) {
+		if err := batchStatus(ctx, cfg, client, pool, &r); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "pool\t%s\nmode\t%s\nitems\t%d\nfree\t%d\nleased\t%d\ncooldown\t%d\nquarantine\t%d\nlocked by others\t%d\n",
+		displayName(r.Pool), r.Mode, r.Items, r.Free, r.Leased, r.Cooldown, r.Quarantine, r.Locked)
+	if r.Errors > 0 {
+		fmt.Fprintf(tw, "errors\t%d\n", r.Errors)
+	}
+	if cfg.Mode == string(worker.ModeBatch) {
+		fmt.Fprintf(tw, "batch\t%s\n", batchLine(r.Batch, cfg.Batch.ID))
+	}
+	return tw.Flush()
+}
+
+// batchStatus adds the progress of batch.id to r.
+func batchStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, r *statusReport) error {
 	var opts []worker.StoreOption
 	if cfg.Redis.AllowEviction {
 		opts = append(opts, worker.AllowEviction())
@@ -321,33 +529,30 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 		rate, eta := worker.Rate(worker.Progress{Total: prog.Total}, prog.Started, prog, end)
 		r.Batch = &batchReport{ID: cfg.Batch.ID, Progress: prog, Pending: prog.Pending(), RatePerSec: rate, ETASeconds: eta.Seconds()}
 	}
-	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
-	}
-	fmt.Fprintf(w, "pool    %s\nitems   %d\nlocked  %d\nfree    %d\n", r.Pool, r.Items, r.Locked, r.Free)
-	if b := r.Batch; b != nil {
-		state := "running"
-		if !b.Finished.IsZero() {
-			state = "finished " + b.Finished.Format(time.RFC3339)
-		}
-		pct := 100.0
-		if b.Total > 0 {
-			pct = 100 * float64(b.Done+b.Failed) / float64(b.Total)
-		}
-		fmt.Fprintf(w, "batch   %s: %d done, %d failed, %d pending of %d (%.1f%%), %s, %.1f items/s",
-			b.ID, b.Done, b.Failed, b.Pending, b.Total, pct, state, b.RatePerSec)
-		if b.ETASeconds > 0 && b.Finished.IsZero() {
-			fmt.Fprintf(w, ", ETA %v", (time.Duration(b.ETASeconds) * time.Second).Round(time.Second))
-		}
-		if b.Rollbacks > 0 {
-			fmt.Fprintf(w, "; its state went through %d redis dataset discontinuities (last %s): items finished shortly before may run again",
-				b.Rollbacks, b.RolledBack.Format(time.RFC3339))
-		}
-		fmt.Fprintln(w)
-	} else {
-		fmt.Fprintf(w, "batch   %s: not started\n", cfg.Batch.ID)
-	}
 	return nil
+}
+
+// batchLine is the batch line of "pool status".
+func batchLine(b *batchReport, id string) string {
+	if b == nil {
+		return displayName(id) + ": not started"
+	}
+	state := "running"
+	if !b.Finished.IsZero() {
+		state = "finished " + b.Finished.Format(time.RFC3339)
+	}
+	pct := 100.0
+	if b.Total > 0 {
+		pct = 100 * float64(b.Done+b.Failed) / float64(b.Total)
+	}
+	line := fmt.Sprintf("%s: %d done, %d failed, %d pending of %d (%.1f%%), %s, %.1f items/s",
+		displayName(b.ID), b.Done, b.Failed, b.Pending, b.Total, pct, state, b.RatePerSec)
+	if b.ETASeconds > 0 && b.Finished.IsZero() {
+		line += fmt.Sprintf(", ETA %v", (time.Duration(b.ETASeconds) * time.Second).Round(time.Second))
+	}
+	if b.Rollbacks > 0 {
+		line += fmt.Sprintf("; its state went through %d redis dataset discontinuities (last %s): items finished shortly before may run again",
+			b.Rollbacks, b.RolledBack.Format(time.RFC3339))
+	}
+	return line
 }

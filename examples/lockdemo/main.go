@@ -3,8 +3,12 @@
 // while it works, and handing it back with Release. No two workers ever hold
 // the same item.
 //
-// With no flags it runs on the in-memory backend; with -redis host:port it
-// runs the same code against Redis, so several copies can share one pool.
+// With REDIS_ADDR empty it runs on the in-memory backend; with
+// REDIS_ADDR=host:port it runs the same code against Redis, so several
+// copies can share one pool (the same switch as every example):
+//
+//	go run ./examples/lockdemo
+//	REDIS_ADDR=127.0.0.1:6379 go run ./examples/lockdemo -workers 4
 package main
 
 import (
@@ -23,12 +27,11 @@ import (
 )
 
 func main() {
-	addr := flag.String("redis", "", "Redis address (empty: in-memory backend)")
 	workers := flag.Int("workers", 8, "number of workers")
 	items := flag.Int("items", 5, "number of pool items")
 	rounds := flag.Int("rounds", 20, "items each worker processes")
 	flag.Parse()
-	if err := run(*addr, *workers, *items, *rounds); err != nil {
+	if err := run(os.Getenv("REDIS_ADDR"), *workers, *items, *rounds); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}

@@ -133,7 +133,9 @@ func datasetOf(s epoch.State) Dataset {
 	return Dataset{Gen: s.Gen, Since: s.Since, QuietUntil: s.QuietUntil}
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every zero field set to its documented
+// default. NewRedis and NewMemory apply it.
+func (c Config) WithDefaults() Config {
 	c.LeaseTTL = cmp.Or(c.LeaseTTL, 30*time.Second)
 	c.WakeWaiters = cmp.Or(c.WakeWaiters, 1)
 	c.SyncInterval = cmp.Or(c.SyncInterval, 250*time.Millisecond)
@@ -144,26 +146,36 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func (c Config) validate() error {
-	switch {
-	case c.LeaseTTL < time.Millisecond:
-		return fmt.Errorf("%w: LeaseTTL %v (want >= 1ms)", ErrInvalidConfig, c.LeaseTTL)
-	case c.WakeWaiters < 1 || c.WakeWaiters > 1000:
-		return fmt.Errorf("%w: WakeWaiters %d (want 1..1000)", ErrInvalidConfig, c.WakeWaiters)
-	case c.SyncInterval < time.Millisecond:
-		return fmt.Errorf("%w: SyncInterval %v (want >= 1ms)", ErrInvalidConfig, c.SyncInterval)
-	case c.FullSyncInterval < c.SyncInterval:
-		return fmt.Errorf("%w: FullSyncInterval %v is below SyncInterval %v", ErrInvalidConfig, c.FullSyncInterval, c.SyncInterval)
-	case c.HandoffWindow < time.Millisecond:
-		return fmt.Errorf("%w: HandoffWindow %v (want >= 1ms)", ErrInvalidConfig, c.HandoffWindow)
-	case c.MaxWait < time.Millisecond:
-		return fmt.Errorf("%w: MaxWait %v (want >= 1ms)", ErrInvalidConfig, c.MaxWait)
-	case c.MinReplicasAcked < 0 || c.MinReplicasAcked > 100:
-		return fmt.Errorf("%w: MinReplicasAcked %d (want 0..100)", ErrInvalidConfig, c.MinReplicasAcked)
-	case c.ReplicaAckTimeout < time.Millisecond:
-		return fmt.Errorf("%w: ReplicaAckTimeout %v (want >= 1ms)", ErrInvalidConfig, c.ReplicaAckTimeout)
+// Validate reports every bad setting of c, with the defaults filled in,
+// as *FieldError values wrapping ErrInvalidConfig, joined with
+// errors.Join (see FieldErrors). NewRedis and NewMemory call it.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var p []error
+	bad := func(field, format string, args ...any) {
+		p = append(p, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...), Err: ErrInvalidConfig})
 	}
-	return nil
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"LeaseTTL", c.LeaseTTL}, {"SyncInterval", c.SyncInterval}, {"HandoffWindow", c.HandoffWindow},
+		{"MaxWait", c.MaxWait}, {"ReplicaAckTimeout", c.ReplicaAckTimeout},
+	} {
+		if d.v < time.Millisecond {
+			bad(d.field, "must be at least 1ms, got %q", d.v.String())
+		}
+	}
+	if c.WakeWaiters < 1 || c.WakeWaiters > 1000 {
+		bad("WakeWaiters", "must be between 1 and 1000, got %d", c.WakeWaiters)
+	}
+	if c.FullSyncInterval < c.SyncInterval {
+		bad("FullSyncInterval", "must be at least SyncInterval (%v), got %q", c.SyncInterval, c.FullSyncInterval.String())
+	}
+	if c.MinReplicasAcked < 0 || c.MinReplicasAcked > 100 {
+		bad("MinReplicasAcked", "must be between 0 and 100, got %d", c.MinReplicasAcked)
+	}
+	return errors.Join(p...)
 }
 
 // AcquireOptions tune one Acquire or TryAcquire. The zero value asks for any

@@ -29,8 +29,8 @@ import (
 // share their index, fencing counter, bindings and waiters (kept beside
 // the pool: see lock.Shared), as Redis allocators over the same keys do.
 func NewMemory(pool *lock.MemoryLockPool, cfg Config) (*Allocator, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("allocator: NewMemory: %w", err)
 	}
 	if pool == nil {

@@ -116,8 +116,8 @@ type redisStore struct {
 // client must be a *redis.ClusterClient. Then it subscribes to its wake-up
 // channel. It waits at most 10 seconds for the server.
 func NewRedis(pool *lock.RedisLockPool, cfg Config) (*Allocator, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("allocator: NewRedis: %w", err)
 	}
 	if pool == nil {

@@ -213,13 +213,27 @@ func (op Comparison) holds(cmp, cur, eps float64) bool {
 
 // checkKey validates a key or pool item name.
 func checkKey(op, key string) error {
+	err := ValidateKey(key)
+	switch {
+	case err == nil:
+		return nil
+	case strings.IndexByte(key, 0) >= 0 && len(key) <= MaxKeyLen:
+		return fmt.Errorf("lock: %s %q: %w", op, key, err)
+	}
+	return fmt.Errorf("lock: %s: %w", op, err)
+}
+
+// ValidateKey reports why key cannot be a lock key or pool item (empty,
+// longer than MaxKeyLen, holding a NUL byte), wrapping ErrInvalidKey; nil
+// when it can. Every operation checks its keys this way.
+func ValidateKey(key string) error {
 	switch {
 	case key == "":
-		return fmt.Errorf("lock: %s: %w: empty", op, ErrInvalidKey)
+		return fmt.Errorf("%w: empty", ErrInvalidKey)
 	case len(key) > MaxKeyLen:
-		return fmt.Errorf("lock: %s: %w: %d bytes, limit %d", op, ErrInvalidKey, len(key), MaxKeyLen)
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidKey, len(key), MaxKeyLen)
 	case strings.IndexByte(key, 0) >= 0:
-		return fmt.Errorf("lock: %s %q: %w: contains a NUL byte", op, key, ErrInvalidKey)
+		return fmt.Errorf("%w: contains a NUL byte", ErrInvalidKey)
 	}
 	return nil
 }

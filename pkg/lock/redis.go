@@ -67,16 +67,34 @@ func (c Config) withDefaults(suffix string) Config {
 	return c
 }
 
-func (c Config) validate() error {
+func (c Config) validate() error { return c.Validate() }
+
+// Validate reports every bad setting of c as a *FieldError wrapping
+// ErrInvalidConfig, joined with errors.Join (see FieldErrors): an empty
+// Prefix, a NUL byte in Prefix or Suffix, Prefix and Suffix together
+// longer than MaxKeyLen (reported on Suffix), an Epsilon that is negative
+// or not finite. An empty Suffix or Epsilon is the default.
+func (c Config) Validate() error {
+	var p []error
+	bad := func(field, format string, args ...any) {
+		p = append(p, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...), Err: ErrInvalidConfig})
+	}
 	switch {
 	case c.Prefix == "":
-		return fmt.Errorf("%w: Prefix is empty", ErrInvalidConfig)
-	case len(c.Prefix)+len(c.Suffix) > MaxKeyLen:
-		return fmt.Errorf("%w: Prefix and Suffix are %d bytes, limit %d", ErrInvalidConfig, len(c.Prefix)+len(c.Suffix), MaxKeyLen)
-	case strings.IndexByte(c.Prefix, 0) >= 0 || strings.IndexByte(c.Suffix, 0) >= 0:
-		return fmt.Errorf("%w: Prefix or Suffix contains a NUL byte", ErrInvalidConfig)
+		bad("Prefix", "must not be empty")
+	case strings.IndexByte(c.Prefix, 0) >= 0:
+		bad("Prefix", "must not contain a NUL byte")
 	}
-	return checkEpsilon(c.Epsilon)
+	if strings.IndexByte(c.Suffix, 0) >= 0 {
+		bad("Suffix", "must not contain a NUL byte")
+	}
+	if n := len(c.Prefix) + len(c.Suffix); n > MaxKeyLen {
+		bad("Suffix", "must be at most %d bytes together with Prefix, got %d", MaxKeyLen, n)
+	}
+	if checkEpsilon(c.Epsilon) != nil {
+		bad("Epsilon", "must be finite and >= 0, got %v", c.Epsilon)
+	}
+	return errors.Join(p...)
 }
 
 // RedisLock is the Redis backend of [Locker]. Lock, Update and Unlock are

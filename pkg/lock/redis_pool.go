@@ -89,28 +89,39 @@ func (p *RedisLockPool) Extend(ctx context.Context, items []string) error {
 	if err := checkItems(op, items); err != nil {
 		return err
 	}
-	if err := p.writeMembers(ctx, p.pool, items, false, 0); err != nil {
+	if _, err := p.writeMembers(ctx, p.pool, items, false, 0); err != nil {
 		return wrap(op, p.pool, err)
 	}
 	return nil
 }
 
 func (p *RedisLockPool) Shrink(ctx context.Context, items []string) error {
-	const op = "Shrink"
-	if err := checkItems(op, items); err != nil {
-		return err
-	}
-	if err := p.writeMembers(ctx, p.pool, items, true, 0); err != nil {
-		return wrap(op, p.pool, err)
-	}
-	return nil
+	_, err := p.ShrinkCount(ctx, items)
+	return err
 }
 
-// writeMembers SADDs (or SREMs) items to key in pipelined chunks. A ttl
-// above zero renews the key's TTL with every trip (for staging sets).
-func (p *RedisLockPool) writeMembers(ctx context.Context, key string, items []string, remove bool, ttl time.Duration) error {
+// ShrinkCount is Shrink, returning how many of items were members and are
+// now removed (an item named twice, or not a member, counts nothing).
+func (p *RedisLockPool) ShrinkCount(ctx context.Context, items []string) (int64, error) {
+	const op = "Shrink"
+	if err := checkItems(op, items); err != nil {
+		return 0, err
+	}
+	n, err := p.writeMembers(ctx, p.pool, items, true, 0)
+	if err != nil {
+		return n, wrap(op, p.pool, err)
+	}
+	return n, nil
+}
+
+// writeMembers SADDs (or SREMs) items to key in pipelined chunks and
+// returns how many members were added (removed). A ttl above zero renews
+// the key's TTL with every trip (for staging sets).
+func (p *RedisLockPool) writeMembers(ctx context.Context, key string, items []string, remove bool, ttl time.Duration) (int64, error) {
+	var changed int64
 	for trip := 0; trip < len(items); trip += writeChunk * chunksPerTrip {
 		pipe := p.client.Pipeline()
+		var counts []*redis.IntCmd
 		end := min(trip+writeChunk*chunksPerTrip, len(items))
 		for i := trip; i < end; i += writeChunk {
 			chunk := items[i:min(i+writeChunk, end)]
@@ -119,19 +130,22 @@ func (p *RedisLockPool) writeMembers(ctx context.Context, key string, items []st
 				members[j] = it
 			}
 			if remove {
-				pipe.SRem(ctx, key, members...)
+				counts = append(counts, pipe.SRem(ctx, key, members...))
 			} else {
-				pipe.SAdd(ctx, key, members...)
+				counts = append(counts, pipe.SAdd(ctx, key, members...))
 			}
 		}
 		if ttl > 0 {
 			pipe.PExpire(ctx, key, ttl)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return err
+			return changed, err
+		}
+		for _, c := range counts {
+			changed += c.Val()
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 func (p *RedisLockPool) Assign(ctx context.Context, items []string) error {
@@ -145,7 +159,7 @@ func (p *RedisLockPool) Assign(ctx context.Context, items []string) error {
 	var id [16]byte
 	_, _ = rand.Read(id[:])
 	staging := p.keys.Staging(hex.EncodeToString(id[:]))
-	err := p.writeMembers(ctx, staging, items, false, stagingTTL)
+	_, err := p.writeMembers(ctx, staging, items, false, stagingTTL)
 	if err == nil {
 		err = assignScript.Run(ctx, p.client, []string{p.pool, staging}).Err()
 	}

@@ -77,7 +77,11 @@ type Config struct {
 	Observer Observer
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every zero field set to its documented
+// default (RefreshInterval and SafetyMargin from LeaseTTL, ID from the
+// host name and process id). New applies it; a program can use it to show
+// the settings a Pool will run with.
+func (c Config) WithDefaults() Config {
 	c.Mode = cmp.Or(c.Mode, ModeLoop)
 	c.Concurrency = cmp.Or(c.Concurrency, 1)
 	if c.ID == "" {
@@ -104,40 +108,89 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func (c Config) validate() error {
-	bad := func(field string, v any, want string) error {
-		return fmt.Errorf("%w: %s %v (want %s)", ErrInvalidConfig, field, v, want)
+// Validate reports every bad setting of c, with the defaults filled in,
+// as *FieldError values joined with errors.Join (see FieldErrors); each
+// wraps ErrInvalidConfig, or ErrInvalidBatch for BatchID. New calls it.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var p fieldProblems
+	if c.Mode != ModeLoop && c.Mode != ModeBatch {
+		p.add("Mode", `must be "loop" or "batch", got %q`, c.Mode)
 	}
-	switch {
-	case c.Mode != ModeLoop && c.Mode != ModeBatch:
-		return bad("Mode", c.Mode, `"loop" or "batch"`)
-	case c.Concurrency < 1 || c.Concurrency > 10000:
-		return bad("Concurrency", c.Concurrency, "1..10000")
-	case c.LeaseTTL < 10*time.Millisecond:
-		return bad("LeaseTTL", c.LeaseTTL, ">= 10ms")
-	case c.RefreshInterval <= 0 || c.RefreshInterval > c.LeaseTTL/2:
-		return bad("RefreshInterval", c.RefreshInterval, fmt.Sprintf("> 0 and <= LeaseTTL/2 = %v", c.LeaseTTL/2))
-	case c.SafetyMargin <= 0 || c.LeaseTTL-c.SafetyMargin <= c.RefreshInterval:
-		return bad("SafetyMargin", c.SafetyMargin, fmt.Sprintf("> 0 and < LeaseTTL - RefreshInterval = %v", c.LeaseTTL-c.RefreshInterval))
-	case c.Cooldown < 0:
-		return bad("Cooldown", c.Cooldown, ">= 0")
-	case c.MaxAttempts < 1:
-		return bad("MaxAttempts", c.MaxAttempts, ">= 1")
-	case c.Backoff < time.Millisecond:
-		return bad("Backoff", c.Backoff, ">= 1ms")
-	case c.MaxBackoff < c.Backoff:
-		return bad("MaxBackoff", c.MaxBackoff, ">= Backoff")
-	case c.Quarantine < time.Millisecond:
-		return bad("Quarantine", c.Quarantine, ">= 1ms")
-	case c.TaskTimeout < 0:
-		return bad("TaskTimeout", c.TaskTimeout, ">= 0")
-	case c.ShutdownGrace < 0:
-		return bad("ShutdownGrace", c.ShutdownGrace, ">= 0")
-	case c.ProgressInterval < 0:
-		return bad("ProgressInterval", c.ProgressInterval, ">= 0")
+	if c.Concurrency < 1 || c.Concurrency > MaxConcurrency {
+		p.add("Concurrency", "must be between 1 and %d, got %d", MaxConcurrency, c.Concurrency)
 	}
-	return ValidateBatchID(c.BatchID)
+	if len(c.ID) > MaxIDLen || strings.ContainsAny(c.ID, "\x00\n\r") {
+		p.add("ID", "must be at most %d bytes without a NUL byte or newline, got %d bytes", MaxIDLen, len(c.ID))
+	}
+	if c.LeaseTTL < MinLeaseTTL {
+		p.add("LeaseTTL", "must be at least %v, got %q", MinLeaseTTL, c.LeaseTTL.String())
+	} else {
+		if c.RefreshInterval <= 0 || c.RefreshInterval > c.LeaseTTL/2 {
+			p.add("RefreshInterval", "must be > 0 and at most LeaseTTL/2 (%v), got %q", c.LeaseTTL/2, c.RefreshInterval.String())
+		}
+		if c.SafetyMargin <= 0 || c.LeaseTTL-c.SafetyMargin <= c.RefreshInterval {
+			p.add("SafetyMargin", "must be > 0 and below LeaseTTL - RefreshInterval (%v), got %q", c.LeaseTTL-c.RefreshInterval, c.SafetyMargin.String())
+		}
+	}
+	for _, d := range []struct {
+		field  string
+		v, min time.Duration
+	}{
+		{"Cooldown", c.Cooldown, 0},
+		{"Backoff", c.Backoff, time.Millisecond},
+		{"Quarantine", c.Quarantine, time.Millisecond},
+		{"TaskTimeout", c.TaskTimeout, 0},
+		{"ShutdownGrace", c.ShutdownGrace, 0},
+		{"BatchRetain", c.BatchRetain, time.Millisecond},
+		{"ProgressInterval", c.ProgressInterval, 0},
+	} {
+		if d.v < d.min {
+			p.add(d.field, "must be at least %v, got %q", d.min, d.v.String())
+		}
+	}
+	if c.MaxAttempts < 1 {
+		p.add("MaxAttempts", "must be at least 1, got %d", c.MaxAttempts)
+	}
+	if c.MaxBackoff < c.Backoff {
+		p.add("MaxBackoff", "must be at least Backoff (%v), got %q", c.Backoff, c.MaxBackoff.String())
+	}
+	if err := ValidateBatchID(c.BatchID); err != nil {
+		p = append(p, &FieldError{Field: "BatchID", Msg: "must be 1 to " + strconv.Itoa(MaxBatchIDLen) + " bytes without a NUL byte or newline: " + strings.TrimPrefix(err.Error(), ErrInvalidBatch.Error()+": "), Err: ErrInvalidBatch})
+	}
+	return p.err()
 }
+
+// ValidateTask reports, as Validate does, a task that cannot run safely
+// under c: an ExecTask's own bad settings (ExecTask.Validate), and a
+// KillGrace not below c's SafetyMargin (field "ExecTask.KillGrace"), which
+// would let a task whose lease is lost outlive the lease. New calls it.
+func (c Config) ValidateTask(task Task) error {
+	c = c.WithDefaults()
+	var p fieldProblems
+	if v, ok := task.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			p = append(p, err)
+		}
+	}
+	// Cancelling only asks a task to stop: an exec task must be killed
+	// before a lost lease can expire (see the package comment).
+	if et, ok := task.(*ExecTask); ok && et.KillGrace >= 0 && et.killGrace() >= c.SafetyMargin {
+		p.add("ExecTask.KillGrace", "must be below SafetyMargin (%v) so that a task whose lease is lost is killed before the lease can expire, got %q", c.SafetyMargin, et.killGrace().String())
+	}
+	return p.err()
+}
+
+// Limits of Config, checked by Validate.
+const (
+	// MaxConcurrency is the most workers a Pool runs.
+	MaxConcurrency = 10000
+	// MaxIDLen is the longest Config.ID, leaving room for "/w<worker>"
+	// in an allocator owner (allocator.MaxOwnerLen).
+	MaxIDLen = 1000
+	// MinLeaseTTL is the shortest Config.LeaseTTL.
+	MinLeaseTTL = 10 * time.Millisecond
+)
 
 // ValidateBatchID checks a batch id: 1 to MaxBatchIDLen bytes, no NUL byte
 // or newline.

@@ -123,39 +123,40 @@ type ExecTask struct {
 	Wrapper bool
 }
 
-// Validate reports a bad setting as an error wrapping ErrInvalidConfig:
-// an empty Command or Command[0], a NUL byte in Command, Env or Dir, an Env
-// entry that is not KEY=VALUE, or a negative KillGrace.
+// Validate reports every bad setting as a *FieldError wrapping
+// ErrInvalidConfig (joined with errors.Join; field "ExecTask.<Name>"): an
+// empty Command or Command[0], a NUL byte in Command, Env or Dir, an Env
+// entry that is not KEY=VALUE, or a negative KillGrace. Env values are
+// never quoted: they may be secrets.
 func (t *ExecTask) Validate() error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: ExecTask.%s", ErrInvalidConfig, fmt.Sprintf(format, args...))
-	}
+	var p fieldProblems
 	switch {
 	case len(t.Command) == 0:
-		return bad("Command is empty")
+		p.add("ExecTask.Command", "must be set to the argv")
 	case t.Command[0] == "":
-		return bad("Command[0] is empty")
-	case t.KillGrace < 0:
-		return bad("KillGrace %v (want >= 0)", t.KillGrace)
-	case strings.IndexByte(t.Dir, 0) >= 0:
-		return bad("Dir contains a NUL byte")
+		p.add("ExecTask.Command", "element 0 (the program) is empty")
 	}
 	for i, arg := range t.Command {
 		if strings.IndexByte(arg, 0) >= 0 {
-			return bad("Command[%d] contains a NUL byte", i)
+			p.add("ExecTask.Command", "element %d contains a NUL byte", i)
 		}
+	}
+	if t.KillGrace < 0 {
+		p.add("ExecTask.KillGrace", "must not be negative, got %q", t.KillGrace.String())
+	}
+	if strings.IndexByte(t.Dir, 0) >= 0 {
+		p.add("ExecTask.Dir", "contains a NUL byte")
 	}
 	for i, kv := range t.Env {
-		// Values are not quoted in the error: they may be secrets.
 		key, _, ok := strings.Cut(kv, "=")
 		switch {
-		case strings.IndexByte(kv, 0) >= 0:
-			return bad("Env[%d] (key %q) contains a NUL byte", i, key)
 		case !ok || key == "":
-			return bad("Env[%d] is not KEY=VALUE", i)
+			p.add("ExecTask.Env", "element %d is not NAME=value", i)
+		case strings.IndexByte(kv, 0) >= 0:
+			p.add("ExecTask.Env", "element %d (%q) contains a NUL byte", i, key)
 		}
 	}
-	return nil
+	return p.err()
 }
 
 // Run runs the command for job. It returns once the command has exited,
@@ -306,7 +307,7 @@ func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.Wait
 	case waitErr != nil:
 		err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, waitErr)
 	case !status.Exited() || status.ExitStatus() != 0:
-		err = fmt.Errorf("%w: %q: %s", ErrTaskFailed, name, statusText(status))
+		err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, &ExitError{Status: status})
 	}
 	if !stopped {
 		return err
@@ -316,6 +317,25 @@ func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.Wait
 		return fmt.Errorf("worker: exec %q stopped, then exited 0: %w", name, cause)
 	}
 	return fmt.Errorf("%w (stopped: %w)", err, cause)
+}
+
+// ExitError is how an ExecTask's command ended when that was not exit
+// status 0; Run's error wraps it (find it with errors.As).
+type ExitError struct {
+	Status syscall.WaitStatus
+}
+
+// Error says how the process ended, as os.ProcessState does: "exit status
+// 3", "signal: killed".
+func (e *ExitError) Error() string { return statusText(e.Status) }
+
+// Code is the exit status, or 128 plus the signal number for a command
+// killed by a signal (as a shell reports it).
+func (e *ExitError) Code() int {
+	if e.Status.Signaled() {
+		return 128 + int(e.Status.Signal())
+	}
+	return e.Status.ExitStatus()
 }
 
 // statusText says how a process ended, as os.ProcessState does: "exit

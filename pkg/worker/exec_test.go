@@ -317,16 +317,21 @@ func TestExecExitStatus(t *testing.T) {
 		cases := []struct {
 			script string
 			want   string // "" for success
+			code   int    // worker.ExitError's Code
 		}{
-			{"exit 0", ""},
-			{"exit 3", "exit status 3"},
-			{"exit 255", "exit status 255"},
-			{"kill -KILL $$", "signal: killed"},
-			{"kill -TERM $$", "signal: terminated"},
+			{"exit 0", "", 0},
+			{"exit 3", "exit status 3", 3},
+			{"exit 255", "exit status 255", 255},
+			{"kill -KILL $$", "signal: killed", 128 + 9},
+			{"kill -TERM $$", "signal: terminated", 128 + 15},
 		}
 		for _, c := range cases {
 			task := &worker.ExecTask{Command: sh(c.script), Wrapper: wrapper}
 			err := task.Run(t.Context(), testJob)
+			var ee *worker.ExitError
+			if c.want != "" && (!errors.As(err, &ee) || ee.Code() != c.code) {
+				t.Errorf("%q: Run = %v, want a *worker.ExitError with Code %d", c.script, err, c.code)
+			}
 			switch {
 			case c.want == "" && err != nil:
 				t.Errorf("%q: Run = %v, want nil", c.script, err)

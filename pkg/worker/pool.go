@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
@@ -40,6 +39,14 @@ type Pool struct {
 	mu      sync.Mutex
 	workers []WorkerStatus
 	held    int
+	// crew is the running workers while Run runs (nil before and after):
+	// SetConcurrency starts and stops workers through it.
+	crew *crew
+	// target is the number of workers wanted (Config.Concurrency, then
+	// SetConcurrency's).
+	target int
+	// taskTimeout is Config.TaskTimeout, then SetTaskTimeout's (ns).
+	taskTimeout atomic.Int64
 	// failingSince is when acquiring began to fail with errors (zero
 	// while it works), failErr the latest of them.
 	failingSince, failedAt time.Time
@@ -61,20 +68,12 @@ func New(alloc *allocator.Allocator, store Store, task Task, cfg Config) (*Pool,
 	case task == nil:
 		return nil, fmt.Errorf("worker: New: %w: nil task", ErrInvalidConfig)
 	}
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("worker: New: %w", err)
 	}
-	// Cancelling only asks a task to stop: an exec task must be killed
-	// before a lost lease can expire (see the package comment).
-	if et, ok := task.(*ExecTask); ok && et.killGrace() >= cfg.SafetyMargin {
-		return nil, fmt.Errorf("worker: New: %w: ExecTask.KillGrace %v must be below SafetyMargin %v, so a task whose lease is lost is killed before the lease can expire",
-			ErrInvalidConfig, et.killGrace(), cfg.SafetyMargin)
-	}
-	if v, ok := task.(interface{ Validate() error }); ok {
-		if err := v.Validate(); err != nil {
-			return nil, fmt.Errorf("worker: New: %w", err)
-		}
+	if err := cfg.ValidateTask(task); err != nil {
+		return nil, fmt.Errorf("worker: New: %w", err)
 	}
 	hard, hardCancel := context.WithCancelCause(context.Background())
 	p := &Pool{
@@ -82,7 +81,9 @@ func New(alloc *allocator.Allocator, store Store, task Task, cfg Config) (*Pool,
 		log: cfg.Logger, obs: cfg.Observer,
 		hard: hard, hardCancel: hardCancel,
 		workers: make([]WorkerStatus, cfg.Concurrency),
+		target:  cfg.Concurrency,
 	}
+	p.taskTimeout.Store(int64(cfg.TaskTimeout))
 	now := time.Now()
 	for i := range p.workers {
 		p.workers[i] = WorkerStatus{ID: i, State: StateIdle, Since: now}
@@ -90,8 +91,59 @@ func New(alloc *allocator.Allocator, store Store, task Task, cfg Config) (*Pool,
 	return p, nil
 }
 
-// Config returns the pool's configuration with defaults filled in.
-func (p *Pool) Config() Config { return p.cfg }
+// Config returns the pool's configuration with defaults filled in, and
+// the concurrency and task timeout set since by SetConcurrency and
+// SetTaskTimeout.
+func (p *Pool) Config() Config {
+	c := p.cfg
+	p.mu.Lock()
+	c.Concurrency = p.target
+	p.mu.Unlock()
+	c.TaskTimeout = time.Duration(p.taskTimeout.Load())
+	return c
+}
+
+// SetConcurrency changes how many workers run tasks, while Run runs or
+// before it starts: 1..MaxConcurrency, else an error wrapping
+// ErrInvalidConfig. Raising it starts workers at once. Lowering it stops
+// the workers above n as they finish: a running task is not interrupted,
+// and its lease ends as usual (released, or held for its cooldown or
+// backoff) instead of being handed its worker's next item. Leases held by
+// the other workers are not touched.
+func (p *Pool) SetConcurrency(n int) error {
+	if n < 1 || n > MaxConcurrency {
+		return fmt.Errorf("worker: SetConcurrency: %w", &FieldError{Field: "Concurrency", Msg: fmt.Sprintf("must be between 1 and %d, got %d", MaxConcurrency, n), Err: ErrInvalidConfig})
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.target
+	p.target = n
+	now := time.Now()
+	for len(p.workers) < n {
+		p.workers = append(p.workers, WorkerStatus{ID: len(p.workers), State: StateIdle, Since: now})
+	}
+	if p.crew == nil {
+		return nil
+	}
+	for id := n; id < old; id++ {
+		p.crew.retire(id)
+	}
+	for id := range n {
+		p.crew.start(id)
+	}
+	return nil
+}
+
+// SetTaskTimeout changes Config.TaskTimeout (0: no limit) for the task
+// runs that start from now on; a running task keeps the timeout it
+// started with. A negative d is an error wrapping ErrInvalidConfig.
+func (p *Pool) SetTaskTimeout(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("worker: SetTaskTimeout: %w", &FieldError{Field: "TaskTimeout", Msg: fmt.Sprintf("must not be negative, got %q", d.String()), Err: ErrInvalidConfig})
+	}
+	p.taskTimeout.Store(int64(d))
+	return nil
+}
 
 // Run runs the workers until ctx ends or, in batch mode, the batch is
 // finished. It can be called once.
@@ -123,7 +175,8 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	// A worker's fatal error ends gctx: the others then drain as on
 	// shutdown.
-	g, gctx := errgroup.WithContext(ctx)
+	gctx, fail := context.WithCancel(ctx)
+	defer fail()
 
 	// Once gctx ends, running tasks have the grace period, then are
 	// cancelled.
@@ -168,9 +221,18 @@ func (p *Pool) Run(ctx context.Context) error {
 		}
 	}
 
-	for i := range p.cfg.Concurrency {
-		g.Go(func() error { return p.work(gctx, i, b) })
+	c := newCrew(gctx, fail, &p.mu, func(ctx context.Context, id int) error { return p.work(ctx, id, b) })
+	p.mu.Lock()
+	p.crew = c
+	for id := range p.target {
+		c.start(id)
 	}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.crew = nil
+		p.mu.Unlock()
+	}()
 	progressDone := make(chan struct{})
 	if b != nil && p.cfg.ProgressInterval > 0 {
 		go func() {
@@ -180,7 +242,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	} else {
 		close(progressDone)
 	}
-	err := g.Wait()
+	err := c.wait()
 	stop()
 	<-progressDone
 	if err != nil {
@@ -392,9 +454,9 @@ func (p *Pool) runLease(ctx context.Context, id int, owner string, l *allocator.
 	log := p.log.With("item", job.Item, "worker", id, "token", job.Token)
 
 	taskCtx := ka.Context()
-	if p.cfg.TaskTimeout > 0 {
+	if timeout := time.Duration(p.taskTimeout.Load()); timeout > 0 {
 		var cancel context.CancelFunc
-		taskCtx, cancel = context.WithTimeoutCause(taskCtx, p.cfg.TaskTimeout, ErrTaskTimeout)
+		taskCtx, cancel = context.WithTimeoutCause(taskCtx, timeout, ErrTaskTimeout)
 		defer cancel()
 	}
 	p.setState(id, StateRunning, &job)
