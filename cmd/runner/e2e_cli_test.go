@@ -22,6 +22,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lockpool/lockpool/internal/redistest"
+	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/lock"
 )
 
 // commandPaths lists every command of the tree, "runner" first.
@@ -492,5 +494,64 @@ func TestE2EPoolTableOddNames(t *testing.T) {
 	code, stdout, _ = runnerCmd(t, procOpts{}, "pool", "status", "-c", cfg).split()
 	if code != 0 || strings.Contains(stdout, "batch") || !regexp.MustCompile(`(?m)^free +6$`).MatchString(stdout) {
 		t.Errorf("pool status in loop mode: exit %d, want 6 free and no batch line:\n%s", code, stdout)
+	}
+}
+
+// TestE2EPoolStatusCountsHoldsApart: pool status and pool list tell a
+// lease, a cooldown, a quarantine and a foreign lock apart, by the value
+// each item's lock holds (states made with the library, as a runner would).
+func TestE2EPoolStatusCountsHoldsApart(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	items := []string{"free", "leased", "cooling", "quarantined", "foreign"}
+	cfg := e.config("holds", nil, "", time.Second)
+	if res := runnerCmd(t, procOpts{}, append([]string{"pool", "add", "-c", cfg, "--"}, items...)...); res.code != 0 {
+		t.Fatalf("pool add: %d %s", res.code, res.out)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := t.Context()
+	lp, err := lock.NewRedisLockPool(e.client, lock.Config{Prefix: e.prefix, Suffix: poolName})
+	must(err)
+	a, err := allocator.NewRedis(lp, allocator.Config{LeaseTTL: time.Minute})
+	must(err)
+	defer a.Close()
+	must(a.Sync(ctx))
+	take := func(item string) *allocator.Lease {
+		l, err := a.TryAcquire(ctx, "test", allocator.AcquireOptions{Prefer: item, Exact: true})
+		must(err)
+		return l
+	}
+	take("leased")
+	must(take("cooling").Cooldown(ctx, time.Minute))
+	must(take("quarantined").Quarantine(ctx, time.Minute))
+	if ok, err := lp.Lock(ctx, "foreign", "someone", time.Minute); err != nil || !ok {
+		t.Fatalf("Lock(foreign) = %v, %v", ok, err)
+	}
+
+	code, stdout, stderr := runnerCmd(t, procOpts{}, "pool", "status", "--json", "-c", cfg).split()
+	if code != 0 {
+		t.Fatalf("pool status: exit %d: %s", code, stderr)
+	}
+	var st statusReport
+	must(json.Unmarshal([]byte(stdout), &st))
+	if st.Items != 5 || st.Free != 1 || st.Leased != 1 || st.Cooldown != 1 || st.Quarantine != 1 || st.Locked != 1 {
+		t.Errorf("pool status --json counts %+v; want 1 of each of 5 states:\n%s", st, stdout)
+	}
+	code, stdout, stderr = runnerCmd(t, procOpts{}, "pool", "list", "--jsonl", "-c", cfg).split()
+	if code != 0 {
+		t.Fatalf("pool list: exit %d: %s", code, stderr)
+	}
+	want := map[string]string{"free": "free", "leased": "leased", "cooling": "cooldown", "quarantined": "quarantine", "foreign": "locked"}
+	for _, l := range lines(stdout) {
+		var in itemInfo
+		must(json.Unmarshal([]byte(l), &in))
+		if in.Status != want[in.Item] {
+			t.Errorf("pool list: %s is %q, want %q", in.Item, in.Status, want[in.Item])
+		}
 	}
 }

@@ -149,8 +149,8 @@ func (a *app) poolListCmd() *cobra.Command {
 		Use:   "list [-c FILE] [--json | --jsonl]",
 		Short: "List every item with its status, owner, time left and token",
 		Long: `List prints every item of the pool with its status (free, leased,
-held-back for a cooldown, retry backoff or quarantine, locked by something
-else, or error), the owner of its lease, the time left on it and its fencing
+cooldown (resting after a run, or before a retry), quarantine, locked by
+something else, or error), the owner of its lease, the time left on it and its fencing
 token: an aligned table, with unprintable characters in names escaped as in
 a Go string; --json prints one JSON array, --jsonl one JSON object per line
 (for streaming a large pool). Memory stays bounded however large the pool.`,
@@ -184,9 +184,9 @@ func (a *app) poolStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [-c FILE] [--json]",
 		Short: "Count the pool's items by state, with batch progress in batch mode",
-		Long: `Status counts the pool's items: free, leased, held back for a cooldown or
-retry backoff, quarantined (held back longer than worker.cooldown and
-worker.max_backoff allow), and locked by something else. In batch mode
+		Long: `Status counts the pool's items: free, leased, resting in a cooldown or
+retry backoff, quarantined, and locked by something else (each hold is told
+apart by the value its lock holds). In batch mode
 (mode: batch) it adds the progress of batch.id: done, failed, pending,
 rate and ETA.`,
 		Example: "  runner pool status -c runner.yaml\n  runner pool status -c runner.yaml --mode batch --batch-id nightly --json",
@@ -263,7 +263,7 @@ func changeMembers(ctx context.Context, pool *lock.RedisLockPool, sub, verb stri
 // itemInfo is one line of "pool list".
 type itemInfo struct {
 	Item   string `json:"item"`
-	Status string `json:"status"` // free, leased, held-back, locked, error
+	Status string `json:"status"` // free, leased, cooldown, quarantine, locked, error
 	Owner  string `json:"owner,omitempty"`
 	// TTLMillis is the time left on the item's lock (-1: no expiry).
 	TTLMillis int64  `json:"ttl_ms,omitempty"`
@@ -304,7 +304,9 @@ func describe(ctx context.Context, client redis.UniversalClient, pool *lock.Redi
 			if owner, token, ok := allocator.ParseLeaseValue(v); ok {
 				info.Status, info.Owner, info.Token = "leased", owner, token
 			} else if v == allocator.QuarantineValue {
-				info.Status = "held-back"
+				info.Status = "quarantine"
+			} else if v == allocator.CooldownValue {
+				info.Status = "cooldown"
 			} else {
 				info.Status, info.Owner = "locked", v
 			}
@@ -437,9 +439,6 @@ type batchReport struct {
 
 func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, asJSON bool) error {
 	r := statusReport{Pool: pool.Keys().Base(), Mode: cfg.Mode}
-	// A held-back item's lock lives as long as the hold: one longer than a
-	// cooldown or the longest backoff can only be a quarantine.
-	maxRest := max(cfg.Worker.Cooldown, cfg.Worker.MaxBackoff)
 	batch := make([]string, 0, chunk)
 	count := func() error {
 		infos, err := describe(ctx, client, pool, batch)
@@ -453,12 +452,10 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 				r.Free++
 			case "leased":
 				r.Leased++
-			case "held-back":
-				if time.Duration(in.TTLMillis)*time.Millisecond > maxRest {
-					r.Quarantine++
-				} else {
-					r.Cooldown++
-				}
+			case "quarantine":
+				r.Quarantine++
+			case "cooldown":
+				r.Cooldown++
 			case "locked":
 				r.Locked++
 			default:

@@ -63,13 +63,29 @@ var (
 // MaxOwnerLen is the longest owner, in bytes.
 const MaxOwnerLen = 1024
 
-// QuarantineValue is the lock value of an item held back from everyone:
-// quarantined, or resting after a run (a worker's cooldown or retry
-// backoff). Lease values end in "#<token>" and tokens start above a
-// million, so none equals it.
-const QuarantineValue = "quarantine#0"
+// QuarantineValue is the lock value of a quarantined item: held back from
+// everyone (Quarantine, Lease.Quarantine, EndOptions.Quarantine).
+// CooldownValue is the lock value of an item resting after a run: a
+// worker's cooldown or retry backoff (Lease.Cooldown, EndOptions.Hold).
+// Lease values end in "#<token>" and tokens start above a million, so none
+// equals either; pkg/lock and Python users see both as ordinary locks.
+const (
+	QuarantineValue = "quarantine#0"
+	CooldownValue   = "cooldown#0"
+)
 
-const quarantineMarker = QuarantineValue
+const (
+	quarantineMarker = QuarantineValue
+	cooldownMarker   = CooldownValue
+)
+
+// holdMarker is the lock value of a hold: a quarantine's or a cooldown's.
+func holdMarker(quarantine bool) string {
+	if quarantine {
+		return quarantineMarker
+	}
+	return cooldownMarker
+}
 
 // Config configures an Allocator. Zero values mean the defaults.
 type Config struct {
@@ -279,8 +295,9 @@ type store interface {
 	// it found of leases[i].
 	refresh(ctx context.Context, leases []*Lease, ttl time.Duration) (now time.Time, v []verdict, rep report, err error)
 	// release ends a current lease: the item is free at once (hold == 0)
-	// or quarantined for hold. It reports what it found of the lease.
-	release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error)
+	// or held back for hold under the lock value marker (a quarantine's or
+	// a cooldown's). It reports what it found of the lease.
+	release(ctx context.Context, l *Lease, hold time.Duration, marker string) (verdict, report, error)
 	// next ends l as release does, applying end.Count to its item's
 	// failure count when the lease is current, then takes a free item as
 	// acquire does without a waiter (with exact, only prefer), in one

@@ -56,9 +56,9 @@ var nextBehaviours = []behaviour{
 		lb, ended, err := la.Next(e.ctx, allocator.EndOptions{Hold: long}, "w", allocator.AcquireOptions{})
 		must(t, err)
 		must(t, ended)
-		e.wantValue("a", allocator.QuarantineValue, true)
-		// Only b is left, held back too: nothing is free.
-		next, ended, err := lb.Next(e.ctx, allocator.EndOptions{Hold: long}, "w", allocator.AcquireOptions{})
+		e.wantValue("a", allocator.CooldownValue, true)
+		// Only b is left, quarantined: nothing is free.
+		next, ended, err := lb.Next(e.ctx, allocator.EndOptions{Hold: long, Quarantine: true}, "w", allocator.AcquireOptions{})
 		must(t, ended)
 		wantErr(t, "Next with every item held back", err, allocator.ErrNoFreeItem)
 		if next != nil {

@@ -142,6 +142,7 @@ func TestParseLeaseValue(t *testing.T) {
 		"host:1/w0#1000001":       {"host:1/w0", 1000001, true},
 		"a#b#5":                   {"a#b", 5, true},
 		allocator.QuarantineValue: {},
+		allocator.CooldownValue:   {},
 		"#5":                      {},
 		"owner#":                  {},
 		"owner#x1":                {},

@@ -73,7 +73,7 @@ func leaseValue(owner string, token int64) string {
 // QuarantineValue and locks taken directly through pkg/lock.
 func ParseLeaseValue(v string) (owner string, token int64, ok bool) {
 	i := strings.LastIndexByte(v, '#')
-	if i <= 0 || v == QuarantineValue {
+	if i <= 0 || v == QuarantineValue || v == CooldownValue {
 		return "", 0, false
 	}
 	token, err := strconv.ParseInt(v[i+1:], 10, 64)
@@ -135,7 +135,7 @@ func (l *Lease) Refresh(ctx context.Context) error {
 // lock: a lost lease gives ErrLeaseLost, a second Release ErrLeaseReleased,
 // and neither changes anything.
 func (l *Lease) Release(ctx context.Context) error {
-	return l.end(ctx, "Release", 0)
+	return l.end(ctx, "Release", 0, "")
 }
 
 // Quarantine ends the lease if it is still current and keeps the item
@@ -145,7 +145,19 @@ func (l *Lease) Quarantine(ctx context.Context, d time.Duration) error {
 	if d < time.Millisecond {
 		return fmt.Errorf("allocator: Quarantine %q: %w: duration %v (want >= 1ms)", l.item, ErrInvalidConfig, d)
 	}
-	return l.end(ctx, "Quarantine", d)
+	return l.end(ctx, "Quarantine", d, quarantineMarker)
+}
+
+// Cooldown ends the lease if it is still current and lets the item rest
+// for d before anyone is granted it: a worker's cooldown after a run or
+// backoff before a retry. It differs from Quarantine only in the lock value
+// the item holds meanwhile (CooldownValue), so that operators can tell the
+// two apart. Errors are those of Release.
+func (l *Lease) Cooldown(ctx context.Context, d time.Duration) error {
+	if d < time.Millisecond {
+		return fmt.Errorf("allocator: Cooldown %q: %w: duration %v (want >= 1ms)", l.item, ErrInvalidConfig, d)
+	}
+	return l.end(ctx, "Cooldown", d, cooldownMarker)
 }
 
 // CountOp says what Lease.Next does to the ended item's failure count.
@@ -174,9 +186,12 @@ func (c CountOp) arg() string {
 
 // EndOptions says how Lease.Next ends a lease.
 type EndOptions struct {
-	// Hold keeps the item unavailable that long, as Quarantine does; 0
-	// frees it at once, as Release does.
+	// Hold keeps the item unavailable that long, as Cooldown does (or
+	// Quarantine, with Quarantine set); 0 frees it at once, as Release does.
 	Hold time.Duration
+	// Quarantine makes the hold a quarantine (QuarantineValue) rather than
+	// a cooldown (CooldownValue).
+	Quarantine bool
 	// Count changes the item's consecutive-failure count, kept beside the
 	// pool in the HASH AcquireOptions.Failures names (default pkg/keyspace's
 	// Failures HASH: the count pkg/worker keeps in loop mode; the in-memory
@@ -279,13 +294,13 @@ func (o AcquireOptions) plain() AcquireOptions {
 // TryAcquire (after a lease already ended, or to sync the index first).
 func (l *Lease) Failures() int { return l.failures }
 
-func (l *Lease) end(ctx context.Context, op string, hold time.Duration) error {
+func (l *Lease) end(ctx context.Context, op string, hold time.Duration, marker string) error {
 	l.endMu.Lock() // a concurrent end that won must not make this one report the lease lost
 	defer l.endMu.Unlock()
 	if err := l.usable(op); err != nil {
 		return err
 	}
-	v, rep, err := l.a.store.release(ctx, l, hold)
+	v, rep, err := l.a.store.release(ctx, l, hold, marker)
 	if err != nil {
 		return fmt.Errorf("allocator: %s %q: %w", op, l.item, err)
 	}

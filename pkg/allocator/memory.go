@@ -397,19 +397,19 @@ func (s *memoryStore) lost(ctx context.Context, item string) (verdict, error) {
 // release is release.lua. The check of the lease value and the write that
 // ends the lease are one atomic pool operation (Release, or Replace for a
 // quarantine), so a direct pool user can never slip in between.
-func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error) {
+func (s *memoryStore) release(ctx context.Context, l *Lease, hold time.Duration, marker string) (verdict, report, error) {
 	bg, done, err := s.step(ctx, "release")
 	if err != nil {
 		return 0, report{}, err
 	}
 	defer done()
-	return s.free(bg, l, hold, CountKeep, "")
+	return s.free(bg, l, hold, marker, CountKeep, "")
 }
 
 // free is release's step (free.lua), with the state's mutex held: it ends
 // l if it is current, applying count to the item's failure count in the
 // counts kept under tally first.
-func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, count CountOp, tally string) (verdict, report, error) {
+func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, marker string, count CountOp, tally string) (verdict, report, error) {
 	const op = "release"
 	st := s.st
 	if count != CountKeep {
@@ -421,7 +421,7 @@ func (s *memoryStore) free(bg context.Context, l *Lease, hold time.Duration, cou
 	}
 	now := time.Now().UnixMilli()
 	if holdMs := hold.Milliseconds(); holdMs > 0 {
-		ok, err := s.pool.Replace(bg, l.item, l.value, quarantineMarker, msDuration(holdMs))
+		ok, err := s.pool.Replace(bg, l.item, l.value, marker, msDuration(holdMs))
 		if err != nil || !ok {
 			return s.releaseFailed(bg, op, l.item, err)
 		}
@@ -450,7 +450,7 @@ func (s *memoryStore) next(ctx context.Context, l *Lease, end EndOptions, owner 
 	}
 	defer done()
 	var r nextResult
-	if r.ended, r.rep, err = s.free(bg, l, end.Hold, end.Count, opts.Failures); err != nil {
+	if r.ended, r.rep, err = s.free(bg, l, end.Hold, holdMarker(end.Quarantine), end.Count, opts.Failures); err != nil {
 		return nextResult{}, err
 	}
 	if r.g, r.m, r.granted, err = s.grant(bg, owner, ttl, opts.Prefer, opts.Binding, "", opts.Exact, opts.From); err != nil {
@@ -650,7 +650,7 @@ func (s *memoryStore) interveneLocked(bg context.Context, op intervention, item 
 		switch {
 		case !found:
 			return nothingTo, 0, nil
-		case v != quarantineMarker:
+		case v != quarantineMarker && v != cooldownMarker:
 			return heldByLock, 0, nil
 		}
 		if ok, err := s.pool.Release(bg, item, v); err != nil || !ok {
@@ -660,7 +660,7 @@ func (s *memoryStore) interveneLocked(bg context.Context, op intervention, item 
 		s.st.wake(s.wakeN)
 		return intervened, 0, nil
 	}
-	if !found || v == quarantineMarker {
+	if !found || v == quarantineMarker || v == cooldownMarker {
 		return nothingTo, 0, nil
 	}
 	token, ok := leaseToken(v)

@@ -613,7 +613,7 @@ func TestMemoryCancelledContext(t *testing.T) {
 	cancel()
 	_, _, _, err1 := s.acquire(ctx, "w", time.Minute, "", "", "", false)
 	_, _, _, err2 := s.refresh(ctx, []*Lease{{item: "a", value: "v"}}, time.Minute)
-	_, _, err3 := s.release(ctx, &Lease{item: "a", value: "v"}, 0)
+	_, _, err3 := s.release(ctx, &Lease{item: "a", value: "v"}, 0, "")
 	err4 := s.quarantine(ctx, "a", time.Minute)
 	_, err5 := s.sync(ctx, true)
 	for i, err := range []error{err1, err2, err3, err4, err5} {
@@ -858,6 +858,6 @@ func TestMemoryAcquireHandoff(t *testing.T) {
 
 // released is release reduced to whether the lease was current.
 func released(s *memoryStore, ctx context.Context, l *Lease, hold time.Duration) (bool, error) {
-	v, _, err := s.release(ctx, l, hold)
+	v, _, err := s.release(ctx, l, hold, quarantineMarker)
 	return v == verdictHeld, err
 }

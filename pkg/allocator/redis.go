@@ -373,7 +373,7 @@ func (s *redisStore) undo(ctx context.Context, item, value string) string {
 	var err error
 	for ctx.Err() == nil {
 		var v verdict
-		if v, _, err = s.release(ctx, &Lease{item: item, value: value}, 0); err == nil {
+		if v, _, err = s.release(ctx, &Lease{item: item, value: value}, 0, ""); err == nil {
 			if v != verdictHeld {
 				return "; the grant was gone already"
 			}
@@ -430,11 +430,11 @@ func (s *redisStore) refresh(ctx context.Context, leases []*Lease, ttl time.Dura
 	return msTime(now), vs, rep, nil
 }
 
-func (s *redisStore) release(ctx context.Context, l *Lease, hold time.Duration) (verdict, report, error) {
+func (s *redisStore) release(ctx context.Context, l *Lease, hold time.Duration, marker string) (verdict, report, error) {
 	known, longest := s.epochs.Args(0)
 	keys := []string{s.keys.Lock(l.item), s.keys.Index(), s.keys.Waiters(), s.keys.Reserved(), s.keys.Epoch(), s.keys.Fence()}
 	res, err := releaseScript.Run(ctx, s.client, keys,
-		l.value, l.item, s.keys.WakePrefix(), s.wakeN, hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest).Slice()
+		l.value, l.item, s.keys.WakePrefix(), s.wakeN, hold.Milliseconds(), marker, s.handoff.Milliseconds(), known, longest).Slice()
 	if err != nil {
 		return 0, report{}, s.mapErr("release", err)
 	}
@@ -474,7 +474,7 @@ func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner s
 	k := s.keys
 	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), opts.Failures, from, k.Control()}
 	res, acked, waitErr := s.run(ctx, nextScript, keys,
-		l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest,
+		l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), holdMarker(end.Quarantine), s.handoff.Milliseconds(), known, longest,
 		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), opts.Prefer, opts.Binding, maxCandidates, only, fromFlag)
 	if waitErr != nil && res == nil {
 		return nextResult{}, s.mapErr("next", waitErr)
@@ -536,7 +536,7 @@ func (s *redisStore) paused(ctx context.Context) (time.Time, error) {
 
 func (s *redisStore) intervene(ctx context.Context, op intervention, item string) (int, error) {
 	res, err := interveneScript.Run(ctx, s.client, []string{s.keys.Lock(item), s.keys.Index(), s.keys.Waiters()},
-		string(op), item, quarantineMarker, s.keys.WakePrefix(), s.wakeN, s.keys.Cancels()).Slice()
+		string(op), item, quarantineMarker, s.keys.WakePrefix(), s.wakeN, s.keys.Cancels(), cooldownMarker).Slice()
 	if err != nil {
 		return 0, s.mapErr(string(op), err)
 	}

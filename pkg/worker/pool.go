@@ -576,7 +576,7 @@ func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr err
 		return p.end(ctx, ectx, log, job, allocator.EndOptions{}, b)
 	}
 	log.Warn("task failed; item quarantined", "outcome", outcome, "attempts", n, "quarantine", p.cfg.Quarantine, "error", runErr)
-	return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: p.cfg.Quarantine, Count: allocator.CountClear}, nil)
+	return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: p.cfg.Quarantine, Quarantine: true, Count: allocator.CountClear}, nil)
 }
 
 // end ends job's lease as end says, counting in b's scope (loop mode's
@@ -625,9 +625,12 @@ func (p *Pool) end(ctx, ectx context.Context, log hclog.Logger, job Job, end all
 	if err != nil {
 		log.Warn("cannot update the item's failure count", "error", err)
 	}
-	if end.Hold > 0 {
+	switch {
+	case end.Hold > 0 && end.Quarantine:
 		err = l.Quarantine(ectx, end.Hold)
-	} else {
+	case end.Hold > 0:
+		err = l.Cooldown(ectx, end.Hold)
+	default:
 		err = l.Release(ectx)
 	}
 	if err != nil {

@@ -5,12 +5,14 @@
 -- KEYS[3]: the waiter ZSET                    <base>|alloc:waiters
 -- ARGV[1]: 'unquarantine' or 'cancel'
 -- ARGV[2]: the item                           <item>
--- ARGV[3]: the hold's marker value (a
---          quarantine's or cooldown's lock value)
+-- ARGV[3]: a quarantine's marker value (the
+--          lock value a cancelled lease is left with)
 -- ARGV[4]: wake channel prefix (as in         <base>|alloc:wake:
 --          release.lua)
 -- ARGV[5]: how many waiters to wake           <n>
 -- ARGV[6]: the cancel channel                 <base>|alloc:cancel
+-- ARGV[7]: a cooldown's marker value (another
+--          hold's lock value)
 -- unquarantine ends a quarantine or cooldown now: the marker lock is
 -- deleted, the item available at once and waiters woken. Returns {1}, or
 -- {0} when the item is not held back (free, or never held), or {-1} when
@@ -22,10 +24,11 @@
 -- the holder's process is told on the cancel channel ("<item> <token>")
 -- and stops at once. Returns {1, token, ms left}, or {0} when no lease
 -- holds the item (free or held back), or {-1} when another lock does.
-local op, item, marker = ARGV[1], ARGV[2], ARGV[3]
+local op, item = ARGV[1], ARGV[2]
 local v = redis.call('GET', KEYS[1]) -- WRONGTYPE for a key of another type
+local held = v == ARGV[3] or v == ARGV[7]
 if op == 'unquarantine' then
-  if v == marker then
+  if held then
     local now = clock()
     redis.call('DEL', KEYS[1])
     index(KEYS[2]).set(item, now)
@@ -35,11 +38,11 @@ if op == 'unquarantine' then
   if not v then return {0} end
   return {-1}
 end
-if not v or v == marker then return {0} end
+if not v or held then return {0} end
 local token = string.match(v, '#(%d+)$')
 if not token then return {-1} end
 local left = redis.call('PTTL', KEYS[1])
 if left <= 0 then return {0} end
-redis.call('SET', KEYS[1], marker, 'PX', left)
+redis.call('SET', KEYS[1], ARGV[3], 'PX', left)
 redis.call('SPUBLISH', ARGV[6], item .. ' ' .. token)
 return {1, token, left}
