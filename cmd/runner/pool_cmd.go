@@ -29,7 +29,9 @@ func (a *app) poolCmd() *cobra.Command {
 	return groupCmd("pool", "Inspect and change the items of the pool the configuration names",
 		`Pool commands read and change the pool that redis.* and pool.* name: its
 members (add, remove, set, clear), each item's lease (list) and counts with
-batch progress (status). They need a Redis: the embedded in-memory pool
+batch progress (status); and they steer every runner on the pool at once:
+pause and resume it, release an item's quarantine or cooldown early,
+quarantine an item, cancel an item's lease. They need a Redis: the embedded in-memory pool
 exists only inside "runner run". Nothing is written before the server's
 settings were checked (an evicting server, or a cluster without a hash tag
 in pool.prefix, is refused with exit 2).`,
@@ -39,7 +41,8 @@ in pool.prefix, is refused with exit 2).`,
 		a.poolChangeCmd("add", "Add items to the pool", "added"),
 		a.poolChangeCmd("remove", "Remove items from the pool", "removed"),
 		a.poolChangeCmd("set", "Make the given items the whole pool", "set as the pool"),
-		a.poolClearCmd(), a.poolListCmd(), a.poolStatusCmd())
+		a.poolClearCmd(), a.poolListCmd(), a.poolStatusCmd(),
+		a.poolPauseCmd(), a.poolResumeCmd(), a.poolReleaseCmd(), a.poolQuarantineCmd(), a.poolCancelCmd())
 }
 
 // poolCommand loads the configuration, dials Redis and runs fn.
@@ -419,14 +422,17 @@ type statusReport struct {
 	// Leased items are held by a runner's lease.
 	Leased int64 `json:"leased"`
 	// Cooldown items rest after a run (worker.cooldown) or wait for a
-	// retry (backoff); Quarantine items are held back longer than either
-	// allows (worker.quarantine).
+	// retry (backoff); Quarantine items are held back by a quarantine
+	// (worker.quarantine, or "runner pool quarantine").
 	Cooldown   int64 `json:"cooldown"`
 	Quarantine int64 `json:"quarantine"`
 	// Locked items are held by something other than a runner.
-	Locked int64        `json:"locked_other"`
-	Errors int64        `json:"errors,omitempty"`
-	Batch  *batchReport `json:"batch,omitempty"`
+	Locked int64 `json:"locked_other"`
+	Errors int64 `json:"errors,omitempty"`
+	// PausedSince is when "runner pool pause" paused the pool, by the
+	// Redis server's clock; absent when it is not paused.
+	PausedSince time.Time    `json:"paused_since,omitzero"`
+	Batch       *batchReport `json:"batch,omitempty"`
 }
 
 type batchReport struct {
@@ -439,6 +445,12 @@ type batchReport struct {
 
 func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, asJSON bool) error {
 	r := statusReport{Pool: pool.Keys().Base(), Mode: cfg.Mode}
+	switch ms, err := client.HGet(ctx, pool.Keys().Control(), "paused").Int64(); {
+	case err == nil:
+		r.PausedSince = time.UnixMilli(ms).UTC()
+	case !errors.Is(err, redis.Nil):
+		return fmt.Errorf("pool status: %w", err)
+	}
 	batch := make([]string, 0, chunk)
 	count := func() error {
 		infos, err := describe(ctx, client, pool, batch)
@@ -493,6 +505,9 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 		displayName(r.Pool), r.Mode, r.Items, r.Free, r.Leased, r.Cooldown, r.Quarantine, r.Locked)
 	if r.Errors > 0 {
 		fmt.Fprintf(tw, "errors\t%d\n", r.Errors)
+	}
+	if !r.PausedSince.IsZero() {
+		fmt.Fprintf(tw, "paused\tsince %s\n", r.PausedSince.Format(time.RFC3339))
 	}
 	if cfg.Mode == string(worker.ModeBatch) {
 		fmt.Fprintf(tw, "batch\t%s\n", batchLine(r.Batch, cfg.Batch.ID))

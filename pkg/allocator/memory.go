@@ -85,7 +85,7 @@ type memoryState struct {
 	// pausedMs is alloc:control's paused: server ms since the pool is
 	// paused, 0 when it is not.
 	pausedMs int64
-	// cancels are alloc:cancel's listeners: every store over the pool.
+	// cancels are alloc:wake:cancel's listeners: every store over the pool.
 	cancels map[*memoryStore]func(item string, token int64)
 }
 

@@ -24,7 +24,7 @@
 //	<base>|alloc:sync               HASH     allocator  sweep cursors
 //	<base>|alloc:wake:<proc>        channel  allocator  sharded pub/sub: releases wake the waiters of process <proc>
 //	<base>|alloc:control            HASH     allocator  fleet-wide controls: paused -> server ms since the pool is paused
-//	<base>|alloc:cancel             channel  allocator  sharded pub/sub: "<item> <token>", a lease an operator cancelled, to its holder
+//	<base>|alloc:wake:cancel        channel  allocator  sharded pub/sub: "<item> <token>", a lease an operator cancelled, to its holder
 //	<base>|run:failures             HASH     worker     item -> consecutive failures (loop mode)
 //	<base>|batch:<id>:todo          SET      worker     a batch's pending items
 //	<base>|batch:<id>:done          SET      worker     a batch's items done
@@ -139,8 +139,10 @@ func (p Pool) Wake(proc string) string { return p.WakePrefix() + proc }
 func (p Pool) Control() string { return p.base + "|alloc:control" }
 
 // Cancels is the sharded pub/sub channel on which a cancelled lease's
-// holder is told: every allocator process of the pool listens.
-func (p Pool) Cancels() string { return p.base + "|alloc:cancel" }
+// holder is told: every allocator process of the pool listens. It is one
+// of the wake channels (a process id is 16 hex digits, never "cancel"), so
+// an ACL rule granting the pool's wake channels grants it too.
+func (p Pool) Cancels() string { return p.WakePrefix() + "cancel" }
 
 // Failures is the worker's loop-mode failure count HASH.
 func (p Pool) Failures() string { return p.base + "|run:failures" }

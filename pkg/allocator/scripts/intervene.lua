@@ -10,7 +10,7 @@
 -- ARGV[4]: wake channel prefix (as in         <base>|alloc:wake:
 --          release.lua)
 -- ARGV[5]: how many waiters to wake           <n>
--- ARGV[6]: the cancel channel                 <base>|alloc:cancel
+-- ARGV[6]: the cancel channel                 <base>|alloc:wake:cancel
 -- ARGV[7]: a cooldown's marker value (another
 --          hold's lock value)
 -- unquarantine ends a quarantine or cooldown now: the marker lock is

@@ -1,0 +1,133 @@
+package main
+
+// The fleet-wide controls end to end through the built binary: each
+// command is checked against Redis and against what two running runners
+// do. "Granted after" is decided by fencing tokens, which the allocator
+// issues in grant order: a run whose token is above the counter read right
+// after a command was granted after it.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockpool/lockpool/pkg/allocator"
+)
+
+// startsAfter returns the runs begun with a token above fence (of item,
+// or of any item when item is "").
+func startsAfter(evs []event, fence int64, item string) []event {
+	var out []event
+	for _, ev := range evs {
+		if ev.Ev == "begin" && ev.Token > fence && (item == "" || ev.Item == item) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// control runs a pool control command and fails the test unless it exits
+// 0 with want in its output.
+func control(t *testing.T, cfg, want string, args ...string) {
+	t.Helper()
+	res := runnerCmd(t, procOpts{}, append([]string{"pool"}, append(args, "-c", cfg)...)...)
+	if res.code != 0 || !strings.Contains(res.stdout, want) {
+		t.Fatalf("runner pool %s: exit %d, stdout %q (want %q), stderr %q", strings.Join(args, " "), res.code, res.stdout, want, res.stderr)
+	}
+}
+
+func TestE2EPoolControls(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	items := itemNames(4)
+	cfg := e.config("controls", items, `worker:
+  concurrency: 2
+  lease_ttl: 3s
+  refresh_interval: 300ms
+`, 50*time.Millisecond)
+	rs := []*runnerProc{startRunner(t, "runner-1", nil, "run", "-c", cfg), startRunner(t, "runner-2", nil, "run", "-c", cfg)}
+	waitFor(t, "the runners at work", 20*time.Second, e.untilEnds(8, nil))
+
+	// Pause: no runner is granted an item until resume.
+	control(t, cfg, "pool paused since", "pause")
+	paused := e.fence(e.client)
+	var st statusReport
+	res := runnerCmd(t, procOpts{}, "pool", "status", "--json", "-c", cfg)
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || st.PausedSince.IsZero() {
+		t.Fatalf("pool status --json while paused: %v, paused_since %v:\n%s", err, st.PausedSince, res.stdout)
+	}
+	time.Sleep(time.Second)
+	if got := startsAfter(e.events(), paused, ""); len(got) > 0 {
+		t.Fatalf("%d runs granted while the pool was paused, first %+v", len(got), got[0])
+	}
+	control(t, cfg, "pool resumed", "resume")
+	resumed := e.fence(e.client)
+	waitFor(t, "runs after the resume", 10*time.Second, func() (bool, string) {
+		n := len(startsAfter(e.events(), resumed, ""))
+		return n >= 4, fmt.Sprintf("%d runs since the resume", n)
+	})
+
+	// Quarantine, then release early.
+	control(t, cfg, "quarantined for 1h0m0s", "quarantine", "--for", "1h", items[0])
+	quarantined := e.fence(e.client)
+	if v := e.client.Get(context.Background(), e.lockKey(items[0])).Val(); v != allocator.QuarantineValue {
+		t.Fatalf("after pool quarantine, %s's lock holds %q, want %q", items[0], v, allocator.QuarantineValue)
+	}
+	waitFor(t, "other items run during the quarantine", 10*time.Second, func() (bool, string) {
+		n := len(startsAfter(e.events(), quarantined, ""))
+		return n >= 6, fmt.Sprintf("%d runs since the quarantine", n)
+	})
+	if got := startsAfter(e.events(), quarantined, items[0]); len(got) > 0 {
+		t.Fatalf("%s ran while quarantined: %+v", items[0], got[0])
+	}
+	control(t, cfg, "released", "release", items[0])
+	released := e.fence(e.client)
+	waitFor(t, items[0]+" runs again after release", 10*time.Second, func() (bool, string) {
+		n := len(startsAfter(e.events(), released, items[0]))
+		return n >= 1, fmt.Sprintf("%d runs of %s since the release", n, items[0])
+	})
+	// Release of an item not held back: reported, exit 1, nothing changed.
+	if res := runnerCmd(t, procOpts{}, "pool", "release", "-c", cfg, "no-such-item"); res.code != 1 || !strings.Contains(res.stderr, "not quarantined") {
+		t.Errorf("pool release of an item not held back: exit %d, stderr %q; want 1 and why", res.code, res.stderr)
+	}
+	stopRunners(t, 10*time.Second, rs...)
+}
+
+func TestE2EPoolCancelStopsTheTask(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	items := itemNames(1)
+	// The task would run 30s; the refresh that would notice a changed
+	// lock comes every 5s: stopping at once is the cancel message's doing.
+	cfg := e.config("cancel", items, `worker:
+  concurrency: 1
+  lease_ttl: 20s
+  refresh_interval: 5s
+  shutdown_grace: 2s
+`, 30*time.Second)
+	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	held := e.waitHeld(r, 1)
+	run := held[items[0]]
+	cancelled := time.Now()
+	control(t, cfg, "cancelled", "cancel", items[0])
+	waitFor(t, "the runner logs the cancelled lease", 3*time.Second, func() (bool, string) {
+		return strings.Contains(r.out.String(), "cancelled"), ""
+	})
+	t.Logf("runner reported the cancel %v after the command started", time.Since(cancelled))
+	// The item is held back until the cancelled lease would have expired.
+	if v := e.client.Get(context.Background(), e.lockKey(items[0])).Val(); v != allocator.QuarantineValue {
+		t.Errorf("after pool cancel, the lock holds %q, want %q", v, allocator.QuarantineValue)
+	}
+	if res := runnerCmd(t, procOpts{}, "pool", "cancel", "-c", cfg, items[0]); res.code != 1 || !strings.Contains(res.stderr, "not leased") {
+		t.Errorf("a second pool cancel: exit %d, stderr %q; want 1 and why", res.code, res.stderr)
+	}
+	control(t, cfg, "released", "release", items[0])
+	waitFor(t, "the item runs again", 10*time.Second, func() (bool, string) {
+		n := len(startsAfter(e.events(), run.Token, items[0]))
+		return n >= 1, fmt.Sprintf("%d new runs", n)
+	})
+	stopRunners(t, 10*time.Second, r)
+}
