@@ -10,7 +10,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,4 +132,47 @@ func TestE2EPoolCancelStopsTheTask(t *testing.T) {
 		return n >= 1, fmt.Sprintf("%d new runs", n)
 	})
 	stopRunners(t, 10*time.Second, r)
+}
+
+// TestE2EPoolWatchAndFilters: pool list keeps the states and names asked
+// for; pool status --watch redraws until interrupted, then exits 0.
+func TestE2EPoolWatchAndFilters(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	cfg := e.config("watch", nil, "", time.Second)
+	if res := runnerCmd(t, procOpts{}, "pool", "add", "-c", cfg, "shard-1", "shard-2", "shard-10", "other"); res.code != 0 {
+		t.Fatalf("pool add: %d %s", res.code, res.out)
+	}
+	control(t, cfg, "quarantined", "quarantine", "shard-2", "other")
+	res := runnerCmd(t, procOpts{}, "pool", "list", "--jsonl", "--state", "quarantine", "--match", "shard-*", "-c", cfg)
+	var got []string
+	for _, l := range lines(res.stdout) {
+		var in itemInfo
+		if err := json.Unmarshal([]byte(l), &in); err != nil {
+			t.Fatalf("pool list --jsonl line %q: %v", l, err)
+		}
+		got = append(got, in.Item+"="+in.Status)
+	}
+	if res.code != 0 || len(got) != 1 || got[0] != "shard-2=quarantine" {
+		t.Errorf("pool list --state quarantine --match 'shard-*': exit %d, items %q; want shard-2 alone", res.code, got)
+	}
+	if res := runnerCmd(t, procOpts{}, "pool", "list", "--state", "held", "-c", cfg); res.code != 2 {
+		t.Errorf("pool list --state held: exit %d, want 2", res.code)
+	}
+
+	p := startProc(t, "pool status --watch", procOpts{}, "pool", "status", "--watch", "--interval", "200ms", "-c", cfg)
+	waitFor(t, "three frames", 10*time.Second, func() (bool, string) {
+		n := strings.Count(p.stdout.String(), "Ctrl-C to stop")
+		return n >= 3, fmt.Sprintf("%d frames", n)
+	})
+	p.signal(syscall.SIGINT)
+	if code := p.wait(5 * time.Second); code != 0 {
+		t.Fatalf("pool status --watch after SIGINT: exit %d, want 0", code)
+	}
+	frames := strings.Split(p.stdout.String(), "Ctrl-C to stop")[1:]
+	for i, f := range frames {
+		if !strings.Contains(f, "quarantine") || !regexp.MustCompile(`(?m)^free +2$`).MatchString(f) {
+			t.Errorf("frame %d lacks the counts:\n%s", i, f)
+		}
+	}
 }

@@ -148,20 +148,32 @@ until their tasks end; no item is granted again until it is added back.`,
 func (a *app) poolListCmd() *cobra.Command {
 	var cf *configFlags
 	var asJSON, asJSONL bool
+	var filter listFilter
+	var wf watchFlags
 	cmd := &cobra.Command{
-		Use:   "list [-c FILE] [--json | --jsonl]",
+		Use:   "list [-c FILE] [--json | --jsonl] [--state S]... [--match GLOB] [--watch]",
 		Short: "List every item with its status, owner, time left and token",
 		Long: `List prints every item of the pool with its status (free, leased,
 cooldown (resting after a run, or before a retry), quarantine, locked by
 something else, or error), the owner of its lease, the time left on it and its fencing
 token: an aligned table, with unprintable characters in names escaped as in
 a Go string; --json prints one JSON array, --jsonl one JSON object per line
-(for streaming a large pool). Memory stays bounded however large the pool.`,
-		Example: "  runner pool list -c runner.yaml\n  runner pool list -c runner.yaml --jsonl | jq -r 'select(.status==\"leased\") | .item'",
+(for streaming a large pool). Memory stays bounded however large the pool.
+--state keeps the items in the given states (repeatable), --match those
+whose name matches a Redis glob pattern. --watch redraws the list every
+--interval (the first --limit rows) until interrupted: a live view for a
+terminal without a browser. Every refresh reads the whole pool.`,
+		Example: "  runner pool list -c runner.yaml\n  runner pool list -c runner.yaml --jsonl | jq -r 'select(.status==\"leased\") | .item'\n  runner pool list -c runner.yaml --state leased --state cooldown --watch",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if asJSON && asJSONL {
 				return usageErrorf(cmd, "--json and --jsonl exclude each other")
+			}
+			if err := filter.check(); err != nil {
+				return usageErrorf(cmd, "%v", err)
+			}
+			if wf.on && (asJSON || asJSONL) {
+				return usageErrorf(cmd, "--watch draws a table: it excludes --json and --jsonl")
 			}
 			format := "table"
 			switch {
@@ -171,37 +183,55 @@ a Go string; --json prints one JSON array, --jsonl one JSON object per line
 				format = "jsonl"
 			}
 			return a.poolCommand(cmd, cf, func(ctx context.Context, _ *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error {
-				return listItems(ctx, client, pool, a.stdout, format)
+				if wf.on {
+					return a.watch(ctx, wf.every, func(w io.Writer) error {
+						return listItems(ctx, client, pool, w, format, filter, wf.limit)
+					})
+				}
+				return listItems(ctx, client, pool, a.stdout, format, filter, 0)
 			})
 		},
 	}
 	cf = addConfigFlags(cmd, "redis-addr")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
 	cmd.Flags().BoolVar(&asJSONL, "jsonl", false, "print one JSON object per line")
+	cmd.Flags().StringArrayVar(&filter.states, "state", nil, "keep items in this state: free, leased, cooldown, quarantine, locked or error (repeatable)")
+	cmd.Flags().StringVar(&filter.match, "match", "", "keep items whose name matches this Redis glob pattern (e.g. 'shard-1*')")
+	wf.add(cmd, 100)
 	return cmd
 }
 
 func (a *app) poolStatusCmd() *cobra.Command {
 	var cf *configFlags
 	var asJSON bool
+	var wf watchFlags
 	cmd := &cobra.Command{
-		Use:   "status [-c FILE] [--json]",
+		Use:   "status [-c FILE] [--json] [--watch]",
 		Short: "Count the pool's items by state, with batch progress in batch mode",
 		Long: `Status counts the pool's items: free, leased, resting in a cooldown or
 retry backoff, quarantined, and locked by something else (each hold is told
 apart by the value its lock holds). In batch mode
 (mode: batch) it adds the progress of batch.id: done, failed, pending,
-rate and ETA.`,
+rate and ETA. --watch redraws it every --interval until interrupted.`,
 		Example: "  runner pool status -c runner.yaml\n  runner pool status -c runner.yaml --mode batch --batch-id nightly --json",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if wf.on && asJSON {
+				return usageErrorf(cmd, "--watch draws a table: it excludes --json")
+			}
 			return a.poolCommand(cmd, cf, func(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error {
+				if wf.on {
+					return a.watch(ctx, wf.every, func(w io.Writer) error {
+						return poolStatus(ctx, cfg, client, pool, w, false)
+					})
+				}
 				return poolStatus(ctx, cfg, client, pool, a.stdout, asJSON)
 			})
 		},
 	}
 	cf = addConfigFlags(cmd, "redis-addr", "mode", "batch-id")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	wf.add(cmd, 0)
 	return cmd
 }
 
@@ -321,13 +351,14 @@ func describe(ctx context.Context, client redis.UniversalClient, pool *lock.Redi
 
 // listItems streams every item with its lock: memory stays bounded by one
 // chunk however large the pool. format is table, json or jsonl.
-func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, format string) error {
+func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, format string, filter listFilter, limit int) error {
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
 	// The table is aligned per chunk: a million rows are not held to
 	// measure the widest name.
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	first := true
+	shown, more := 0, 0
 	switch format {
 	case "json":
 		bw.WriteString("[")
@@ -340,6 +371,14 @@ func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.Red
 			return err
 		}
 		for _, in := range infos {
+			if !filter.keeps(in) {
+				continue
+			}
+			if limit > 0 && shown == limit {
+				more++
+				continue
+			}
+			shown++
 			if format == "table" {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(in.Item), in.Status, cell(in.Owner), in.ttl(), in.token())
 				continue
@@ -367,7 +406,7 @@ func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.Red
 		return bw.Flush()
 	}
 	batch := make([]string, 0, chunk)
-	for it, err := range pool.Items(ctx) {
+	for it, err := range filter.items(ctx, client, pool) {
 		if err != nil {
 			return fmt.Errorf("pool list: %w", err)
 		}
@@ -384,6 +423,9 @@ func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.Red
 	}
 	if format == "json" {
 		bw.WriteString("\n]\n")
+	}
+	if more > 0 {
+		fmt.Fprintf(bw, "... and %d more\n", more)
 	}
 	return nil
 }
