@@ -198,8 +198,9 @@ func TestE2EClusterTaggedPool(t *testing.T) {
 		}
 	}
 
-	// Each allocator process subscribes to its sharded wake channel, which
-	// lives on the master of the pool's slot.
+	// Each allocator process subscribes to its sharded wake channel, and
+	// all of them to the pool's cancel channel, which live on the master
+	// of the pool's slot.
 	node := map[string]*redis.Client{}
 	for _, a := range addrs {
 		node[a] = cl.Server(a).Client(t) // that node's keys only
@@ -208,7 +209,7 @@ func TestE2EClusterTaggedPool(t *testing.T) {
 		pattern := keyspace.GlobEscape(p.e.keys().WakePrefix()) + "*"
 		waitFor(t, "pool "+p.name+"'s wake channels on its master", 10*time.Second, func() (bool, string) {
 			chans, err := node[p.owner].PubSubShardChannels(callCtx(t), pattern).Result()
-			return err == nil && len(chans) == len(p.rs), fmt.Sprintf("%v (%v)", chans, err)
+			return err == nil && len(chans) == len(p.rs)+1 && slices.Contains(chans, p.e.keys().Cancels()), fmt.Sprintf("%v (%v)", chans, err)
 		})
 		for _, a := range p.others {
 			chans, err := node[a].PubSubShardChannels(callCtx(t), pattern).Result()
