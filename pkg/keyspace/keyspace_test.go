@@ -41,23 +41,28 @@ func TestDocumentedLayout(t *testing.T) {
 	p := New("<prefix>", "<suffix>")
 	b := p.Batch("<id>")
 	named := map[string][]string{
-		"Lock":        {p.Lock("<item>")},
-		"Members":     {p.Members()},
-		"Staging":     {p.Staging("<random>")},
-		"Epoch":       {p.Epoch()},
-		"Index":       {p.Index()},
-		"Fence":       {p.Fence()},
-		"Bindings":    {p.Bindings()},
-		"Waiters":     {p.Waiters()},
-		"Reserved":    {p.Reserved()},
-		"Foreign":     {p.Foreign()},
-		"SyncState":   {p.SyncState()},
-		"Wake":        {p.Wake("<proc>")},
-		"Failures":    {p.Failures()},
-		"Batch":       {b.Todo, b.Done, b.Failed, b.Failures, b.Meta},
-		"ItemsMarker": {p.ItemsMarker()},
+		"Lock":         {p.Lock("<item>")},
+		"Members":      {p.Members()},
+		"Staging":      {p.Staging("<random>")},
+		"Epoch":        {p.Epoch()},
+		"Index":        {p.Index()},
+		"Fence":        {p.Fence()},
+		"Bindings":     {p.Bindings()},
+		"Waiters":      {p.Waiters()},
+		"Reserved":     {p.Reserved()},
+		"Foreign":      {p.Foreign()},
+		"SyncState":    {p.SyncState()},
+		"Wake":         {p.Wake("<proc>")},
+		"Failures":     {p.Failures()},
+		"Batch":        {b.Todo, b.Done, b.Failed, b.Failures, b.Meta, b.Errors},
+		"ItemsMarker":  {p.ItemsMarker()},
+		"History":      {p.History()},
+		"HistoryTimes": {p.HistoryTimes()},
+		"Tail":         {p.Tail("<item>")},
+		"Runners":      {p.Runners()},
+		"RunnerInfo":   {p.RunnerInfo()},
 	}
-	parts := []string{"Prefix", "Suffix", "Base", "LockPrefix", "WakePrefix", "BatchPattern", "HashTag"}
+	parts := []string{"Prefix", "Suffix", "Base", "LockPrefix", "WakePrefix", "BatchPattern", "HashTag", "TailPrefix"}
 	typ := reflect.TypeOf(p)
 	for i := range typ.NumMethod() {
 		name := typ.Method(i).Name

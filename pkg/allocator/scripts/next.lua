@@ -1,7 +1,7 @@
 -- next: end a lease as release.lua does (or hold its item back), then hand
 -- out the next item as acquire.lua does, in one step: a worker that goes
 -- from one item to the next makes one round trip instead of two.
--- uses: clock, free, grant
+-- uses: clock, free, grant, history
 -- KEYS[1]: the ended lease's lock key          <base>:<item>
 -- KEYS[2]: the pool's member SET               <base>|pool
 -- KEYS[3]: the availability index ZSET         <base>|alloc:index
@@ -16,6 +16,9 @@
 -- KEYS[11]: the SET candidates are drawn from  <base>|pool or <base>|batch:<id>:todo
 --           when ARGV[18] is '1' (a batch's pending items); the pool's
 --           member SET, unread, otherwise
+-- KEYS[12]: the item history HASH              <base>|hist:last
+-- KEYS[13]: the item history time ZSET         <base>|hist:at
+-- KEYS[14]: the ended item's stderr tail       <base>|hist:tail:<item>
 -- ARGV[1]: the ended lease's lock value        <owner>#<token>
 -- ARGV[2]: the ended lease's item              <item>
 -- ARGV[3]: wake channel prefix (release.lua)   <base>|alloc:wake:
@@ -40,12 +43,26 @@
 --           item (ARGV[14]), else ''
 -- ARGV[18]: '1' to draw candidates only from   <flag>
 --           KEYS[11], else ''
+-- ARGV[19]: the ended run's history record (internal/history), or '' to
+--           record nothing
+-- ARGV[20]: the ended lease's fencing token    <token>
+-- ARGV[21]: the ended run's stderr tail, or ''
+-- ARGV[22]: how long the history is kept, ms   <ms>
 -- Returns {ended, granted, count, empty}: free's reply (the count is
 -- changed only when the lease was current), grant's reply (acquire.lua),
 -- the granted item's count in KEYS[10] (0 when none or no grant), and 1
 -- when nothing was granted and KEYS[11] was drawn from and is empty (else
 -- 0).
+-- Refuses with WRONGTYPE, naming the key, when a history key holds
+-- another type; then nothing is written.
 local now, now_us = clock()
+if ARGV[19] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  local wrong = history({last = KEYS[12], at = KEYS[13], tail = KEYS[14]},
+    {item = ARGV[2], token = ARGV[20], rec = ARGV[19], tail = ARGV[21], retain = ARGV[22]}, now)
+  if wrong then
+    return wrong
+  end
+end
 local ended = free(
   {lock = KEYS[1], index = KEYS[3], waiters = KEYS[6], reserved = KEYS[8],
    epoch = KEYS[9], fence = KEYS[4]},
