@@ -9,7 +9,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockpool/lockpool/internal/history"
 )
+
+// maxVersion bounds Config.Version.
+const maxVersion = 128
 
 // Mode is how a pool chooses work.
 type Mode string
@@ -71,6 +76,20 @@ type Config struct {
 	BatchRetain time.Duration
 	// ProgressInterval is how often batch progress is logged. Default 10s.
 	ProgressInterval time.Duration
+	// Version is the program's version, shown in the fleet's registry
+	// (Registry); at most 128 bytes. Default "".
+	Version string
+	// Heartbeat is how often the pool renews its registration in the
+	// fleet's registry (Registry) while Run runs. A registration lasts
+	// three heartbeats, so a process that died is gone from the registry
+	// within three. Each heartbeat is one small write. Default 5s; -1 (any
+	// negative value) keeps the pool out of the registry.
+	Heartbeat time.Duration
+	// HistoryRetain is how long an item's last outcome, and the stderr
+	// tail of its last failure, are kept (RunHistory). Recording them
+	// costs no round trip: it rides in the step that ends the run. Default
+	// 7 days; -1 (any negative value) records no history.
+	HistoryRetain time.Duration
 	// Logger receives the pool's logs. Default hclog.NewNullLogger().
 	Logger hclog.Logger
 	// Observer receives events for metrics. Default NopObserver.
@@ -95,6 +114,8 @@ func (c Config) withDefaults() Config {
 	c.BatchID = cmp.Or(c.BatchID, "default")
 	c.BatchRetain = cmp.Or(c.BatchRetain, 24*time.Hour)
 	c.ProgressInterval = cmp.Or(c.ProgressInterval, 10*time.Second)
+	c.Heartbeat = cmp.Or(c.Heartbeat, 5*time.Second)
+	c.HistoryRetain = cmp.Or(c.HistoryRetain, 7*24*time.Hour)
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -135,6 +156,14 @@ func (c Config) validate() error {
 		return bad("ShutdownGrace", c.ShutdownGrace, ">= 0")
 	case c.ProgressInterval < 0:
 		return bad("ProgressInterval", c.ProgressInterval, ">= 0")
+	case c.Heartbeat > 0 && c.Heartbeat < 10*time.Millisecond:
+		return bad("Heartbeat", c.Heartbeat, ">= 10ms, or -1 for none")
+	case c.HistoryRetain > 0 && c.HistoryRetain < time.Millisecond:
+		return bad("HistoryRetain", c.HistoryRetain, ">= 1ms, or -1 for none")
+	case len(c.Version) > maxVersion || strings.ContainsAny(c.Version, "\x00\n\r"):
+		return fmt.Errorf("%w: Version %q (want at most %d bytes, no NUL byte or newline)", ErrInvalidConfig, history.Head(c.Version, 40), maxVersion)
+	case len(c.ID) > MaxRunnerID || strings.IndexByte(c.ID, 0) >= 0:
+		return fmt.Errorf("%w: ID %q (want at most %d bytes, no NUL byte)", ErrInvalidConfig, history.Head(c.ID, 40), MaxRunnerID)
 	}
 	return ValidateBatchID(c.BatchID)
 }

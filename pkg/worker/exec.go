@@ -111,6 +111,11 @@ type ExecTask struct {
 	// same value once it has been reaped. Nil discards output (the command
 	// gets /dev/null).
 	Output func(job Job, stream string, line string)
+	// StderrLines is how many of the last lines the command wrote to
+	// stderr the error of a failed run keeps (ExecError.Stderr, 4 KiB at
+	// most), for the item's history. Default 20; -1 (any negative value)
+	// keeps none, and without Output the command then gets /dev/null.
+	StderrLines int
 	// Wrapper starts the command through this process's exec supervisor
 	// (see ServeExecWrapper), so that on Linux the command and everything
 	// it started in its group are killed when the runner dies, even by
@@ -187,7 +192,7 @@ func (t *ExecTask) Run(ctx context.Context, job Job) error {
 	// Output panics stop the command through this context.
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out, err := startOutput(job, t.Output, cancel)
+	out, err := startOutput(job, t.Output, t.stderrLines(), cancel)
 	if err != nil {
 		return fmt.Errorf("%w: start %q: %w", ErrTaskFailed, name, err)
 	}
@@ -209,7 +214,14 @@ func (t *ExecTask) Run(ctx context.Context, job Job) error {
 	if v, ok := out.panicValue(); ok {
 		panic(v)
 	}
-	return t.result(ctx, stopped, status, waitErr)
+	return t.result(ctx, stopped, status, waitErr, out.stderrTail())
+}
+
+func (t *ExecTask) stderrLines() int {
+	if t.StderrLines == 0 {
+		return defaultStderrLines
+	}
+	return max(t.StderrLines, 0)
 }
 
 func (t *ExecTask) killGrace() time.Duration {
@@ -299,14 +311,18 @@ func dedupEnv(env []string) []string {
 }
 
 // result turns how the command ended into Run's error.
-func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.WaitStatus, waitErr error) error {
+func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.WaitStatus, waitErr error, stderr string) error {
 	name := t.Command[0]
 	var err error
 	switch {
 	case waitErr != nil:
-		err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, waitErr)
+		err = &ExecError{err: fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, waitErr), Status: -1, Stderr: stderr}
 	case !status.Exited() || status.ExitStatus() != 0:
-		err = fmt.Errorf("%w: %q: %s", ErrTaskFailed, name, statusText(status))
+		code := -1
+		if status.Exited() {
+			code = status.ExitStatus()
+		}
+		err = &ExecError{err: fmt.Errorf("%w: %q: %s", ErrTaskFailed, name, statusText(status)), Status: code, Stderr: stderr}
 	}
 	if !stopped {
 		return err

@@ -12,10 +12,12 @@ import (
 	"time"
 )
 
-// output reads a command's stdout and stderr into an Output function.
+// output reads a command's stdout and stderr into an Output function,
+// keeping the last lines of stderr.
 type output struct {
 	job      Job
 	fn       func(Job, string, string)
+	tail     *tailRing // nil: no tail kept
 	onPanic  context.CancelCauseFunc
 	readers  []*os.File // read ends, ours
 	writers  []*os.File // write ends, the command's
@@ -26,10 +28,13 @@ type output struct {
 }
 
 // startOutput makes pipes for a command's stdout and stderr when fn is not
-// nil.
-func startOutput(job Job, fn func(Job, string, string), onPanic context.CancelCauseFunc) (*output, error) {
+// nil or the last tailLines lines of stderr are to be kept.
+func startOutput(job Job, fn func(Job, string, string), tailLines int, onPanic context.CancelCauseFunc) (*output, error) {
 	o := &output{job: job, fn: fn, onPanic: onPanic}
-	if fn == nil {
+	if tailLines > 0 {
+		o.tail = newTailRing(tailLines)
+	}
+	if fn == nil && o.tail == nil {
 		return o, nil
 	}
 	for range 2 {
@@ -45,7 +50,7 @@ func startOutput(job Job, fn func(Job, string, string), onPanic context.CancelCa
 }
 
 // files are the write ends for the command's stdout and stderr, nil
-// without fn.
+// when nothing reads them.
 func (o *output) files() (stdout, stderr *os.File) {
 	if len(o.writers) == 0 {
 		return nil, nil
@@ -139,11 +144,15 @@ func (o *output) read(r io.Reader, stream string) {
 	}
 }
 
-// deliver calls fn, turning a panic into a stop of the command.
+// deliver keeps a stderr line in the tail and calls fn, turning a panic
+// into a stop of the command.
 func (o *output) deliver(stream, line string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.panicked {
+	if o.tail != nil && stream == "stderr" {
+		o.tail.add(line)
+	}
+	if o.panicked || o.fn == nil {
 		return
 	}
 	defer func() {
@@ -153,6 +162,13 @@ func (o *output) deliver(stream, line string) {
 		}
 	}()
 	o.fn(o.job, stream, line)
+}
+
+// stderrTail is the last lines of stderr, once the readers are done.
+func (o *output) stderrTail() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.tail.String()
 }
 
 // panicValue returns what Output panicked with, if it did.
