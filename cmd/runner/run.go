@@ -217,6 +217,7 @@ func workerConfig(c *Config, log hclog.Logger, obs worker.Observer) worker.Confi
 		BatchID:          c.Batch.ID,
 		BatchRetain:      c.Batch.Retain,
 		ProgressInterval: c.Batch.ProgressInterval,
+		Version:          version(),
 		Logger:           log,
 		Observer:         obs,
 	}

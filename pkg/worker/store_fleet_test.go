@@ -278,6 +278,27 @@ var fleetBehaviours = []storeBehaviour{
 			t.Fatalf("bad registrations registered %+v", rs)
 		}
 	}},
+	// A run's end records its history in Lease.Next's step only while
+	// the lease is current: a lease someone else ended records nothing.
+	{"next-records-history-only-under-a-current-lease", func(t *testing.T, e *storeEnv) {
+		e.extend("a", "b")
+		rec := &allocator.RunRecord{Outcome: "success", Attempts: 1, Runner: "r", ExitStatus: -1, Retain: time.Hour}
+		l := e.lease("a")
+		next, ended, err := l.Next(e.ctx, allocator.EndOptions{Record: rec}, "w", allocator.AcquireOptions{Prefer: "b", Exact: true})
+		must(t, err)
+		must(t, ended)
+		if h := e.lastRun("a"); h.Token != l.Token() || h.Outcome != worker.OutcomeSuccess {
+			t.Fatalf("LastRun(a) after Next = %+v, want the success of token %d", h, l.Token())
+		}
+		wantTrue(t, "Unlock b")(e.pool.Unlock(e.ctx, "b"))
+		_, ended, err = next.Next(e.ctx, allocator.EndOptions{Record: rec}, "w", allocator.AcquireOptions{})
+		if ended == nil || err != nil && !errors.Is(err, allocator.ErrNoFreeItem) {
+			t.Fatalf("Next of a lease someone ended = ended %v, err %v; want it reported ended", ended, err)
+		}
+		if _, found, err := e.store.LastRun(e.ctx, "b"); err != nil || found {
+			t.Fatalf("LastRun(b) = found %v, %v: a lease that was no longer current recorded its run", found, err)
+		}
+	}},
 }
 
 // lastRun returns item's history, failing the test when there is none.
@@ -342,17 +363,26 @@ func TestRedisFleetWrongType(t *testing.T) {
 			"Finish":  finish, "Next": next,
 		}},
 		{"|batch:b1:errors", map[string]call{
-			"Finish":      finish,
-			"FailedItems": func(e *storeEnv, l *allocator.Lease) error { _, _, err := e.store.FailedItems(e.ctx, "b1", "", 10); return err },
+			"Finish": finish,
+			"FailedItems": func(e *storeEnv, l *allocator.Lease) error {
+				_, _, err := e.store.FailedItems(e.ctx, "b1", "", 10)
+				return err
+			},
 		}},
 		{"|fleet:runners", map[string]call{
-			"Heartbeat": func(e *storeEnv, l *allocator.Lease) error { _, err := e.store.Heartbeat(e.ctx, r, time.Minute); return err },
-			"Runners":   func(e *storeEnv, l *allocator.Lease) error { _, err := e.store.Runners(e.ctx); return err },
-			"Leave":     func(e *storeEnv, l *allocator.Lease) error { return e.store.Leave(e.ctx, "r", "i") },
+			"Heartbeat": func(e *storeEnv, l *allocator.Lease) error {
+				_, err := e.store.Heartbeat(e.ctx, r, time.Minute)
+				return err
+			},
+			"Runners": func(e *storeEnv, l *allocator.Lease) error { _, err := e.store.Runners(e.ctx); return err },
+			"Leave":   func(e *storeEnv, l *allocator.Lease) error { return e.store.Leave(e.ctx, "r", "i") },
 		}},
 		{"|fleet:info", map[string]call{
-			"Heartbeat": func(e *storeEnv, l *allocator.Lease) error { _, err := e.store.Heartbeat(e.ctx, r, time.Minute); return err },
-			"Runners":   func(e *storeEnv, l *allocator.Lease) error { _, err := e.store.Runners(e.ctx); return err },
+			"Heartbeat": func(e *storeEnv, l *allocator.Lease) error {
+				_, err := e.store.Heartbeat(e.ctx, r, time.Minute)
+				return err
+			},
+			"Runners": func(e *storeEnv, l *allocator.Lease) error { _, err := e.store.Runners(e.ctx); return err },
 		}},
 	}
 	for _, c := range cases {
