@@ -7,14 +7,15 @@
 // history costs no round trip of its own; the encoding of a record; and the
 // in-memory twin of the keys, for the memory backends.
 //
-// The keys (pkg/keyspace): hist:last, a HASH item -> record, and hist:at,
-// a ZSET item -> when, hold one entry per item recorded within the
-// retention; hist:tail:<item>, a STRING with a TTL, holds the tail. Redis
-// 7.0 has no per-field expiry, so the retention of the HASH is kept by its
-// writers (each drops up to 8 entries older than the retention, oldest
-// first, found through the ZSET) and by the keys' own TTL (a retention
-// after the last write); readers see an entry only while it is within the
-// retention it was written with, so both backends show the same.
+// The keys (pkg/keyspace): hist:last, a HASH item -> record, and
+// hist:expiry, a ZSET item -> when the record's retention ends, hold one
+// entry per item whose record is within its retention; hist:tail:<item>, a
+// STRING with the retention as its TTL, holds the tail. Redis 7.0 has no
+// per-field expiry, so the retention of the HASH is kept by its writers
+// (each drops up to 8 entries whose retention ended, found through the
+// ZSET) and by the keys' own TTL (a retention after the last write);
+// readers see a record only while it is within the retention it was
+// written with, so both backends show the same.
 package history
 
 import (
@@ -67,7 +68,7 @@ type record struct {
 	Outcome  string `json:"o"`
 	Attempts int    `json:"n"`
 	Runner   string `json:"r,omitempty"`
-	Exit     int    `json:"x"`
+	Exit     *int   `json:"x,omitempty"` // nil: -1
 	Error    string `json:"e,omitempty"`
 	RetainMs int64  `json:"k"`
 }
@@ -76,8 +77,11 @@ type record struct {
 // (” for none) and the retention in ms, all cut to their limits.
 func (e Entry) Args() (rec, tail string, retainMs int64) {
 	retainMs = max(1, e.Retain.Milliseconds())
-	b, _ := json.Marshal(record{Outcome: e.Outcome, Attempts: e.Attempts, Runner: Head(e.Runner, MaxRunner),
-		Exit: e.ExitStatus, Error: Head(e.Error, MaxError), RetainMs: retainMs})
+	r := record{Outcome: e.Outcome, Attempts: e.Attempts, Runner: Head(e.Runner, MaxRunner), Error: Head(e.Error, MaxError), RetainMs: retainMs}
+	if e.ExitStatus >= 0 {
+		r.Exit = &e.ExitStatus
+	}
+	b, _ := json.Marshal(r)
 	return string(b), Tail(e.Stderr, MaxStderr), retainMs
 }
 
@@ -107,8 +111,12 @@ func Decode(v string) (Record, error) {
 	if err := json.Unmarshal([]byte(rest), &r); err != nil {
 		return Record{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
+	exit := -1
+	if r.Exit != nil {
+		exit = *r.Exit
+	}
 	return Record{At: at, Token: tok, Entry: Entry{Outcome: r.Outcome, Attempts: r.Attempts, Runner: r.Runner,
-		ExitStatus: r.Exit, Error: r.Error, Retain: time.Duration(r.RetainMs) * time.Millisecond}}, nil
+		ExitStatus: exit, Error: r.Error, Retain: time.Duration(r.RetainMs) * time.Millisecond}}, nil
 }
 
 // DecodeTail reads a hist:tail:<item> value: when it was written, by the

@@ -13,17 +13,18 @@ import (
 // pool under the name of its hist:last key (with keyspace.Memory's base):
 // pkg/allocator's memory Lease.Next writes it in its step as next.lua
 // does, and pkg/worker's MemoryStore writes and reads it. It drops every
-// entry older than the retention at each write (the Redis keys drop up to
-// 8 per write; readers see the same either way, see Record.Visible). It
+// entry whose retention ended at each write (the Redis keys drop up to 8
+// per write; readers see the same either way, see Record.Visible). It
 // is safe for concurrent use; its mutex is taken last, after any other
 // lock of its callers.
 type Log struct {
 	mu    sync.Mutex
 	last  map[string]Record
 	tails map[string]Record // Entry.Stderr holds the tail
-	// byAt orders the items by when they were recorded (hist:at), with
-	// stale heap entries for rewritten items skipped and compacted.
-	byAt atHeap
+	// byExpiry orders the items by when their records' retention ends
+	// (hist:expiry), with stale heap entries of rewritten items skipped
+	// and compacted.
+	byExpiry expiryHeap
 }
 
 // Of returns the log kept beside pool under key, made empty on first use.
@@ -46,32 +47,31 @@ func (l *Log) Write(item string, token int64, e Entry, now time.Time) {
 		return
 	}
 	l.last[item] = Record{Entry: e, At: now, Token: token}
-	heap.Push(&l.byAt, atEntry{item: item, at: now})
+	heap.Push(&l.byExpiry, expiryEntry{item: item, expires: now.Add(e.Retain)})
 	if tail != "" {
 		l.tails[item] = Record{Entry: Entry{Stderr: tail, Retain: e.Retain}, At: now, Token: token}
 	}
-	cutoff := now.Add(-e.Retain)
-	for l.byAt.Len() > 0 && l.byAt[0].at.Before(cutoff) {
-		top := heap.Pop(&l.byAt).(atEntry)
-		if r, ok := l.last[top.item]; ok && r.At.Equal(top.at) {
+	for l.byExpiry.Len() > 0 && !l.byExpiry[0].expires.After(now) {
+		top := heap.Pop(&l.byExpiry).(expiryEntry)
+		if r, ok := l.last[top.item]; ok && !r.Visible(now) {
 			delete(l.last, top.item)
 		}
 		if t, ok := l.tails[top.item]; ok && !t.Visible(now) {
 			delete(l.tails, top.item)
 		}
 	}
-	if l.byAt.Len() > 2*len(l.last)+64 {
+	if l.byExpiry.Len() > 2*len(l.last)+64 {
 		l.compact()
 	}
 }
 
-// compact rebuilds byAt from last, dropping stale entries.
+// compact rebuilds byExpiry from last, dropping stale entries.
 func (l *Log) compact() {
-	l.byAt = l.byAt[:0]
+	l.byExpiry = l.byExpiry[:0]
 	for item, r := range l.last {
-		l.byAt = append(l.byAt, atEntry{item: item, at: r.At})
+		l.byExpiry = append(l.byExpiry, expiryEntry{item: item, expires: r.At.Add(r.Retain)})
 	}
-	heap.Init(&l.byAt)
+	heap.Init(&l.byExpiry)
 }
 
 // Get returns item's last record and the tail of its last failure (with
@@ -96,18 +96,18 @@ func (l *Log) Len() int {
 	return len(l.last)
 }
 
-type atEntry struct {
-	item string
-	at   time.Time
+type expiryEntry struct {
+	item    string
+	expires time.Time
 }
 
-type atHeap []atEntry
+type expiryHeap []expiryEntry
 
-func (h atHeap) Len() int           { return len(h) }
-func (h atHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h atHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *atHeap) Push(x any)        { *h = append(*h, x.(atEntry)) }
-func (h *atHeap) Pop() any {
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].expires.Before(h[j].expires) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryEntry)) }
+func (h *expiryHeap) Pop() any {
 	old := *h
 	x := old[len(old)-1]
 	*h = old[:len(old)-1]

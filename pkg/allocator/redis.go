@@ -454,7 +454,7 @@ func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner s
 	known, longest := s.epochs.Args(ttl)
 	k := s.keys
 	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), opts.Failures, from,
-		k.History(), k.HistoryTimes(), k.Tail(l.item)}
+		k.History(), k.HistoryExpiry(), k.Tail(l.item)}
 	args := append([]any{l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), quarantineMarker, s.handoff.Milliseconds(), known, longest,
 		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), opts.Prefer, opts.Binding, maxCandidates, only, fromFlag},
 		historyArgs(l, end.Record)...)

@@ -28,7 +28,7 @@
 //	<base>|batch:<id>:meta          HASH     worker     total, started_ms, finished_ms, gen, rollbacks
 //	<base>|batch:<id>:errors        HASH     worker     failed item -> its last error
 //	<base>|hist:last                HASH     worker     item -> its last run's outcome (see below)
-//	<base>|hist:at                  ZSET     worker     item -> server ms of its last outcome
+//	<base>|hist:expiry              ZSET     worker     item -> server ms its record's retention ends
 //	<base>|hist:tail:<item>         STRING   worker     the stderr tail of item's last failed run (TTL: the retention)
 //	<base>|fleet:runners            ZSET     worker     registered process id -> server ms its registration expires
 //	<base>|fleet:info               HASH     worker     registered process id -> what it reported at its last heartbeat
@@ -37,8 +37,8 @@
 // (TestDocumentedLayout checks this table against the methods below.)
 //
 // Two groups of keys are bounded without anyone deleting them. Item
-// history: hist:last and hist:at hold one entry per item that finished a
-// run within the retention (every write drops up to a few entries older
+// history: hist:last and hist:expiry hold one entry per item whose last
+// run's record is within its retention (every write drops up to a few entries older
 // than it, and both keys expire a retention after the last write); a
 // tail key exists only for an item whose last failure is within the
 // retention, and expires on its own. The runner registry: fleet:runners
@@ -152,9 +152,9 @@ func (p Pool) BatchPattern() string { return GlobEscape(p.base) + "|batch:*" }
 // History is the HASH of every item's last outcome.
 func (p Pool) History() string { return p.base + "|hist:last" }
 
-// HistoryTimes is the ZSET of when each item's last outcome was recorded,
-// by which the history's retention is kept.
-func (p Pool) HistoryTimes() string { return p.base + "|hist:at" }
+// HistoryExpiry is the ZSET of when each item's record's retention ends,
+// by which the history's writers drop what is past it.
+func (p Pool) HistoryExpiry() string { return p.base + "|hist:expiry" }
 
 // TailPrefix is what every stderr tail key starts with.
 func (p Pool) TailPrefix() string { return p.base + "|hist:tail:" }

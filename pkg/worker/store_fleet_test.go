@@ -357,7 +357,7 @@ func TestRedisFleetWrongType(t *testing.T) {
 			"LastRun":   func(e *storeEnv, l *allocator.Lease) error { _, _, err := e.store.LastRun(e.ctx, "a"); return err },
 			"Finish":    finish, "Next": next,
 		}},
-		{"|hist:at", map[string]call{"RecordRun": func(e *storeEnv, l *allocator.Lease) error { return e.store.RecordRun(e.ctx, "a", 1, *rec) }, "Finish": finish, "Next": next}},
+		{"|hist:expiry", map[string]call{"RecordRun": func(e *storeEnv, l *allocator.Lease) error { return e.store.RecordRun(e.ctx, "a", 1, *rec) }, "Finish": finish, "Next": next}},
 		{"|hist:tail:a", map[string]call{
 			"LastRun": func(e *storeEnv, l *allocator.Lease) error { _, _, err := e.store.LastRun(e.ctx, "a"); return err },
 			"Finish":  finish, "Next": next,
@@ -420,8 +420,9 @@ func TestRedisFleetWrongType(t *testing.T) {
 }
 
 // TestRedisHistoryIsBounded: the history's HASH and ZSET hold the items
-// recorded within the retention: every write drops up to 8 older entries,
-// and the keys and tails carry the retention as their TTL.
+// whose records are within their retention: every write drops up to 8
+// whose retention ended, and the keys and tails carry the retention as
+// their TTL.
 func TestRedisHistoryIsBounded(t *testing.T) {
 	t.Parallel()
 	e := backendNamed(t, "redis").env(t)
@@ -431,28 +432,30 @@ func TestRedisHistoryIsBounded(t *testing.T) {
 	for i := range 40 {
 		must(t, e.store.RecordRun(e.ctx, fmt.Sprintf("old-%d", i), int64(i+1), old))
 	}
-	if n := e.redis.HLen(e.ctx, base+"|hist:last").Val(); n != 40 {
-		t.Fatalf("hist:last holds %d entries after 40 items, want 40", n)
-	}
 	if ttl := e.redis.PTTL(e.ctx, base+"|hist:tail:old-0").Val(); ttl <= 0 || ttl > retain {
 		t.Fatalf("a tail's TTL is %v, want the retention %v at most", ttl, retain)
 	}
-	time.Sleep(retain + 50*time.Millisecond)
-	// Each write now drops up to 8 of the 40 stale entries.
+	// One record kept an hour keeps the keys alive past the old ones.
 	fresh := allocator.RunRecord{Outcome: "success", ExitStatus: -1, Retain: time.Hour}
+	must(t, e.store.RecordRun(e.ctx, "keeper", 50, fresh))
+	if n := e.redis.HLen(e.ctx, base+"|hist:last").Val(); n != 41 {
+		t.Fatalf("hist:last holds %d entries after 41 items, want 41", n)
+	}
+	time.Sleep(retain + 50*time.Millisecond)
+	// Each write now drops up to 8 of the 40 whose retention ended.
 	for i := range 5 {
 		must(t, e.store.RecordRun(e.ctx, fmt.Sprintf("new-%d", i), int64(100+i), fresh))
+		want := int64(41 + i + 1 - 8*(i+1))
+		if n := e.redis.HLen(e.ctx, base+"|hist:last").Val(); n != max(want, 6) {
+			t.Fatalf("hist:last holds %d entries after %d fresh writes, want %d", n, i+1, max(want, 6))
+		}
 	}
-	for _, k := range []string{base + "|hist:last", base + "|hist:at"} {
-		n, _ := e.redis.HLen(e.ctx, k).Result()
-		if strings.HasSuffix(k, ":at") {
-			n = e.redis.ZCard(e.ctx, k).Val()
-		}
-		if n != 5 {
-			t.Fatalf("%s holds %d entries after 5 fresh writes dropped the 40 stale ones, want 5", k, n)
-		}
-		if ttl := e.redis.PTTL(e.ctx, k).Val(); ttl < 59*time.Minute {
-			t.Fatalf("%s's TTL is %v, want the last write's retention, 1h", k, ttl)
+	if n := e.redis.ZCard(e.ctx, base+"|hist:expiry").Val(); n != 6 {
+		t.Fatalf("hist:expiry holds %d entries, want the 6 within their retention", n)
+	}
+	for _, k := range []string{base + "|hist:last", base + "|hist:expiry"} {
+		if ttl := e.redis.PTTL(e.ctx, k).Val(); ttl < 52*time.Minute {
+			t.Fatalf("%s's TTL is %v, want the longest retention, 1h, within an eighth", k, ttl)
 		}
 	}
 	if keys := e.scanKeys("*hist:tail:*"); len(keys) != 0 {

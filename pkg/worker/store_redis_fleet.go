@@ -50,7 +50,7 @@ var (
 // historyKeys are the history keys of item: the records, their times,
 // and item's tail.
 func (s *RedisStore) historyKeys(item string) []string {
-	return []string{s.keys.History(), s.keys.HistoryTimes(), s.keys.Tail(item)}
+	return []string{s.keys.History(), s.keys.HistoryExpiry(), s.keys.Tail(item)}
 }
 
 // RecordRun implements [RunHistory].

@@ -17,7 +17,7 @@
 --           when ARGV[18] is '1' (a batch's pending items); the pool's
 --           member SET, unread, otherwise
 -- KEYS[12]: the item history HASH              <base>|hist:last
--- KEYS[13]: the item history time ZSET         <base>|hist:at
+-- KEYS[13]: the item history expiry ZSET       <base>|hist:expiry
 -- KEYS[14]: the ended item's stderr tail       <base>|hist:tail:<item>
 -- ARGV[1]: the ended lease's lock value        <owner>#<token>
 -- ARGV[2]: the ended lease's item              <item>
@@ -57,8 +57,8 @@
 -- another type; then nothing is written.
 local now, now_us = clock()
 if ARGV[19] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
-  local wrong = history({last = KEYS[12], at = KEYS[13], tail = KEYS[14]},
-    {item = ARGV[2], token = ARGV[20], rec = ARGV[19], tail = ARGV[21], retain = ARGV[22]}, now)
+  local wrong = history({last = KEYS[12], expiry = KEYS[13], tail = KEYS[14]},
+    {item = ARGV[2], token = ARGV[20], rec = ARGV[19], tail = ARGV[21], retain = ARGV[22], fenced = ''}, now)
   if wrong then
     return wrong
   end

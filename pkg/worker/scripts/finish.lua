@@ -12,7 +12,7 @@
 -- KEYS[9]: the allocator's availability index  <base>|alloc:index
 -- KEYS[10]: the batch's errors HASH            <base>|batch:<id>:errors
 -- KEYS[11]: the item history HASH             <base>|hist:last
--- KEYS[12]: the item history time ZSET        <base>|hist:at
+-- KEYS[12]: the item history expiry ZSET      <base>|hist:expiry
 -- KEYS[13]: the item's stderr tail            <base>|hist:tail:<item>
 -- ARGV[1]: the lease's lock value              <owner>#<token>
 -- ARGV[2]: the item                            <item>
@@ -53,8 +53,8 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then
   return {0, gen, id, quiet, at}
 end
 if ARGV[8] ~= '' then
-  local wrong = history({last = KEYS[11], at = KEYS[12], tail = KEYS[13]},
-    {item = ARGV[2], token = ARGV[9], rec = ARGV[8], tail = ARGV[10], retain = ARGV[11]}, now)
+  local wrong = history({last = KEYS[11], expiry = KEYS[12], tail = KEYS[13]},
+    {item = ARGV[2], token = ARGV[9], rec = ARGV[8], tail = ARGV[10], retain = ARGV[11], fenced = ''}, now)
   if wrong then
     return wrong
   end

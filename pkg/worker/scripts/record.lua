@@ -3,7 +3,7 @@
 -- lease was lost, or one that ended as its pool shut down.
 -- uses: clock, history
 -- KEYS[1]: the item history HASH               <base>|hist:last
--- KEYS[2]: the item history time ZSET          <base>|hist:at
+-- KEYS[2]: the item history expiry ZSET        <base>|hist:expiry
 -- KEYS[3]: the item's stderr tail              <base>|hist:tail:<item>
 -- ARGV[1]: the item                            <item>
 -- ARGV[2]: the run's fencing token             <token>
@@ -15,8 +15,8 @@
 -- Refuses with WRONGTYPE, naming the key, when any key holds another type;
 -- then nothing is written.
 local now = clock()
-local wrong = history({last = KEYS[1], at = KEYS[2], tail = KEYS[3]},
-  {item = ARGV[1], token = ARGV[2], rec = ARGV[3], tail = ARGV[4], retain = ARGV[5]}, now)
+local wrong = history({last = KEYS[1], expiry = KEYS[2], tail = KEYS[3]},
+  {item = ARGV[1], token = ARGV[2], rec = ARGV[3], tail = ARGV[4], retain = ARGV[5], fenced = '1'}, now)
 if wrong then
   return wrong
 end
