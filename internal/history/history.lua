@@ -46,7 +46,7 @@ local function history(k, a, now)
   if a.tail ~= '' then
     redis.call('SET', k.tail, head .. a.tail, 'PX', retain)
   end
-  local stale = redis.call('ZRANGEBYSCORE', k.expiry, '-inf', now, 'LIMIT', 0, 8)
+  local stale = redis.call('ZRANGE', k.expiry, '-inf', now, 'BYSCORE', 'LIMIT', 0, 8)
   if #stale > 0 then
     redis.call('HDEL', k.last, unpack(stale))
     redis.call('ZREM', k.expiry, unpack(stale))

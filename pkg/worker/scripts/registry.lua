@@ -5,10 +5,11 @@
 -- drops up to 16 registrations that expired by now (server ms) from the
 -- expiry ZSET runners and the report HASH info, and lets both keys expire
 -- when the latest registration does, so a registry whose every process
--- died disappears whole. Each heartbeat of each live process runs it, so
+-- died disappears whole. (It uses only commands of the runner's
+-- least-privilege ACL in README.md: ZRANGE BYSCORE, PEXPIRE.) Each heartbeat of each live process runs it, so
 -- dead processes are dropped far faster than they can accumulate.
 local function registry(runners, info, now)
-  local dead = redis.call('ZRANGEBYSCORE', runners, '-inf', now, 'LIMIT', 0, 16)
+  local dead = redis.call('ZRANGE', runners, '-inf', now, 'BYSCORE', 'LIMIT', 0, 16)
   if #dead > 0 then
     redis.call('HDEL', info, unpack(dead))
     redis.call('ZREM', runners, unpack(dead))
@@ -18,6 +19,7 @@ local function registry(runners, info, now)
     redis.call('DEL', info)
     return
   end
-  redis.call('PEXPIREAT', runners, last[2])
-  redis.call('PEXPIREAT', info, last[2])
+  local ttl = math.max(1, tonumber(last[2]) - now)
+  redis.call('PEXPIRE', runners, ttl)
+  redis.call('PEXPIRE', info, ttl)
 end

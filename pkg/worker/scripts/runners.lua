@@ -14,7 +14,7 @@ if wrong then
 end
 local now = clock()
 registry(KEYS[1], KEYS[2], now)
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1000)
+local live = redis.call('ZRANGE', KEYS[1], '(' .. now, '+inf', 'BYSCORE', 'LIMIT', 0, 1000, 'WITHSCORES')
 local out = {now}
 for i = 1, #live, 2 do
   out[#out + 1] = live[i]
