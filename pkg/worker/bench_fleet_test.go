@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
@@ -81,10 +80,12 @@ func BenchmarkHistoryMemory(b *testing.B) {
 	wg.Wait()
 	b.StopTimer()
 	var used int64
+	var each []string
 	for _, k := range []string{base + "|hist:last", base + "|hist:expiry"} {
 		n, err := f.redis.MemoryUsage(ctx, k, 0).Result()
 		must(b, err)
 		used += n
+		each = append(each, fmt.Sprintf("%s %.1f bytes/item", k[len(base)+1:], float64(n)/float64(b.N)))
 	}
 	tail := rec
 	tail.Outcome, tail.Error, tail.ExitStatus = string(worker.OutcomeFailure), "worker: task failed: \"./task.sh\": exit status 1", 1
@@ -97,5 +98,5 @@ func BenchmarkHistoryMemory(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(used)/float64(b.N), "bytes/item")
 	b.ReportMetric(float64(tailBytes), "tail-bytes")
-	b.Logf("%d items: hist:last + hist:expiry use %d bytes (%s)", b.N, used, redistest.SchedDelay())
+	b.Logf("%d items: hist:last + hist:expiry use %d bytes: %s", b.N, used, strings.Join(each, ", "))
 }

@@ -66,8 +66,9 @@ const maxPending = 1000
 // Progress counts it in Rollbacks, because items recorded done just before
 // may be pending again and will run again.
 //
-// StartBatch, Finish, DropRemoved and Progress are one script each; the
-// other methods are single commands. A key holding another type than its
+// StartBatch, Finish, DropRemoved, Progress and the RunHistory and
+// Registry methods are one script each; the other methods are single
+// commands. A key holding another type than its
 // own gives an error wrapping lock.ErrWrongType that names the key, and
 // nothing is overwritten. On a Redis Cluster the pool's prefix needs a
 // hash tag (see pkg/keyspace), as for the allocator. It is safe for
