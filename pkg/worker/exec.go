@@ -114,7 +114,8 @@ type ExecTask struct {
 	// StderrLines is how many of the last lines the command wrote to
 	// stderr the error of a failed run keeps (ExecError.Stderr, 4 KiB at
 	// most), for the item's history. Default 20; -1 (any negative value)
-	// keeps none, and without Output the command then gets /dev/null.
+	// keeps none. Without Output the command's stdout is /dev/null, and
+	// its stderr a pipe read for the tail alone (/dev/null with -1).
 	StderrLines int
 	// Wrapper starts the command through this process's exec supervisor
 	// (see ServeExecWrapper), so that on Linux the command and everything
@@ -238,7 +239,7 @@ type command struct {
 	env  []string
 	dir  string
 	// stdout and stderr are the write ends of the output pipes; nil means
-	// /dev/null.
+	// /dev/null (stdout without Output, both without a stderr tail either).
 	stdout, stderr *os.File
 }
 
@@ -371,7 +372,10 @@ func startDirect(c *command) (process, error) {
 		SysProcAttr: sysProcAttr(),
 	}
 	if c.stdout != nil {
-		cmd.Stdout, cmd.Stderr = c.stdout, c.stderr
+		cmd.Stdout = c.stdout
+	}
+	if c.stderr != nil {
+		cmd.Stderr = c.stderr
 	}
 	if err := startProcess(cmd); err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ type output struct {
 	onPanic  context.CancelCauseFunc
 	readers  []*os.File // read ends, ours
 	writers  []*os.File // write ends, the command's
+	streams  []string   // "stdout" or "stderr", of each pipe
 	done     sync.WaitGroup
 	mu       sync.Mutex // serializes fn; guards the fields below
 	panicked bool
@@ -34,10 +35,14 @@ func startOutput(job Job, fn func(Job, string, string), tailLines int, onPanic c
 	if tailLines > 0 {
 		o.tail = newTailRing(tailLines)
 	}
-	if fn == nil && o.tail == nil {
+	streams := []string{"stdout", "stderr"}
+	switch {
+	case fn == nil && o.tail == nil:
 		return o, nil
+	case fn == nil: // only the tail: stdout stays /dev/null
+		streams = streams[1:]
 	}
-	for range 2 {
+	for _, stream := range streams {
 		r, w, err := os.Pipe()
 		if err != nil {
 			o.abort()
@@ -45,17 +50,22 @@ func startOutput(job Job, fn func(Job, string, string), tailLines int, onPanic c
 		}
 		o.readers = append(o.readers, r)
 		o.writers = append(o.writers, w)
+		o.streams = append(o.streams, stream)
 	}
 	return o, nil
 }
 
-// files are the write ends for the command's stdout and stderr, nil
-// when nothing reads them.
+// files are the write ends for the command's stdout and stderr, nil (for
+// /dev/null) when nothing reads them.
 func (o *output) files() (stdout, stderr *os.File) {
-	if len(o.writers) == 0 {
-		return nil, nil
+	for i, w := range o.writers {
+		if o.streams[i] == "stdout" {
+			stdout = w
+		} else {
+			stderr = w
+		}
 	}
-	return o.writers[0], o.writers[1]
+	return stdout, stderr
 }
 
 // abort closes the pipes of a command that did not start.
@@ -72,7 +82,7 @@ func (o *output) started() {
 		_ = w.Close()
 	}
 	for i, r := range o.readers {
-		stream := [...]string{"stdout", "stderr"}[i]
+		stream := o.streams[i]
 		o.done.Add(1)
 		go func() {
 			defer o.done.Done()
