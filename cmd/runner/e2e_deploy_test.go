@@ -180,7 +180,7 @@ func TestE2EKillSoakNoGrowingKeys(t *testing.T) {
 
 	ks := e.keys()
 	allowed := map[string]bool{}
-	for _, k := range []string{ks.Members(), ks.Epoch(), ks.Index(), ks.Fence(), ks.Bindings(), ks.Waiters(), ks.Reserved(),
+	for _, k := range []string{ks.Members(), ks.Epoch(), ks.Index(), ks.IndexBucket(0), ks.IndexCount(), ks.Fence(), ks.Bindings(), ks.Waiters(), ks.Reserved(),
 		ks.Foreign(), ks.SyncState(), ks.Failures(), ks.ItemsMarker(),
 		ks.Runners(), ks.RunnerInfo(), ks.History(), ks.HistoryExpiry()} {
 		allowed[k] = true

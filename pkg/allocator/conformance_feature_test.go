@@ -165,7 +165,10 @@ var featureBehaviours = []behaviour{
 		}
 	}},
 	{"allocator-quarantine-takes-a-held-item", func(t *testing.T, b backend) {
-		const d = 300 * time.Millisecond
+		// Long enough for the six checks below to run inside it on a
+		// loaded machine: with 300ms a Cluster run under make test saw
+		// the quarantine end before the first KeyStatus.
+		const d = 2 * time.Second
 		e := setup(t, b, allocator.Config{LeaseTTL: long}, "a", "b")
 		la := e.mustTry("w", allocator.AcquireOptions{Prefer: "a"})
 		lb := e.mustTry("w", allocator.AcquireOptions{Prefer: "b"})

@@ -25,6 +25,8 @@ import (
 var (
 	//go:embed scripts/wake.lua
 	wakeLua string
+	//go:embed scripts/index.lua
+	indexLua string
 	//go:embed scripts/grant.lua
 	grantLua string
 	//go:embed scripts/free.lua
@@ -33,7 +35,7 @@ var (
 	// lines say which): the shared ones, epoch, wake, and grant and free,
 	// the bodies of acquire and release, which next runs back to back.
 	pieces = luascript.Pieces(epoch.Piece, luascript.NewPiece("wake", wakeLua),
-		luascript.NewPiece("grant", grantLua), luascript.NewPiece("free", freeLua), history.Piece)
+		luascript.NewPiece("index", indexLua), luascript.NewPiece("grant", grantLua), luascript.NewPiece("free", freeLua), history.Piece)
 
 	//go:embed scripts/acquire.lua
 	acquireLua    string
@@ -136,7 +138,7 @@ func NewRedis(pool *lock.RedisLockPool, cfg Config) (*Allocator, error) {
 	}
 	k := s.keys
 	s.acquireKeys = []string{k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch()}
-	s.syncKeys = []string{k.Members(), k.Index(), k.SyncState(), k.Waiters(), k.Reserved(), k.Epoch(), k.Fence()}
+	s.syncKeys = []string{k.Members(), k.Index(), k.SyncState(), k.Waiters(), k.Reserved(), k.Epoch(), k.Fence(), k.LegacyIndex()}
 	s.epochs = newTracker(cfg)
 	// Subscribe before any waiter registers, so no wake-up is published
 	// to a channel nobody listens on yet. Sharded pub/sub: on a Redis

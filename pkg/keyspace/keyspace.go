@@ -12,7 +12,10 @@
 //	<base>|pool                     SET      lock       the pool's member items
 //	<base>|pool:assign:<random>     SET      lock       an Assign's staging set (1 minute TTL)
 //	<base>|epoch                    HASH     allocator  the dataset's identity and quiet period (see below)
-//	<base>|alloc:index              ZSET     allocator  item -> server ms from which it is available
+//	<base>|alloc:idx                ZSET     allocator  the availability index's heads: bucket -> its earliest ms
+//	<base>|alloc:idx:<b>            ZSET     allocator  bucket <b> of the index: item -> server ms from which it is available
+//	<base>|alloc:idx:count          HASH     allocator  items -> how many items the index's buckets hold
+//	<base>|alloc:index              ZSET     allocator  the index before it had buckets: emptied by sync steps
 //	<base>|alloc:fence              STRING   allocator  the fencing token counter
 //	<base>|alloc:bindings           HASH     allocator  binding name -> item it had last
 //	<base>|alloc:waiters            ZSET     allocator  "<proc>:<waiter>" -> ms registered
@@ -65,7 +68,10 @@
 // the same prefix sees the same keys: the tag is part of the prefix.
 package keyspace
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // Pool names the keys of one pool. The zero value is not usable; create it
 // with New.
@@ -103,8 +109,23 @@ func (p Pool) Staging(id string) string { return p.base + "|pool:assign:" + id }
 // Epoch is the HASH recording the dataset the pool's state lives in.
 func (p Pool) Epoch() string { return p.base + "|epoch" }
 
-// Index is the allocator's availability index ZSET.
-func (p Pool) Index() string { return p.base + "|alloc:index" }
+// Index is the heads ZSET of the allocator's availability index (bucket
+// number -> the earliest time in the bucket); the buckets and the item
+// count are keys under it: see IndexBucket and IndexCount, and
+// pkg/allocator's scripts/index.lua for the layout.
+func (p Pool) Index() string { return p.base + "|alloc:idx" }
+
+// IndexBucket is bucket b of the allocator's availability index: a small
+// ZSET, item -> server ms from which it is available.
+func (p Pool) IndexBucket(b int) string { return p.Index() + ":" + strconv.Itoa(b) }
+
+// IndexCount is the HASH whose field "items" counts the items in the
+// index's buckets.
+func (p Pool) IndexCount() string { return p.Index() + ":count" }
+
+// LegacyIndex is the availability index of lockpool before its index had
+// buckets: one ZSET, item -> ms. The allocator's sync steps empty it.
+func (p Pool) LegacyIndex() string { return p.base + "|alloc:index" }
 
 // Fence is the allocator's fencing token counter.
 func (p Pool) Fence() string { return p.base + "|alloc:fence" }

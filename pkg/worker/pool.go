@@ -323,7 +323,7 @@ func (p *Pool) work(ctx context.Context, id int, b *batchRun) error {
 	var l *allocator.Lease // granted by the last run's end
 	defer func() {
 		if l != nil { // granted just as the pool began to stop
-			rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 			_ = l.Release(rctx)
 			cancel()
 		}
@@ -478,7 +478,10 @@ func (p *Pool) safeRun(ctx context.Context, job Job, log hclog.Logger) (err erro
 // records it under the lease check, then Next; a retry makes one, Next,
 // which counts the failure in the batch's failures HASH.
 func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr error, b *batchRun, outcome Outcome, took time.Duration) *allocator.Lease {
-	ectx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	// Not ended with ctx (a stopping pool still records its runs), but with
+	// its values: the caller's tracing and request-scoped values reach the
+	// end step as they reach the grant.
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	l := job.Lease
 	rec := p.runRecord(job, outcome, runErr)

@@ -2,7 +2,7 @@
 -- lease, in one atomic step.
 -- uses: clock, grant
 -- KEYS[1]: the pool's member SET             <base>|pool
--- KEYS[2]: the availability index ZSET       <base>|alloc:index
+-- KEYS[2]: the availability index (heads)    <base>|alloc:idx
 --          (item -> ms since epoch, server time, when it is/was available:
 --          free since, lease deadline, or quarantine end)
 -- KEYS[3]: the fencing counter STRING        <base>|alloc:fence

@@ -3,7 +3,8 @@
 -- free(k, a, now, now_us) ends a lease if it is still current: the item
 -- is available at once, a bounded number of waiters woken, or it is held
 -- back. now and now_us are the server's time (clock()).
---   k  lock (the item's lock key), index (the availability ZSET), waiters
+--   k  lock (the item's lock key), index (the availability index's heads
+--      ZSET, see index.lua), waiters
 --      (waiter ZSET), reserved (hand-off HASH: waiter -> item released to
 --      it), epoch (the epoch HASH), fence (the fencing counter)
 --   a  value (the lease's lock value), item, wake (wake channel prefix: a
@@ -21,7 +22,7 @@
 -- or {-1, gen, id, quiet_ms, at_ms, evicted} when it is gone: epoch's
 -- answer (checked only then, so that the caller can say why) and the
 -- server's evicted_keys.
--- uses: epoch, wake
+-- uses: epoch, index, wake
 local function free(k, a, now, now_us)
   local cur = redis.call('GET', k.lock)
   if cur ~= a.value then
@@ -39,7 +40,7 @@ local function free(k, a, now, now_us)
   local hold = a.hold
   if hold > 0 then
     redis.call('SET', k.lock, a.marker, 'PX', hold)
-    redis.call('ZADD', k.index, now + hold, a.item)
+    index(k.index).set(a.item, now + hold)
     return {1}
   end
   redis.call('DEL', k.lock)
@@ -51,6 +52,6 @@ local function free(k, a, now, now_us)
     redis.call('HSET', k.reserved, first, a.item)
     score = now + a.handoff
   end
-  redis.call('ZADD', k.index, score, a.item)
+  index(k.index).set(a.item, score)
   return {1}
 end

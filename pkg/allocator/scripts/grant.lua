@@ -4,8 +4,9 @@
 -- longest, as a fenced lease, or reports when one may be. now and now_us
 -- are the server's time (clock()).
 --   k  the pool's keys: members (the member SET), index (the availability
---      ZSET: item -> server ms from which it is available: free since,
---      lease deadline, or quarantine end), fence (the fencing counter),
+--      index's heads ZSET, see index.lua: item -> server ms from which it
+--      is available: free since, lease deadline, or quarantine end), fence
+--      (the fencing counter),
 --      bindings (binding HASH), waiters (waiter ZSET), foreign (ZSET of
 --      items found held by a lock the allocator did not grant -> ms when
 --      last looked at; such locks send no wake-up when removed), reserved
@@ -28,13 +29,14 @@
 --         are known, next_ms is at most a second away: their removal wakes
 --         nobody. During the quiet period after a discontinuity nothing is
 --         granted and next_ms is its end.
--- uses: epoch
+-- uses: epoch, index
 local function grant(k, a, now, now_us)
   local prefix, owner, ttl, budget = a.prefix, a.owner, a.ttl, a.budget
   local gen, quiet, id, at = epoch(k.epoch, k.fence, k.index, now, now_us, ttl, a.known, a.longest)
   if quiet > now then
     return {0, gen, id, quiet, at, quiet, now, 0}
   end
+  local ix = index(k.index)
 
   -- try takes item if it can be handed out now and returns the grant, or nil.
   -- On the way it drops items that left the pool from the index and re-scores
@@ -42,7 +44,7 @@ local function grant(k, a, now, now_us)
   -- lock expires. SET NX both checks and takes, so a free item costs no read.
   local function try(item)
     if redis.call('SISMEMBER', k.members, item) == 0 then
-      redis.call('ZREM', k.index, item)
+      ix.rem(item)
       redis.call('ZREM', k.foreign, item)
       return nil
     end
@@ -58,7 +60,7 @@ local function grant(k, a, now, now_us)
     end
     local tok = string.format('%d', token)
     if redis.call('SET', prefix .. item, owner .. '#' .. tok, 'NX', 'PX', ttl) then
-      redis.call('ZADD', k.index, now + ttl, item)
+      ix.set(item, now + ttl)
       if a.binding ~= '' then
         redis.call('HSET', k.bindings, a.binding, item)
       end
@@ -73,7 +75,7 @@ local function grant(k, a, now, now_us)
     elseif pttl < 0 then
       pttl = 0 -- gone since the SET: available now
     end
-    redis.call('ZADD', k.index, now + pttl, item)
+    ix.set(item, now + pttl)
     redis.call('ZADD', k.foreign, now, item)
     return nil
   end
@@ -99,8 +101,7 @@ local function grant(k, a, now, now_us)
   end
   if a.only == '1' then
     -- Only the preferred item would do: report when it may be available.
-    local when = redis.call('ZSCORE', k.index, a.prefer)
-    return {0, gen, id, quiet, at, when and tonumber(when) or -1, now, 0}
+    return {0, gen, id, quiet, at, ix.score(a.prefer) or -1, now, 0}
   end
 
   if a.from == '1' then
@@ -117,7 +118,7 @@ local function grant(k, a, now, now_us)
   -- Then the longest-available items, oldest score first.
   local seen = 0
   while seen < budget do
-    local batch = redis.call('ZRANGE', k.index, '-inf', now, 'BYSCORE', 'LIMIT', 0, math.min(16, budget - seen))
+    local batch = ix.due(now, math.min(16, budget - seen))
     if #batch == 0 then
       break
     end
@@ -149,14 +150,10 @@ local function grant(k, a, now, now_us)
     redis.call('ZADD', k.waiters, 'NX', now, a.waiter)
   end
   local behind = 0
-  if redis.call('SCARD', k.members) > redis.call('ZCARD', k.index) then
+  if redis.call('SCARD', k.members) > ix.count() then
     behind = 1
   end
-  local next = -1
-  local first = redis.call('ZRANGE', k.index, 0, 0, 'WITHSCORES')
-  if #first > 0 then
-    next = tonumber(first[2])
-  end
+  local next = ix.first()
   if redis.call('ZCARD', k.foreign) > 0 and (next < 0 or next > now + 1000) then
     next = now + 1000
   end

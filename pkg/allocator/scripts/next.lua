@@ -4,7 +4,7 @@
 -- uses: clock, free, grant, history
 -- KEYS[1]: the ended lease's lock key          <base>:<item>
 -- KEYS[2]: the pool's member SET               <base>|pool
--- KEYS[3]: the availability index ZSET         <base>|alloc:index
+-- KEYS[3]: the availability index (heads)      <base>|alloc:idx
 -- KEYS[4]: the fencing counter STRING          <base>|alloc:fence
 -- KEYS[5]: the binding HASH                    <base>|alloc:bindings
 -- KEYS[6]: the waiter ZSET                     <base>|alloc:waiters

@@ -1,6 +1,6 @@
 -- refresh: extend many leases at once, each only if still current.
--- uses: clock, epoch
--- KEYS[1]: the availability index ZSET        <base>|alloc:index
+-- uses: clock, epoch, index
+-- KEYS[1]: the availability index (heads)     <base>|alloc:idx
 -- KEYS[2]: the epoch HASH                     <base>|epoch
 -- KEYS[3]: the fencing counter STRING         <base>|alloc:fence
 -- KEYS[4..n+3]: the leases' lock keys         <base>:<item>
@@ -26,11 +26,12 @@ local gen, quiet, id, at = epoch(KEYS[2], KEYS[3], KEYS[1], now, now_us, ttl, AR
 local n = #KEYS - 3
 local out = {now, gen, id, quiet, at, -1}
 local gone = false
+local ix = index(KEYS[1])
 for i = 1, n do
   local v = redis.call('GET', KEYS[i + 3])
   if v == ARGV[i + 3] then
     redis.call('PEXPIRE', KEYS[i + 3], ttl)
-    redis.call('ZADD', KEYS[1], now + ttl, ARGV[n + 3 + i])
+    ix.stage(ARGV[n + 3 + i], now + ttl)
     out[i + 6] = 1
   elseif v then
     out[i + 6] = 0
@@ -39,6 +40,7 @@ for i = 1, n do
     gone = true
   end
 end
+ix.flush()
 if gone then
   out[6] = tonumber(string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)')) or -1
 end

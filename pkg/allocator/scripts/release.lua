@@ -2,7 +2,7 @@
 -- once, and wake a bounded number of waiters.
 -- uses: clock, free
 -- KEYS[1]: the item's lock key                <base>:<item>
--- KEYS[2]: the availability index ZSET        <base>|alloc:index
+-- KEYS[2]: the availability index (heads)     <base>|alloc:idx
 -- KEYS[3]: the waiter ZSET                    <base>|alloc:waiters
 -- KEYS[4]: the hand-off HASH                  <base>|alloc:reserved
 --          (waiter -> item released to it)

@@ -1,16 +1,19 @@
 -- sync: one bounded step of reconciling the availability index with the
 -- pool's member SET, which any client (a Python service's SADD/SREM, too)
 -- may change.
--- uses: clock, epoch, wake
+-- uses: clock, epoch, index, wake
 -- KEYS[1]: the pool's member SET              <base>|pool
--- KEYS[2]: the availability index ZSET        <base>|alloc:index
+-- KEYS[2]: the availability index (heads)     <base>|alloc:idx
 -- KEYS[3]: the sweep state HASH               <base>|alloc:sync
---          (add = SSCAN cursor of the member walk, drop = ZSCAN cursor of
---          the index walk; absent or '0' when no walk is running)
+--          (add = SSCAN cursor of the member walk, drop = 'b:<n>', the
+--          next bucket of the index walk; absent or '0' when no walk is
+--          running)
 -- KEYS[4]: the waiter ZSET                    <base>|alloc:waiters
 -- KEYS[5]: the hand-off HASH                  <base>|alloc:reserved
 -- KEYS[6]: the epoch HASH                     <base>|epoch
 -- KEYS[7]: the fencing counter STRING         <base>|alloc:fence
+-- KEYS[8]: the index's key before it was      <base>|alloc:index
+--          bucketed (one ZSET): emptied, 1000 entries a step
 -- ARGV[1]: COUNT per step (the client sends   <n>
 --          <= 1000)
 -- ARGV[2]: '1' to start a full sweep even     <flag>
@@ -43,8 +46,13 @@
 -- The counts come first: a pool or index key of another type fails the
 -- script (WRONGTYPE) before it writes anything.
 local members = redis.call('SCARD', KEYS[1])
-local indexed = redis.call('ZCARD', KEYS[2])
+local ix = index(KEYS[2])
+local indexed = ix.count()
 local now, now_us = clock()
+-- The old index: the member walk re-indexes every member, and held items
+-- are recognised by their locks. Emptied in bounded steps, with a command
+-- the runner's least-privilege ACL rule (README) already grants.
+redis.call('ZPOPMIN', KEYS[8], 1000)
 local gen, quiet, id, at = epoch(KEYS[6], KEYS[7], KEYS[2], now, now_us, 0, ARGV[6], tonumber(ARGV[7]))
 
 -- live reports whether the process of waiter w ("<proc>:<id>") listens.
@@ -72,7 +80,7 @@ if add == '0' and drop == '0' then
   if now - last >= tonumber(ARGV[5]) then
     local res = redis.call('SSCAN', KEYS[1], redis.call('HGET', KEYS[3], 'roll') or '0', 'COUNT', count)
     for _, m in ipairs(res[2]) do
-      added = added + redis.call('ZADD', KEYS[2], 'NX', 0, m)
+      added = added + ix.stage(m, 0, true)
     end
     redis.call('HSET', KEYS[3], 'roll', res[1], 'last', now)
   end
@@ -80,24 +88,32 @@ end
 if add ~= '0' then
   local res = redis.call('SSCAN', KEYS[1], add == 'start' and '0' or add, 'COUNT', count)
   for _, m in ipairs(res[2]) do
-    added = added + redis.call('ZADD', KEYS[2], 'NX', 0, m)
+    added = added + ix.stage(m, 0, true)
   end
   add = res[1]
 end
+ix.flush()
 if drop ~= '0' then
-  local res = redis.call('ZSCAN', KEYS[2], drop == 'start' and '0' or drop, 'COUNT', count)
-  local flat = res[2]
-  local items = {}
-  for i = 1, #flat, 2 do items[#items + 1] = flat[i] end
-  if #items > 0 then
-    local member = redis.call('SMISMEMBER', KEYS[1], unpack(items))
-    for i = 1, #items do
-      if member[i] == 0 then
-        dropped = dropped + redis.call('ZREM', KEYS[2], items[i])
+  -- Whole buckets, about count items in all.
+  local b = tonumber(string.match(drop, '^b:(%d+)$')) or 0
+  local seen = 0
+  while seen < count and b < ix.buckets() do
+    local flat = ix.bucket(b)
+    local items = {}
+    for i = 1, #flat, 2 do items[#items + 1] = flat[i] end
+    if #items > 0 then
+      local member = redis.call('SMISMEMBER', KEYS[1], unpack(items))
+      for i = 1, #items do
+        if member[i] == 0 then
+          dropped = dropped + ix.rem(items[i])
+        end
       end
     end
+    seen = seen + #items
+    b = b + 1
   end
-  drop = res[1]
+  drop = '0'
+  if b < ix.buckets() then drop = 'b:' .. b end
 end
 redis.call('HSET', KEYS[3], 'add', add, 'drop', drop)
 

@@ -9,7 +9,7 @@
 -- KEYS[6]: the batch's meta HASH               <base>|batch:<id>:meta
 -- KEYS[7]: the pool's epoch HASH               <base>|epoch
 -- KEYS[8]: the allocator's fencing counter     <base>|alloc:fence
--- KEYS[9]: the allocator's availability index  <base>|alloc:index
+-- KEYS[9]: the allocator's index (heads ZSET)  <base>|alloc:idx
 -- KEYS[10]: the batch's errors HASH            <base>|batch:<id>:errors
 -- ARGV[1]: how long the batch's keys are kept  <ms>
 --          once the last item finished, in ms; 0 keeps them

@@ -10,7 +10,7 @@
 --          {total, started_ms, finished_ms, gen, rollbacks, rolled_ms}
 -- KEYS[7]: the pool's epoch HASH               <base>|epoch
 -- KEYS[8]: the allocator's fencing counter     <base>|alloc:fence
--- KEYS[9]: the allocator's availability index  <base>|alloc:index
+-- KEYS[9]: the allocator's index (heads ZSET)  <base>|alloc:idx
 -- KEYS[10]: the batch's errors HASH            <base>|batch:<id>:errors
 -- ARGV[1]: what the caller saw last of the     <known>
 --          dataset: '<gen>:<at>:<id>' or '' (see epoch)
