@@ -11,8 +11,8 @@ import (
 )
 
 // RunHistory keeps, beside the pool, each item's last outcome and the
-// errors of a batch's failed items, for operators (the history of pkg/
-// keyspace's hist:* and batch:<id>:errors keys). A run's end records its
+// errors of a batch's failed items, for operators (pkg/keyspace's hist:*
+// and batch:<id>:errors keys). A run's end records its
 // outcome in the same step that records the result (Lease.Next in loop
 // mode and for a batch retry, Finish for a batch result), so history costs
 // no round trip of its own; RecordRun records the rest (a lost lease, a
