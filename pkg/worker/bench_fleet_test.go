@@ -3,12 +3,17 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/lockpool/lockpool/internal/benchpair"
+	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
@@ -23,9 +28,13 @@ import (
 //	                        concurrency 8, 64 items, Redis): runs/s with
 //	                        both (the defaults) against the same pool with
 //	                        both off (Heartbeat and HistoryRetain -1) in the
-//	                        same run, in alternating rounds of b.N/8 runs
-//	                        (ratio); and round trips per run of each, over
-//	                        whole rounds (start and drain included).
+//	                        same run, in alternating rounds of b.N/20 runs
+//	                        (ratio); and round trips per run of each
+//	                        (round-trips/run), and Redis commands per run
+//	                        counting those scripts run (redis-calls/run),
+//	                        and the Redis server's CPU time per run
+//	                        (redis-cpu-us/run), over whole rounds (start
+//	                        and drain included).
 //	BenchmarkHistoryMemory  Redis memory per item of the history: b.N
 //	                        items with one outcome each (MEMORY USAGE of
 //	                        hist:last and hist:expiry, SAMPLES 0, ÷ b.N:
@@ -37,15 +46,26 @@ func BenchmarkFleetCost(b *testing.B) {
 	off := worker.Config{Heartbeat: -1, HistoryRetain: -1}
 	on := worker.Config{}
 	task := func(context.Context, worker.Job) error { return nil }
-	const rounds = 4
+	const rounds = 10
 	per := max(b.N/(2*rounds), 1)
-	var secs, tripsN [2]float64
+	// Redis commands run (scripts' own calls included: INFO
+	// commandstats) on the server, which serves only this benchmark.
+	info := redis.NewClient(&redis.Options{Addr: redistest.Addr(b)})
+	b.Cleanup(func() { _ = info.Close() })
+	cpu := benchpair.ServerCPU(context.Background(), info)
+	var secs, tripsN, calls, cpuUs [2]float64
 	b.ResetTimer()
 	for range rounds {
 		for i, cfg := range []worker.Config{off, on} {
-			t0 := trips.N()
+			t0, c0 := trips.N(), serverCalls(b, info)
+			u0, err := cpu()
+			must(b, err)
 			secs[i] += float64(per) / runsPerSecondWith(b, a, st, per, cfg, task)
 			tripsN[i] += float64(trips.N() - t0)
+			u1, err := cpu()
+			must(b, err)
+			calls[i] += float64(serverCalls(b, info) - c0 - 2) // the INFOs
+			cpuUs[i] += u1 - u0
 		}
 	}
 	n := float64(rounds * per)
@@ -55,6 +75,27 @@ func BenchmarkFleetCost(b *testing.B) {
 	b.ReportMetric(secs[0]/secs[1], "ratio")
 	b.ReportMetric(tripsN[1]/n, "round-trips/run")
 	b.ReportMetric(tripsN[0]/n, "baseline-round-trips/run")
+	b.ReportMetric(calls[1]/n, "redis-calls/run")
+	b.ReportMetric(calls[0]/n, "baseline-redis-calls/run")
+	b.ReportMetric(cpuUs[1]/n, "redis-cpu-us/run")
+	b.ReportMetric(cpuUs[0]/n, "baseline-redis-cpu-us/run")
+}
+
+// serverCalls is how many commands the server has run: the calls of INFO
+// commandstats, summed (a script's own calls count, as does the EVALSHA).
+func serverCalls(b *testing.B, c *redis.Client) int64 {
+	stats, err := c.Info(context.Background(), "commandstats").Result()
+	must(b, err)
+	var n int64
+	for line := range strings.Lines(stats) {
+		if _, rest, ok := strings.Cut(line, ":calls="); ok {
+			v, _, _ := strings.Cut(rest, ",")
+			c, err := strconv.ParseInt(v, 10, 64)
+			must(b, err)
+			n += c
+		}
+	}
+	return n
 }
 
 func BenchmarkHistoryMemory(b *testing.B) {
