@@ -29,6 +29,10 @@ type RunHistory interface {
 	// with the stderr tail of its last failure within it; found is false
 	// when there is none.
 	LastRun(ctx context.Context, item string) (h ItemHistory, found bool, err error)
+	// LastRuns is LastRun for up to 1,000 items at once (a page of an item
+	// table), in one step, without the stderr tails (Stderr empty): the
+	// items with a record within its retention, by item.
+	LastRuns(ctx context.Context, items []string) (map[string]ItemHistory, error)
 	// FailedItems pages through batch id's failed items with the error of
 	// their last run: cursor "" starts, and next is "" after the last
 	// page. A page has about n items (clamped to 1..1000; it may have
@@ -144,7 +148,22 @@ const (
 	MaxRunnerID = 512
 	// maxRunners bounds what Runners returns.
 	maxRunners = 1000
+	// maxLastRuns bounds the items of one LastRuns.
+	maxLastRuns = 1000
 )
+
+// checkItems validates the items of one LastRuns.
+func checkItems(op string, items []string) error {
+	if len(items) > maxLastRuns {
+		return fmt.Errorf("worker: %s: %w: %d items, limit %d", op, ErrInvalidConfig, len(items), maxLastRuns)
+	}
+	for _, it := range items {
+		if err := checkItem(op, it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // checkRunner validates a registration before anything is written.
 func checkRunner(op string, r Runner, ttl time.Duration) error {

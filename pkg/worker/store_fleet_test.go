@@ -83,6 +83,41 @@ var fleetBehaviours = []storeBehaviour{
 			})
 		}
 	}},
+	{"last-runs-reads-a-page-of-items-at-once", func(t *testing.T, e *storeEnv) {
+		long := allocator.RunRecord{Outcome: "failure", Attempts: 2, Runner: "r", ExitStatus: 5, Error: "boom", Stderr: "tail", Retain: time.Hour}
+		must(t, e.store.RecordRun(e.ctx, "a", 1, long))
+		must(t, e.store.RecordRun(e.ctx, "b", 2, allocator.RunRecord{Outcome: "success", Attempts: 1, Runner: "r", ExitStatus: -1, Retain: time.Hour}))
+		must(t, e.store.RecordRun(e.ctx, "short", 3, allocator.RunRecord{Outcome: "success", ExitStatus: -1, Retain: time.Millisecond}))
+		redistest.Eventually(t, "the 1ms record past its retention", 2*time.Second+redistest.Slack(), func() bool {
+			_, found, err := e.store.LastRun(e.ctx, "short")
+			must(t, err)
+			return !found
+		})
+		page, err := e.store.LastRuns(e.ctx, []string{"a", "missing", "b", "short"})
+		must(t, err)
+		if len(page) != 2 {
+			t.Fatalf("LastRuns = %+v, want a and b only (missing has none, short is past its retention)", page)
+		}
+		for _, it := range []string{"a", "b"} {
+			want := e.lastRun(it)
+			want.Stderr, want.StderrAt, want.StderrToken = "", time.Time{}, 0
+			if got := page[it]; got != want {
+				t.Fatalf("LastRuns[%s] = %+v\nwant LastRun's %+v without the tail", it, got, want)
+			}
+		}
+		if page, err := e.store.LastRuns(e.ctx, nil); err != nil || len(page) != 0 {
+			t.Fatalf("LastRuns(nil) = %v, %v; want an empty page", page, err)
+		}
+		if _, err := e.store.LastRuns(e.ctx, []string{"a", "b\x00"}); !errors.Is(err, lock.ErrInvalidKey) {
+			t.Fatalf("LastRuns with a NUL item = %v, want lock.ErrInvalidKey", err)
+		}
+		if _, err := e.store.LastRuns(e.ctx, stItems("x", 1001)); !errors.Is(err, worker.ErrInvalidConfig) {
+			t.Fatalf("LastRuns of 1,001 items = %v, want ErrInvalidConfig", err)
+		}
+		if page, err := e.store.LastRuns(e.ctx, stItems("x", 1000)); err != nil || len(page) != 0 {
+			t.Fatalf("LastRuns of 1,000 items without history = %d, %v", len(page), err)
+		}
+	}},
 	{"history-rejects-bad-items-and-writes-nothing", func(t *testing.T, e *storeEnv) {
 		rec := allocator.RunRecord{Outcome: "success", Retain: time.Hour}
 		for _, item := range []string{"", "a\x00b", strings.Repeat("x", lock.MaxKeyLen+1)} {
@@ -361,7 +396,11 @@ func TestRedisFleetWrongType(t *testing.T) {
 		{"|hist:last", map[string]call{
 			"RecordRun": func(e *storeEnv, l *allocator.Lease) error { return e.store.RecordRun(e.ctx, "a", 1, *rec) },
 			"LastRun":   func(e *storeEnv, l *allocator.Lease) error { _, _, err := e.store.LastRun(e.ctx, "a"); return err },
-			"Finish":    finish, "Next": next,
+			"LastRuns": func(e *storeEnv, l *allocator.Lease) error {
+				_, err := e.store.LastRuns(e.ctx, []string{"a"})
+				return err
+			},
+			"Finish": finish, "Next": next,
 		}},
 		{"|hist:expiry", map[string]call{"RecordRun": func(e *storeEnv, l *allocator.Lease) error { return e.store.RecordRun(e.ctx, "a", 1, *rec) }, "Finish": finish, "Next": next}},
 		{"|hist:tail:a", map[string]call{

@@ -45,6 +45,28 @@ func (s *MemoryStore) LastRun(ctx context.Context, item string) (ItemHistory, bo
 	return h, found, nil
 }
 
+// LastRuns implements [RunHistory].
+func (s *MemoryStore) LastRuns(ctx context.Context, items []string) (map[string]ItemHistory, error) {
+	const op = "LastRuns"
+	if err := checkItems(op, items); err != nil {
+		return nil, err
+	}
+	now, err := s.enter(ctx, op, strconv.Itoa(len(items))+" items")
+	if err != nil {
+		return nil, err
+	}
+	defer s.st.mu.Unlock()
+	out := make(map[string]ItemHistory, len(items))
+	log := s.history()
+	for _, it := range items {
+		last, found, _ := log.Get(it, now)
+		if h, ok := itemHistory(it, last, found, history.Record{}, now); ok {
+			out[it] = h
+		}
+	}
+	return out, nil
+}
+
 // FailedItems implements [RunHistory]. The cursor is the last item of the
 // previous page: pages come in item order.
 func (s *MemoryStore) FailedItems(ctx context.Context, id, cursor string, n int) ([]FailedItem, string, error) {

@@ -30,6 +30,10 @@ var (
 	lastrunLua    string
 	lastrunScript = fleetPieces.New("worker/lastrun.lua", lastrunLua)
 
+	//go:embed scripts/lastruns.lua
+	lastrunsLua    string
+	lastrunsScript = fleetPieces.New("worker/lastruns.lua", lastrunsLua)
+
 	//go:embed scripts/failed.lua
 	failedLua    string
 	failedScript = fleetPieces.New("worker/failed.lua", failedLua)
@@ -95,6 +99,44 @@ func (s *RedisStore) LastRun(ctx context.Context, item string) (ItemHistory, boo
 	}
 	h, found := itemHistory(item, rec, true, tail, time.UnixMilli(now))
 	return h, found, nil
+}
+
+// LastRuns implements [RunHistory].
+func (s *RedisStore) LastRuns(ctx context.Context, items []string) (map[string]ItemHistory, error) {
+	const op = "LastRuns"
+	if err := checkItems(op, items); err != nil {
+		return nil, err
+	}
+	out := make(map[string]ItemHistory, len(items))
+	if len(items) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(items))
+	for i, it := range items {
+		args[i] = it
+	}
+	res, err := lastrunsScript.Run(ctx, s.client, []string{s.keys.History()}, args...).Slice()
+	if err != nil {
+		return nil, redisErr(op, fmt.Sprintf("%d items", len(items)), "", err)
+	}
+	if len(res) != len(items)+1 {
+		return nil, fmt.Errorf("worker: %s: lastruns.lua answered %d values for %d items", op, len(res), len(items))
+	}
+	now, _ := res[0].(int64)
+	for i, it := range items {
+		v, _ := res[i+1].(string)
+		if v == "" {
+			continue
+		}
+		rec, err := history.Decode(v)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %s %q: %w", op, it, err)
+		}
+		if h, ok := itemHistory(it, rec, true, history.Record{}, time.UnixMilli(now)); ok {
+			out[it] = h
+		}
+	}
+	return out, nil
 }
 
 // FailedItems implements [RunHistory]. The cursor is SSCAN's.
