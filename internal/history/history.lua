@@ -1,10 +1,12 @@
 -- history: a piece (see internal/luascript) of pkg/allocator's next.lua
 -- and pkg/worker's finish.lua and record.lua.
 --
--- history(k, a, now) records how a run of a.item ended as the item's last
--- outcome, at server time now, unless the history already holds a later
--- run of the item (a record with a higher fencing token: a late writer
--- never hides a newer outcome).
+-- history(k, a, now) checks the history's keys and returns a function that
+-- records how a run of a.item ended as the item's last outcome, at server
+-- time now, unless the history already holds a later run of the item (a
+-- record with a higher fencing token: a late writer never hides a newer
+-- outcome). A script checks first, before it writes anything, and records
+-- once it knows the run's result stands.
 --   k  last (HASH item -> '<at_ms>:<token>:<record>'), expiry (ZSET item
 --      -> ms its record's retention ends), tail (the item's stderr tail
 --      STRING)
@@ -20,7 +22,10 @@
 -- retention is left), and a tail expires a retention after it was
 -- written.
 -- It returns a WRONGTYPE error reply naming the first of its keys that
--- holds another type, having written nothing, or nil.
+-- holds another type, having written nothing, or nil and the function:
+--   local wrong, record = history(k, a, now)
+--   if wrong then return wrong end
+--   ... record()
 local function history(k, a, now)
   local want = {{k.last, 'hash'}, {k.expiry, 'zset'}}
   if a.tail ~= '' then
@@ -32,28 +37,29 @@ local function history(k, a, now)
       return redis.error_reply('WRONGTYPE key ' .. kw[1] .. ' holds a ' .. t .. ', want a ' .. kw[2])
     end
   end
-  if a.fenced == '1' then
-    local old = redis.call('HGET', k.last, a.item)
-    local tok = old and tonumber(string.match(old, '^%d+:(%d+):'))
-    if tok and tok > tonumber(a.token) then
-      return nil
+  return nil, function()
+    if a.fenced == '1' then
+      local old = redis.call('HGET', k.last, a.item)
+      local tok = old and tonumber(string.match(old, '^%d+:(%d+):'))
+      if tok and tok > tonumber(a.token) then
+        return
+      end
+    end
+    local retain = tonumber(a.retain)
+    local head = string.format('%d:%s:', now, a.token)
+    redis.call('HSET', k.last, a.item, head .. a.rec)
+    redis.call('ZADD', k.expiry, now + retain, a.item)
+    if a.tail ~= '' then
+      redis.call('SET', k.tail, head .. a.tail, 'PX', retain)
+    end
+    local stale = redis.call('ZRANGE', k.expiry, '-inf', now, 'BYSCORE', 'LIMIT', 0, 8)
+    if #stale > 0 then
+      redis.call('HDEL', k.last, unpack(stale))
+      redis.call('ZREM', k.expiry, unpack(stale))
+    end
+    if redis.call('PTTL', k.expiry) < retain - retain / 8 then
+      redis.call('PEXPIRE', k.last, retain)
+      redis.call('PEXPIRE', k.expiry, retain)
     end
   end
-  local retain = tonumber(a.retain)
-  local head = string.format('%d:%s:', now, a.token)
-  redis.call('HSET', k.last, a.item, head .. a.rec)
-  redis.call('ZADD', k.expiry, now + retain, a.item)
-  if a.tail ~= '' then
-    redis.call('SET', k.tail, head .. a.tail, 'PX', retain)
-  end
-  local stale = redis.call('ZRANGE', k.expiry, '-inf', now, 'BYSCORE', 'LIMIT', 0, 8)
-  if #stale > 0 then
-    redis.call('HDEL', k.last, unpack(stale))
-    redis.call('ZREM', k.expiry, unpack(stale))
-  end
-  if redis.call('PTTL', k.expiry) < retain - retain / 8 then
-    redis.call('PEXPIRE', k.last, retain)
-    redis.call('PEXPIRE', k.expiry, retain)
-  end
-  return nil
 end

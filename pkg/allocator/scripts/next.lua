@@ -56,8 +56,9 @@
 -- Refuses with WRONGTYPE, naming the key, when a history key holds
 -- another type; then nothing is written.
 local now, now_us = clock()
-if ARGV[19] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
-  local wrong = history({last = KEYS[12], expiry = KEYS[13], tail = KEYS[14]},
+local wrong, record = nil, nil
+if ARGV[19] ~= '' then
+  wrong, record = history({last = KEYS[12], expiry = KEYS[13], tail = KEYS[14]},
     {item = ARGV[2], token = ARGV[20], rec = ARGV[19], tail = ARGV[21], retain = ARGV[22], fenced = ''}, now)
   if wrong then
     return wrong
@@ -70,6 +71,9 @@ local ended = free(
    hold = tonumber(ARGV[5]), marker = ARGV[6], handoff = tonumber(ARGV[7]),
    known = ARGV[8], longest = tonumber(ARGV[9]), tally = KEYS[10], count = ARGV[10]},
   now, now_us)
+if record and ended[1] == 1 then
+  record() -- the lease was current: the run's result stands
+end
 local granted = grant(
   {members = KEYS[2], index = KEYS[3], fence = KEYS[4], bindings = KEYS[5],
    waiters = KEYS[6], foreign = KEYS[7], reserved = KEYS[8], epoch = KEYS[9], from = KEYS[11]},

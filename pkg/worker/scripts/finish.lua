@@ -53,11 +53,12 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then
   return {0, gen, id, quiet, at}
 end
 if ARGV[8] ~= '' then
-  local wrong = history({last = KEYS[11], expiry = KEYS[12], tail = KEYS[13]},
+  local wrong, record = history({last = KEYS[11], expiry = KEYS[12], tail = KEYS[13]},
     {item = ARGV[2], token = ARGV[9], rec = ARGV[8], tail = ARGV[10], retain = ARGV[11], fenced = ''}, now)
   if wrong then
     return wrong
   end
+  record()
 end
 if ARGV[3] == '1' then
   redis.call('SMOVE', KEYS[2], KEYS[3], ARGV[2])

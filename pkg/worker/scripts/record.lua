@@ -15,9 +15,10 @@
 -- Refuses with WRONGTYPE, naming the key, when any key holds another type;
 -- then nothing is written.
 local now = clock()
-local wrong = history({last = KEYS[1], expiry = KEYS[2], tail = KEYS[3]},
+local wrong, record = history({last = KEYS[1], expiry = KEYS[2], tail = KEYS[3]},
   {item = ARGV[1], token = ARGV[2], rec = ARGV[3], tail = ARGV[4], retain = ARGV[5], fenced = '1'}, now)
 if wrong then
   return wrong
 end
+record()
 return 1
