@@ -16,6 +16,11 @@ import (
 // registrationBeats is how many heartbeats a registration lasts.
 const registrationBeats = 3
 
+// leaveTimeout bounds leaving the registry when Run returns: a pool whose
+// Redis is gone should not wait long for a step its registration's expiry
+// does anyway.
+const leaveTimeout = 2 * time.Second
+
 // newInstance is a random id for one pool's registration.
 func newInstance() string {
 	var b [8]byte
@@ -46,7 +51,7 @@ func (p *Pool) register() (stop func()) {
 	return func() {
 		cancel()
 		<-done
-		lctx, lcancel := context.WithTimeout(context.Background(), releaseTimeout)
+		lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
 		defer lcancel()
 		if err := p.store.Leave(lctx, p.cfg.ID, p.instance); err != nil {
 			p.log.Warn("cannot leave the runner registry; the entry expires on its own", "in", registrationBeats*p.cfg.Heartbeat, "error", err)
