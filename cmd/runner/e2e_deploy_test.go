@@ -181,11 +181,13 @@ func TestE2EKillSoakNoGrowingKeys(t *testing.T) {
 	ks := e.keys()
 	allowed := map[string]bool{}
 	for _, k := range []string{ks.Members(), ks.Epoch(), ks.Index(), ks.IndexBucket(0), ks.IndexCount(), ks.Fence(), ks.Bindings(), ks.Waiters(), ks.Reserved(),
-		ks.Foreign(), ks.SyncState(), ks.Failures(), ks.ItemsMarker()} {
+		ks.Foreign(), ks.SyncState(), ks.Failures(), ks.ItemsMarker(),
+		ks.Runners(), ks.RunnerInfo(), ks.History(), ks.HistoryExpiry()} {
 		allowed[k] = true
 	}
 	for _, it := range items {
 		allowed[ks.Lock(it)] = true
+		allowed[ks.Tail(it)] = true
 	}
 	pattern := keyspace.GlobEscape(ks.Base()) + "*"
 

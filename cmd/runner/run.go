@@ -175,6 +175,7 @@ func (a *app) run(cf *configFlags, cfg *Config) error {
 	r.task.set(r.execTask(cfg))
 	wc := cfg.workerConfig()
 	wc.Logger, wc.Observer = log, metrics
+	wc.Version, _ = version() // shown in the fleet's registry
 	r.pool, err = worker.New(be.alloc, be.store, &r.task, wc)
 	if err != nil {
 		return err

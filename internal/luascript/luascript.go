@@ -7,8 +7,9 @@
 // A piece is a Lua fragment that defines one local function of its own
 // name, written once in its own .lua file: the generic ones here (clock,
 // typecheck), the others beside the package whose model they belong to
-// (epoch in internal/epoch, setttl in pkg/lock, wake in pkg/allocator,
-// rolled, batchend and counts in pkg/worker). A script's body says which
+// (epoch in internal/epoch, history in internal/history, setttl in
+// pkg/lock, wake in pkg/allocator, rolled, batchend, counts and registry in
+// pkg/worker). A script's body says which
 // pieces it calls in a header line
 //
 //	-- uses: clock, epoch

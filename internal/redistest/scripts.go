@@ -147,7 +147,8 @@ var (
 			k.Lock("<item>"), k.LockPrefix(), k.Members(), k.Staging("<id>"), k.Epoch(),
 			k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Reserved(), k.Foreign(),
 			k.SyncState(), k.WakePrefix(), k.Failures(), k.ItemsMarker(), k.LegacyIndex(), k.Control(), k.Cancels(),
-			b.Todo, b.Done, b.Failed, b.Failures, b.Meta,
+			b.Todo, b.Done, b.Failed, b.Failures, b.Meta, b.Errors,
+			k.History(), k.HistoryExpiry(), k.Tail("<item>"), k.TailPrefix(), k.Runners(), k.RunnerInfo(),
 		} {
 			m[placeholder.ReplaceAllString(name, "<>")] = true
 		}

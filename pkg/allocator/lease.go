@@ -198,6 +198,10 @@ type EndOptions struct {
 	// twin for the memory backend). It changes only when the lease is still
 	// current.
 	Count CountOp
+	// Record, when set, records how the run under the lease ended in the
+	// item's history, in the same step, while the lease is current (see
+	// RunRecord). Default nil: nothing is recorded.
+	Record *RunRecord
 }
 
 // Next ends the lease as Release does (or, with end.Hold, as Quarantine

@@ -453,6 +453,9 @@ func (s *memoryStore) next(ctx context.Context, l *Lease, end EndOptions, owner 
 	if r.ended, r.rep, err = s.free(bg, l, end.Hold, holdMarker(end.Quarantine), end.Count, opts.Failures); err != nil {
 		return nextResult{}, err
 	}
+	if r.ended == verdictHeld {
+		s.writeHistory(l, end.Record)
+	}
 	if r.g, r.m, r.granted, err = s.grant(bg, owner, ttl, opts.Prefer, opts.Binding, "", opts.Exact, opts.From); err != nil {
 		return nextResult{}, err
 	}

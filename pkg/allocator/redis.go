@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lockpool/lockpool/internal/epoch"
+	"github.com/lockpool/lockpool/internal/history"
 	"github.com/lockpool/lockpool/internal/luascript"
 	"github.com/lockpool/lockpool/pkg/keyspace"
 	"github.com/lockpool/lockpool/pkg/lock"
@@ -34,7 +35,7 @@ var (
 	// lines say which): the shared ones, epoch, wake, and grant and free,
 	// the bodies of acquire and release, which next runs back to back.
 	pieces = luascript.Pieces(epoch.Piece, luascript.NewPiece("wake", wakeLua),
-		luascript.NewPiece("index", indexLua), luascript.NewPiece("grant", grantLua), luascript.NewPiece("free", freeLua))
+		luascript.NewPiece("index", indexLua), luascript.NewPiece("grant", grantLua), luascript.NewPiece("free", freeLua), history.Piece)
 
 	//go:embed scripts/acquire.lua
 	acquireLua    string
@@ -472,10 +473,12 @@ func (s *redisStore) next(ctx context.Context, l *Lease, end EndOptions, owner s
 	}
 	known, longest := s.epochs.Args(ttl)
 	k := s.keys
-	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), opts.Failures, from, k.Control()}
-	res, acked, waitErr := s.run(ctx, nextScript, keys,
-		l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), holdMarker(end.Quarantine), s.handoff.Milliseconds(), known, longest,
-		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), opts.Prefer, opts.Binding, maxCandidates, only, fromFlag)
+	keys := []string{k.Lock(l.item), k.Members(), k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Foreign(), k.Reserved(), k.Epoch(), opts.Failures, from,
+		k.History(), k.HistoryExpiry(), k.Tail(l.item), k.Control()}
+	args := append([]any{l.value, l.item, k.WakePrefix(), s.wakeN, end.Hold.Milliseconds(), holdMarker(end.Quarantine), s.handoff.Milliseconds(), known, longest,
+		end.Count.arg(), k.LockPrefix(), owner, ttl.Milliseconds(), opts.Prefer, opts.Binding, maxCandidates, only, fromFlag},
+		historyArgs(l, end.Record)...)
+	res, acked, waitErr := s.run(ctx, nextScript, keys, args...)
 	if waitErr != nil && res == nil {
 		return nextResult{}, s.mapErr("next", waitErr)
 	}

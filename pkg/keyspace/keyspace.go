@@ -31,9 +31,27 @@
 //	<base>|batch:<id>:failed        SET      worker     a batch's items failed
 //	<base>|batch:<id>:failures      HASH     worker     item -> consecutive failures in the batch
 //	<base>|batch:<id>:meta          HASH     worker     total, started_ms, finished_ms, gen, rollbacks
+//	<base>|batch:<id>:errors        HASH     worker     failed item -> its last error
+//	<base>|hist:last                HASH     worker     item -> its last run's outcome (see below)
+//	<base>|hist:expiry              ZSET     worker     item -> server ms its record's retention ends
+//	<base>|hist:tail:<item>         STRING   worker     the stderr tail of item's last failed run (TTL: the retention)
+//	<base>|fleet:runners            ZSET     worker     registered process id -> server ms its registration expires
+//	<base>|fleet:info               HASH     worker     registered process id -> what it reported at its last heartbeat
 //	<base>|runner:items             STRING   runner     set once the runner added pool.items
 //
 // (TestDocumentedLayout checks this table against the methods below.)
+//
+// Two groups of keys are bounded without anyone deleting them. Item
+// history: hist:last and hist:expiry hold one entry per item whose last
+// run's record is within its retention (every write drops up to a few entries older
+// than it, and both keys expire a retention after the last write); a
+// tail key exists only for an item whose last failure is within the
+// retention, and expires on its own. The runner registry: fleet:runners
+// and fleet:info hold one entry per process whose heartbeat has not
+// expired, and those of processes that died since the last few heartbeats
+// (every heartbeat and every read drop up to 16 expired ones; both keys
+// expire with the latest heartbeat), so neither grows with the number of
+// processes that ever ran.
 //
 // The epoch HASH records the Redis dataset the pool's state lives in (the
 // server's replication id), a generation counter bumped at every
@@ -149,19 +167,39 @@ func (p Pool) Failures() string { return p.base + "|run:failures" }
 
 // Batch holds the keys of one batch.
 type Batch struct {
-	Todo, Done, Failed, Failures, Meta string
+	Todo, Done, Failed, Failures, Meta, Errors string
 }
 
 // Batch returns the keys of batch id. Every batch key ends in ":<name>"
 // with a name that has no colon, so two ids never share a key.
 func (p Pool) Batch(id string) Batch {
 	b := p.base + "|batch:" + id + ":"
-	return Batch{Todo: b + "todo", Done: b + "done", Failed: b + "failed", Failures: b + "failures", Meta: b + "meta"}
+	return Batch{Todo: b + "todo", Done: b + "done", Failed: b + "failed", Failures: b + "failures", Meta: b + "meta", Errors: b + "errors"}
 }
 
 // BatchPattern is a SCAN MATCH pattern for every batch key of the pool,
 // with the base glob-escaped.
 func (p Pool) BatchPattern() string { return GlobEscape(p.base) + "|batch:*" }
+
+// History is the HASH of every item's last outcome.
+func (p Pool) History() string { return p.base + "|hist:last" }
+
+// HistoryExpiry is the ZSET of when each item's record's retention ends,
+// by which the history's writers drop what is past it.
+func (p Pool) HistoryExpiry() string { return p.base + "|hist:expiry" }
+
+// TailPrefix is what every stderr tail key starts with.
+func (p Pool) TailPrefix() string { return p.base + "|hist:tail:" }
+
+// Tail is the STRING holding the stderr tail of item's last failed run.
+func (p Pool) Tail(item string) string { return p.TailPrefix() + item }
+
+// Runners is the runner registry's ZSET: process ids by when their
+// registration expires.
+func (p Pool) Runners() string { return p.base + "|fleet:runners" }
+
+// RunnerInfo is the runner registry's HASH: process id -> its report.
+func (p Pool) RunnerInfo() string { return p.base + "|fleet:info" }
 
 // ItemsMarker is the key the runner sets once it added pool.items.
 func (p Pool) ItemsMarker() string { return p.base + "|runner:items" }

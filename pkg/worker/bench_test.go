@@ -84,18 +84,25 @@ func benchFuncBackend(b *testing.B, name string, n int) (*allocator.Allocator, w
 // runsPerSecond runs a loop-mode pool until n task runs have finished
 // and returns their rate.
 func runsPerSecond(b *testing.B, a *allocator.Allocator, st worker.Store, n int, task func(ctx context.Context, job worker.Job) error) float64 {
+	return runsPerSecondWith(b, a, st, n, worker.Config{}, task)
+}
+
+// runsPerSecondWith is runsPerSecond with cfg (Concurrency and LeaseTTL
+// are set here).
+func runsPerSecondWith(b *testing.B, a *allocator.Allocator, st worker.Store, n int, cfg worker.Config, task func(ctx context.Context, job worker.Job) error) float64 {
 	ctx, cancel := context.WithCancel(benchRunContext())
 	defer cancel()
 	var runs atomic.Int64
 	var end time.Time
 	var once sync.Once
+	cfg.Concurrency, cfg.LeaseTTL = benchConcurrency, time.Minute
 	p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
 		err := task(ctx, job)
 		if runs.Add(1) == int64(n) {
 			once.Do(func() { end = time.Now(); cancel() })
 		}
 		return err
-	}), worker.Config{Concurrency: benchConcurrency, LeaseTTL: time.Minute})
+	}), cfg)
 	must(b, err)
 	start := time.Now()
 	must(b, p.Run(ctx))

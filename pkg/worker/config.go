@@ -9,7 +9,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockpool/lockpool/internal/history"
 )
+
+// maxVersion bounds Config.Version.
+const maxVersion = 128
 
 // Mode is how a pool chooses work.
 type Mode string
@@ -71,6 +76,20 @@ type Config struct {
 	BatchRetain time.Duration
 	// ProgressInterval is how often batch progress is logged. Default 10s.
 	ProgressInterval time.Duration
+	// Version is the program's version, shown in the fleet's registry
+	// (Registry); at most 128 bytes. Default "".
+	Version string
+	// Heartbeat is how often the pool renews its registration in the
+	// fleet's registry (Registry) while Run runs. A registration lasts
+	// three heartbeats, so a process that died is gone from the registry
+	// within three. Each heartbeat is one small write. Default 5s; -1 (any
+	// negative value) keeps the pool out of the registry.
+	Heartbeat time.Duration
+	// HistoryRetain is how long an item's last outcome, and the stderr
+	// tail of its last failure, are kept (RunHistory). Recording them
+	// costs no round trip: it rides in the step that ends the run. Default
+	// 7 days; -1 (any negative value) records no history.
+	HistoryRetain time.Duration
 	// Logger receives the pool's logs. Default hclog.NewNullLogger().
 	Logger hclog.Logger
 	// Observer receives events for metrics. Default NopObserver.
@@ -99,6 +118,8 @@ func (c Config) WithDefaults() Config {
 	c.BatchID = cmp.Or(c.BatchID, "default")
 	c.BatchRetain = cmp.Or(c.BatchRetain, 24*time.Hour)
 	c.ProgressInterval = cmp.Or(c.ProgressInterval, 10*time.Second)
+	c.Heartbeat = cmp.Or(c.Heartbeat, 5*time.Second)
+	c.HistoryRetain = cmp.Or(c.HistoryRetain, 7*24*time.Hour)
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -154,6 +175,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBackoff < c.Backoff {
 		p.add("MaxBackoff", "must be at least Backoff (%v), got %q", c.Backoff, c.MaxBackoff.String())
+	}
+	if c.Heartbeat > 0 && c.Heartbeat < 10*time.Millisecond {
+		p.add("Heartbeat", "must be at least 10ms, or -1 for none, got %q", c.Heartbeat.String())
+	}
+	if c.HistoryRetain > 0 && c.HistoryRetain < time.Millisecond {
+		p.add("HistoryRetain", "must be at least 1ms, or -1 for none, got %q", c.HistoryRetain.String())
+	}
+	if len(c.Version) > maxVersion || strings.ContainsAny(c.Version, "\x00\n\r") {
+		p.add("Version", "must be at most %d bytes without a NUL byte or newline, got %q", maxVersion, history.Head(c.Version, 40))
 	}
 	if err := ValidateBatchID(c.BatchID); err != nil {
 		p = append(p, &FieldError{Field: "BatchID", Msg: "must be 1 to " + strconv.Itoa(MaxBatchIDLen) + " bytes without a NUL byte or newline: " + strings.TrimPrefix(err.Error(), ErrInvalidBatch.Error()+": "), Err: ErrInvalidBatch})

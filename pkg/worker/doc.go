@@ -72,6 +72,31 @@
 // items itself, waiting between looks, only for its first item and when
 // Next found none free: that is also how it sees the batch complete.
 //
+// # The fleet's registry and each item's history
+//
+// Every Pool registers itself beside the pool it serves while Run runs
+// (Registry): its id, host, pid, Config.Version, mode, concurrency, when it
+// started, the leases it holds, and its runs, failures and lost leases so
+// far, renewed every Config.Heartbeat (one small write) and lasting three
+// heartbeats, so a process that died is gone within three; Run leaves the
+// registry when it returns. Store.Runners lists the live ones.
+//
+// Every run's outcome is kept as its item's last (RunHistory): success,
+// failure, panic, timeout or lost lease, when by the store's clock, by
+// which pool, the attempt, the error (with an exec task's exit status), and
+// the last 20 lines (4 KiB) of stderr of the item's last failed run, for
+// Config.HistoryRetain. The record is written in the step that records the
+// run's result (Lease.Next's EndOptions.Record, Finish), so loop mode
+// stays one round trip per run and batch mode two; only a lost lease or a
+// run that ended while the pool shut down costs a write of its own. A
+// record never hides a later run's: the later fencing token wins. A batch
+// also keeps each failed item's last error (FailedItems).
+//
+// Neither grows with time: the registry holds the live processes and those
+// that died in the last few heartbeats, and the history one record per
+// item within its retention (see pkg/keyspace for the keys and how each is
+// bounded).
+//
 // # Shutdown
 //
 // Cancelling Run's context stops acquiring; running tasks get

@@ -85,3 +85,42 @@ func ExampleExecTask() {
 	// stdout: shard-1; rm -rf /
 	// stdout: 1
 }
+
+// After a batch, the store names the failed items with their last
+// errors, and keeps every item's last outcome; while a pool runs, it is
+// in the fleet's registry (Store.Runners), with its runs and failures.
+func ExampleRunHistory() {
+	ctx := context.Background()
+	pool, _ := lock.NewMemoryLockPool(lock.MemoryConfig{})
+	_ = pool.Assign(ctx, []string{"ok-1", "ok-2", "broken"})
+	alloc, _ := allocator.NewMemory(pool, allocator.Config{})
+	defer alloc.Close()
+	store := worker.NewMemoryStore(pool)
+
+	task := worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+		if job.Item == "broken" {
+			return fmt.Errorf("no such table (attempt %d)", job.Attempt)
+		}
+		return nil
+	})
+	p, _ := worker.New(alloc, store, task, worker.Config{
+		Mode: worker.ModeBatch, BatchID: "nightly", ID: "host-1:42",
+		LeaseTTL: 10 * time.Second, MaxAttempts: 2, Backoff: time.Millisecond,
+	})
+	fmt.Println(p.Run(ctx))
+
+	failed, _, _ := store.FailedItems(ctx, "nightly", "", 100)
+	fmt.Println(failed)
+	h, _, _ := store.LastRun(ctx, "broken")
+	fmt.Println(h.Outcome, h.Attempts, h.Runner, h.Error)
+	h, _, _ = store.LastRun(ctx, "ok-1")
+	fmt.Println(h.Outcome, h.Attempts)
+	runners, _ := store.Runners(ctx)
+	fmt.Println(len(runners), "runners registered once Run returned")
+	// Output:
+	// worker: batch finished with failed items: batch "nightly": 1 of 3 items failed
+	// [{broken no such table (attempt 2)}]
+	// failure 2 host-1:42 no such table (attempt 2)
+	// success 1
+	// 0 runners registered once Run returned
+}

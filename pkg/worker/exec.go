@@ -111,6 +111,12 @@ type ExecTask struct {
 	// same value once it has been reaped. Nil discards output (the command
 	// gets /dev/null).
 	Output func(job Job, stream string, line string)
+	// StderrLines is how many of the last lines the command wrote to
+	// stderr the error of a failed run keeps (ExecError.Stderr, 4 KiB at
+	// most), for the item's history. Default 20; -1 (any negative value)
+	// keeps none. Without Output the command's stdout is /dev/null, and
+	// its stderr a pipe read for the tail alone (/dev/null with -1).
+	StderrLines int
 	// Wrapper starts the command through this process's exec supervisor
 	// (see ServeExecWrapper), so that on Linux the command and everything
 	// it started in its group are killed when the runner dies, even by
@@ -188,7 +194,7 @@ func (t *ExecTask) Run(ctx context.Context, job Job) error {
 	// Output panics stop the command through this context.
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out, err := startOutput(job, t.Output, cancel)
+	out, err := startOutput(job, t.Output, t.stderrLines(), cancel)
 	if err != nil {
 		return fmt.Errorf("%w: start %q: %w", ErrTaskFailed, name, err)
 	}
@@ -210,7 +216,14 @@ func (t *ExecTask) Run(ctx context.Context, job Job) error {
 	if v, ok := out.panicValue(); ok {
 		panic(v)
 	}
-	return t.result(ctx, stopped, status, waitErr)
+	return t.result(ctx, stopped, status, waitErr, out.stderrTail())
+}
+
+func (t *ExecTask) stderrLines() int {
+	if t.StderrLines == 0 {
+		return defaultStderrLines
+	}
+	return max(t.StderrLines, 0)
 }
 
 func (t *ExecTask) killGrace() time.Duration {
@@ -227,7 +240,7 @@ type command struct {
 	env  []string
 	dir  string
 	// stdout and stderr are the write ends of the output pipes; nil means
-	// /dev/null.
+	// /dev/null (stdout without Output, both without a stderr tail either).
 	stdout, stderr *os.File
 }
 
@@ -300,14 +313,18 @@ func dedupEnv(env []string) []string {
 }
 
 // result turns how the command ended into Run's error.
-func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.WaitStatus, waitErr error) error {
+func (t *ExecTask) result(ctx context.Context, stopped bool, status syscall.WaitStatus, waitErr error, stderr string) error {
 	name := t.Command[0]
 	var err error
 	switch {
 	case waitErr != nil:
-		err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, waitErr)
+		err = &ExecError{err: fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, waitErr), Status: -1, Stderr: stderr}
 	case !status.Exited() || status.ExitStatus() != 0:
-		err = fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, &ExitError{Status: status})
+		code := -1
+		if status.Exited() {
+			code = status.ExitStatus()
+		}
+		err = &ExecError{err: fmt.Errorf("%w: %q: %w", ErrTaskFailed, name, &ExitError{Status: status}), Status: code, Stderr: stderr}
 	}
 	if !stopped {
 		return err
@@ -375,7 +392,10 @@ func startDirect(c *command) (process, error) {
 		SysProcAttr: sysProcAttr(),
 	}
 	if c.stdout != nil {
-		cmd.Stdout, cmd.Stderr = c.stdout, c.stderr
+		cmd.Stdout = c.stdout
+	}
+	if c.stderr != nil {
+		cmd.Stderr = c.stderr
 	}
 	if err := startProcess(cmd); err != nil {
 		return nil, err

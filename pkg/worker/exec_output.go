@@ -12,13 +12,16 @@ import (
 	"time"
 )
 
-// output reads a command's stdout and stderr into an Output function.
+// output reads a command's stdout and stderr into an Output function,
+// keeping the last lines of stderr.
 type output struct {
 	job      Job
 	fn       func(Job, string, string)
+	tail     *tailRing // nil: no tail kept
 	onPanic  context.CancelCauseFunc
 	readers  []*os.File // read ends, ours
 	writers  []*os.File // write ends, the command's
+	streams  []string   // "stdout" or "stderr", of each pipe
 	done     sync.WaitGroup
 	mu       sync.Mutex // serializes fn; guards the fields below
 	panicked bool
@@ -26,13 +29,20 @@ type output struct {
 }
 
 // startOutput makes pipes for a command's stdout and stderr when fn is not
-// nil.
-func startOutput(job Job, fn func(Job, string, string), onPanic context.CancelCauseFunc) (*output, error) {
+// nil or the last tailLines lines of stderr are to be kept.
+func startOutput(job Job, fn func(Job, string, string), tailLines int, onPanic context.CancelCauseFunc) (*output, error) {
 	o := &output{job: job, fn: fn, onPanic: onPanic}
-	if fn == nil {
-		return o, nil
+	if tailLines > 0 {
+		o.tail = newTailRing(tailLines)
 	}
-	for range 2 {
+	streams := []string{"stdout", "stderr"}
+	switch {
+	case fn == nil && o.tail == nil:
+		return o, nil
+	case fn == nil: // only the tail: stdout stays /dev/null
+		streams = streams[1:]
+	}
+	for _, stream := range streams {
 		r, w, err := os.Pipe()
 		if err != nil {
 			o.abort()
@@ -40,17 +50,22 @@ func startOutput(job Job, fn func(Job, string, string), onPanic context.CancelCa
 		}
 		o.readers = append(o.readers, r)
 		o.writers = append(o.writers, w)
+		o.streams = append(o.streams, stream)
 	}
 	return o, nil
 }
 
-// files are the write ends for the command's stdout and stderr, nil
-// without fn.
+// files are the write ends for the command's stdout and stderr, nil (for
+// /dev/null) when nothing reads them.
 func (o *output) files() (stdout, stderr *os.File) {
-	if len(o.writers) == 0 {
-		return nil, nil
+	for i, w := range o.writers {
+		if o.streams[i] == "stdout" {
+			stdout = w
+		} else {
+			stderr = w
+		}
 	}
-	return o.writers[0], o.writers[1]
+	return stdout, stderr
 }
 
 // abort closes the pipes of a command that did not start.
@@ -67,7 +82,7 @@ func (o *output) started() {
 		_ = w.Close()
 	}
 	for i, r := range o.readers {
-		stream := [...]string{"stdout", "stderr"}[i]
+		stream := o.streams[i]
 		o.done.Add(1)
 		go func() {
 			defer o.done.Done()
@@ -139,11 +154,15 @@ func (o *output) read(r io.Reader, stream string) {
 	}
 }
 
-// deliver calls fn, turning a panic into a stop of the command.
+// deliver keeps a stderr line in the tail and calls fn, turning a panic
+// into a stop of the command.
 func (o *output) deliver(stream, line string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.panicked {
+	if o.tail != nil && stream == "stderr" {
+		o.tail.add(line)
+	}
+	if o.panicked || o.fn == nil {
 		return
 	}
 	defer func() {
@@ -153,6 +172,13 @@ func (o *output) deliver(stream, line string) {
 		}
 	}()
 	o.fn(o.job, stream, line)
+}
+
+// stderrTail is the last lines of stderr, once the readers are done.
+func (o *output) stderrTail() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.tail.String()
 }
 
 // panicValue returns what Output panicked with, if it did.

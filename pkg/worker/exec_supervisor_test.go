@@ -166,24 +166,26 @@ func TestExecManyConcurrent(t *testing.T) {
 }
 
 // TestExecNoDescriptorLeak looks at the descriptors of a running command:
-// 0, 1 and 2 only (stdin /dev/null; stdout and stderr pipes, or /dev/null
-// without Output), nothing of the runner's or the supervisor's.
+// 0, 1 and 2 only (stdin /dev/null; stdout and stderr pipes with Output;
+// without it stdout /dev/null and stderr a pipe for the stderr tail, or
+// /dev/null with StderrLines -1), nothing of the runner's or the
+// supervisor's.
 func TestExecNoDescriptorLeak(t *testing.T) {
 	t.Parallel()
 	forModes(t, func(t *testing.T, wrapper bool) {
-		for _, withOutput := range []bool{true, false} {
+		for _, c := range []struct {
+			withOutput  bool
+			lines       int
+			out, errOut string
+		}{{true, 0, "pipe:", "pipe:"}, {false, 0, "/dev/null", "pipe:"}, {false, -1, "/dev/null", "/dev/null"}} {
 			dir := t.TempDir()
-			task := &worker.ExecTask{Command: sh(`echo $$ > pid; exec sleep 30`), Dir: dir, Wrapper: wrapper, KillGrace: time.Second}
-			if withOutput {
+			task := &worker.ExecTask{Command: sh(`echo $$ > pid; exec sleep 30`), Dir: dir, Wrapper: wrapper, KillGrace: time.Second, StderrLines: c.lines}
+			if c.withOutput {
 				task.Output = newRecorder().output
 			}
 			ctx, cancel := context.WithCancel(t.Context())
 			errc := runAsync(ctx, task, testJob)
 			p := readPidFile(t, filepath.Join(dir, "pid"))
-			want := "/dev/null"
-			if withOutput {
-				want = "pipe:"
-			}
 			// While the shell execs sleep and the loader maps its
 			// libraries, other descriptors come and go; a leaked one
 			// stays.
@@ -197,10 +199,10 @@ func TestExecNoDescriptorLeak(t *testing.T) {
 					got = append(got, fd.Name()+" "+link)
 				}
 				return string(comm) == "sleep\n" && len(got) == 3 && got[0] == "0 /dev/null" &&
-					strings.HasPrefix(got[1], "1 "+want) && strings.HasPrefix(got[2], "2 "+want), fmt.Sprintf("%q", got)
+					strings.HasPrefix(got[1], "1 "+c.out) && strings.HasPrefix(got[2], "2 "+c.errOut), fmt.Sprintf("%q", got)
 			})
 			if err != nil {
-				t.Errorf("Output %v, stdout and stderr %s wanted: %v", withOutput, want, err)
+				t.Errorf("Output %v, StderrLines %d: stdout %s and stderr %s wanted: %v", c.withOutput, c.lines, c.out, c.errOut, err)
 			}
 			cancel()
 			_ = waitErr(t, "task", errc, 10*time.Second)

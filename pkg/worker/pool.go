@@ -32,9 +32,13 @@ type Pool struct {
 	hard       context.Context
 	hardCancel context.CancelCauseFunc
 	// stop ends acquiring; set by Run.
-	stopMu  sync.Mutex
-	stop    context.CancelFunc
-	started atomic.Bool
+	stopMu sync.Mutex
+	stop   context.CancelFunc
+	ran    atomic.Bool
+
+	// instance tells this pool's registration apart from another
+	// process's with the same Config.ID (Runner.Instance).
+	instance string
 
 	mu      sync.Mutex
 	workers []WorkerStatus
@@ -47,6 +51,10 @@ type Pool struct {
 	target int
 	// taskTimeout is Config.TaskTimeout, then SetTaskTimeout's (ns).
 	taskTimeout atomic.Int64
+	// failed and lost count runs that failed (failure, panic, timeout)
+	// and that lost their lease; started is when Run began.
+	failed, lost int64
+	started      time.Time
 	// failingSince is when acquiring began to fail with errors (zero
 	// while it works), failErr the latest of them.
 	failingSince, failedAt time.Time
@@ -80,8 +88,9 @@ func New(alloc *allocator.Allocator, store Store, task Task, cfg Config) (*Pool,
 		cfg: cfg, alloc: alloc, store: store, task: task,
 		log: cfg.Logger, obs: cfg.Observer,
 		hard: hard, hardCancel: hardCancel,
-		workers: make([]WorkerStatus, cfg.Concurrency),
-		target:  cfg.Concurrency,
+		workers:  make([]WorkerStatus, cfg.Concurrency),
+		target:   cfg.Concurrency,
+		instance: newInstance(),
 	}
 	p.taskTimeout.Store(int64(cfg.TaskTimeout))
 	now := time.Now()
@@ -161,8 +170,16 @@ func (p *Pool) SetTaskTimeout(d time.Duration) error {
 // allocator) stop the pool and are returned; Redis being unreachable is
 // logged and retried with backoff.
 func (p *Pool) Run(ctx context.Context) error {
-	if !p.started.CompareAndSwap(false, true) {
+	if !p.ran.CompareAndSwap(false, true) {
 		return errors.New("worker: Run called twice")
+	}
+	p.mu.Lock()
+	p.started = time.Now()
+	p.mu.Unlock()
+	if p.cfg.Heartbeat > 0 {
+		// Registered while Run runs, tasks draining after a shutdown
+		// included; out of the registry when it returns.
+		defer p.register()()
 	}
 	parent := ctx
 	ctx, stop := context.WithCancel(ctx)
@@ -497,6 +514,7 @@ func (p *Pool) runLease(ctx context.Context, id int, owner string, l *allocator.
 		outcome = OutcomeFailure
 	}
 	p.obs.TaskDone(job, outcome, took)
+	p.count(outcome)
 	if lost {
 		runErr = context.Cause(ka.Context())
 	}
@@ -528,6 +546,7 @@ func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr err
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	l := job.Lease
+	rec := p.runRecord(job, outcome, runErr)
 	release := func() {
 		if err := l.Release(ectx); errors.Is(err, allocator.ErrLeaseLost) {
 			log.Warn("item not released: its lease was already lost", "error", err)
@@ -543,6 +562,7 @@ func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr err
 		// lease (Redis slow, not gone): free the item now rather than at
 		// its expiry. Release is fenced, so this never frees another's.
 		_ = l.Release(ectx)
+		p.recordRun(ectx, log, job, rec)
 		return nil
 	case OutcomeCancelled:
 		log.Info("task cancelled by shutdown; item released", "error", runErr)
@@ -551,10 +571,10 @@ func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr err
 	case OutcomeSuccess:
 		log.Info("task succeeded", "attempt", job.Attempt, "took", took.Round(time.Millisecond))
 		if b != nil {
-			p.record(ectx, log, b, l, true)
+			p.record(ectx, log, b, l, true, rec)
 			return p.end(ctx, ectx, log, job, allocator.EndOptions{}, b)
 		}
-		end := allocator.EndOptions{Hold: p.cfg.Cooldown}
+		end := allocator.EndOptions{Hold: p.cfg.Cooldown, Record: rec}
 		if job.Attempt > 1 {
 			end.Count = allocator.CountClear
 		}
@@ -567,16 +587,16 @@ func (p *Pool) finish(ctx context.Context, log hclog.Logger, job Job, runErr err
 	if n < p.cfg.MaxAttempts {
 		d := backoff(n, p.cfg.Backoff, p.cfg.MaxBackoff)
 		log.Warn("task failed; retrying the item after a backoff", "outcome", outcome, "attempt", n, "max_attempts", p.cfg.MaxAttempts, "backoff", d.Round(time.Millisecond), "error", runErr)
-		return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: d, Count: allocator.CountAdd}, b)
+		return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: d, Count: allocator.CountAdd, Record: rec}, b)
 	}
 	if b != nil {
 		// Finish forgets the item's count with the result.
 		log.Warn("task failed; item marked failed in the batch", "outcome", outcome, "attempts", n, "error", runErr)
-		p.record(ectx, log, b, l, false)
+		p.record(ectx, log, b, l, false, rec)
 		return p.end(ctx, ectx, log, job, allocator.EndOptions{}, b)
 	}
 	log.Warn("task failed; item quarantined", "outcome", outcome, "attempts", n, "quarantine", p.cfg.Quarantine, "error", runErr)
-	return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: p.cfg.Quarantine, Quarantine: true, Count: allocator.CountClear}, nil)
+	return p.end(ctx, ectx, log, job, allocator.EndOptions{Hold: p.cfg.Quarantine, Quarantine: true, Count: allocator.CountClear, Record: rec}, nil)
 }
 
 // end ends job's lease as end says, counting in b's scope (loop mode's
@@ -615,6 +635,9 @@ func (p *Pool) end(ctx, ectx context.Context, log hclog.Logger, job Job, end all
 		}
 		return nil
 	}
+	// Ending without a grant: the history needs a write of its own
+	// (fenced by the run's token, so it never hides a later run).
+	p.recordRun(ectx, log, job, end.Record)
 	var err error
 	switch end.Count {
 	case allocator.CountAdd:
@@ -652,8 +675,8 @@ func (p *Pool) nextOptions(b *batchRun) allocator.AcquireOptions {
 	return opts
 }
 
-func (p *Pool) record(ctx context.Context, log hclog.Logger, b *batchRun, l *allocator.Lease, ok bool) {
-	recorded, err := p.store.Finish(ctx, b.id, l, ok, p.cfg.BatchRetain)
+func (p *Pool) record(ctx context.Context, log hclog.Logger, b *batchRun, l *allocator.Lease, ok bool, rec *allocator.RunRecord) {
+	recorded, err := p.store.Finish(ctx, b.id, l, ok, p.cfg.BatchRetain, rec)
 	switch {
 	case err != nil:
 		log.Warn("cannot record the result in the batch; the item will be run again", "error", err)

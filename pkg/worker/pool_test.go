@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -642,6 +643,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"max attempts":     {MaxAttempts: -1},
 		"max backoff":      {Backoff: time.Minute, MaxBackoff: time.Second},
 		"batch id":         {BatchID: "a\x00b"},
+		"heartbeat":        {Heartbeat: time.Millisecond},
+		"history retain":   {HistoryRetain: time.Microsecond},
+		"version length":   {Version: strings.Repeat("v", 129)},
+		"version newline":  {Version: "v1\nv2"},
+		"id length":        {ID: strings.Repeat("h", worker.MaxRunnerID+1)},
+		"id NUL":           {ID: "h\x00:1"},
 	} {
 		if _, err := worker.New(a, st, task, cfg); !errors.Is(err, worker.ErrInvalidConfig) && !errors.Is(err, worker.ErrInvalidBatch) {
 			t.Errorf("%s: New = %v, want ErrInvalidConfig", name, err)

@@ -32,7 +32,7 @@ func TestRedisStoreBatchRollback(t *testing.T) {
 		t.Helper()
 		l, err := a.Acquire(ctx, "w", allocator.AcquireOptions{Prefer: item, Exact: true})
 		must(t, err)
-		ok, err := st.Finish(ctx, "b1", l, true, time.Hour)
+		ok, err := st.Finish(ctx, "b1", l, true, time.Hour, nil)
 		must(t, err)
 		if !ok {
 			t.Fatalf("Finish(%s) not recorded", item)

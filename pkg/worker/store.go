@@ -11,8 +11,9 @@ import (
 const MaxBatchIDLen = 200
 
 // Store keeps the run state a fleet of workers shares beside the pool:
-// consecutive failures per item, and batches. RedisStore and MemoryStore
-// implement it.
+// consecutive failures per item, batches, each item's last outcome
+// (RunHistory) and the fleet's live registry (Registry). RedisStore and
+// MemoryStore implement it.
 //
 // A scope is "" for loop mode, or a batch id: failures counted in one
 // batch do not carry into another.
@@ -38,8 +39,11 @@ type Store interface {
 	// Finish records item as done (ok) or failed in batch id, only while
 	// lease is still the item's current lease. It reports whether it was
 	// recorded. When the last pending item finishes, the batch's keys
-	// expire after retain (kept forever when retain is 0).
-	Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration) (bool, error)
+	// expire after retain (kept forever when retain is 0). With rec, the
+	// same step records the run in the item's history (see RunHistory)
+	// and, for a failed item, rec.Error as its error in the batch
+	// (FailedItems).
+	Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration, rec *allocator.RunRecord) (bool, error)
 	// DropRemoved takes those of items that are pending in batch id but no
 	// longer members of the pool out of the batch (and its total), so the
 	// batch does not wait for items nobody can lease, and returns how many
@@ -48,6 +52,9 @@ type Store interface {
 	// Progress returns batch id's counts; found is false when no such batch
 	// exists.
 	Progress(ctx context.Context, id string) (p Progress, found bool, err error)
+
+	RunHistory
+	Registry
 }
 
 // Progress is a batch's state.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lockpool/lockpool/internal/failcount"
+	"github.com/lockpool/lockpool/internal/history"
 	"github.com/lockpool/lockpool/internal/memberset"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/keyspace"
@@ -49,6 +50,8 @@ type memStoreState struct {
 	// nextExpiry is the earliest expires of any batch (zero: none), so
 	// calls before it skip the sweep.
 	nextExpiry time.Time
+	// runners is the registry (fleet:runners and fleet:info) by id.
+	runners map[string]Runner
 }
 
 // memBatch is one batch: batch:<id>:todo, the done and failed counts, and
@@ -59,7 +62,10 @@ type memBatch struct {
 	todo *memberset.Set
 
 	total, done, failed int64
-	started, finished   time.Time
+	// errors holds the failed items with their errors (batch:<id>:failed
+	// and batch:<id>:errors).
+	errors            map[string]string
+	started, finished time.Time
 	// expires is when the finished batch is forgotten; zero while running
 	// or when kept forever.
 	expires time.Time
@@ -69,7 +75,7 @@ type memBatch struct {
 // lock.Shared), shared by every store over the pool.
 func memStoreStateOf(pool *lock.MemoryLockPool) *memStoreState {
 	return lock.Shared(pool, "worker", func() *memStoreState {
-		return &memStoreState{batches: map[string]*memBatch{}}
+		return &memStoreState{batches: map[string]*memBatch{}, runners: map[string]Runner{}}
 	})
 }
 
@@ -178,7 +184,7 @@ func (s *MemoryStore) StartBatch(ctx context.Context, id string) (Progress, erro
 	// A todo set or counts left from an earlier batch of this id must not
 	// carry over.
 	s.forget(id)
-	b := &memBatch{todo: memberset.Of(s.pool, s.keys.Batch(id).Todo), started: msClock(now)}
+	b := &memBatch{todo: memberset.Of(s.pool, s.keys.Batch(id).Todo), errors: map[string]string{}, started: msClock(now)}
 	for item, err := range s.pool.Items(ctx) {
 		if err != nil {
 			s.forget(id)
@@ -241,7 +247,7 @@ func (s *MemoryStore) IsPending(ctx context.Context, id, item string) (bool, err
 // (AcquireOptions.From) no longer sees it, and a worker's IsPending waits
 // for this mutex and sees it moved. A lease that ends right after the
 // check had still run the item to this result.
-func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration) (bool, error) {
+func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration, rec *allocator.RunRecord) (bool, error) {
 	const op = "Finish"
 	if err := checkFinish(op, id, lease); err != nil {
 		return false, err
@@ -271,6 +277,14 @@ func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Le
 		b.done++
 	} else {
 		b.failed++
+		e := ""
+		if rec != nil {
+			e = history.Head(rec.Error, history.MaxError)
+		}
+		b.errors[lease.Item()] = e
+	}
+	if rec != nil {
+		s.history().Write(lease.Item(), lease.Token(), history.Entry(*rec), now)
 	}
 	s.counts(id).Apply(lease.Item(), false)
 	s.st.finishIfDone(b, now, retain)

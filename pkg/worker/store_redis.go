@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lockpool/lockpool/internal/epoch"
+	"github.com/lockpool/lockpool/internal/history"
 	"github.com/lockpool/lockpool/internal/luascript"
 	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/keyspace"
@@ -27,7 +28,7 @@ var (
 	countsLua string
 	// pieces are what the batch scripts may use (their "-- uses:" lines
 	// say which): the shared ones, epoch, and the batch's own.
-	pieces = luascript.Pieces(epoch.Piece,
+	pieces = luascript.Pieces(epoch.Piece, history.Piece,
 		luascript.NewPiece("rolled", rolledLua),
 		luascript.NewPiece("batchend", batchendLua),
 		luascript.NewPiece("counts", countsLua))
@@ -54,10 +55,10 @@ const maxPending = 1000
 
 // RedisStore is the Redis backend of [Store]. It keeps run state beside
 // the lock pool's keys, so every runner over the same pool shares it: the
-// "run:failures" and "batch:<id>:*" keys of pkg/keyspace. Times are the
-// Redis server's, in ms since the epoch. When a batch's last item
-// finishes, its five keys expire together after the retain period given
-// to Finish.
+// "run:failures" and "batch:<id>:*" keys of pkg/keyspace, with the item
+// history (hist:*) and the runner registry (fleet:*). Times are the Redis
+// server's, in ms since the epoch. When a batch's last item finishes, its
+// six keys expire together after the retain period given to Finish.
 //
 // The scripts that write a batch check the dataset as the allocator's do
 // (see pkg/allocator): when a batch's state went through a discontinuity
@@ -65,8 +66,9 @@ const maxPending = 1000
 // Progress counts it in Rollbacks, because items recorded done just before
 // may be pending again and will run again.
 //
-// StartBatch, Finish, DropRemoved and Progress are one script each; the
-// other methods are single commands. A key holding another type than its
+// StartBatch, Finish, DropRemoved, Progress and the RunHistory and
+// Registry methods are one script each; the other methods are single
+// commands. A key holding another type than its
 // own gives an error wrapping lock.ErrWrongType that names the key, and
 // nothing is overwritten. On a Redis Cluster the pool's prefix needs a
 // hash tag (see pkg/keyspace), as for the allocator. It is safe for
@@ -123,12 +125,12 @@ func (s *RedisStore) failuresKey(scope string) string {
 	return s.keys.Batch(scope).Failures
 }
 
-// batchKeys are the keys a batch script takes: the pool's members or an
-// item's lock, the batch's five keys, then the epoch record, the fencing
-// counter and the index.
+// batchKeys are the keys a batch script that writes takes: the pool's
+// members or an item's lock, the batch's five keys, then the epoch record,
+// the fencing counter and the index, then the batch's errors HASH.
 func (s *RedisStore) batchKeys(first, id string) []string {
 	b := s.keys.Batch(id)
-	return []string{first, b.Todo, b.Done, b.Failed, b.Failures, b.Meta, s.keys.Epoch(), s.keys.Fence(), s.keys.Index()}
+	return []string{first, b.Todo, b.Done, b.Failed, b.Failures, b.Meta, s.keys.Epoch(), s.keys.Fence(), s.keys.Index(), b.Errors}
 }
 
 // seen records the epoch fields a script returned at res[i:].
@@ -240,10 +242,11 @@ func (s *RedisStore) IsPending(ctx context.Context, id, item string) (bool, erro
 	return ok, nil
 }
 
-// Finish implements [Store]. Checking the lease and moving the item are one
-// script, so no other lease on the item can come between them. A retain
-// below zero keeps the batch forever, as 0 does.
-func (s *RedisStore) Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration) (bool, error) {
+// Finish implements [Store]. Checking the lease, moving the item and
+// recording its history are one script, so no other lease on the item can
+// come between them. A retain below zero keeps the batch forever, as 0
+// does.
+func (s *RedisStore) Finish(ctx context.Context, id string, lease *allocator.Lease, ok bool, retain time.Duration, rec *allocator.RunRecord) (bool, error) {
 	const op = "Finish"
 	if err := checkFinish(op, id, lease); err != nil {
 		return false, err
@@ -252,9 +255,17 @@ func (s *RedisStore) Finish(ctx context.Context, id string, lease *allocator.Lea
 	if ok {
 		okArg = "1"
 	}
+	var r, tail, batchErr string
+	var keep int64
+	if rec != nil {
+		r, tail, keep = history.Entry(*rec).Args()
+		batchErr = history.Head(rec.Error, history.MaxError)
+	}
 	known, longest := s.epochs.Args(lease.TTL())
-	res, err := finishScript.Run(ctx, s.client, s.batchKeys(s.keys.Lock(lease.Item()), id),
-		lease.Value(), lease.Item(), okArg, retainMs(retain), lease.TTL().Milliseconds(), known, longest).Slice()
+	keys := append(s.batchKeys(s.keys.Lock(lease.Item()), id), s.historyKeys(lease.Item())...)
+	res, err := finishScript.Run(ctx, s.client, keys,
+		lease.Value(), lease.Item(), okArg, retainMs(retain), lease.TTL().Milliseconds(), known, longest,
+		r, lease.Token(), tail, keep, batchErr).Slice()
 	if err != nil {
 		return false, redisErr(op, itemSubject(id, lease.Item()), "", err)
 	}

@@ -218,7 +218,7 @@ var storeBehaviours = []storeBehaviour{
 			t.Fatalf("AddFailure(loop, a) = %d, %v", n, err)
 		}
 		l := e.lease("a")
-		if ok, err := e.store.Finish(e.ctx, "b1", l, true, 0); err != nil || !ok {
+		if ok, err := e.store.Finish(e.ctx, "b1", l, true, 0, nil); err != nil || !ok {
 			t.Fatalf("Finish(a) with the current lease = %v, %v; want true", ok, err)
 		}
 		e.wantProgress("b1", 2, 1, 0)
@@ -230,7 +230,7 @@ var storeBehaviours = []storeBehaviour{
 
 		// Once recorded, the item is not pending: the same lease, still
 		// current, records nothing more.
-		if ok, err := e.store.Finish(e.ctx, "b1", l, false, 0); err != nil || ok {
+		if ok, err := e.store.Finish(e.ctx, "b1", l, false, 0, nil); err != nil || ok {
 			t.Fatalf("second Finish of a = %v, %v; want false", ok, err)
 		}
 		e.wantProgress("b1", 2, 1, 0)
@@ -241,7 +241,7 @@ var storeBehaviours = []storeBehaviour{
 		e.start("b1", 1)
 		l := e.lease("a")
 		must(t, l.Release(e.ctx))
-		if ok, err := e.store.Finish(e.ctx, "b1", l, true, 0); err != nil || ok {
+		if ok, err := e.store.Finish(e.ctx, "b1", l, true, 0, nil); err != nil || ok {
 			t.Fatalf("Finish with a released lease = %v, %v; want false", ok, err)
 		}
 		e.wantProgress("b1", 1, 0, 0)
@@ -267,7 +267,7 @@ var storeBehaviours = []storeBehaviour{
 		if cur.Token() <= old.Token() {
 			t.Fatalf("new token %d not above old %d", cur.Token(), old.Token())
 		}
-		if ok, err := e.store.Finish(e.ctx, "b1", old, true, 0); err != nil || ok {
+		if ok, err := e.store.Finish(e.ctx, "b1", old, true, 0, nil); err != nil || ok {
 			t.Fatalf("Finish with the superseded lease = %v, %v; want false", ok, err)
 		}
 		e.wantProgress("b1", 1, 0, 0)
@@ -424,7 +424,7 @@ var storeBehaviours = []storeBehaviour{
 		if ok, err := e.store.IsPending(e.ctx, "nope", "a"); err != nil || ok {
 			t.Fatalf("IsPending(nope, a) = %v, %v; want false", ok, err)
 		}
-		if ok, err := e.store.Finish(e.ctx, "nope", e.lease("a"), true, 0); err != nil || ok {
+		if ok, err := e.store.Finish(e.ctx, "nope", e.lease("a"), true, 0, nil); err != nil || ok {
 			t.Fatalf("Finish(nope, a) = %v, %v; want false", ok, err)
 		}
 		if _, found, err := e.store.Progress(e.ctx, "nope"); err != nil || found {
@@ -466,14 +466,14 @@ var storeBehaviours = []storeBehaviour{
 			{"Pending bad id", worker.ErrInvalidBatch, func() error { _, err := st.Pending(ctx, "", 5); return err }},
 			{"IsPending bad id", worker.ErrInvalidBatch, func() error { _, err := st.IsPending(ctx, "b\r", "a"); return err }},
 			{"IsPending bad item", lock.ErrInvalidKey, func() error { _, err := st.IsPending(ctx, "b1", long); return err }},
-			{"Finish bad id", worker.ErrInvalidBatch, func() error { _, err := st.Finish(ctx, "", held, true, 0); return err }},
+			{"Finish bad id", worker.ErrInvalidBatch, func() error { _, err := st.Finish(ctx, "", held, true, 0, nil); return err }},
 			// A lease names a valid item (the allocator grants no other, and
 			// callers cannot change it); a zero Lease names none.
 			{"Finish zero lease", lock.ErrInvalidKey, func() error {
-				_, err := st.Finish(ctx, "b1", &allocator.Lease{}, true, 0)
+				_, err := st.Finish(ctx, "b1", &allocator.Lease{}, true, 0, nil)
 				return err
 			}},
-			{"Finish nil lease", worker.ErrInvalidConfig, func() error { _, err := st.Finish(ctx, "b1", nil, true, 0); return err }},
+			{"Finish nil lease", worker.ErrInvalidConfig, func() error { _, err := st.Finish(ctx, "b1", nil, true, 0, nil); return err }},
 			{"Progress bad id", worker.ErrInvalidBatch, func() error { _, _, err := st.Progress(ctx, longID); return err }},
 		}
 		for _, c := range cases {
@@ -512,7 +512,7 @@ func TestRedisStoreWrongType(t *testing.T) {
 				"Pending":    func(e *storeEnv, l *allocator.Lease) error { _, err := e.store.Pending(e.ctx, "b1", 5); return err },
 				"IsPending":  func(e *storeEnv, l *allocator.Lease) error { _, err := e.store.IsPending(e.ctx, "b1", "a"); return err },
 				"Finish": func(e *storeEnv, l *allocator.Lease) error {
-					_, err := e.store.Finish(e.ctx, "b1", l, true, time.Minute)
+					_, err := e.store.Finish(e.ctx, "b1", l, true, time.Minute, nil)
 					return err
 				},
 			},
@@ -536,7 +536,7 @@ func TestRedisStoreWrongType(t *testing.T) {
 					return err
 				},
 				"Finish": func(e *storeEnv, l *allocator.Lease) error {
-					_, err := e.store.Finish(e.ctx, "b1", l, true, time.Minute)
+					_, err := e.store.Finish(e.ctx, "b1", l, true, time.Minute, nil)
 					return err
 				},
 			},
@@ -656,7 +656,7 @@ func (e *storeEnv) finish(l *allocator.Lease, ok bool) {
 
 func (e *storeEnv) finishIn(id string, l *allocator.Lease, ok bool, retain time.Duration) {
 	e.t.Helper()
-	recorded, err := e.store.Finish(e.ctx, id, l, ok, retain)
+	recorded, err := e.store.Finish(e.ctx, id, l, ok, retain, nil)
 	must(e.t, err)
 	if !recorded {
 		e.t.Fatalf("Finish(%q, %q, %v) with the current lease was not recorded", id, l.Item(), ok)

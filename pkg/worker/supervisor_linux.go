@@ -173,9 +173,11 @@ func (s *supervisor) start(c *command) (process, error) {
 
 	req := startRequest{id: id, path: c.path, dir: c.dir, argv: c.argv, env: c.env}
 	var fds []int
-	if c.stdout != nil {
-		req.files = 1<<1 | 1<<2
-		fds = []int{int(c.stdout.Fd()), int(c.stderr.Fd())}
+	for i, f := range []*os.File{c.stdout, c.stderr} {
+		if f != nil {
+			req.files |= 1 << (i + 1)
+			fds = append(fds, int(f.Fd()))
+		}
 	}
 	sent, err := s.send(req.encode, fds)
 	if err != nil {

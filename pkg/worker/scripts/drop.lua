@@ -10,6 +10,7 @@
 -- KEYS[7]: the pool's epoch HASH               <base>|epoch
 -- KEYS[8]: the allocator's fencing counter     <base>|alloc:fence
 -- KEYS[9]: the allocator's index (heads ZSET)  <base>|alloc:idx
+-- KEYS[10]: the batch's errors HASH            <base>|batch:<id>:errors
 -- ARGV[1]: how long the batch's keys are kept  <ms>
 --          once the last item finished, in ms; 0 keeps them
 --          forever
@@ -22,7 +23,7 @@
 -- Returns {dropped, gen, id, quiet_ms, at_ms}: how many items were
 -- dropped (pending in the batch and no longer members of the pool; a
 -- dropped item leaves the batch's total), then epoch's answer.
-local wrong = typecheck({'set', 'set', 'set', 'set', 'hash', 'hash'})
+local wrong = typecheck({'set', 'set', 'set', 'set', 'hash', 'hash', 'hash', 'string', 'zset', 'hash'})
 if wrong then
   return wrong
 end

@@ -11,6 +11,7 @@
 -- KEYS[7]: the pool's epoch HASH               <base>|epoch
 -- KEYS[8]: the allocator's fencing counter     <base>|alloc:fence
 -- KEYS[9]: the allocator's index (heads ZSET)  <base>|alloc:idx
+-- KEYS[10]: the batch's errors HASH            <base>|batch:<id>:errors
 -- ARGV[1]: what the caller saw last of the     <known>
 --          dataset: '<gen>:<at>:<id>' or '' (see epoch)
 -- ARGV[2]: the longest lease TTL the caller    <ms>
@@ -25,7 +26,7 @@
 -- then nothing is written.
 -- One SUNIONSTORE copies the pool: O(pool size) in a single command, about
 -- a second for a million members, and no loop in Lua.
-local wrong = typecheck({'set', 'set', 'set', 'set', 'hash', 'hash'})
+local wrong = typecheck({'set', 'set', 'set', 'set', 'hash', 'hash', 'hash', 'string', 'zset', 'hash'})
 if wrong then
   return wrong
 end
@@ -35,7 +36,7 @@ if redis.call('EXISTS', KEYS[6]) == 0 then
   -- Leftovers of an earlier batch of the same id whose meta is gone (it
   -- expired first, or a late failure was counted after it expired) must
   -- not count in this one.
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[10])
   local total = redis.call('SUNIONSTORE', KEYS[2], KEYS[1])
   if total == 0 then
     return {0, 0, 0, now, now, 0, 0, gen, id, quiet, at}

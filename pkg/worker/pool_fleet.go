@@ -1,0 +1,134 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockpool/lockpool/pkg/allocator"
+)
+
+// registrationBeats is how many heartbeats a registration lasts.
+const registrationBeats = 3
+
+// leaveTimeout bounds leaving the registry when Run returns: a pool whose
+// Redis is gone should not wait long for a step its registration's expiry
+// does anyway.
+const leaveTimeout = 2 * time.Second
+
+// newInstance is a random id for one pool's registration.
+func newInstance() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// register keeps the pool in the fleet's registry: a heartbeat now and
+// every Config.Heartbeat, from a goroutine the returned stop ends and
+// waits for before it leaves the registry.
+func (p *Pool) register() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(p.cfg.Heartbeat)
+		defer t.Stop()
+		warned := false
+		for {
+			p.beat(ctx, &warned)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
+		defer lcancel()
+		if err := p.store.Leave(lctx, p.cfg.ID, p.instance); err != nil {
+			p.log.Warn("cannot leave the runner registry; the entry expires on its own", "in", registrationBeats*p.cfg.Heartbeat, "error", err)
+		}
+	}
+}
+
+// beat sends one heartbeat; a failure is logged, and the next one
+// retries. warned says whether a clash of ids was logged already.
+func (p *Pool) beat(ctx context.Context, warned *bool) {
+	bctx, cancel := context.WithTimeout(ctx, max(p.cfg.Heartbeat, time.Second))
+	defer cancel()
+	other, err := p.store.Heartbeat(bctx, p.Runner(), registrationBeats*p.cfg.Heartbeat)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		p.log.Warn("cannot renew the runner registration", "error", err)
+	case other != "" && !*warned:
+		*warned = true
+		p.log.Warn("another live process registered under this pool's id: the registry shows one of the two; give each process its own id", "id", p.cfg.ID)
+	}
+}
+
+// Runner is what the pool reports of itself in the fleet's registry.
+func (p *Pool) Runner() Runner {
+	host, _ := os.Hostname()
+	r := Runner{ID: p.cfg.ID, Instance: p.instance, Host: host, PID: os.Getpid(), Version: p.cfg.Version,
+		Mode: p.cfg.Mode, Concurrency: p.cfg.Concurrency}
+	if p.cfg.Mode == ModeBatch {
+		r.Batch = p.cfg.BatchID
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r.Started, r.Held, r.Failures, r.LeasesLost = p.started, p.held, p.failed, p.lost
+	for _, w := range p.workers {
+		r.Runs += w.Runs
+	}
+	return r
+}
+
+// count counts a run's outcome for the registry.
+func (p *Pool) count(o Outcome) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch o {
+	case OutcomeFailure, OutcomePanic, OutcomeTimeout:
+		p.failed++
+	case OutcomeLeaseLost:
+		p.lost++
+	}
+}
+
+// runRecord is the history record of a run that ended with outcome, nil
+// when the pool keeps no history or the run was cancelled by shutdown
+// (not an outcome of the item).
+func (p *Pool) runRecord(job Job, outcome Outcome, runErr error) *allocator.RunRecord {
+	if p.cfg.HistoryRetain < 0 || outcome == OutcomeCancelled {
+		return nil
+	}
+	r := &allocator.RunRecord{Outcome: string(outcome), Attempts: job.Attempt, Runner: p.cfg.ID, ExitStatus: -1, Retain: p.cfg.HistoryRetain}
+	if outcome == OutcomeSuccess || runErr == nil {
+		return r
+	}
+	r.Error = runErr.Error()
+	if ee, ok := errors.AsType[*ExecError](runErr); ok {
+		r.ExitStatus, r.Stderr = ee.Status, ee.Stderr
+	}
+	return r
+}
+
+// recordRun records rec in the item's history with a write of its own,
+// for runs whose end records nothing (a lost lease, an end while the pool
+// shuts down).
+func (p *Pool) recordRun(ctx context.Context, log hclog.Logger, job Job, rec *allocator.RunRecord) {
+	if rec == nil {
+		return
+	}
+	if err := p.store.RecordRun(ctx, job.Item, job.Token, *rec); err != nil {
+		log.Warn("cannot record the run in the item's history", "error", err)
+	}
+}
