@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
 )
 
@@ -174,5 +175,71 @@ func TestE2EPoolWatchAndFilters(t *testing.T) {
 		if !strings.Contains(f, "quarantine") || !regexp.MustCompile(`(?m)^free +2$`).MatchString(f) {
 			t.Errorf("frame %d lacks the counts:\n%s", i, f)
 		}
+	}
+}
+
+// statusJSON runs pool status --json with cfg and decodes it.
+func statusJSON(t *testing.T, cfg string) statusReport {
+	t.Helper()
+	res := runnerCmd(t, procOpts{}, "pool", "status", "--json", "-c", cfg)
+	var st statusReport
+	if err := json.Unmarshal([]byte(res.stdout), &st); res.code != 0 || err != nil {
+		t.Fatalf("pool status --json: exit %d, %v:\n%s", res.code, err, res.out)
+	}
+	return st
+}
+
+// TestE2EPoolStatusRunnersAndFailures: pool status lists the live runners
+// from the registry, forgets a kill -9'd one within its expiry (three
+// heartbeats), and names a batch's failed items with their last error.
+func TestE2EPoolStatusRunnersAndFailures(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	const beat = 300 * time.Millisecond
+	cfg := e.config("fleet", itemNames(4), fmt.Sprintf("worker:\n  concurrency: 1\n  heartbeat: %v\n", beat), 100*time.Millisecond)
+	rs := []*runnerProc{startRunner(t, "runner-1", nil, "run", "-c", cfg), startRunner(t, "runner-2", nil, "run", "-c", cfg)}
+	waitFor(t, "two runners in the registry", 10*time.Second, func() (bool, string) {
+		st := statusJSON(t, cfg)
+		return len(st.Runners) == 2, fmt.Sprintf("%d runners", len(st.Runners))
+	})
+	rs[0].signal(syscall.SIGKILL)
+	killed := time.Now()
+	rs[0].wait(5 * time.Second)
+	bound := 3*beat + time.Second + redistest.Slack()
+	waitFor(t, "the killed runner gone from the registry", bound, func() (bool, string) {
+		st := statusJSON(t, cfg)
+		for _, r := range st.Runners {
+			if r.PID == rs[0].pid() {
+				return false, "still listed"
+			}
+		}
+		return len(st.Runners) == 1, fmt.Sprintf("%d runners", len(st.Runners))
+	})
+	t.Logf("killed runner gone from the registry %v after kill -9 (heartbeat %v)", time.Since(killed).Round(time.Millisecond), beat)
+	stopRunners(t, 10*time.Second, rs[1])
+
+	// A batch whose item-01 fails: status names it with its error.
+	bcfg := writeFile(t, t.TempDir(), "b.yaml", fmt.Sprintf(`redis:
+  addr: %q
+pool:
+  prefix: %q
+mode: batch
+batch:
+  id: failing
+worker:
+  max_attempts: 1
+task:
+  command: ["sh", "-c", "echo boom >&2; [ \"$RUNNER_ITEM\" != item-01 ]"]
+`, e.runnerAddr, e.prefix))
+	if res := runnerCmd(t, procOpts{}, "run", "-c", bcfg); res.code != 1 {
+		t.Fatalf("a batch with a failing item: exit %d, want 1:\n%s", res.code, clip(res.out))
+	}
+	st := statusJSON(t, bcfg)
+	if st.Batch == nil || st.Batch.Failed != 1 || len(st.Batch.FailedItems) != 1 || st.Batch.FailedItems[0].Item != "item-01" || st.Batch.FailedItems[0].Error == "" {
+		t.Fatalf("pool status of a batch with item-01 failed: %+v", st.Batch)
+	}
+	res := runnerCmd(t, procOpts{}, "pool", "status", "-c", bcfg)
+	if !strings.Contains(res.stdout, "FAILED ITEM") || !strings.Contains(res.stdout, "item-01") {
+		t.Errorf("pool status text lacks the failed item:\n%s", res.stdout)
 	}
 }

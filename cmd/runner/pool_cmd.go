@@ -475,6 +475,9 @@ type statusReport struct {
 	// Redis server's clock; absent when it is not paused.
 	PausedSince time.Time    `json:"paused_since,omitzero"`
 	Batch       *batchReport `json:"batch,omitempty"`
+	// Runners are the live processes on the pool, from the fleet's
+	// registry (worker.Registry), by ID.
+	Runners []worker.Runner `json:"runners"`
 }
 
 type batchReport struct {
@@ -483,7 +486,14 @@ type batchReport struct {
 	Pending    int64   `json:"pending"`
 	RatePerSec float64 `json:"rate_per_s"`
 	ETASeconds float64 `json:"eta_s,omitempty"`
+	// FailedItems are the batch's failed items with their last error, at
+	// most maxFailedShown of them (FailedMore says how many more).
+	FailedItems []worker.FailedItem `json:"failed_items,omitempty"`
+	FailedMore  int64               `json:"failed_more,omitempty"`
 }
+
+// maxFailedShown bounds the failed items pool status names.
+const maxFailedShown = 20
 
 func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, asJSON bool) error {
 	r := statusReport{Pool: pool.Keys().Base(), Mode: cfg.Mode}
@@ -532,8 +542,15 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 	if err := count(); err != nil {
 		return fmt.Errorf("pool status: %w", err)
 	}
+	store, err := statusStore(cfg, pool)
+	if err != nil {
+		return err
+	}
+	if r.Runners, err = store.Runners(ctx); err != nil {
+		return fmt.Errorf("pool status: %w", err)
+	}
 	if cfg.Mode == string(worker.ModeBatch) {
-		if err := batchStatus(ctx, cfg, client, pool, &r); err != nil {
+		if err := batchStatus(ctx, cfg, client, store, &r); err != nil {
 			return err
 		}
 	}
@@ -554,19 +571,50 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 	if cfg.Mode == string(worker.ModeBatch) {
 		fmt.Fprintf(tw, "batch\t%s\n", batchLine(r.Batch, cfg.Batch.ID))
 	}
-	return tw.Flush()
+	fmt.Fprintf(tw, "runners\t%d alive\n", len(r.Runners))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Runners) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "RUNNER\tHOST\tPID\tVERSION\tMODE\tWORKERS\tHELD\tRUNS\tFAILED\tLOST\tUP\tLAST BEAT")
+		for _, rn := range r.Runners {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s ago\n", cell(rn.ID), cell(rn.Host), rn.PID, cell(rn.Version),
+				rn.Mode, rn.Concurrency, rn.Held, rn.Runs, rn.Failures, rn.LeasesLost,
+				rn.Beat.Sub(rn.Started).Round(time.Second), time.Since(rn.Beat).Round(100*time.Millisecond))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if r.Batch != nil && len(r.Batch.FailedItems) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "FAILED ITEM\tLAST ERROR")
+		for _, f := range r.Batch.FailedItems {
+			fmt.Fprintf(tw, "%s\t%s\n", cell(f.Item), cell(f.Error))
+		}
+		if r.Batch.FailedMore > 0 {
+			fmt.Fprintf(tw, "... and %d more\t\n", r.Batch.FailedMore)
+		}
+		return tw.Flush()
+	}
+	return nil
 }
 
-// batchStatus adds the progress of batch.id to r.
-func batchStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, r *statusReport) error {
+// statusStore is the worker store over pool, for its registry, history
+// and batch state.
+func statusStore(cfg *Config, pool *lock.RedisLockPool) (*worker.RedisStore, error) {
 	var opts []worker.StoreOption
 	if cfg.Redis.AllowEviction {
 		opts = append(opts, worker.AllowEviction())
 	}
-	store, err := worker.NewRedisStore(pool, opts...)
-	if err != nil {
-		return err
-	}
+	return worker.NewRedisStore(pool, opts...)
+}
+
+// batchStatus adds the progress of batch.id to r.
+func batchStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, store *worker.RedisStore, r *statusReport) error {
 	prog, found, err := store.Progress(ctx, cfg.Batch.ID)
 	if err != nil {
 		return fmt.Errorf("pool status: %w", err)
@@ -582,6 +630,23 @@ func batchStatus(ctx context.Context, cfg *Config, client redis.UniversalClient,
 		}
 		rate, eta := worker.Rate(worker.Progress{Total: prog.Total}, prog.Started, prog, end)
 		r.Batch = &batchReport{ID: cfg.Batch.ID, Progress: prog, Pending: prog.Pending(), RatePerSec: rate, ETASeconds: eta.Seconds()}
+		if prog.Failed > 0 {
+			// A page may hold fewer items than asked (an HSCAN step):
+			// read on until enough are named or the scan ends.
+			var failed []worker.FailedItem
+			for cursor := ""; len(failed) < maxFailedShown; {
+				page, next, err := store.FailedItems(ctx, cfg.Batch.ID, cursor, maxFailedShown)
+				if err != nil {
+					return fmt.Errorf("pool status: %w", err)
+				}
+				failed = append(failed, page...)
+				if cursor = next; cursor == "" {
+					break
+				}
+			}
+			r.Batch.FailedItems = failed[:min(len(failed), maxFailedShown)]
+			r.Batch.FailedMore = max(0, prog.Failed-int64(len(r.Batch.FailedItems)))
+		}
 	}
 	return nil
 }
