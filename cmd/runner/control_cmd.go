@@ -149,6 +149,37 @@ at its next refresh. "runner pool release" ends the quarantine early.`,
 		})
 }
 
+func (a *app) poolRetryFailedCmd() *cobra.Command {
+	var cf *configFlags
+	cmd := &cobra.Command{
+		Use:   "retry-failed [-c FILE] [--batch-id ID]",
+		Short: "Put a batch's failed items back among its pending ones",
+		Long: `Retry-failed puts the failed items of batch.id back among the batch's
+pending items and forgets their errors: the batch's runners try them again,
+and a batch that had finished is running again, so "runner run" with the
+same batch.id runs them. It prints how many items were put back (0 when the
+batch has none failed, or does not exist).`,
+		Example: "  runner pool retry-failed -c runner.yaml --batch-id nightly\n  runner run -c runner.yaml --mode batch --batch-id nightly",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.poolCommand(cmd, cf, func(ctx context.Context, cfg *Config, _ redis.UniversalClient, pool *lock.RedisLockPool) error {
+				store, err := statusStore(cfg, pool)
+				if err != nil {
+					return err
+				}
+				n, err := store.RetryFailed(ctx, cfg.Batch.ID)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "%d failed items of batch %s put back\n", n, displayName(cfg.Batch.ID))
+				return nil
+			})
+		},
+	}
+	cf = addConfigFlags(cmd, "redis-addr", "batch-id")
+	return cmd
+}
+
 func (a *app) poolCancelCmd() *cobra.Command {
 	return a.poolItemActionCmd("cancel [-c FILE] ITEM...", "Take items' leases from their holders, stopping their tasks",
 		`Cancel takes the lease on each named item from the runner holding it,

@@ -242,4 +242,18 @@ task:
 	if !strings.Contains(res.stdout, "FAILED ITEM") || !strings.Contains(res.stdout, "item-01") {
 		t.Errorf("pool status text lacks the failed item:\n%s", res.stdout)
 	}
+
+	// retry-failed puts it back; a new run of the batch runs it (and it
+	// fails again: exit 1 with one failed item).
+	control(t, bcfg, "1 failed items of batch failing put back", "retry-failed")
+	st = statusJSON(t, bcfg)
+	if st.Batch == nil || st.Batch.Failed != 0 || st.Batch.Pending != 1 || !st.Batch.Finished.IsZero() {
+		t.Fatalf("pool status after retry-failed: %+v; want 1 pending, none failed, running", st.Batch)
+	}
+	if res := runnerCmd(t, procOpts{}, "run", "-c", bcfg); res.code != 1 || !strings.Contains(res.out, "item=item-01") {
+		t.Fatalf("the batch run again after retry-failed: exit %d, want 1 after running item-01:\n%s", res.code, clip(res.out))
+	}
+	if st = statusJSON(t, bcfg); st.Batch == nil || st.Batch.Failed != 1 || st.Batch.Done != 3 {
+		t.Fatalf("pool status after the rerun: %+v", st.Batch)
+	}
 }

@@ -42,7 +42,7 @@ in pool.prefix, is refused with exit 2).`,
 		a.poolChangeCmd("remove", "Remove items from the pool", "removed"),
 		a.poolChangeCmd("set", "Make the given items the whole pool", "set as the pool"),
 		a.poolClearCmd(), a.poolListCmd(), a.poolStatusCmd(),
-		a.poolPauseCmd(), a.poolResumeCmd(), a.poolReleaseCmd(), a.poolQuarantineCmd(), a.poolCancelCmd())
+		a.poolPauseCmd(), a.poolResumeCmd(), a.poolReleaseCmd(), a.poolQuarantineCmd(), a.poolCancelCmd(), a.poolRetryFailedCmd())
 }
 
 // poolCommand loads the configuration, dials Redis and runs fn.

@@ -49,6 +49,11 @@ type Store interface {
 	// batch does not wait for items nobody can lease, and returns how many
 	// it dropped. Finishing the batch this way expires it as Finish does.
 	DropRemoved(ctx context.Context, id string, items []string, retain time.Duration) (int, error)
+	// RetryFailed puts batch id's failed items back among its pending
+	// items, forgetting their errors, and returns how many: the batch's
+	// runners (or the next run of the batch) try them again. A finished
+	// batch is running again. No batch, or none failed, returns 0.
+	RetryFailed(ctx context.Context, id string) (int, error)
 	// Progress returns batch id's counts; found is false when no such batch
 	// exists.
 	Progress(ctx context.Context, id string) (p Progress, found bool, err error)

@@ -292,6 +292,30 @@ func (s *MemoryStore) Finish(ctx context.Context, id string, lease *allocator.Le
 }
 
 // DropRemoved implements [Store].
+// RetryFailed implements [Store].
+func (s *MemoryStore) RetryFailed(ctx context.Context, id string) (int, error) {
+	const op = "RetryFailed"
+	if err := checkBatch(op, id); err != nil {
+		return 0, err
+	}
+	if _, err := s.enter(ctx, op, batchSubject(id)); err != nil {
+		return 0, err
+	}
+	defer s.st.mu.Unlock()
+	b := s.st.batches[id]
+	if b == nil || len(b.errors) == 0 {
+		return 0, nil
+	}
+	n := len(b.errors)
+	for it := range b.errors {
+		b.todo.Add(it)
+	}
+	b.errors = map[string]string{}
+	b.failed = 0
+	b.finished, b.expires = time.Time{}, time.Time{}
+	return n, nil
+}
+
 func (s *MemoryStore) DropRemoved(ctx context.Context, id string, items []string, retain time.Duration) (int, error) {
 	const op = "DropRemoved"
 	if err := checkBatch(op, id); err != nil {

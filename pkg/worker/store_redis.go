@@ -45,6 +45,10 @@ var (
 	dropLua    string
 	dropScript = pieces.New("worker/drop.lua", dropLua)
 
+	//go:embed scripts/retry.lua
+	retryLua    string
+	retryScript = pieces.New("worker/retry.lua", retryLua)
+
 	//go:embed scripts/progress.lua
 	progressLua    string
 	progressScript = pieces.New("worker/progress.lua", progressLua)
@@ -305,6 +309,19 @@ func (s *RedisStore) DropRemoved(ctx context.Context, id string, items []string,
 	}
 	n, _ := res[0].(int64)
 	return int(n), nil
+}
+
+// RetryFailed implements [Store].
+func (s *RedisStore) RetryFailed(ctx context.Context, id string) (int, error) {
+	const op = "RetryFailed"
+	if err := checkBatch(op, id); err != nil {
+		return 0, err
+	}
+	n, err := retryScript.Run(ctx, s.client, s.batchKeys(s.keys.Members(), id)).Int()
+	if err != nil {
+		return 0, redisErr(op, batchSubject(id), "", err)
+	}
+	return n, nil
 }
 
 // Progress implements [Store].

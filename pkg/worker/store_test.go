@@ -285,6 +285,43 @@ var storeBehaviours = []storeBehaviour{
 		}
 		e.wantPending("b1", "c")
 	}},
+	{"retry-failed-puts-failed-items-back", func(t *testing.T, e *storeEnv) {
+		e.extend("a", "b", "c")
+		e.start("b1", 3)
+		e.finishIn("b1", e.lease("a"), false, time.Hour)
+		e.finishIn("b1", e.lease("b"), true, time.Hour)
+		e.finishIn("b1", e.lease("c"), false, time.Hour)
+		if p := e.wantProgress("b1", 3, 1, 2); !p.Complete() {
+			t.Fatalf("progress %+v: want complete", p)
+		}
+		n, err := e.store.RetryFailed(e.ctx, "b1")
+		if err != nil || n != 2 {
+			t.Fatalf("RetryFailed = %d, %v; want 2", n, err)
+		}
+		p := e.wantProgress("b1", 3, 1, 0)
+		if p.Complete() || !p.Finished.IsZero() || p.Pending() != 2 {
+			t.Fatalf("progress after RetryFailed %+v: want running, 2 pending", p)
+		}
+		e.wantPending("b1", "a", "c")
+		if page, _, err := e.store.FailedItems(e.ctx, "b1", "", 10); err != nil || len(page) != 0 {
+			t.Fatalf("FailedItems after RetryFailed = %v, %v; want none", page, err)
+		}
+		// The retried items run again and can finish the batch again.
+		e.finishIn("b1", e.lease("a"), true, 0)
+		e.finishIn("b1", e.lease("c"), true, 0)
+		if p := e.wantProgress("b1", 3, 3, 0); !p.Complete() {
+			t.Fatalf("progress %+v: want complete", p)
+		}
+		if n, err := e.store.RetryFailed(e.ctx, "b1"); err != nil || n != 0 {
+			t.Fatalf("RetryFailed with none failed = %d, %v; want 0", n, err)
+		}
+		if n, err := e.store.RetryFailed(e.ctx, "nope"); err != nil || n != 0 {
+			t.Fatalf("RetryFailed of no batch = %d, %v; want 0", n, err)
+		}
+		if _, err := e.store.RetryFailed(e.ctx, "b\x001"); !errors.Is(err, worker.ErrInvalidBatch) {
+			t.Fatalf("RetryFailed of a bad id: %v, want ErrInvalidBatch", err)
+		}
+	}},
 	{"last-item-finishes-the-batch", func(t *testing.T, e *storeEnv) {
 		e.extend("a", "b")
 		start := e.start("b1", 2)
