@@ -127,6 +127,10 @@ type LogConfig struct {
 type AdminConfig struct {
 	// Listen is a host:port; "" turns the server off.
 	Listen string `mapstructure:"listen"`
+	// PoolMetrics exports the whole pool's state (see pool_metrics.go),
+	// sampled every PoolMetricsInterval.
+	PoolMetrics         bool          `mapstructure:"pool_metrics"`
+	PoolMetricsInterval time.Duration `mapstructure:"pool_metrics_interval"`
 }
 
 // configSecret is a string that prints, formats and marshals as "***" (or
@@ -227,6 +231,8 @@ var configKeys = []configKey{
 	{name: "log.task_stdout", field: func(c *Config) any { return &c.Log.TaskStdout }, live: true},
 	{name: "log.task_stderr", field: func(c *Config) any { return &c.Log.TaskStderr }, live: true},
 	{name: "admin.listen", field: func(c *Config) any { return &c.Admin.Listen }},
+	{name: "admin.pool_metrics", field: func(c *Config) any { return &c.Admin.PoolMetrics }},
+	{name: "admin.pool_metrics_interval", field: func(c *Config) any { return &c.Admin.PoolMetricsInterval }},
 }
 
 var configKeyByName = func() map[string]configKey {
@@ -309,23 +315,24 @@ func configDefaults() map[string]any {
 		"pool.prefix":               "lockpool",
 		"pool.name":                 "lock-pool",
 		// The runner's default; the worker library's is 1.
-		"worker.concurrency":      4,
-		"worker.lease_ttl":        w.LeaseTTL,
-		"worker.max_attempts":     w.MaxAttempts,
-		"worker.backoff":          w.Backoff,
-		"worker.max_backoff":      w.MaxBackoff,
-		"worker.quarantine":       w.Quarantine,
-		"worker.shutdown_grace":   w.ShutdownGrace,
-		"worker.heartbeat":        w.Heartbeat,
-		"worker.history_retain":   w.HistoryRetain,
-		"mode":                    string(w.Mode),
-		"batch.id":                w.BatchID,
-		"batch.retain":            w.BatchRetain,
-		"batch.progress_interval": w.ProgressInterval,
-		"log.level":               "info",
-		"log.format":              "text",
-		"log.task_stdout":         "info",
-		"log.task_stderr":         "warn",
+		"worker.concurrency":          4,
+		"worker.lease_ttl":            w.LeaseTTL,
+		"worker.max_attempts":         w.MaxAttempts,
+		"worker.backoff":              w.Backoff,
+		"worker.max_backoff":          w.MaxBackoff,
+		"worker.quarantine":           w.Quarantine,
+		"worker.shutdown_grace":       w.ShutdownGrace,
+		"worker.heartbeat":            w.Heartbeat,
+		"worker.history_retain":       w.HistoryRetain,
+		"mode":                        string(w.Mode),
+		"batch.id":                    w.BatchID,
+		"batch.retain":                w.BatchRetain,
+		"batch.progress_interval":     w.ProgressInterval,
+		"log.level":                   "info",
+		"admin.pool_metrics_interval": 15 * time.Second,
+		"log.format":                  "text",
+		"log.task_stdout":             "info",
+		"log.task_stderr":             "warn",
 	}
 }
 

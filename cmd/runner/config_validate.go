@@ -59,6 +59,17 @@ func (c *Config) validate(origin configOrigins, probs *problems) {
 	if c.Admin.Listen != "" {
 		add(checkConfigAddr("admin.listen", c.Admin.Listen))
 	}
+	if c.Admin.PoolMetrics {
+		switch {
+		case c.Admin.Listen == "":
+			add(configErrorf("admin.pool_metrics", "needs admin.listen: the metrics are served there"))
+		case c.embedded():
+			add(configErrorf("admin.pool_metrics", "needs redis.addr: the embedded pool's runner already reports its own state"))
+		}
+	}
+	if c.Admin.PoolMetricsInterval < time.Second {
+		add(configErrorf("admin.pool_metrics_interval", "must be at least 1s, got %q", c.Admin.PoolMetricsInterval.String()))
+	}
 	// The libraries' rules, on the settings they will run with.
 	wc := c.workerConfig()
 	errs := []error{c.lockConfig().Validate(), wc.Validate(), c.allocatorConfig().Validate()}

@@ -257,3 +257,43 @@ task:
 		t.Fatalf("pool status after the rerun: %+v", st.Batch)
 	}
 }
+
+// TestE2EPoolMetrics: admin.pool_metrics exports the pool's state on
+// /metrics, and follows a pause and a quarantine.
+func TestE2EPoolMetrics(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	cfg := e.config("metrics", itemNames(3), `worker:
+  concurrency: 1
+admin:
+  listen: 127.0.0.1:0
+  pool_metrics: true
+  pool_metrics_interval: 1s
+`, 50*time.Millisecond)
+	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	base := r.adminBase()
+	control(t, cfg, "quarantined", "quarantine", "item-02")
+	control(t, cfg, "pool paused", "pause")
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^lockpool_pool_items\{state="quarantine"\} 1$`),
+		regexp.MustCompile(`(?m)^lockpool_pool_paused 1$`),
+		regexp.MustCompile(`(?m)^lockpool_pool_runners_alive 1$`),
+		regexp.MustCompile(`(?m)^lockpool_pool_items\{state="free"\} [0-9]`),
+		regexp.MustCompile(`(?m)^lockpool_pool_sample_age_seconds [0-9]`),
+	}
+	waitFor(t, "the pool's state in /metrics", 15*time.Second, func() (bool, string) {
+		_, body := httpGet(t, base+"/metrics")
+		for _, re := range want {
+			if !re.MatchString(body) {
+				return false, "no line matching " + re.String()
+			}
+		}
+		return true, ""
+	})
+	control(t, cfg, "pool resumed", "resume")
+	waitFor(t, "the resume in /metrics", 15*time.Second, func() (bool, string) {
+		_, body := httpGet(t, base+"/metrics")
+		return regexp.MustCompile(`(?m)^lockpool_pool_paused 0$`).MatchString(body), "still paused"
+	})
+	stopRunners(t, 10*time.Second, r)
+}

@@ -496,12 +496,23 @@ type batchReport struct {
 const maxFailedShown = 20
 
 func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, asJSON bool) error {
+	r, err := buildStatus(ctx, cfg, client, pool)
+	if err != nil {
+		return err
+	}
+	return printStatus(cfg, r, w, asJSON)
+}
+
+// buildStatus reads the pool's state: every item's lock (one pipelined
+// round trip per 1,000 items), the pause, the registry and, in batch mode,
+// the batch's progress.
+func buildStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool) (statusReport, error) {
 	r := statusReport{Pool: pool.Keys().Base(), Mode: cfg.Mode}
 	switch ms, err := client.HGet(ctx, pool.Keys().Control(), "paused").Int64(); {
 	case err == nil:
 		r.PausedSince = time.UnixMilli(ms).UTC()
 	case !errors.Is(err, redis.Nil):
-		return fmt.Errorf("pool status: %w", err)
+		return r, fmt.Errorf("pool status: %w", err)
 	}
 	batch := make([]string, 0, chunk)
 	count := func() error {
@@ -531,29 +542,34 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 	}
 	for it, err := range pool.Items(ctx) {
 		if err != nil {
-			return fmt.Errorf("pool status: %w", err)
+			return r, fmt.Errorf("pool status: %w", err)
 		}
 		if batch = append(batch, it); len(batch) == chunk {
 			if err := count(); err != nil {
-				return fmt.Errorf("pool status: %w", err)
+				return r, fmt.Errorf("pool status: %w", err)
 			}
 		}
 	}
 	if err := count(); err != nil {
-		return fmt.Errorf("pool status: %w", err)
+		return r, fmt.Errorf("pool status: %w", err)
 	}
 	store, err := statusStore(cfg, pool)
 	if err != nil {
-		return err
+		return r, err
 	}
 	if r.Runners, err = store.Runners(ctx); err != nil {
-		return fmt.Errorf("pool status: %w", err)
+		return r, fmt.Errorf("pool status: %w", err)
 	}
 	if cfg.Mode == string(worker.ModeBatch) {
 		if err := batchStatus(ctx, cfg, client, store, &r); err != nil {
-			return err
+			return r, err
 		}
 	}
+	return r, nil
+}
+
+// printStatus writes r as pool status does.
+func printStatus(cfg *Config, r statusReport, w io.Writer, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
 
@@ -155,6 +156,20 @@ func (a *app) run(cf *configFlags, cfg *Config) error {
 		}()
 	}
 	close(beReady)
+	if rp, ok := be.pool.(*lock.RedisLockPool); ok && cfg.Admin.PoolMetrics {
+		pm := newPoolMetrics(cfg.Mode == string(worker.ModeBatch))
+		metrics.Registry().MustRegister(pm)
+		pmCtx, stopPM := context.WithCancel(ctx)
+		pmDone := make(chan struct{})
+		go func() {
+			defer close(pmDone)
+			pm.run(pmCtx, cfg.Admin.PoolMetricsInterval, cfg, be.client, rp, log.Named("pool-metrics"))
+		}()
+		defer func() {
+			stopPM()
+			<-pmDone
+		}()
+	}
 	if err := addItems(ctx, be, cfg.Pool.Items, log); err != nil {
 		if ctx.Err() != nil {
 			return stopped()
