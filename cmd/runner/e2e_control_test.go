@@ -18,6 +18,8 @@ import (
 
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/lock"
+	"github.com/lockpool/lockpool/pkg/worker"
 )
 
 // startsAfter returns the runs begun with a token above fence (of item,
@@ -241,6 +243,34 @@ task:
 	res := runnerCmd(t, procOpts{}, "pool", "status", "-c", bcfg)
 	if !strings.Contains(res.stdout, "FAILED ITEM") || !strings.Contains(res.stdout, "item-01") {
 		t.Errorf("pool status text lacks the failed item:\n%s", res.stdout)
+	}
+	// pool list shows each item's last run, from the item history.
+	res = runnerCmd(t, procOpts{}, "pool", "list", "--jsonl", "-c", bcfg)
+	for _, l := range lines(res.stdout) {
+		var in itemInfo
+		if err := json.Unmarshal([]byte(l), &in); err != nil {
+			t.Fatalf("pool list --jsonl line %q: %v", l, err)
+		}
+		want, status := worker.OutcomeSuccess, 0
+		if in.Item == "item-01" {
+			want, status = worker.OutcomeFailure, 1
+		}
+		if in.Last == nil || in.Last.Outcome != want || in.Last.ExitStatus != status && status != 0 {
+			t.Errorf("pool list: %s's last run %+v; want %s (exit status %d)", in.Item, in.Last, want, status)
+		}
+	}
+	// The failed run's stderr tail is kept with it (LastRuns, a page's
+	// read, leaves tails out; LastRun has it).
+	lp, err := lock.NewRedisLockPool(e.client, lock.Config{Prefix: e.prefix, Suffix: poolName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := worker.NewRedisStore(lp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, found, err := store.LastRun(t.Context(), "item-01"); err != nil || !found || !strings.Contains(h.Stderr, "boom") {
+		t.Errorf("LastRun(item-01) = %+v, %v, %v; want its stderr tail \"boom\"", h, found, err)
 	}
 
 	// retry-failed puts it back; a new run of the batch runs it (and it

@@ -182,13 +182,13 @@ terminal without a browser. Every refresh reads the whole pool.`,
 			case asJSONL:
 				format = "jsonl"
 			}
-			return a.poolCommand(cmd, cf, func(ctx context.Context, _ *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error {
+			return a.poolCommand(cmd, cf, func(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error {
 				if wf.on {
 					return a.watch(ctx, wf.every, func(w io.Writer) error {
-						return listItems(ctx, client, pool, w, format, filter, wf.limit)
+						return listItems(ctx, cfg, client, pool, w, format, filter, wf.limit)
 					})
 				}
-				return listItems(ctx, client, pool, a.stdout, format, filter, 0)
+				return listItems(ctx, cfg, client, pool, a.stdout, format, filter, 0)
 			})
 		},
 	}
@@ -302,6 +302,22 @@ type itemInfo struct {
 	TTLMillis int64  `json:"ttl_ms,omitempty"`
 	Token     int64  `json:"token,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Last is the item's last recorded run (worker.RunHistory), when one
+	// is within its retention; pool list fills it, pool status does not.
+	Last *worker.ItemHistory `json:"last,omitempty"`
+}
+
+// last is the LAST column: the last run's outcome, attempts in a row
+// when more than one, and how long ago.
+func (in itemInfo) last(now time.Time) string {
+	if in.Last == nil {
+		return "-"
+	}
+	s := string(in.Last.Outcome)
+	if in.Last.Attempts > 1 {
+		s += fmt.Sprintf(" (attempt %d)", in.Last.Attempts)
+	}
+	return s + ", " + now.Sub(in.Last.At).Round(time.Second).String() + " ago"
 }
 
 // describe reads the lock of each item: one pipelined round trip.
@@ -351,7 +367,11 @@ func describe(ctx context.Context, client redis.UniversalClient, pool *lock.Redi
 
 // listItems streams every item with its lock: memory stays bounded by one
 // chunk however large the pool. format is table, json or jsonl.
-func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, format string, filter listFilter, limit int) error {
+func listItems(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, w io.Writer, format string, filter listFilter, limit int) error {
+	store, err := statusStore(cfg, pool)
+	if err != nil {
+		return err
+	}
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
 	// The table is aligned per chunk: a million rows are not held to
@@ -363,14 +383,22 @@ func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.Red
 	case "json":
 		bw.WriteString("[")
 	case "table":
-		fmt.Fprintln(tw, "ITEM\tSTATUS\tOWNER\tTTL\tTOKEN")
+		fmt.Fprintln(tw, "ITEM\tSTATUS\tOWNER\tTTL\tTOKEN\tLAST RUN")
 	}
 	flush := func(items []string) error {
 		infos, err := describe(ctx, client, pool, items)
 		if err != nil {
 			return err
 		}
+		last, err := store.LastRuns(ctx, items)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
 		for _, in := range infos {
+			if h, ok := last[in.Item]; ok {
+				in.Last = &h
+			}
 			if !filter.keeps(in) {
 				continue
 			}
@@ -380,7 +408,7 @@ func listItems(ctx context.Context, client redis.UniversalClient, pool *lock.Red
 			}
 			shown++
 			if format == "table" {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(in.Item), in.Status, cell(in.Owner), in.ttl(), in.token())
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(in.Item), in.Status, cell(in.Owner), in.ttl(), in.token(), in.last(now))
 				continue
 			}
 			js, err := json.Marshal(in)
