@@ -182,7 +182,7 @@ environment variables and flags; config/README.md lists every key.
 	root.Flags().Bool("version", false, "print the version (as runner version)")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(flagError)
-	root.AddCommand(a.runCmd(), a.poolCmd(), a.configCmd(), a.execCmd(), a.versionCmd(), a.healthCmd(), completionCmd(), a.manCmd())
+	root.AddCommand(a.runCmd(), a.poolCmd(), a.configCmd(), a.execCmd(), a.versionCmd(), a.healthCmd(), a.uiCmd(), completionCmd(), a.manCmd())
 	return root
 }
 

@@ -131,6 +131,9 @@ type AdminConfig struct {
 	// sampled every PoolMetricsInterval.
 	PoolMetrics         bool          `mapstructure:"pool_metrics"`
 	PoolMetricsInterval time.Duration `mapstructure:"pool_metrics_interval"`
+	// Token authorizes the dashboard's actions (runner ui); "" makes the
+	// dashboard read-only.
+	Token configSecret `mapstructure:"token"`
 }
 
 // configSecret is a string that prints, formats and marshals as "***" (or
@@ -232,6 +235,7 @@ var configKeys = []configKey{
 	{name: "log.task_stderr", field: func(c *Config) any { return &c.Log.TaskStderr }, live: true},
 	{name: "admin.listen", field: func(c *Config) any { return &c.Admin.Listen }},
 	{name: "admin.pool_metrics", field: func(c *Config) any { return &c.Admin.PoolMetrics }},
+	{name: "admin.token", field: func(c *Config) any { return &c.Admin.Token }, secret: true},
 	{name: "admin.pool_metrics_interval", field: func(c *Config) any { return &c.Admin.PoolMetricsInterval }},
 }
 

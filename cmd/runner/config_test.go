@@ -284,6 +284,7 @@ func configTestEveryKey(t *testing.T) (raw map[string]string, want map[string]an
 	all := map[string]kv{
 		"redis.username":              {"runner", "runner"},
 		"redis.password":              {configTestSecret, configSecret(configTestSecret)},
+		"admin.token":                 {configTestSecret, configSecret(configTestSecret)},
 		"redis.db":                    {"7", 7},
 		"redis.dial_timeout":          {"750ms", 750 * time.Millisecond},
 		"redis.tls.enabled":           {"true", true},
@@ -836,6 +837,7 @@ func TestConfigRedacted(t *testing.T) {
 		"redis.tls.key_file":   raw["redis.tls.key_file"],
 		"redis.sentinel.addrs": []string{"h1:26379", "h2:26379"},
 		"redis.password":       "***",
+		"admin.token":          "***",
 	} {
 		if !reflect.DeepEqual(red[key], want) {
 			t.Errorf("Redacted()[%q] = %#v, want %#v", key, red[key], want)

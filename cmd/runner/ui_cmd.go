@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/lockpool/lockpool/internal/dashboard"
+	"github.com/lockpool/lockpool/pkg/allocator"
+	"github.com/lockpool/lockpool/pkg/lock"
+	"github.com/lockpool/lockpool/pkg/worker"
+)
+
+func (a *app) uiCmd() *cobra.Command {
+	var cf *configFlags
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "ui [-c FILE] [--listen ADDR]",
+		Short: "Serve the pool's live dashboard",
+		Long: `UI serves a web page showing the pool live: its items by state, the
+batch's progress, the runners alive in the fleet and the items themselves
+(paged on the server, filtered by state and name), with the fleet-wide
+controls (pause, resume, release, quarantine, cancel, retry failed). The
+page is embedded in the binary. It listens on loopback by default. Actions
+need admin.token (RUNNER_ADMIN_TOKEN), sent by the page as a bearer token;
+without one the dashboard is read-only.`,
+		Example: "  RUNNER_ADMIN_TOKEN=s3cret runner ui -c runner.yaml --listen 127.0.0.1:8080",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.poolCommand(cmd, cf, func(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error {
+				alloc, err := allocator.NewRedis(pool, cfg.allocatorConfig())
+				if err != nil {
+					return err
+				}
+				defer alloc.Close()
+				store, err := statusStore(cfg, pool)
+				if err != nil {
+					return err
+				}
+				ln, err := net.Listen("tcp", listen)
+				if err != nil {
+					return configErrorf("ui --listen", "%v", err)
+				}
+				log := hclog.New(&hclog.LoggerOptions{Name: "ui", Output: a.stderr})
+				src := &uiSource{cfg: cfg, client: client, pool: pool, alloc: alloc, store: store}
+				srv := &http.Server{Handler: dashboard.Handler(src, dashboard.Options{Token: cfg.Admin.Token.Reveal(), Logger: log}),
+					ReadHeaderTimeout: 5 * time.Second}
+				fmt.Fprintf(a.stdout, "dashboard on http://%s/ (actions %s)\n", ln.Addr(), map[bool]string{true: "enabled", false: "off: no admin.token"}[cfg.Admin.Token != ""])
+				go func() {
+					<-ctx.Done()
+					sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					defer cancel()
+					_ = srv.Shutdown(sctx)
+				}()
+				if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+				return nil
+			})
+		},
+	}
+	cf = addConfigFlags(cmd, "redis-addr", "mode", "batch-id")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve the dashboard on")
+	return cmd
+}
+
+// uiSource is the dashboard's view of the configured pool.
+type uiSource struct {
+	cfg    *Config
+	client redis.UniversalClient
+	pool   *lock.RedisLockPool
+	alloc  *allocator.Allocator
+	store  *worker.RedisStore
+}
+
+func (s *uiSource) Status(ctx context.Context) (any, error) {
+	return buildStatus(ctx, s.cfg, s.client, s.pool)
+}
+
+// Items reads one SSCAN step of the pool's members (MATCH q.Match), then
+// their locks and last runs, and keeps those in q.States.
+func (s *uiSource) Items(ctx context.Context, q dashboard.Query) (dashboard.Page, error) {
+	cur, err := strconv.ParseUint(q.Cursor, 10, 64)
+	if q.Cursor != "" && err != nil {
+		return dashboard.Page{}, fmt.Errorf("bad cursor %q", q.Cursor)
+	}
+	names, next, err := s.client.SScan(ctx, s.pool.Keys().Members(), cur, q.Match, int64(q.N)).Result()
+	if err != nil {
+		return dashboard.Page{}, err
+	}
+	infos, err := describe(ctx, s.client, s.pool, names)
+	if err != nil {
+		return dashboard.Page{}, err
+	}
+	last, err := s.store.LastRuns(ctx, names)
+	if err != nil {
+		return dashboard.Page{}, err
+	}
+	items := make([]itemInfo, 0, len(infos))
+	for _, in := range infos {
+		if len(q.States) > 0 && !slices.Contains(q.States, in.Status) {
+			continue
+		}
+		if h, ok := last[in.Item]; ok {
+			in.Last = &h
+		}
+		items = append(items, in)
+	}
+	p := dashboard.Page{Items: items}
+	if next != 0 {
+		p.Next = strconv.FormatUint(next, 10)
+	}
+	return p, nil
+}
+
+func (s *uiSource) Act(ctx context.Context, a dashboard.Action) error {
+	needItem := func() error {
+		if a.Item == "" {
+			return fmt.Errorf("%w: %s needs an item", dashboard.ErrBadAction, a.Name)
+		}
+		return nil
+	}
+	switch a.Name {
+	case "pause":
+		_, err := s.alloc.Pause(ctx)
+		return err
+	case "resume":
+		return s.alloc.Resume(ctx)
+	case "release":
+		if err := needItem(); err != nil {
+			return err
+		}
+		return s.alloc.Unquarantine(ctx, a.Item)
+	case "cancel":
+		if err := needItem(); err != nil {
+			return err
+		}
+		return s.alloc.Cancel(ctx, a.Item)
+	case "quarantine":
+		if err := needItem(); err != nil {
+			return err
+		}
+		d, err := time.ParseDuration(a.For)
+		if err != nil || d < time.Millisecond {
+			return fmt.Errorf("%w: quarantine for %q: want a duration such as \"1h\"", dashboard.ErrBadAction, a.For)
+		}
+		return s.alloc.Quarantine(ctx, a.Item, d)
+	case "retry-failed":
+		_, err := s.store.RetryFailed(ctx, s.cfg.Batch.ID)
+		return err
+	}
+	return fmt.Errorf("%w: %q", dashboard.ErrBadAction, a.Name)
+}
