@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -80,10 +81,46 @@ type uiSource struct {
 	pool   *lock.RedisLockPool
 	alloc  *allocator.Allocator
 	store  *worker.RedisStore
+
+	// The status reads every item's lock (25 s for 1,000,000 items): it
+	// is read by one goroutine at a time, whatever the number of viewers,
+	// and every request gets the last one read (stale while revalidating).
+	mu         sync.Mutex
+	last       statusReport
+	lastErr    error
+	lastAt     time.Time
+	refreshing bool
 }
 
+// statusMaxAge is how old a status may be before a request starts a new
+// read (which the request does not wait for, once one was read).
+const statusMaxAge = time.Second
+
 func (s *uiSource) Status(ctx context.Context) (any, error) {
-	return buildStatus(ctx, s.cfg, s.client, s.pool)
+	s.mu.Lock()
+	if s.lastAt.IsZero() { // the first: read it now
+		s.mu.Unlock()
+		s.refresh()
+		s.mu.Lock()
+	} else if time.Since(s.lastAt) > statusMaxAge && !s.refreshing {
+		s.refreshing = true
+		go s.refresh()
+	}
+	defer s.mu.Unlock()
+	return s.last, s.lastErr
+}
+
+// refresh reads the status, bounded by a minute.
+func (s *uiSource) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := buildStatus(ctx, s.cfg, s.client, s.pool)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil || s.lastAt.IsZero() {
+		s.last = r
+	}
+	s.lastErr, s.lastAt, s.refreshing = err, time.Now(), false
 }
 
 // Items reads one SSCAN step of the pool's members (MATCH q.Match), then
