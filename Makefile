@@ -7,7 +7,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO        ?= go
 FUZZTIME  ?= 30s
 
-.PHONY: all build test redis gnu-parallel bench fuzz lint run man docker
+.PHONY: all build test redis chromium gnu-parallel bench fuzz lint run man docker
 
 all: build
 
@@ -43,8 +43,22 @@ redis:
 		exit 1; \
 	fi
 
+# Ensures chromium (the dashboard's browser tests drive it with chromedp)
+# is on PATH, installing Debian's package with apt-get when root.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium || command -v chromium-browser)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "chromium not found; installing it with apt-get"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "chromium is not on PATH and this is not root, so it cannot be installed automatically." >&2; \
+		echo "Install it with: sudo apt-get install chromium" >&2; \
+		exit 1; \
+	fi
+
 # go build first: examples have no tests, and must still compile.
-test: redis
+test: redis chromium
 	$(GO) build ./...
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...

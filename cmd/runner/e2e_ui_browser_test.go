@@ -1,0 +1,188 @@
+package main
+
+// The dashboard in a real browser: Debian's chromium, driven by chromedp.
+// "make test" installs chromium with apt-get when it is missing (make
+// chromium); a machine without it fails this test, saying how to get it.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/lockpool/lockpool/internal/redistest"
+)
+
+// browser starts a headless chromium and returns a context for chromedp
+// actions, and the console errors and exceptions the page raised so far.
+func browser(t *testing.T) (context.Context, func() []string) {
+	t.Helper()
+	var path string
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		t.Fatal("no chromium on PATH: the dashboard's browser tests need it. Install it with: sudo apt-get install chromium (make test does so when run as root)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1300, 900))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	// Start the browser before the console is read from another
+	// goroutine: chromedp starts it on first use, unsynchronised.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("starting chromium (%s): %v", path, err)
+	}
+	var mu sync.Mutex
+	var errs []string
+	go func() {
+		for msg, err := range chromedp.Console(ctx) {
+			if err != nil {
+				return
+			}
+			if msg.Type == chromedp.ConsoleError || msg.Type == chromedp.ConsoleException {
+				mu.Lock()
+				errs = append(errs, string(msg.Type)+": "+msg.Text)
+				mu.Unlock()
+			}
+		}
+	}()
+	return ctx, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), errs...)
+	}
+}
+
+// until waits for a JavaScript condition on the page to hold.
+func until(cond string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](cond))
+		return err
+	})
+}
+
+// screenshot writes the page to $LOCKPOOL_SCREENSHOTS/name.jpg when that
+// is set (for the notes; never committed).
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	dir := os.Getenv("LOCKPOOL_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	if err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	_ = os.WriteFile(filepath.Join(dir, name+".jpg"), png, 0o644)
+}
+
+func TestE2EDashboardInBrowser(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	const token = "browser-token"
+	cfg := e.config("browser", itemNames(4), "worker:\n  concurrency: 2\n", 3*time.Second)
+	if res := runnerCmd(t, procOpts{}, append([]string{"pool", "add", "-c", cfg, "--"}, itemNames(4)...)...); res.code != 0 {
+		t.Fatalf("pool add: %d %s", res.code, res.out)
+	}
+	base := startUI(t, cfg, []string{"RUNNER_ADMIN_TOKEN=" + token})
+	ctx, consoleErrors := browser(t)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+
+	// The page loads, goes live, and counts what pool status counts.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		until(`!!document.querySelector('#live.ok')`),
+	); err != nil {
+		t.Fatalf("loading the dashboard: %v", err)
+	}
+	items, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`[data-count="items"] b`)))
+	if err != nil {
+		t.Fatalf("reading the item count: %v", err)
+	}
+	// Destructive actions ask for confirmation: the test says yes.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("window.confirm = () => true; true")); err != nil {
+		t.Fatal(err)
+	}
+	if st := statusJSON(t, cfg); items != fmt.Sprint(st.Items) {
+		t.Errorf("the page counts %s items, pool status %d", items, st.Items)
+	}
+	screenshot(t, ctx, "dashboard-idle")
+
+	// A lease granted by a runner appears without a reload.
+	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	held := e.waitHeld(r, 2)
+	var first event
+	for _, ev := range held {
+		if first.T == 0 || ev.T < first.T {
+			first = ev
+		}
+	}
+	if err := chromedp.Do(ctx, until(`!!document.querySelector('tr[data-status="leased"]')`)); err != nil {
+		t.Fatalf("no leased row appeared: %v", err)
+	}
+	late := time.Since(first.at())
+	t.Logf("a lease showed on the page %v after its task began", late)
+	if bound := 2*time.Second + redistest.Slack(); late > bound {
+		t.Errorf("a lease showed on the page %v after its task began, want <= %v (%s)", late, bound, redistest.SchedDelay())
+	}
+	screenshot(t, ctx, "dashboard-leased")
+
+	if errs := consoleErrors(); len(errs) > 0 {
+		t.Errorf("the page logged errors while loading and following the pool: %q", errs)
+	}
+
+	// Without the token the page's pause is refused, and nothing changes
+	// (the browser logs the refused request: the only error allowed after
+	// this point).
+	allowed := len(consoleErrors()) + 1
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#pause`)),
+		until(`!document.getElementById('error').hidden`),
+	); err != nil {
+		t.Fatalf("pause without the token: %v", err)
+	}
+	msg, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#error`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msg, "token") || !statusJSON(t, cfg).PausedSince.IsZero() {
+		t.Fatalf("pause without the token: page says %q; the pool must stay running", msg)
+	}
+
+	// With the token, pausing from the page stops new grants fleet-wide.
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.CSS(`#token`), token),
+		chromedp.Click(chromedp.CSS(`#pause`)),
+		until(`!document.getElementById('paused').hidden`),
+	); err != nil {
+		t.Fatalf("pause with the token: %v", err)
+	}
+	if statusJSON(t, cfg).PausedSince.IsZero() {
+		t.Fatal("the page's pause did not pause the pool")
+	}
+	paused := e.fence(e.client)
+	waitFor(t, "the runner logs no new grant", 10*time.Second, func() (bool, string) {
+		return len(startsAfter(e.events(), paused, "")) == 0, "a run began after the pause"
+	})
+	screenshot(t, ctx, "dashboard-paused")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#resume`)), until(`document.getElementById('paused').hidden`)); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	stopRunners(t, 10*time.Second, r)
+	if errs := consoleErrors(); len(errs) > allowed || len(errs) == allowed && !strings.Contains(errs[allowed-1], "403") {
+		t.Errorf("the page logged errors besides the refused pause: %q", errs)
+	}
+}
