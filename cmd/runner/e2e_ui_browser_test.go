@@ -181,6 +181,21 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#resume`)), until(`document.getElementById('paused').hidden`)); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
+
+	// Releasing a quarantine from the page makes the item run again.
+	control(t, cfg, "quarantined", "quarantine", "item-03")
+	quarantined := e.fence(e.client)
+	row := `tr[data-item="item-03"][data-status="quarantine"]`
+	if err := chromedp.Do(ctx,
+		until(`!!document.querySelector('`+row+`')`),
+		chromedp.Click(chromedp.CSS(row+` button[data-action="release"]`)),
+	); err != nil {
+		t.Fatalf("release from the page: %v", err)
+	}
+	waitFor(t, "item-03 runs again after its release from the page", 15*time.Second, func() (bool, string) {
+		n := len(startsAfter(e.events(), quarantined, "item-03"))
+		return n >= 1, fmt.Sprintf("%d runs of item-03 since the quarantine", n)
+	})
 	stopRunners(t, 10*time.Second, r)
 	if errs := consoleErrors(); len(errs) > allowed || len(errs) == allowed && !strings.Contains(errs[allowed-1], "403") {
 		t.Errorf("the page logged errors besides the refused pause: %q", errs)
