@@ -97,6 +97,14 @@ local function index(heads)
     head(dst)
   end
 
+  -- counted counts an item ZADD added (added is its reply) and grows the
+  -- index when the count calls for it.
+  local function counted(added)
+    if added == 1 then
+      grow(redis.call('HINCRBY', countKey, 'items', 1))
+    end
+    return added
+  end
   local dirty = {}
   local function put(item, ms, nx, staged)
     local b = addr(item)
@@ -111,10 +119,7 @@ local function index(heads)
     else
       head(b)
     end
-    if added == 1 then
-      grow(redis.call('HINCRBY', countKey, 'items', 1))
-    end
-    return added
+    return counted(added)
   end
   function ix.set(item, ms, nx)
     return put(item, ms, nx, false)
@@ -126,10 +131,7 @@ local function index(heads)
     local b = addr(item)
     local added = redis.call('ZADD', heads .. ':' .. b, ms, item)
     redis.call('ZADD', heads, 'LT', ms, b)
-    if added == 1 then
-      grow(redis.call('HINCRBY', countKey, 'items', 1))
-    end
-    return added
+    return counted(added)
   end
   function ix.stage(item, ms, nx)
     return put(item, ms, nx, true)
