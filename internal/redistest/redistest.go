@@ -48,6 +48,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -701,10 +702,19 @@ func launch(bin, dir string, port int, args []string, acc access) (*process, err
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
-	if err := waitPing(p.addr, acc, startTimeout, p.done); err != nil {
+	err := waitPing(p.addr, acc, startTimeout, p.done)
+	if err == nil {
+		// The PONG may come from another test's server that took the
+		// port first (this one then exits with "Address already in use"):
+		// ready means ours answers.
+		if pid, perr := serverPID(p.addr, acc); perr == nil && pid != p.cmd.Process.Pid {
+			err = fmt.Errorf("%w: the server answering on %s is process %d, not %d", errAddrInUse, p.addr, pid, p.cmd.Process.Pid)
+		}
+	}
+	if err != nil {
 		p.stop()
 		tail := p.log.String()
-		if strings.Contains(tail, "Address already in use") {
+		if strings.Contains(tail, "Address already in use") && !errors.Is(err, errAddrInUse) {
 			err = fmt.Errorf("%w (%v)", errAddrInUse, err)
 		}
 		return nil, fmt.Errorf("redis-server %s on %s did not become ready: %w\n--- redis-server output (tail) ---\n%s",
@@ -791,6 +801,51 @@ func ping(addr string, acc access) error {
 		}
 	}
 	return reply(conn, r, "PING\r\n", "+PONG")
+}
+
+// serverPID asks the server at addr for its process id (INFO server).
+func serverPID(addr string, acc access) (int, error) {
+	d := &net.Dialer{Timeout: time.Second}
+	var conn net.Conn
+	var err error
+	if acc.tls != nil {
+		conn, err = tls.DialWithDialer(d, "tcp", addr, acc.tls)
+	} else {
+		conn, err = d.Dial("tcp", addr)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	r := bufio.NewReader(conn)
+	if acc.password != "" {
+		auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(acc.password), acc.password)
+		if err := reply(conn, r, auth, "+OK"); err != nil {
+			return 0, fmt.Errorf("AUTH: %w", err)
+		}
+	}
+	if _, err := conn.Write([]byte("*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")); err != nil {
+		return 0, err
+	}
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(head), "$"))
+	if err != nil || !strings.HasPrefix(head, "$") {
+		return 0, fmt.Errorf("INFO answered %q", head)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("INFO server has no process_id")
 }
 
 // reply sends cmd on conn and expects the one-line answer want from r.
