@@ -780,31 +780,17 @@ func waitPing(addr string, acc access, timeout time.Duration, exited <-chan stru
 // ping sends one PING (after an AUTH with acc's password, over TLS with
 // acc's configuration) and expects +PONG.
 func ping(addr string, acc access) error {
-	d := &net.Dialer{Timeout: time.Second}
-	var conn net.Conn
-	var err error
-	if acc.tls != nil {
-		conn, err = tls.DialWithDialer(d, "tcp", addr, acc.tls)
-	} else {
-		conn, err = d.Dial("tcp", addr)
-	}
+	conn, r, err := dialAuth(addr, acc)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	r := bufio.NewReader(conn)
-	if acc.password != "" {
-		auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(acc.password), acc.password)
-		if err := reply(conn, r, auth, "+OK"); err != nil {
-			return fmt.Errorf("AUTH: %w", err)
-		}
-	}
 	return reply(conn, r, "PING\r\n", "+PONG")
 }
 
-// serverPID asks the server at addr for its process id (INFO server).
-func serverPID(addr string, acc access) (int, error) {
+// dialAuth connects to addr (over TLS with acc's configuration) with a
+// one-second deadline, and AUTHs with acc's password when it has one.
+func dialAuth(addr string, acc access) (net.Conn, *bufio.Reader, error) {
 	d := &net.Dialer{Timeout: time.Second}
 	var conn net.Conn
 	var err error
@@ -814,17 +800,27 @@ func serverPID(addr string, acc access) (int, error) {
 		conn, err = d.Dial("tcp", addr)
 	}
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
-	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
 	r := bufio.NewReader(conn)
 	if acc.password != "" {
 		auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(acc.password), acc.password)
 		if err := reply(conn, r, auth, "+OK"); err != nil {
-			return 0, fmt.Errorf("AUTH: %w", err)
+			conn.Close()
+			return nil, nil, fmt.Errorf("AUTH: %w", err)
 		}
 	}
+	return conn, r, nil
+}
+
+// serverPID asks the server at addr for its process id (INFO server).
+func serverPID(addr string, acc access) (int, error) {
+	conn, r, err := dialAuth(addr, acc)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
 	if _, err := conn.Write([]byte("*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")); err != nil {
 		return 0, err
 	}
