@@ -148,7 +148,7 @@ var (
 			k.Index(), k.Fence(), k.Bindings(), k.Waiters(), k.Reserved(), k.Foreign(),
 			k.SyncState(), k.WakePrefix(), k.Failures(), k.ItemsMarker(), k.LegacyIndex(), k.Control(), k.Cancels(),
 			b.Todo, b.Done, b.Failed, b.Failures, b.Meta, b.Errors,
-			k.History(), k.HistoryExpiry(), k.Tail("<item>"), k.TailPrefix(), k.Runners(), k.RunnerInfo(),
+			k.History(), k.HistoryExpiry(), k.Tail("<item>"), k.TailPrefix(), k.Runners(), k.RunnerInfo(), k.Throughput(),
 		} {
 			m[placeholder.ReplaceAllString(name, "<>")] = true
 		}

@@ -37,6 +37,7 @@
 //	<base>|hist:tail:<item>         STRING   worker     the stderr tail of item's last failed run (TTL: the retention)
 //	<base>|fleet:runners            ZSET     worker     registered process id -> server ms its registration expires
 //	<base>|fleet:info               HASH     worker     registered process id -> what it reported at its last heartbeat
+//	<base>|fleet:rate               HASH     worker     10 s bucket mod 360 -> "<bucket>:<grants>:<runs>" of the fleet, last hour
 //	<base>|runner:items             STRING   runner     set once the runner added pool.items
 //
 // (TestDocumentedLayout checks this table against the methods below.)
@@ -51,7 +52,10 @@
 // expired, and those of processes that died since the last few heartbeats
 // (every heartbeat and every read drop up to 16 expired ones; both keys
 // expire with the latest heartbeat), so neither grows with the number of
-// processes that ever ran.
+// processes that ever ran. The fleet's throughput ring, fleet:rate, has
+// one field per 10-second bucket of an hour (360 at most, each bucket's
+// field overwritten an hour later) and expires an hour after the last
+// heartbeat that counted a grant or a run.
 //
 // The epoch HASH records the Redis dataset the pool's state lives in (the
 // server's replication id), a generation counter bumped at every
@@ -200,6 +204,10 @@ func (p Pool) Runners() string { return p.base + "|fleet:runners" }
 
 // RunnerInfo is the runner registry's HASH: process id -> its report.
 func (p Pool) RunnerInfo() string { return p.base + "|fleet:info" }
+
+// Throughput is the fleet's throughput ring: grants and finished runs
+// per 10-second bucket over the last hour, added to by heartbeats.
+func (p Pool) Throughput() string { return p.base + "|fleet:rate" }
 
 // ItemsMarker is the key the runner sets once it added pool.items.
 func (p Pool) ItemsMarker() string { return p.base + "|runner:items" }

@@ -66,6 +66,7 @@ func TestDocumentedLayout(t *testing.T) {
 		"Tail":          {p.Tail("<item>")},
 		"Runners":       {p.Runners()},
 		"RunnerInfo":    {p.RunnerInfo()},
+		"Throughput":    {p.Throughput()},
 	}
 	parts := []string{"Prefix", "Suffix", "Base", "LockPrefix", "WakePrefix", "BatchPattern", "HashTag", "TailPrefix"}
 	typ := reflect.TypeOf(p)

@@ -111,6 +111,26 @@ type Registry interface {
 	Leave(ctx context.Context, id, instance string) error
 	// Runners returns the live registrations (at most 1,000), by ID.
 	Runners(ctx context.Context) ([]Runner, error)
+	// Throughput returns the fleet's grants and finished runs per
+	// ThroughputBucket over the last ThroughputWindow, oldest first, as
+	// the heartbeats reported them (each heartbeat adds what its process
+	// did since the one before, to the bucket of the heartbeat's time):
+	// only the buckets with some, and empty when there are none.
+	Throughput(ctx context.Context) ([]ThroughputPoint, error)
+}
+
+// The throughput series' resolution and span (Registry.Throughput).
+const (
+	ThroughputBucket = 10 * time.Second
+	ThroughputWindow = time.Hour
+)
+
+// ThroughputPoint is what the fleet did in one ThroughputBucket starting
+// At (by the store's clock): leases granted and task runs finished.
+type ThroughputPoint struct {
+	At     time.Time `json:"at"`
+	Grants int64     `json:"grants"`
+	Runs   int64     `json:"runs"`
 }
 
 // Runner is a process of the fleet as its last heartbeat reported it.
@@ -136,6 +156,13 @@ type Runner struct {
 	Runs       int64 `json:"runs"`
 	Failures   int64 `json:"failures"`
 	LeasesLost int64 `json:"leases_lost"`
+	// Grants is how many leases it was granted; RunsPerSec how many runs
+	// a second it finished between its two last heartbeats.
+	Grants     int64   `json:"grants"`
+	RunsPerSec float64 `json:"runs_per_s"`
+	// OldestLeaseMS is the age, in ms, of the oldest lease it held at the
+	// heartbeat (0 when it held none).
+	OldestLeaseMS int64 `json:"oldest_lease_ms,omitempty"`
 	// Beat is when the store received the last heartbeat, Expires when
 	// the registration ends without another, both by the store's clock.
 	Beat    time.Time `json:"beat,omitzero"`

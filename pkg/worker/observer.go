@@ -72,4 +72,7 @@ type WorkerStatus struct {
 	Attempt int         `json:"attempt,omitempty"`
 	Since   time.Time   `json:"since"`
 	Runs    int64       `json:"runs"`
+	// LeasedAt is when the worker was granted the lease it holds (zero
+	// when it holds none).
+	LeasedAt time.Time `json:"leased_at,omitzero"`
 }

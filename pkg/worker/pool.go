@@ -54,7 +54,9 @@ type Pool struct {
 	// failed and lost count runs that failed (failure, panic, timeout)
 	// and that lost their lease; started is when Run began.
 	failed, lost int64
-	started      time.Time
+	// grants counts the leases granted.
+	grants  int64
+	started time.Time
 	// failingSince is when acquiring began to fail with errors (zero
 	// while it works), failErr the latest of them.
 	failingSince, failedAt time.Time
@@ -367,6 +369,12 @@ func (p *Pool) addHeld(d int, ran bool, id int) {
 	n := p.held
 	if ran {
 		p.workers[id].Runs++
+	}
+	if d > 0 {
+		p.grants++
+		p.workers[id].LeasedAt = time.Now()
+	} else {
+		p.workers[id].LeasedAt = time.Time{}
 	}
 	p.mu.Unlock()
 	p.obs.Held(n)

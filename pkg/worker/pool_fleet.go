@@ -39,8 +39,9 @@ func (p *Pool) register() (stop func()) {
 		t := time.NewTicker(p.cfg.Heartbeat)
 		defer t.Stop()
 		warned := false
+		var last rate
 		for {
-			p.beat(ctx, &warned)
+			p.beat(ctx, &warned, &last)
 			select {
 			case <-ctx.Done():
 				return
@@ -59,12 +60,24 @@ func (p *Pool) register() (stop func()) {
 	}
 }
 
+// rate is the runs a pool had finished at a heartbeat, and when.
+type rate struct {
+	runs int64
+	at   time.Time
+}
+
 // beat sends one heartbeat; a failure is logged, and the next one
-// retries. warned says whether a clash of ids was logged already.
-func (p *Pool) beat(ctx context.Context, warned *bool) {
+// retries. warned says whether a clash of ids was logged already; last is
+// the previous heartbeat's runs, for the rate of runs between the two.
+func (p *Pool) beat(ctx context.Context, warned *bool, last *rate) {
 	bctx, cancel := context.WithTimeout(ctx, max(p.cfg.Heartbeat, time.Second))
 	defer cancel()
-	other, err := p.store.Heartbeat(bctx, p.Runner(), registrationBeats*p.cfg.Heartbeat)
+	r, now := p.Runner(), time.Now()
+	if !last.at.IsZero() {
+		r.RunsPerSec = float64(r.Runs-last.runs) / now.Sub(last.at).Seconds()
+	}
+	*last = rate{runs: r.Runs, at: now}
+	other, err := p.store.Heartbeat(bctx, r, registrationBeats*p.cfg.Heartbeat)
 	switch {
 	case err != nil && ctx.Err() == nil:
 		p.log.Warn("cannot renew the runner registration", "error", err)
@@ -84,9 +97,13 @@ func (p *Pool) Runner() Runner {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	r.Started, r.Held, r.Failures, r.LeasesLost = p.started, p.held, p.failed, p.lost
+	r.Started, r.Held, r.Failures, r.LeasesLost, r.Grants = p.started, p.held, p.failed, p.lost, p.grants
+	now := time.Now()
 	for _, w := range p.workers {
 		r.Runs += w.Runs
+		if !w.LeasedAt.IsZero() {
+			r.OldestLeaseMS = max(r.OldestLeaseMS, now.Sub(w.LeasedAt).Milliseconds())
+		}
 	}
 	return r
 }

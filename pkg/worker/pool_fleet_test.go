@@ -44,7 +44,20 @@ var fleetPoolBehaviours = []poolBehaviour{
 					me = r
 				}
 			}
-			return me.Runs >= 6 && me.Failures >= 2
+			return me.Runs >= 6 && me.Failures >= 2 && me.RunsPerSec > 0
+		})
+		// Each lease granted is a run finished, or one held now.
+		if me.Grants < me.Runs || me.Grants > me.Runs+int64(me.Held)+2 {
+			t.Fatalf("registration: %d grants for %d runs and %d held", me.Grants, me.Runs, me.Held)
+		}
+		redistest.Eventually(t, "the fleet's throughput counts the runs", 10*time.Second, func() bool {
+			pts, err := st.Throughput(ctx)
+			must(t, err)
+			var runs, grants int64
+			for _, pt := range pts {
+				runs, grants = runs+pt.Runs, grants+pt.Grants
+			}
+			return runs >= 6 && grants >= runs
 		})
 		host, _ := os.Hostname()
 		if me.Mode != worker.ModeLoop || me.Concurrency != 2 || me.Version != "v9.9" || me.PID != os.Getpid() || me.Host != host ||
@@ -69,6 +82,40 @@ var fleetPoolBehaviours = []poolBehaviour{
 				t.Fatalf("the pool is still registered after Run returned: %+v", r)
 			}
 		}
+	}},
+	{"registry-reports-the-age-of-the-oldest-lease-held", func(t *testing.T, b backend) {
+		a, st, _ := b.build(t, items(1))
+		release := make(chan struct{})
+		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}), worker.Config{Concurrency: 1, LeaseTTL: 2 * time.Second, Heartbeat: 50 * time.Millisecond})
+		must(t, err)
+		stop, _ := runPool(t, p)
+		start := time.Now()
+		var me worker.Runner
+		redistest.Eventually(t, "a heartbeat reports a lease held for 300ms", 10*time.Second, func() bool {
+			rs, err := st.Runners(context.Background())
+			must(t, err)
+			for _, r := range rs {
+				me = r
+			}
+			return len(rs) == 1 && me.Held == 1 && me.OldestLeaseMS >= 300
+		})
+		// The lease was granted after the pool started.
+		if age := time.Duration(me.OldestLeaseMS) * time.Millisecond; age > time.Since(start) {
+			t.Fatalf("oldest lease %v old, but the pool started %v ago", age, time.Since(start))
+		}
+		close(release)
+		redistest.Eventually(t, "a heartbeat reports no lease once the task returned", 10*time.Second, func() bool {
+			rs, err := st.Runners(context.Background())
+			must(t, err)
+			return len(rs) == 1 && (rs[0].Held == 0 || rs[0].OldestLeaseMS < me.OldestLeaseMS)
+		})
+		must(t, stop(5*time.Second))
 	}},
 	{"batch-history-names-failed-items-with-their-errors", func(t *testing.T, b backend) {
 		its := items(5)

@@ -241,6 +241,54 @@ var fleetBehaviours = []storeBehaviour{
 			}
 		}
 	}},
+	{"throughput-adds-what-each-heartbeat-reports-since-the-last", func(t *testing.T, e *storeEnv) {
+		if pts, err := e.store.Throughput(e.ctx); err != nil || len(pts) != 0 {
+			t.Fatalf("Throughput of a new pool = %+v, %v; want none", pts, err)
+		}
+		r := worker.Runner{ID: "a", Instance: "i1", Mode: worker.ModeLoop, Concurrency: 2, Grants: 7, Runs: 5}
+		before := e.clock()
+		// A first heartbeat counts nothing (its counts are from before
+		// any bucket), nor does one of another instance under the same id.
+		beat := func(r worker.Runner) {
+			t.Helper()
+			if _, err := e.store.Heartbeat(e.ctx, r, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		beat(r)
+		r.Grants, r.Runs = 12, 9
+		beat(r)
+		r.Grants, r.Runs = 20, 15
+		beat(r)
+		other := worker.Runner{ID: "a", Instance: "i2", Mode: worker.ModeLoop, Concurrency: 1, Grants: 1000, Runs: 1000}
+		beat(other)
+		beat(worker.Runner{ID: "b", Instance: "j", Mode: worker.ModeLoop, Concurrency: 1, Grants: 500, Runs: 500})
+		// A counter that went back (a report not of this process) adds nothing.
+		other.Grants, other.Runs = 3, 4
+		beat(other)
+		after := e.clock()
+		pts, err := e.store.Throughput(e.ctx)
+		must(t, err)
+		var grants, runs int64
+		for i, pt := range pts {
+			grants, runs = grants+pt.Grants, runs+pt.Runs
+			if pt.At.Before(before.Truncate(worker.ThroughputBucket)) || pt.At.After(after) || pt.At.UnixMilli()%worker.ThroughputBucket.Milliseconds() != 0 {
+				t.Fatalf("point %d at %v: want a bucket start within [%v, %v]", i, pt.At, before, after)
+			}
+			if i > 0 && !pts[i-1].At.Before(pt.At) {
+				t.Fatalf("points not oldest first: %+v", pts)
+			}
+		}
+		if grants != 13 || runs != 10 || len(pts) == 0 || len(pts) > 2 {
+			t.Fatalf("Throughput = %+v: %d grants and %d runs; want the first instance's 13 and 10 since its first heartbeat, in 1 or 2 buckets", pts, grants, runs)
+		}
+		if e.redis != nil {
+			base := e.prefix + "|" + lock.DefaultPoolSuffix
+			if ttl := e.redis.PTTL(e.ctx, base+"|fleet:rate").Val(); ttl <= 59*time.Minute || ttl > 61*time.Minute {
+				t.Fatalf("fleet:rate's TTL = %v, want about an hour", ttl)
+			}
+		}
+	}},
 	{"registry-forgets-dead-processes-and-does-not-grow", func(t *testing.T, e *storeEnv) {
 		// 100 processes that each register once and die (no Leave), while
 		// one stays alive: the registry holds the live one, plus at most

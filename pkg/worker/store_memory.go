@@ -52,6 +52,8 @@ type memStoreState struct {
 	nextExpiry time.Time
 	// runners is the registry (fleet:runners and fleet:info) by id.
 	runners map[string]Runner
+	// rate is the fleet's throughput (fleet:rate) by bucket number.
+	rate map[int64]ThroughputPoint
 }
 
 // memBatch is one batch: batch:<id>:todo, the done and failed counts, and
@@ -75,7 +77,7 @@ type memBatch struct {
 // lock.Shared), shared by every store over the pool.
 func memStoreStateOf(pool *lock.MemoryLockPool) *memStoreState {
 	return lock.Shared(pool, "worker", func() *memStoreState {
-		return &memStoreState{batches: map[string]*memBatch{}, runners: map[string]Runner{}}
+		return &memStoreState{batches: map[string]*memBatch{}, runners: map[string]Runner{}, rate: map[int64]ThroughputPoint{}}
 	})
 }
 

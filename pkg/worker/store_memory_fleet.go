@@ -114,8 +114,12 @@ func (s *MemoryStore) Heartbeat(ctx context.Context, r Runner, ttl time.Duration
 	defer s.st.mu.Unlock()
 	now = msClock(now)
 	other := ""
-	if old, ok := s.st.runners[r.ID]; ok && old.Expires.After(now) && old.Instance != r.Instance {
+	old, ok := s.st.runners[r.ID]
+	if ok && old.Expires.After(now) && old.Instance != r.Instance {
 		other = old.Instance
+	}
+	if ok && old.Instance == r.Instance {
+		s.st.addThroughput(now, r.Grants-old.Grants, r.Runs-old.Runs)
 	}
 	r.Host = history.Head(r.Host, 256)
 	r.Beat, r.Expires = now, now.Add(time.Duration(ttl.Milliseconds())*time.Millisecond)
@@ -160,6 +164,49 @@ func (s *MemoryStore) Runners(ctx context.Context) ([]Runner, error) {
 	out = out[:min(len(out), maxRunners)]
 	sortRunners(out)
 	return out, nil
+}
+
+// Throughput implements [Registry].
+func (s *MemoryStore) Throughput(ctx context.Context) ([]ThroughputPoint, error) {
+	now, err := s.enter(ctx, "Throughput", "of the memory pool")
+	if err != nil {
+		return nil, err
+	}
+	defer s.st.mu.Unlock()
+	first := throughputBucket(msClock(now)) - int64(ThroughputWindow/ThroughputBucket) + 1
+	var out []ThroughputPoint
+	for b, pt := range s.st.rate {
+		if b < first {
+			delete(s.st.rate, b)
+			continue
+		}
+		out = append(out, pt)
+	}
+	slices.SortFunc(out, func(a, b ThroughputPoint) int { return a.At.Compare(b.At) })
+	return out, nil
+}
+
+// throughputBucket is the number of the ThroughputBucket holding t.
+func throughputBucket(t time.Time) int64 { return t.UnixMilli() / ThroughputBucket.Milliseconds() }
+
+// addThroughput adds a heartbeat's grants and runs to the bucket of now,
+// as registry.lua's throughput() does (the ring's older buckets are
+// dropped by Throughput's reads and here). The caller holds st.mu.
+func (st *memStoreState) addThroughput(now time.Time, grants, runs int64) {
+	if grants <= 0 && runs <= 0 {
+		return
+	}
+	b := throughputBucket(now)
+	for old := range st.rate {
+		if old <= b-int64(ThroughputWindow/ThroughputBucket) {
+			delete(st.rate, old)
+		}
+	}
+	pt := st.rate[b]
+	pt.At = time.UnixMilli(b * ThroughputBucket.Milliseconds())
+	pt.Grants += max(0, grants)
+	pt.Runs += max(0, runs)
+	st.rate[b] = pt
 }
 
 // pruneRunners drops every registration expired at now (registry.lua

@@ -42,6 +42,10 @@ var (
 	heartbeatLua    string
 	heartbeatScript = fleetPieces.New("worker/heartbeat.lua", heartbeatLua)
 
+	//go:embed scripts/throughput.lua
+	throughputLua    string
+	throughputScript = fleetPieces.New("worker/throughput.lua", throughputLua)
+
 	//go:embed scripts/leave.lua
 	leaveLua    string
 	leaveScript = fleetPieces.New("worker/leave.lua", leaveLua)
@@ -179,7 +183,8 @@ func (s *RedisStore) Heartbeat(ctx context.Context, r Runner, ttl time.Duration)
 	if err != nil {
 		return "", fmt.Errorf("worker: %s %q: %w", op, r.ID, err)
 	}
-	res, err := heartbeatScript.Run(ctx, s.client, []string{s.keys.Runners(), s.keys.RunnerInfo()}, r.ID, r.Instance, report, ttl.Milliseconds()).Slice()
+	res, err := heartbeatScript.Run(ctx, s.client, []string{s.keys.Runners(), s.keys.RunnerInfo(), s.keys.Throughput()},
+		r.ID, r.Instance, report, ttl.Milliseconds(), r.Grants, r.Runs).Slice()
 	if err != nil {
 		return "", redisErr(op, "runner "+strconv.Quote(r.ID), "", err)
 	}
@@ -219,6 +224,42 @@ func (s *RedisStore) Runners(ctx context.Context) ([]Runner, error) {
 		out = append(out, r)
 	}
 	sortRunners(out)
+	return out, nil
+}
+
+// Throughput implements [Registry].
+func (s *RedisStore) Throughput(ctx context.Context) ([]ThroughputPoint, error) {
+	const op = "Throughput"
+	res, err := throughputScript.Run(ctx, s.client, []string{s.keys.Throughput()}).Slice()
+	if err != nil {
+		return nil, redisErr(op, "of pool "+strconv.Quote(s.keys.Base()), "", err)
+	}
+	now, _ := res[0].(int64)
+	var ring []string
+	for _, v := range res[1:] {
+		sv, _ := v.(string)
+		ring = append(ring, sv)
+	}
+	return throughputSeries(ring, time.UnixMilli(now))
+}
+
+// throughputSeries reads the ring's fields and values (field, value, ...)
+// into the points of the window ending at now, oldest first.
+func throughputSeries(ring []string, now time.Time) ([]ThroughputPoint, error) {
+	bucket := ThroughputBucket.Milliseconds()
+	last := throughputBucket(now)
+	first := last - int64(ThroughputWindow/ThroughputBucket) + 1
+	var out []ThroughputPoint
+	for i := 0; i+1 < len(ring); i += 2 {
+		var b, g, r int64
+		if n, err := fmt.Sscanf(ring[i+1], "%d:%d:%d", &b, &g, &r); err != nil || n != 3 {
+			return nil, fmt.Errorf("worker: Throughput: %w: bucket %q holds %.40q", history.ErrCorrupt, ring[i], ring[i+1])
+		}
+		if b >= first && b <= last {
+			out = append(out, ThroughputPoint{At: time.UnixMilli(b * bucket), Grants: g, Runs: r})
+		}
+	}
+	slices.SortFunc(out, func(a, b ThroughputPoint) int { return a.At.Compare(b.At) })
 	return out, nil
 }
 

@@ -3,25 +3,36 @@
 -- uses: typecheck, clock, registry
 -- KEYS[1]: the registry's expiry ZSET          <base>|fleet:runners
 -- KEYS[2]: the registry's report HASH          <base>|fleet:info
+-- KEYS[3]: the fleet's throughput ring         <base>|fleet:rate
 -- ARGV[1]: the process id
 -- ARGV[2]: its instance (random per process start)
 -- ARGV[3]: its report (JSON, pkg/worker's Runner)
 -- ARGV[4]: how long the registration lasts     <ms>
+-- ARGV[5]: the leases it was granted so far
+-- ARGV[6]: the runs it finished so far
 -- Returns {now_ms, other}: the server's time, and the instance of another
 -- live process that was registered under the same id ('' for none).
+-- What the process was granted and finished since its previous heartbeat
+-- (its counts less those of its stored report, when that is the same
+-- instance's) is added to the throughput ring; a first heartbeat adds
+-- nothing (a process registers as it starts, before its first grant).
 -- Refuses with WRONGTYPE, naming the key, when any key holds another type.
-local wrong = typecheck({'zset', 'hash'})
+local wrong = typecheck({'zset', 'hash', 'hash'})
 if wrong then
   return wrong
 end
 local now = clock()
 local other = ''
 local exp = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
-if exp > now then
-  local old = redis.call('HGET', KEYS[2], ARGV[1]) or ''
-  local inst = string.match(old, '^%d+:([^:]*):') or ''
-  if inst ~= ARGV[2] then
-    other = inst
+local old = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+local inst, report = string.match(old, '^%d+:([^:]*):(.*)$')
+if exp > now and inst ~= ARGV[2] then
+  other = inst or ''
+end
+if inst == ARGV[2] then
+  local ok, was = pcall(cjson.decode, report)
+  if ok and type(was) == 'table' then
+    throughput(KEYS[3], now, tonumber(ARGV[5]) - (tonumber(was.grants) or 0), tonumber(ARGV[6]) - (tonumber(was.runs) or 0))
   end
 end
 redis.call('HSET', KEYS[2], ARGV[1], string.format('%d:%s:%s', now, ARGV[2], ARGV[3]))
