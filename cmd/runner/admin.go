@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,6 +29,7 @@ var errReadyTimeout = fmt.Errorf("no answer within %v", readyTimeout)
 //	/metrics  Prometheus metrics of the registry it was given
 //	/healthz  200 "ok" when the readiness check passes, 503 otherwise
 //	/status   the status value as indented JSON
+//	/         the dashboard (admin.ui: true; see serveUI)
 //
 // Only GET and HEAD are served (405 otherwise); other paths are 404. It
 // has no pprof or other debug handlers. What /status shows is exactly what
@@ -35,6 +37,7 @@ var errReadyTimeout = fmt.Errorf("no answer within %v", readyTimeout)
 // (workers, items), never from the config, so no secret can reach it.
 type adminServer struct {
 	ln     net.Listener
+	mux    *http.ServeMux
 	srv    *http.Server
 	logger hclog.Logger
 	done   chan struct{} // closed when Serve has returned
@@ -79,7 +82,8 @@ func newAdminServer(addr string, reg *prometheus.Registry, ready func(ctx contex
 	mux.HandleFunc("GET /status", statusHandler(status, logger))
 
 	s := &adminServer{
-		ln: ln,
+		ln:  ln,
+		mux: mux,
 		srv: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 5 * time.Second,
@@ -101,6 +105,22 @@ func (s *adminServer) serve() {
 	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.logger.Error("admin endpoint stopped", "error", err)
 	}
+}
+
+// serveUI serves the dashboard's pages and API (admin.ui) at every path
+// the endpoint's own do not take: 503 until ui is set, as the admin
+// server starts before Redis answers.
+func (s *adminServer) serveUI() (set func(http.Handler)) {
+	var ui atomic.Pointer[http.Handler]
+	s.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := ui.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "dashboard: connecting to redis", http.StatusServiceUnavailable)
+	}))
+	return func(h http.Handler) { ui.Store(&h) }
 }
 
 // Addr is the address the server listens on, with the port the system

@@ -6,6 +6,7 @@ package main
 // checks it, leaving the rules of the libraries' own settings to them.
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -32,6 +33,7 @@ type Config struct {
 	Batch BatchConfig `mapstructure:"batch"`
 	Log   LogConfig   `mapstructure:"log"`
 	Admin AdminConfig `mapstructure:"admin"`
+	UI    UIConfig    `mapstructure:"ui"`
 
 	// skipTask: loaded for a command that runs no task (pool, config).
 	skipTask bool
@@ -131,10 +133,25 @@ type AdminConfig struct {
 	// sampled every PoolMetricsInterval.
 	PoolMetrics         bool          `mapstructure:"pool_metrics"`
 	PoolMetricsInterval time.Duration `mapstructure:"pool_metrics_interval"`
-	// Token authorizes the dashboard's actions (runner ui); "" makes the
-	// dashboard read-only.
+	// Token authorizes the dashboard's actions (runner ui, admin.ui)
+	// unless ui.token is set; "" for both makes the dashboard read-only.
+	Token configSecret `mapstructure:"token"`
+	// UI serves the dashboard's pages on admin.listen too.
+	UI bool `mapstructure:"ui"`
+}
+
+// UIConfig configures the dashboard (runner ui, and admin.ui).
+type UIConfig struct {
+	// Listen is where runner ui serves it (its --listen flag wins).
+	Listen string `mapstructure:"listen"`
+	// Token, when set, authorizes the dashboard's actions instead of
+	// admin.token.
 	Token configSecret `mapstructure:"token"`
 }
+
+// uiToken is the token that authorizes the dashboard's actions: ui.token,
+// else admin.token; "" for none.
+func (c *Config) uiToken() string { return cmp.Or(c.UI.Token, c.Admin.Token).Reveal() }
 
 // configSecret is a string that prints, formats and marshals as "***" (or
 // "" when empty), so logging a Config cannot leak it. Reveal returns it.
@@ -237,6 +254,9 @@ var configKeys = []configKey{
 	{name: "admin.pool_metrics", field: func(c *Config) any { return &c.Admin.PoolMetrics }},
 	{name: "admin.token", field: func(c *Config) any { return &c.Admin.Token }, secret: true},
 	{name: "admin.pool_metrics_interval", field: func(c *Config) any { return &c.Admin.PoolMetricsInterval }},
+	{name: "admin.ui", field: func(c *Config) any { return &c.Admin.UI }},
+	{name: "ui.listen", field: func(c *Config) any { return &c.UI.Listen }},
+	{name: "ui.token", field: func(c *Config) any { return &c.UI.Token }, secret: true},
 }
 
 var configKeyByName = func() map[string]configKey {
@@ -334,6 +354,7 @@ func configDefaults() map[string]any {
 		"batch.progress_interval":     w.ProgressInterval,
 		"log.level":                   "info",
 		"admin.pool_metrics_interval": 15 * time.Second,
+		"ui.listen":                   "127.0.0.1:8080",
 		"log.format":                  "text",
 		"log.task_stdout":             "info",
 		"log.task_stderr":             "warn",

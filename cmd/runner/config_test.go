@@ -81,6 +81,7 @@ func TestConfigDefaults(t *testing.T) {
 		Batch: BatchConfig{ID: "default", Retain: 24 * time.Hour, ProgressInterval: 10 * time.Second},
 		Log:   LogConfig{Level: "info", Format: "text", TaskStdout: "info", TaskStderr: "warn"},
 		Admin: AdminConfig{PoolMetricsInterval: 15 * time.Second},
+		UI:    UIConfig{Listen: "127.0.0.1:8080"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -255,6 +256,7 @@ listen = "127.0.0.1:9090"
 		Batch: BatchConfig{ID: "nightly", Retain: 48 * time.Hour, ProgressInterval: 5 * time.Second},
 		Log:   LogConfig{Level: "debug", Format: "json", TaskStdout: "info", TaskStderr: "warn"},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090", PoolMetricsInterval: 15 * time.Second},
+		UI:    UIConfig{Listen: "127.0.0.1:8080"},
 	}
 	for name, doc := range docs {
 		t.Run(name, func(t *testing.T) {
@@ -330,6 +332,9 @@ func configTestEveryKey(t *testing.T) (raw map[string]string, want map[string]an
 		"admin.listen":                {":0", ":0"},
 		"admin.pool_metrics":          {"true", true},
 		"admin.pool_metrics_interval": {"30s", 30 * time.Second},
+		"admin.ui":                    {"true", true},
+		"ui.listen":                   {"127.0.0.1:0", "127.0.0.1:0"},
+		"ui.token":                    {"s3cret", configSecret("s3cret")},
 	}
 	if len(all)+2 != len(configKeys) {
 		t.Fatalf("configTestEveryKey covers %d keys, want all %d but redis.addr and redis.cluster.addrs", len(all), len(configKeys)-2)
@@ -608,6 +613,10 @@ func TestConfigInvalid(t *testing.T) {
 		{name: "sentinel addr bad", set: map[string]string{"redis.sentinel.master": "m", "redis.sentinel.addrs": "h1:26379,h2"}, field: "redis.sentinel.addrs"},
 		{name: "admin listen no port", set: map[string]string{"admin.listen": "localhost"}, field: "admin.listen"},
 		{name: "admin listen bad port", set: map[string]string{"admin.listen": "127.0.0.1:http"}, field: "admin.listen"},
+		{name: "admin ui without admin listen", set: map[string]string{"redis.addr": "h:6379", "admin.ui": "true"}, field: "admin.ui",
+			msg: "config: admin.ui: needs admin.listen: the dashboard is served there"},
+		{name: "admin ui on the embedded pool", set: map[string]string{"admin.listen": "127.0.0.1:0", "admin.ui": "true"}, field: "admin.ui"},
+		{name: "ui listen no port", set: map[string]string{"ui.listen": "localhost"}, field: "ui.listen"},
 		{name: "batch id empty", set: map[string]string{"batch.id": ""}, field: "batch.id"},
 		{name: "batch id long", set: map[string]string{"batch.id": strings.Repeat("b", 201)}, field: "batch.id"},
 		{name: "batch id newline", env: []string{"RUNNER_BATCH_ID=a\nb"}, field: "batch.id"},
@@ -838,6 +847,7 @@ func TestConfigRedacted(t *testing.T) {
 		"redis.sentinel.addrs": []string{"h1:26379", "h2:26379"},
 		"redis.password":       "***",
 		"admin.token":          "***",
+		"ui.token":             "***",
 	} {
 		if !reflect.DeepEqual(red[key], want) {
 			t.Errorf("Redacted()[%q] = %#v, want %#v", key, red[key], want)

@@ -67,6 +67,17 @@ func (c *Config) validate(origin configOrigins, probs *problems) {
 			add(configErrorf("admin.pool_metrics", "needs redis.addr: the embedded pool's runner already reports its own state"))
 		}
 	}
+	if c.Admin.UI {
+		switch {
+		case c.Admin.Listen == "":
+			add(configErrorf("admin.ui", "needs admin.listen: the dashboard is served there"))
+		case c.embedded():
+			add(configErrorf("admin.ui", "needs redis.addr: the dashboard reads the pool from Redis (the embedded pool's runner reports its own state on /status)"))
+		}
+	}
+	if c.UI.Listen != "" {
+		add(checkConfigAddr("ui.listen", c.UI.Listen))
+	}
 	if c.Admin.PoolMetricsInterval < time.Second {
 		add(configErrorf("admin.pool_metrics_interval", "must be at least 1s, got %q", c.Admin.PoolMetricsInterval.String()))
 	}
@@ -353,7 +364,7 @@ func checkConfigAddr(key, addr string) *ConfigError {
 	if err == nil {
 		var n uint64
 		n, err = strconv.ParseUint(port, 10, 16)
-		if err == nil && n == 0 && key != "admin.listen" {
+		if err == nil && n == 0 && key != "admin.listen" && key != "ui.listen" {
 			err = errors.New("port 0")
 		}
 	}

@@ -310,6 +310,7 @@ admin:
 		regexp.MustCompile(`(?m)^lockpool_pool_runners_alive 1$`),
 		regexp.MustCompile(`(?m)^lockpool_pool_items\{state="free"\} [0-9]`),
 		regexp.MustCompile(`(?m)^lockpool_pool_sample_age_seconds [0-9]`),
+		regexp.MustCompile(`(?m)^lockpool_pool_oldest_lease_seconds [0-9]`),
 	}
 	waitFor(t, "the pool's state in /metrics", 15*time.Second, func() (bool, string) {
 		_, body := httpGet(t, base+"/metrics")

@@ -21,6 +21,8 @@ import (
 //	                                           quarantine, locked_other, error
 //	lockpool_pool_paused                gauge  1 while "runner pool pause" holds
 //	lockpool_pool_runners_alive         gauge  live runners in the fleet's registry
+//	lockpool_pool_oldest_lease_seconds  gauge  age of the oldest lease a live runner holds,
+//	                                           as of its last heartbeat
 //	lockpool_batch_items{state}         gauge  batch mode: done, failed, pending
 //	lockpool_pool_sample_age_seconds    gauge  time since the last good sample
 //	lockpool_pool_sample_seconds        gauge  how long the last sample took
@@ -46,6 +48,7 @@ func newPoolMetrics(batch bool) *poolMetrics {
 			"items":   d("pool_items", "Items of the pool by state, at the last sample.", "state"),
 			"paused":  d("pool_paused", "1 while the pool is paused (runner pool pause), at the last sample."),
 			"runners": d("pool_runners_alive", "Live runners in the fleet's registry, at the last sample."),
+			"oldest":  d("pool_oldest_lease_seconds", "Age of the oldest lease held by a live runner, as of its last heartbeat, at the last sample."),
 			"batch":   d("batch_items", "Items of the batch by state, at the last sample.", "state"),
 			"age":     d("pool_sample_age_seconds", "Time since the last good sample of the pool."),
 			"took":    d("pool_sample_seconds", "How long the last sample of the pool took."),
@@ -80,6 +83,11 @@ func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge("paused", paused)
 	gauge("runners", float64(len(r.Runners)))
+	var oldest int64
+	for _, rn := range r.Runners {
+		oldest = max(oldest, rn.OldestLeaseMS)
+	}
+	gauge("oldest", float64(oldest)/1000)
 	if m.batch {
 		var done, failed, pending int64
 		if r.Batch != nil {

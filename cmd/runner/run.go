@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"os/signal"
 	"reflect"
@@ -90,6 +91,7 @@ func (a *app) run(cf *configFlags, cfg *Config) error {
 
 	metrics := newMetrics()
 	beReady := make(chan struct{})
+	var setUI func(http.Handler)
 	if cfg.Admin.Listen != "" {
 		admin, err := newAdminServer(cfg.Admin.Listen, metrics.Registry(), func(ctx context.Context) error {
 			select {
@@ -119,6 +121,9 @@ func (a *app) run(cf *configFlags, cfg *Config) error {
 			_ = admin.Shutdown(sctx)
 		}()
 		log.Info("admin endpoint listening", "addr", admin.Addr())
+		if cfg.Admin.UI {
+			setUI = admin.serveUI()
+		}
 	}
 
 	if cfg.embedded() {
@@ -156,6 +161,14 @@ func (a *app) run(cf *configFlags, cfg *Config) error {
 		}()
 	}
 	close(beReady)
+	if rp, ok := be.pool.(*lock.RedisLockPool); ok && setUI != nil {
+		store, err := statusStore(cfg, rp)
+		if err != nil {
+			return err
+		}
+		setUI(uiHandler(cfg, be.client, rp, be.alloc, store, log.Named("ui")))
+		log.Info("dashboard on the admin endpoint", "actions", cfg.uiToken() != "")
+	}
 	if rp, ok := be.pool.(*lock.RedisLockPool); ok && cfg.Admin.PoolMetrics {
 		pm := newPoolMetrics(cfg.Mode == string(worker.ModeBatch))
 		metrics.Registry().MustRegister(pm)

@@ -31,9 +31,11 @@ func (a *app) uiCmd() *cobra.Command {
 batch's progress, the runners alive in the fleet and the items themselves
 (paged on the server, filtered by state and name), with the fleet-wide
 controls (pause, resume, release, quarantine, cancel, retry failed). The
-page is embedded in the binary. It listens on loopback by default. Actions
-need admin.token (RUNNER_ADMIN_TOKEN), sent by the page as a bearer token;
-without one the dashboard is read-only.`,
+page is embedded in the binary. It listens on ui.listen (loopback by
+default; --listen wins). Actions need ui.token (RUNNER_UI_TOKEN) or else
+admin.token (RUNNER_ADMIN_TOKEN), sent by the page as a bearer token;
+without either the dashboard is read-only. A runner with admin.ui: true
+serves the same pages on admin.listen.`,
 		Example: "  RUNNER_ADMIN_TOKEN=s3cret runner ui -c runner.yaml --listen 127.0.0.1:8080",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -47,15 +49,19 @@ without one the dashboard is read-only.`,
 				if err != nil {
 					return err
 				}
+				key := "ui.listen"
+				if cmd.Flags().Changed("listen") {
+					key = "ui --listen"
+				} else {
+					listen = cfg.UI.Listen
+				}
 				ln, err := net.Listen("tcp", listen)
 				if err != nil {
-					return configErrorf("ui --listen", "%v", err)
+					return configErrorf(key, "%v", err)
 				}
 				log := hclog.New(&hclog.LoggerOptions{Name: "ui", Output: a.stderr})
-				src := &uiSource{cfg: cfg, client: client, pool: pool, alloc: alloc, store: store}
-				srv := &http.Server{Handler: dashboard.Handler(src, dashboard.Options{Token: cfg.Admin.Token.Reveal(), Logger: log}),
-					ReadHeaderTimeout: 5 * time.Second}
-				fmt.Fprintf(a.stdout, "dashboard on http://%s/ (actions %s)\n", ln.Addr(), map[bool]string{true: "enabled", false: "off: no admin.token"}[cfg.Admin.Token != ""])
+				srv := &http.Server{Handler: uiHandler(cfg, client, pool, alloc, store, log), ReadHeaderTimeout: 5 * time.Second}
+				fmt.Fprintf(a.stdout, "dashboard on http://%s/ (actions %s)\n", ln.Addr(), map[bool]string{true: "enabled", false: "off: no ui.token nor admin.token"}[cfg.uiToken() != ""])
 				go func() {
 					<-ctx.Done()
 					sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -70,8 +76,24 @@ without one the dashboard is read-only.`,
 		},
 	}
 	cf = addConfigFlags(cmd, "redis-addr", "mode", "batch-id")
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve the dashboard on")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve the dashboard on (default ui.listen)")
 	return cmd
+}
+
+// uiHandler is the dashboard over the configured pool, as runner ui and
+// admin.ui serve it.
+func uiHandler(cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, alloc *allocator.Allocator, store *worker.RedisStore, log hclog.Logger) http.Handler {
+	src := &uiSource{cfg: cfg, client: client, pool: pool, alloc: alloc, store: store}
+	return dashboard.Handler(src, dashboard.Options{Token: cfg.uiToken(), Logger: log})
+}
+
+// uiStatus is the dashboard's view of the pool: what pool status shows,
+// the fleet's throughput, and the Redis server's time of the read (by
+// which the page ages heartbeats and leases, whatever its own clock).
+type uiStatus struct {
+	statusReport
+	Throughput []worker.ThroughputPoint `json:"throughput"`
+	Now        time.Time                `json:"now"`
 }
 
 // uiSource is the dashboard's view of the configured pool.
@@ -86,7 +108,7 @@ type uiSource struct {
 	// is read by one goroutine at a time, whatever the number of viewers,
 	// and every request gets the last one read (stale while revalidating).
 	mu         sync.Mutex
-	last       statusReport
+	last       uiStatus
 	lastErr    error
 	lastAt     time.Time
 	lastTook   time.Duration
@@ -118,13 +140,66 @@ func (s *uiSource) refresh() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()
-	r, err := buildStatus(ctx, s.cfg, s.client, s.pool)
+	r, err := s.read(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err == nil || s.lastAt.IsZero() {
 		s.last = r
 	}
 	s.lastErr, s.lastAt, s.lastTook, s.refreshing = err, time.Now(), time.Since(start), false
+}
+
+// read reads the status, the throughput and the server's time.
+func (s *uiSource) read(ctx context.Context) (uiStatus, error) {
+	var st uiStatus
+	var err error
+	if st.statusReport, err = buildStatus(ctx, s.cfg, s.client, s.pool); err != nil {
+		return st, err
+	}
+	if st.Throughput, err = s.store.Throughput(ctx); err != nil {
+		return st, fmt.Errorf("pool status: %w", err)
+	}
+	if st.Now, err = s.client.Time(ctx).Result(); err != nil {
+		return st, fmt.Errorf("pool status: %w", err)
+	}
+	return st, nil
+}
+
+// uiItem is an item's page: its lock now, and its last run (Last) with
+// the stderr tail of its last failure.
+type uiItem struct {
+	itemInfo
+	Now time.Time `json:"now"`
+}
+
+// Item reads one item: that it is a member, its lock, its last run.
+func (s *uiSource) Item(ctx context.Context, name string) (any, error) {
+	if err := lock.ValidateKey(name); err != nil {
+		return nil, fmt.Errorf("%w: %v", dashboard.ErrNoItem, err)
+	}
+	ok, err := s.client.SIsMember(ctx, s.pool.Keys().Members(), name).Result()
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %q is not in pool %s", dashboard.ErrNoItem, name, displayName(s.pool.Keys().Base()))
+	}
+	infos, err := describe(ctx, s.client, s.pool, []string{name})
+	if err != nil {
+		return nil, err
+	}
+	it := uiItem{itemInfo: infos[0]}
+	h, found, err := s.store.LastRun(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		it.Last = &h
+	}
+	if it.Now, err = s.client.Time(ctx).Result(); err != nil {
+		return nil, err
+	}
+	return it, nil
 }
 
 // Items reads one SSCAN step of the pool's members (MATCH q.Match), then

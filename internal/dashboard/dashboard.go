@@ -35,12 +35,19 @@ import (
 // one missing what it needs (an item, a duration).
 var ErrBadAction = errors.New("dashboard: bad action")
 
+// ErrNoItem is the error of Source.Item for a name that is not one of the
+// pool's items.
+var ErrNoItem = errors.New("dashboard: no such item")
+
 // Source is what the dashboard shows and acts on.
 type Source interface {
 	// Status is the pool's state now, as JSON-encodable data.
 	Status(ctx context.Context) (any, error)
 	// Items returns a page of items matching q.
 	Items(ctx context.Context, q Query) (Page, error)
+	// Item returns one item's state and history, or an error wrapping
+	// ErrNoItem.
+	Item(ctx context.Context, name string) (any, error)
 	// Act carries out an action (see Action), fleet-wide.
 	Act(ctx context.Context, a Action) error
 }
@@ -92,6 +99,7 @@ const maxBody = 8 << 10
 //	GET  /              the page (assets/index.html, app.js, style.css)
 //	GET  /api/status    the pool's state (Source.Status) as JSON
 //	GET  /api/items     a page of items: ?cursor=&n=&state=&match=
+//	GET  /api/item      one item: ?name=
 //	GET  /api/events    server-sent events: "status" every Interval
 //	GET  /api/info      {"actions": true|false}: whether actions are enabled
 //	POST /api/actions   an Action as JSON (see the package comment)
@@ -132,6 +140,17 @@ func Handler(src Source, o Options) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, p)
+	})
+	mux.HandleFunc("GET /api/item", func(w http.ResponseWriter, r *http.Request) {
+		it, err := src.Item(r.Context(), r.URL.Query().Get("name"))
+		switch {
+		case errors.Is(err, ErrNoItem):
+			o.fail(w, http.StatusNotFound, err)
+		case err != nil:
+			o.fail(w, http.StatusBadGateway, err)
+		default:
+			writeJSON(w, http.StatusOK, it)
+		}
 	})
 	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) { o.events(w, r, src) })
 	mux.HandleFunc("POST /api/actions", func(w http.ResponseWriter, r *http.Request) { o.act(w, r, src) })
