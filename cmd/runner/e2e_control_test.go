@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 	"syscall"
@@ -289,7 +290,8 @@ task:
 }
 
 // TestE2EPoolMetrics: admin.pool_metrics exports the pool's state on
-// /metrics, and follows a pause and a quarantine.
+// /metrics, and follows a pause and a quarantine; admin.ui serves the
+// dashboard there too.
 func TestE2EPoolMetrics(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t)
@@ -299,6 +301,7 @@ admin:
   listen: 127.0.0.1:0
   pool_metrics: true
   pool_metrics_interval: 1s
+  ui: true
 `, 50*time.Millisecond)
 	r := startRunner(t, "runner", nil, "run", "-c", cfg)
 	base := r.adminBase()
@@ -321,6 +324,17 @@ admin:
 		}
 		return true, ""
 	})
+	if code, page := httpGet(t, base+"/"); code != 200 || !strings.Contains(page, `src="app.js"`) {
+		t.Errorf("admin.ui: GET / on admin.listen: %d %.200s", code, page)
+	}
+	code, body := httpGet(t, base+"/api/item?name=item-02")
+	var one itemInfo
+	if code != 200 || json.Unmarshal([]byte(body), &one) != nil || one.Status != "quarantine" {
+		t.Errorf("admin.ui: GET /api/item?name=item-02 on admin.listen: %d %s", code, body)
+	}
+	if code := post(t, base+"/api/actions", `{"action":"resume"}`, map[string]string{"Content-Type": "application/json"}); code != http.StatusForbidden {
+		t.Errorf("admin.ui without a token: an action answered %d, want 403", code)
+	}
 	control(t, cfg, "pool resumed", "resume")
 	waitFor(t, "the resume in /metrics", 15*time.Second, func() (bool, string) {
 		_, body := httpGet(t, base+"/metrics")

@@ -118,6 +118,8 @@ type e2eEnv struct {
 	// tokenGuard makes the recorder's guard check tokens only: set when the
 	// pool lives on another server than the ledger.
 	tokenGuard bool
+	// failItem is an item whose task fails (exit 7, with stderr), "" for none.
+	failItem string
 }
 
 // newE2E is a test's pool and ledger on the shared server.
@@ -169,10 +171,12 @@ task:
     - %q
     - %q
     - %q
+    - %q
 log:
   level: debug
 %s`, strings.TrimRight(redisSection, "\n"), e.prefix, yamlList(items), recorderBin, killGrace,
-		"E2E_REDIS_ADDR="+e.addr, "E2E_LOCK_PREFIX="+e.keys().LockPrefix(), "E2E_LEDGER="+e.ledger, "E2E_SLEEP="+sleep.String(), "E2E_GUARD="+guard, extra))
+		"E2E_REDIS_ADDR="+e.addr, "E2E_LOCK_PREFIX="+e.keys().LockPrefix(), "E2E_LEDGER="+e.ledger, "E2E_SLEEP="+sleep.String(), "E2E_GUARD="+guard,
+		"E2E_FAIL="+e.failItem, extra))
 }
 
 // configVia is config with the runner reaching Redis at addr (a fault

@@ -92,7 +92,8 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t)
 	const token = "browser-token"
-	cfg := e.config("browser", itemNames(4), "worker:\n  concurrency: 2\n", 3*time.Second)
+	e.failItem = "item-02"
+	cfg := e.config("browser", itemNames(4), "worker:\n  concurrency: 2\n  heartbeat: 500ms\n  backoff: 100ms\n", 3*time.Second)
 	if res := runnerCmd(t, procOpts{}, append([]string{"pool", "add", "-c", cfg, "--"}, itemNames(4)...)...); res.code != 0 {
 		t.Fatalf("pool add: %d %s", res.code, res.out)
 	}
@@ -121,8 +122,9 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 	}
 	screenshot(t, ctx, "dashboard-idle")
 
-	// A lease granted by a runner appears without a reload.
+	// A lease granted by a runner (of 2) appears without a reload.
 	r := startRunner(t, "runner", nil, "run", "-c", cfg)
+	r2 := startRunner(t, "runner-2", nil, "run", "-c", cfg)
 	held := e.waitHeld(r, 2)
 	var first event
 	for _, ev := range held {
@@ -139,6 +141,31 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 		t.Errorf("a lease showed on the page %v after its task began, want <= %v (%s)", late, bound, redistest.SchedDelay())
 	}
 	screenshot(t, ctx, "dashboard-leased")
+
+	// The runners, from the registry, and the fleet's throughput chart.
+	if err := chromedp.Do(ctx,
+		until(`document.querySelectorAll('#runners tr[data-state="alive"]').length === 2`),
+		until(`!!document.querySelector('#chart canvas') && Number(document.getElementById('chart').dataset.points) > 0`),
+	); err != nil {
+		t.Fatalf("the runners and the throughput chart: %v", err)
+	}
+	screenshot(t, ctx, "dashboard-runners")
+
+	// An item's page: its last run, with the failed task's stderr tail.
+	if err := chromedp.Do(ctx,
+		until(`(location.hash = '#item/item-02') && true`),
+		until(`document.getElementById('stderr').textContent.includes('item-02 fails on purpose')`),
+	); err != nil {
+		t.Fatalf("item-02's page: %v", err)
+	}
+	exit, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#itemlast tr[data-key="exit status"]`)))
+	if err != nil || !strings.Contains(exit, "7") {
+		t.Errorf("item-02's page shows exit status %q (%v), want 7", exit, err)
+	}
+	screenshot(t, ctx, "dashboard-item")
+	if err := chromedp.Do(ctx, until(`(location.hash = '') || true`), until(`!document.getElementById('overview').hidden`)); err != nil {
+		t.Fatal(err)
+	}
 
 	if errs := consoleErrors(); len(errs) > 0 {
 		t.Errorf("the page logged errors while loading and following the pool: %q", errs)
@@ -196,7 +223,7 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 		n := len(startsAfter(e.events(), quarantined, "item-03"))
 		return n >= 1, fmt.Sprintf("%d runs of item-03 since the quarantine", n)
 	})
-	stopRunners(t, 10*time.Second, r)
+	stopRunners(t, 10*time.Second, r, r2)
 	if errs := consoleErrors(); len(errs) > allowed || len(errs) == allowed && !strings.Contains(errs[allowed-1], "403") {
 		t.Errorf("the page logged errors besides the refused pause: %q", errs)
 	}

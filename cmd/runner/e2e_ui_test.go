@@ -85,6 +85,17 @@ func TestE2EDashboardServer(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &pageOf); code != 200 || err != nil || len(pageOf.Items) != 1 || pageOf.Items[0].Item != "item-01" {
 		t.Fatalf("GET /api/items?state=quarantine: %d %v %s", code, err, body)
 	}
+	// One item's page; a name not in the pool is 404.
+	code, body = httpGet(t, ro+"/api/item?name=item-01")
+	var one itemInfo
+	if err := json.Unmarshal([]byte(body), &one); code != 200 || err != nil || one.Item != "item-01" || one.Status != "quarantine" {
+		t.Fatalf("GET /api/item?name=item-01: %d %v %s", code, err, body)
+	}
+	for _, q := range []string{"name=item-99", "name=", ""} {
+		if code, body := httpGet(t, ro+"/api/item?"+q); code != http.StatusNotFound || !strings.Contains(body, "no such item") {
+			t.Errorf("GET /api/item?%s: %d %s, want 404", q, code, body)
+		}
+	}
 	// Read-only without a token: refused, nothing changed.
 	if code := post(t, ro+"/api/actions", `{"action":"pause"}`, map[string]string{"Content-Type": "application/json"}); code != http.StatusForbidden {
 		t.Errorf("pause on a read-only dashboard: %d, want 403", code)
@@ -94,8 +105,9 @@ func TestE2EDashboardServer(t *testing.T) {
 	}
 
 	// With a token: only a JSON POST bearing it, from no other origin.
+	// ui.token, when set, is the dashboard's token instead of admin.token.
 	const token = "s3cret-token"
-	rw := startUI(t, cfg, []string{"RUNNER_ADMIN_TOKEN=" + token})
+	rw := startUI(t, cfg, []string{"RUNNER_ADMIN_TOKEN=admin-token", "RUNNER_UI_TOKEN=" + token})
 	auth := "Bearer " + token
 	for _, c := range []struct {
 		name   string
@@ -104,6 +116,7 @@ func TestE2EDashboardServer(t *testing.T) {
 	}{
 		{"no token", map[string]string{"Content-Type": "application/json"}, 403},
 		{"wrong token", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer nope"}, 403},
+		{"admin.token when ui.token is set", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer admin-token"}, 403},
 		{"a form", map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Authorization": auth}, 415},
 		{"another origin", map[string]string{"Content-Type": "application/json", "Authorization": auth, "Origin": "http://evil.example"}, 403},
 	} {

@@ -63,7 +63,8 @@ return 0
 `
 
 // record is the task: begin (guarded), sleep E2E_SLEEP, end
-// (guarded). SIGTERM is recorded as a "term" event with the server's time
+// (guarded), then exit 7 with two lines on stderr when the item is
+// E2E_FAIL. SIGTERM is recorded as a "term" event with the server's time
 // and ends the task.
 func record() int {
 	c := redis.NewClient(&redis.Options{Addr: os.Getenv("E2E_REDIS_ADDR")})
@@ -105,6 +106,10 @@ func record() int {
 	}
 	if !guard("end") {
 		return 4
+	}
+	if os.Getenv("E2E_FAIL") != "" && os.Getenv("E2E_FAIL") == item {
+		fmt.Fprintf(os.Stderr, "recorder: %s fails on purpose\nrecorder: exit status 7\n", item)
+		return 7
 	}
 	return 0
 }
