@@ -17,7 +17,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/lockpool/lockpool/pkg/allocator"
 	"github.com/lockpool/lockpool/pkg/lock"
 	"github.com/lockpool/lockpool/pkg/worker"
 )
@@ -170,7 +169,7 @@ terminal without a browser. Every refresh reads the whole pool.`,
 				return usageErrorf(cmd, "--json and --jsonl exclude each other")
 			}
 			if err := filter.check(); err != nil {
-				return usageErrorf(cmd, "%v", err)
+				return usageErrorf(cmd, "--state %v", err)
 			}
 			if wf.on && (asJSON || asJSONL) {
 				return usageErrorf(cmd, "--watch draws a table: it excludes --json and --jsonl")
@@ -329,38 +328,12 @@ func describe(ctx context.Context, client redis.UniversalClient, pool *lock.Redi
 		gets[i] = pipe.Get(ctx, pool.Key(it))
 		ttls[i] = pipe.PTTL(ctx, pool.Key(it))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		// A server's reply to one command (WRONGTYPE at one item's key)
-		// is that item's status; anything else (the connection) fails.
-		var rerr redis.Error
-		if !errors.As(err, &rerr) {
-			return nil, err
-		}
+	if err := execReads(ctx, pipe); err != nil {
+		return nil, err
 	}
 	out := make([]itemInfo, len(items))
 	for i, it := range items {
-		info := itemInfo{Item: it, Status: "free"}
-		v, err := gets[i].Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-		case err != nil:
-			info.Status, info.Error = "error", err.Error()
-		default:
-			info.TTLMillis = ttls[i].Val().Milliseconds()
-			if ttls[i].Val() < 0 {
-				info.TTLMillis = -1
-			}
-			if owner, token, ok := allocator.ParseLeaseValue(v); ok {
-				info.Status, info.Owner, info.Token = "leased", owner, token
-			} else if v == allocator.QuarantineValue {
-				info.Status = "quarantine"
-			} else if v == allocator.CooldownValue {
-				info.Status = "cooldown"
-			} else {
-				info.Status, info.Owner = "locked", v
-			}
-		}
-		out[i] = info
+		out[i] = classify(it, gets[i], ttls[i])
 	}
 	return out, nil
 }
@@ -531,9 +504,10 @@ func poolStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, 
 	return printStatus(cfg, r, w, asJSON)
 }
 
-// buildStatus reads the pool's state: every item's lock (one pipelined
-// round trip per 1,000 items), the pause, the registry and, in batch mode,
-// the batch's progress.
+// buildStatus reads the pool's state: its counts by state (countStates:
+// the held items' locks, or every member's where the lock keys are not
+// walked), the pause, the registry and, in batch mode, the batch's
+// progress.
 func buildStatus(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool) (statusReport, error) {
 	r := statusReport{Pool: pool.Keys().Base(), Mode: cfg.Mode}
 	switch ms, err := client.HGet(ctx, pool.Keys().Control(), "paused").Int64(); {
@@ -542,43 +516,11 @@ func buildStatus(ctx context.Context, cfg *Config, client redis.UniversalClient,
 	case !errors.Is(err, redis.Nil):
 		return r, fmt.Errorf("pool status: %w", err)
 	}
-	batch := make([]string, 0, chunk)
-	count := func() error {
-		infos, err := describe(ctx, client, pool, batch)
-		if err != nil {
-			return err
-		}
-		for _, in := range infos {
-			r.Items++
-			switch in.Status {
-			case "free":
-				r.Free++
-			case "leased":
-				r.Leased++
-			case "quarantine":
-				r.Quarantine++
-			case "cooldown":
-				r.Cooldown++
-			case "locked":
-				r.Locked++
-			default:
-				r.Errors++
-			}
-		}
-		batch = batch[:0]
-		return nil
+	plan, err := planWalk(ctx, client, pool)
+	if err == nil {
+		err = countStates(ctx, client, pool, plan, &r)
 	}
-	for it, err := range pool.Items(ctx) {
-		if err != nil {
-			return r, fmt.Errorf("pool status: %w", err)
-		}
-		if batch = append(batch, it); len(batch) == chunk {
-			if err := count(); err != nil {
-				return r, fmt.Errorf("pool status: %w", err)
-			}
-		}
-	}
-	if err := count(); err != nil {
+	if err != nil {
 		return r, fmt.Errorf("pool status: %w", err)
 	}
 	store, err := statusStore(cfg, pool)

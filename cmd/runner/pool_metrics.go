@@ -15,7 +15,7 @@ import (
 // Pool-level metrics (admin.pool_metrics: true): the whole pool and fleet
 // as "runner pool status" sees them, sampled every
 // admin.pool_metrics_interval in the background (a sample reads every
-// item's lock, so scrapes never do) and exported on /metrics:
+// held item's lock, so scrapes never do) and exported on /metrics:
 //
 //	lockpool_pool_items{state}          gauge  items by state: free, leased, cooldown,
 //	                                           quarantine, locked_other, error
@@ -103,9 +103,10 @@ func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 
 // run samples the pool every interval until ctx ends; a failed sample is
 // logged and the last good one kept (its age shows it). A sample reads
-// every item's lock (23 s for 1,000,000 items), so the next one starts no
-// sooner than four times the last one took: sampling keeps Redis busy a
-// fifth of the time at most.
+// every held item's lock, or every item's where the lock keys are not
+// walked (planWalk: seconds for 1,000,000 items), so the next one starts
+// no sooner than four times the last one took: sampling keeps Redis busy
+// a fifth of the time at most.
 func (m *poolMetrics) run(ctx context.Context, every time.Duration, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, log hclog.Logger) {
 	t := time.NewTimer(0)
 	defer t.Stop()

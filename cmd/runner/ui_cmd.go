@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -29,7 +27,7 @@ func (a *app) uiCmd() *cobra.Command {
 		Short: "Serve the pool's live dashboard",
 		Long: `UI serves a web page showing the pool live: its items by state, the
 batch's progress, the runners alive in the fleet and the items themselves
-(paged on the server, filtered by state and name), with the fleet-wide
+(paged on the server, filtered by state, name and runner), with the fleet-wide
 controls (pause, resume, release, quarantine, cancel, retry failed). The
 page is embedded in the binary. It listens on ui.listen (loopback by
 default; --listen wins). Actions need ui.token (RUNNER_UI_TOKEN) or else
@@ -104,9 +102,11 @@ type uiSource struct {
 	alloc  *allocator.Allocator
 	store  *worker.RedisStore
 
-	// The status reads every item's lock (25 s for 1,000,000 items): it
-	// is read by one goroutine at a time, whatever the number of viewers,
-	// and every request gets the last one read (stale while revalidating).
+	// The status reads every held item's lock, or every member's where
+	// the lock keys are not walked (planWalk: seconds for 1,000,000
+	// items): it is read by one goroutine at a time, whatever the number
+	// of viewers, and every request gets the last one read (stale while
+	// revalidating).
 	mu         sync.Mutex
 	last       uiStatus
 	lastErr    error
@@ -200,42 +200,6 @@ func (s *uiSource) Item(ctx context.Context, name string) (any, error) {
 		return nil, err
 	}
 	return it, nil
-}
-
-// Items reads one SSCAN step of the pool's members (MATCH q.Match), then
-// their locks and last runs, and keeps those in q.States.
-func (s *uiSource) Items(ctx context.Context, q dashboard.Query) (dashboard.Page, error) {
-	cur, err := strconv.ParseUint(q.Cursor, 10, 64)
-	if q.Cursor != "" && err != nil {
-		return dashboard.Page{}, fmt.Errorf("bad cursor %q", q.Cursor)
-	}
-	names, next, err := s.client.SScan(ctx, s.pool.Keys().Members(), cur, q.Match, int64(q.N)).Result()
-	if err != nil {
-		return dashboard.Page{}, err
-	}
-	infos, err := describe(ctx, s.client, s.pool, names)
-	if err != nil {
-		return dashboard.Page{}, err
-	}
-	last, err := s.store.LastRuns(ctx, names)
-	if err != nil {
-		return dashboard.Page{}, err
-	}
-	items := make([]itemInfo, 0, len(infos))
-	for _, in := range infos {
-		if len(q.States) > 0 && !slices.Contains(q.States, in.Status) {
-			continue
-		}
-		if h, ok := last[in.Item]; ok {
-			in.Last = &h
-		}
-		items = append(items, in)
-	}
-	p := dashboard.Page{Items: items}
-	if next != 0 {
-		p.Next = strconv.FormatUint(next, 10)
-	}
-	return p, nil
 }
 
 func (s *uiSource) Act(ctx context.Context, a dashboard.Action) error {

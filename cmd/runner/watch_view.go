@@ -81,11 +81,15 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// listFilter keeps the items of "pool list" in some states, or with names
-// matching a glob.
+// listFilter keeps the items of "pool list" and of the dashboard's
+// searches in some states, or with names matching a glob, or leased by one
+// runner's workers.
 type listFilter struct {
 	states []string
 	match  string
+	// runner is a runner's ID: its workers' leases are owned by
+	// "<runner>/w<N>".
+	runner string
 }
 
 // listStates are the statuses describe gives.
@@ -96,7 +100,7 @@ func (f *listFilter) check() error {
 	for _, s := range f.states {
 		for part := range strings.SplitSeq(s, ",") {
 			if !slices.Contains(listStates, part) {
-				return fmt.Errorf("--state %q: want one of %s", part, strings.Join(listStates, ", "))
+				return fmt.Errorf("%q is not a state: want one of %s", part, strings.Join(listStates, ", "))
 			}
 			want = append(want, part)
 		}
@@ -106,7 +110,14 @@ func (f *listFilter) check() error {
 }
 
 func (f listFilter) keeps(in itemInfo) bool {
-	return len(f.states) == 0 || slices.Contains(f.states, in.Status)
+	if len(f.states) > 0 && !slices.Contains(f.states, in.Status) {
+		return false
+	}
+	if f.runner == "" {
+		return true
+	}
+	worker, ok := strings.CutPrefix(in.Owner, f.runner+"/w")
+	return ok && in.Status == "leased" && worker != "" && strings.Trim(worker, "0123456789") == ""
 }
 
 // items yields the pool's members, only those matching f.match when set

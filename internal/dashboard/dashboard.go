@@ -53,15 +53,25 @@ type Source interface {
 }
 
 // Query asks for a page of items: from Cursor ("" for the first page),
-// about N of them (a page may hold fewer, even none before the end: the
-// pool is walked, not indexed by state), those in any of States (all when
-// empty) and with names matching Match (a Redis glob; all when "").
+// about N of them, those in any of States (all when empty), leased by
+// Runner's workers when set (a runner's ID: its leases' owners are
+// "<Runner>/w<N>"), and with names matching Match (a Redis glob; all when
+// ""; a name without glob characters is looked up, not searched). A page
+// may hold fewer than N items, even none before the end, when the walk
+// behind it ran out of time, and more than N (no item is skipped to cut
+// a page short).
 type Query struct {
 	Cursor string
 	N      int
 	States []string
 	Match  string
+	Runner string
 }
+
+// ErrBadQuery is the error of a Query a Source cannot answer as asked (a
+// malformed cursor, an unknown state): the request's fault, not the
+// pool's.
+var ErrBadQuery = errors.New("dashboard: bad query")
 
 // Page is a page of items; Next is "" after the last.
 type Page struct {
@@ -125,7 +135,7 @@ func Handler(src Source, o Options) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]bool{"actions": o.Token != ""})
 	})
 	mux.HandleFunc("GET /api/items", func(w http.ResponseWriter, r *http.Request) {
-		q := Query{Cursor: r.URL.Query().Get("cursor"), Match: r.URL.Query().Get("match"), N: 100}
+		q := Query{Cursor: r.URL.Query().Get("cursor"), Match: r.URL.Query().Get("match"), Runner: r.URL.Query().Get("runner"), N: 100}
 		if n, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil && n > 0 {
 			q.N = min(n, 1000)
 		}
@@ -136,7 +146,11 @@ func Handler(src Source, o Options) http.Handler {
 		}
 		p, err := src.Items(r.Context(), q)
 		if err != nil {
-			o.fail(w, http.StatusBadGateway, err)
+			code := http.StatusBadGateway
+			if errors.Is(err, ErrBadQuery) {
+				code = http.StatusBadRequest
+			}
+			o.fail(w, code, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, p)
