@@ -108,7 +108,7 @@ const maxBody = 8 << 10
 //
 //	GET  /              the page (assets/index.html, app.js, style.css)
 //	GET  /api/status    the pool's state (Source.Status) as JSON
-//	GET  /api/items     a page of items: ?cursor=&n=&state=&match=
+//	GET  /api/items     a page of items: ?cursor=&n=&state=&runner=&match=
 //	GET  /api/item      one item: ?name=
 //	GET  /api/events    server-sent events: "status" every Interval
 //	GET  /api/info      {"actions": true|false}: whether actions are enabled

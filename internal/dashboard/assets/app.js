@@ -6,6 +6,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   actions: false, // whether the server takes actions (a token is configured)
   cursor: "", // the items table's next page
+  paged: false, // whether "More" was asked since the last reset
+  loading: 0, // the items read in progress (a newer one stops an older)
   lastRefresh: 0,
   skew: 0, // server ms - browser ms, from the last status
   chart: null,
@@ -163,6 +165,8 @@ function renderBatch(st) {
 function renderStatus(st) {
   if (st.error) { showError(st.error); return; }
   showError("");
+  // When the page first showed the pool's state (ms since navigation).
+  if (!document.body.dataset.statusMs) document.body.dataset.statusMs = String(Math.round(performance.now()));
   state.skew = Date.parse(st.now) - Date.now();
   $("pool").textContent = st.pool;
   $("paused").hidden = !st.paused_since;
@@ -179,21 +183,46 @@ async function getJSON(url) {
   return body;
 }
 
+// loadItems reads a page of items (the first when reset) into the table.
+// A page holds what the server found within its time budget (maybe more
+// than asked, maybe none of a sparse search yet): a search that found
+// fewer than a page goes on reading for up to a second.
 async function loadItems(reset) {
-  if (reset) state.cursor = "";
-  const q = new URLSearchParams({ n: "100", cursor: state.cursor });
-  for (const id of ["match", "state", "runner"]) if ($(id).value) q.set(id, $(id).value);
+  if (reset) { state.cursor = ""; state.paged = false; } else state.paged = true;
+  const mine = ++state.loading;
   const started = performance.now();
-  let page;
-  try {
-    page = await getJSON("/api/items?" + q);
-  } catch (err) {
-    showError("items: " + err.message);
-    return;
-  }
   const tb = $("items").tBodies[0];
-  if (reset) tb.replaceChildren();
-  for (const it of page.items || []) {
+  const want = tb.rows.length + 100;
+  let first = true;
+  do {
+    const q = new URLSearchParams({ n: "100", cursor: state.cursor });
+    for (const id of ["match", "state", "runner"]) if ($(id).value) q.set(id, $(id).value);
+    let page;
+    try {
+      page = await getJSON("/api/items?" + q);
+    } catch (err) {
+      if (mine === state.loading) { showError("items: " + err.message); state.loading = 0; }
+      return;
+    }
+    if (mine !== state.loading) return; // a newer read took over
+    if (reset && first) {
+      tb.replaceChildren();
+      // How long the first answer took, and when the page first showed items.
+      $("itemsinfo").dataset.firstMs = String(Math.round(performance.now() - started));
+      if (!document.body.dataset.itemsMs) document.body.dataset.itemsMs = String(Math.round(performance.now()));
+    }
+    first = false;
+    addItemRows(tb, page.items || []);
+    state.cursor = page.next;
+  } while (state.cursor && tb.rows.length < (reset ? 100 : want) && performance.now() - started < 1000);
+  state.loading = 0;
+  $("more").hidden = !state.cursor;
+  $("itemsinfo").textContent = `${tb.rows.length} shown, read in ${Math.round(performance.now() - started)} ms` + (state.cursor ? ", more to read" : "");
+  tickTTLs();
+}
+
+function addItemRows(tb, items) {
+  for (const it of items) {
     const tr = tb.insertRow();
     tr.dataset.item = it.item;
     tr.dataset.status = it.status;
@@ -215,10 +244,6 @@ async function loadItems(reset) {
       td.append(btn);
     }
   }
-  state.cursor = page.next;
-  $("more").hidden = !state.cursor;
-  $("itemsinfo").textContent = `${tb.rows.length} shown, read in ${Math.round(performance.now() - started)} ms` + (state.cursor ? ", more to read" : "");
-  tickTTLs();
 }
 
 function kv(table, rows) {
@@ -326,8 +351,9 @@ async function start() {
     if (Date.now() - state.lastRefresh < 1500) return;
     state.lastRefresh = Date.now();
     if (state.item) { loadItem(); return; }
-    // The first page follows the pool live; later pages stay as read.
-    if ($("items").tBodies[0].rows.length <= 100) loadItems(true);
+    // The first page follows the pool live; once more is read, the table
+    // stays as read.
+    if (!state.paged && !state.loading) loadItems(true);
   });
   es.onerror = () => { $("live").textContent = "reconnecting"; $("live").className = "badge bad"; };
 }
