@@ -85,6 +85,11 @@ func TestE2EDashboardServer(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &pageOf); code != 200 || err != nil || len(pageOf.Items) != 1 || pageOf.Items[0].Item != "item-01" {
 		t.Fatalf("GET /api/items?state=quarantine: %d %v %s", code, err, body)
 	}
+	// The pool's gauges on /metrics.
+	waitFor(t, "the pool's gauges on runner ui's /metrics", 10*time.Second, func() (bool, string) {
+		_, body := httpGet(t, ro+"/metrics")
+		return strings.Contains(body, `lockpool_pool_items{state="quarantine"} 1`), body
+	})
 	// One item's page; a name not in the pool is 404.
 	code, body = httpGet(t, ro+"/api/item?name=item-01")
 	var one itemInfo

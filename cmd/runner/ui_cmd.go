@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
@@ -33,7 +35,9 @@ page is embedded in the binary. It listens on ui.listen (loopback by
 default; --listen wins). Actions need ui.token (RUNNER_UI_TOKEN) or else
 admin.token (RUNNER_ADMIN_TOKEN), sent by the page as a bearer token;
 without either the dashboard is read-only. A runner with admin.ui: true
-serves the same pages on admin.listen.`,
+serves the same pages on admin.listen. The pool's gauges (see
+admin.pool_metrics) are on /metrics, sampled every
+admin.pool_metrics_interval.`,
 		Example: "  RUNNER_ADMIN_TOKEN=s3cret runner ui -c runner.yaml --listen 127.0.0.1:8080",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -58,7 +62,22 @@ serves the same pages on admin.listen.`,
 					return configErrorf(key, "%v", err)
 				}
 				log := hclog.New(&hclog.LoggerOptions{Name: "ui", Output: a.stderr})
-				srv := &http.Server{Handler: uiHandler(cfg, client, pool, alloc, store, log), ReadHeaderTimeout: 5 * time.Second}
+				// The pool's gauges (as admin.pool_metrics exports them) on
+				// /metrics, sampled in the background.
+				pm := newPoolMetrics(cfg.Mode == string(worker.ModeBatch))
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(pm)
+				pmCtx, stopPM := context.WithCancel(ctx)
+				pmDone := make(chan struct{})
+				go func() {
+					defer close(pmDone)
+					pm.run(pmCtx, cfg.Admin.PoolMetricsInterval, cfg, client, pool, log.Named("pool-metrics"))
+				}()
+				defer func() { stopPM(); <-pmDone }()
+				mux := http.NewServeMux()
+				mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4}))
+				mux.Handle("/", uiHandler(cfg, client, pool, alloc, store, log))
+				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 				fmt.Fprintf(a.stdout, "dashboard on http://%s/ (actions %s)\n", ln.Addr(), map[bool]string{true: "enabled", false: "off: no ui.token nor admin.token"}[cfg.uiToken() != ""])
 				go func() {
 					<-ctx.Done()
