@@ -166,7 +166,7 @@ func (a *app) run(cf *configFlags, cfg *Config) error {
 		if err != nil {
 			return err
 		}
-		setUI(uiHandler(cfg, be.client, rp, be.alloc, store, log.Named("ui")))
+		setUI(uiHandler(cfg, be.client, rp, readyAllocator{be.alloc}, store, log.Named("ui")))
 		log.Info("dashboard on the admin endpoint", "actions", cfg.uiToken() != "")
 	}
 	if rp, ok := be.pool.(*lock.RedisLockPool); ok && cfg.Admin.PoolMetrics {

@@ -42,10 +42,10 @@ admin.pool_metrics_interval.`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.poolCommand(cmd, cf, func(ctx context.Context, cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool) error {
-				alloc, err := allocator.NewRedis(pool, cfg.allocatorConfig())
-				if err != nil {
-					return err
-				}
+				// The allocator is made at the first action: it syncs the
+				// pool's index in the background, a write a read-only
+				// dashboard should not make.
+				alloc := &lazyAllocator{pool: pool, cfg: cfg.allocatorConfig()}
 				defer alloc.Close()
 				store, err := statusStore(cfg, pool)
 				if err != nil {
@@ -99,7 +99,7 @@ admin.pool_metrics_interval.`,
 
 // uiHandler is the dashboard over the configured pool, as runner ui and
 // admin.ui serve it.
-func uiHandler(cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, alloc *allocator.Allocator, store *worker.RedisStore, log hclog.Logger) http.Handler {
+func uiHandler(cfg *Config, client redis.UniversalClient, pool *lock.RedisLockPool, alloc allocatorGetter, store *worker.RedisStore, log hclog.Logger) http.Handler {
 	src := &uiSource{cfg: cfg, client: client, pool: pool, alloc: alloc, store: store}
 	return dashboard.Handler(src, dashboard.Options{Token: cfg.uiToken(), Logger: log})
 }
@@ -118,7 +118,7 @@ type uiSource struct {
 	cfg    *Config
 	client redis.UniversalClient
 	pool   *lock.RedisLockPool
-	alloc  *allocator.Allocator
+	alloc  allocatorGetter
 	store  *worker.RedisStore
 
 	// The status reads every held item's lock, or every member's where
@@ -221,41 +221,83 @@ func (s *uiSource) Item(ctx context.Context, name string) (any, error) {
 	return it, nil
 }
 
-func (s *uiSource) Act(ctx context.Context, a dashboard.Action) error {
-	needItem := func() error {
-		if a.Item == "" {
-			return fmt.Errorf("%w: %s needs an item", dashboard.ErrBadAction, a.Name)
+// allocatorGetter is the allocator the dashboard's actions go through.
+type allocatorGetter interface {
+	Get() (*allocator.Allocator, error)
+}
+
+// readyAllocator is an allocator there already (a runner's, for admin.ui).
+type readyAllocator struct{ *allocator.Allocator }
+
+func (r readyAllocator) Get() (*allocator.Allocator, error) { return r.Allocator, nil }
+
+// lazyAllocator makes its allocator at the first Get, and again after a
+// failure.
+type lazyAllocator struct {
+	pool  *lock.RedisLockPool
+	cfg   allocator.Config
+	mu    sync.Mutex
+	alloc *allocator.Allocator
+}
+
+func (l *lazyAllocator) Get() (*allocator.Allocator, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.alloc == nil {
+		a, err := allocator.NewRedis(l.pool, l.cfg)
+		if err != nil {
+			return nil, err
 		}
-		return nil
+		l.alloc = a
 	}
-	switch a.Name {
-	case "pause":
-		_, err := s.alloc.Pause(ctx)
-		return err
-	case "resume":
-		return s.alloc.Resume(ctx)
-	case "release":
-		if err := needItem(); err != nil {
-			return err
-		}
-		return s.alloc.Unquarantine(ctx, a.Item)
-	case "cancel":
-		if err := needItem(); err != nil {
-			return err
-		}
-		return s.alloc.Cancel(ctx, a.Item)
-	case "quarantine":
-		if err := needItem(); err != nil {
-			return err
-		}
-		d, err := time.ParseDuration(a.For)
-		if err != nil || d < time.Millisecond {
-			return fmt.Errorf("%w: quarantine for %q: want a duration such as \"1h\"", dashboard.ErrBadAction, a.For)
-		}
-		return s.alloc.Quarantine(ctx, a.Item, d)
-	case "retry-failed":
+	return l.alloc, nil
+}
+
+// Close closes the allocator if one was made.
+func (l *lazyAllocator) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.alloc != nil {
+		_ = l.alloc.Close()
+	}
+}
+
+func (s *uiSource) Act(ctx context.Context, a dashboard.Action) error {
+	if a.Name == "retry-failed" {
 		_, err := s.store.RetryFailed(ctx, s.cfg.Batch.ID)
 		return err
 	}
-	return fmt.Errorf("%w: %q", dashboard.ErrBadAction, a.Name)
+	var d time.Duration
+	switch a.Name {
+	case "pause", "resume":
+	case "release", "cancel", "quarantine":
+		if a.Item == "" {
+			return fmt.Errorf("%w: %s needs an item", dashboard.ErrBadAction, a.Name)
+		}
+		if a.Name == "quarantine" {
+			var err error
+			if d, err = time.ParseDuration(a.For); err != nil || d < time.Millisecond {
+				return fmt.Errorf("%w: quarantine for %q: want a duration such as \"1h\"", dashboard.ErrBadAction, a.For)
+			}
+		}
+	default:
+		return fmt.Errorf("%w: %q", dashboard.ErrBadAction, a.Name)
+	}
+	alloc, err := s.alloc.Get()
+	if err != nil {
+		return err
+	}
+	switch a.Name {
+	case "pause":
+		_, err = alloc.Pause(ctx)
+	case "resume":
+		err = alloc.Resume(ctx)
+	case "release":
+		err = alloc.Unquarantine(ctx, a.Item)
+	case "cancel":
+		err = alloc.Cancel(ctx, a.Item)
+	case "quarantine":
+		err = alloc.Quarantine(ctx, a.Item, d)
+	}
+	return err
 }
