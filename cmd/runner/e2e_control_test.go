@@ -198,7 +198,9 @@ func TestE2EPoolStatusRunnersAndFailures(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t)
 	const beat = 300 * time.Millisecond
-	cfg := e.config("fleet", itemNames(4), fmt.Sprintf("worker:\n  concurrency: 1\n  heartbeat: %v\n", beat), 100*time.Millisecond)
+	// lease_ttl 3s: the lease the killed runner holds blocks its item for
+	// the batch below until it expires (30s by default).
+	cfg := e.config("fleet", itemNames(4), fmt.Sprintf("worker:\n  concurrency: 1\n  heartbeat: %v\n  lease_ttl: 3s\n", beat), 100*time.Millisecond)
 	rs := []*runnerProc{startRunner(t, "runner-1", nil, "run", "-c", cfg), startRunner(t, "runner-2", nil, "run", "-c", cfg)}
 	waitFor(t, "two runners in the registry", 10*time.Second, func() (bool, string) {
 		st := statusJSON(t, cfg)
