@@ -29,15 +29,18 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lockpool/lockpool/internal/faultproxy"
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/keyspace"
 )
 
-// runnerBin is the runner binary built once by TestMain (with -race), and
-// recorderBin the task every test runs (internal/e2erecorder, without).
-var runnerBin, recorderBin string
+// runnerBin is the runner binary built once by TestMain (with -race),
+// plainRunnerBin the same without -race (for peak-memory bounds, which a
+// race build's shadow memory would blow), and recorderBin the task every
+// test runs (internal/e2erecorder, without).
+var runnerBin, plainRunnerBin, recorderBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
@@ -48,24 +51,33 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		runnerBin = filepath.Join(dir, "runner")
-		args := []string{"build", "-o", runnerBin}
+		plainRunnerBin = filepath.Join(dir, "runner-norace")
+		recorderBin = filepath.Join(dir, "recorder")
+		var race []string
 		if raceEnabled {
-			args = append(args, "-race")
+			race = []string{"-race"}
 		}
-		build := exec.Command("go", append(args, ".")...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: building the runner binary:", err)
-			return 1
+		// The three builds run at once: each is mostly a link, which
+		// uses one CPU, and no test starts before they are done.
+		var g errgroup.Group
+		build := func(what string, args ...string) {
+			g.Go(func() error {
+				cmd := exec.Command("go", append([]string{"build"}, args...)...)
+				cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+				if err := cmd.Run(); err != nil {
+					return fmt.Errorf("building %s: %w", what, err)
+				}
+				return nil
+			})
 		}
+		build("the runner binary", slices.Concat([]string{"-o", runnerBin}, race, []string{"."})...)
+		build("the runner binary without -race", "-o", plainRunnerBin, ".")
 		// The recorder, every task of these tests, is built without -race:
 		// a loaded 2-core machine starts thousands of them, and a race
 		// build costs several times the CPU to start.
-		recorderBin = filepath.Join(dir, "recorder")
-		build = exec.Command("go", "build", "-o", recorderBin, "../../internal/e2erecorder")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: building the recorder:", err)
+		build("the recorder", "-o", recorderBin, "../../internal/e2erecorder")
+		if err := g.Wait(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
 			return 1
 		}
 		redistest.Main(m) // exits

@@ -13,7 +13,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -609,11 +608,6 @@ func TestE2EInputMillionItems(t *testing.T) {
 		setBoundMB    = 256
 		streamBoundMB = 64
 	)
-	bin := filepath.Join(t.TempDir(), "runner")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if outb, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the runner without -race: %v\n%s", err, outb)
-	}
 	srv := redistest.StartServer(t)
 	client := srv.Client(t)
 	ctx := context.Background()
@@ -640,7 +634,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 		pw.CloseWithError(bw.Flush())
 	}()
 	start := time.Now()
-	set := startProc(t, "pool set", procOpts{bin: bin, stdin: pr, sampleRSS: true}, "pool", "set", "-c", cfg, "-")
+	set := startProc(t, "pool set", procOpts{bin: plainRunnerBin, stdin: pr, sampleRSS: true}, "pool", "set", "-c", cfg, "-")
 	if code := set.wait(60 * time.Second); code != 0 || set.stdout.String() != fmt.Sprintf("%d items set as the pool\n", n) {
 		t.Fatalf("pool set -: exit %d, stdout %q", code, set.stdout.String())
 	}
@@ -653,7 +647,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 	// pool list --json, parsed as it streams.
 	start = time.Now()
 	lr, lw := io.Pipe()
-	list := startProc(t, "pool list", procOpts{bin: bin, stdout: lw, sampleRSS: true}, "pool", "list", "--json", "-c", cfg)
+	list := startProc(t, "pool list", procOpts{bin: plainRunnerBin, stdout: lw, sampleRSS: true}, "pool", "list", "--json", "-c", cfg)
 	go func() {
 		<-list.done
 		lw.Close()
@@ -712,7 +706,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 	checkRSS("pool list --json", list, streamBoundMB)
 
 	// pool status counts them.
-	status := startProc(t, "pool status", procOpts{bin: bin}, "pool", "status", "--json", "-c", cfg)
+	status := startProc(t, "pool status", procOpts{bin: plainRunnerBin}, "pool", "status", "--json", "-c", cfg)
 	var st statusReport
 	if code := status.wait(60 * time.Second); code != 0 || json.Unmarshal([]byte(status.stdout.String()), &st) != nil {
 		t.Fatalf("pool status --json: exit %d: %q %s", code, status.stdout.String(), status.stderr.String())
@@ -723,7 +717,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 
 	// A runner serves the pool: some items run within seconds.
 	start = time.Now()
-	run := startProc(t, "runner", procOpts{bin: bin, dir: filepath.Join(root, "cwd")}, "run", "-c", cfg)
+	run := startProc(t, "runner", procOpts{bin: plainRunnerBin, dir: filepath.Join(root, "cwd")}, "run", "-c", cfg)
 	const runs = 100
 	var first time.Duration
 	waitFor(t, fmt.Sprintf("%d runs", runs), 30*time.Second, func() (bool, string) {
