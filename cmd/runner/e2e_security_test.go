@@ -161,6 +161,10 @@ func TestE2ESecurityTLS(t *testing.T) {
 		return s
 	}
 
+	// The subtests run one after another, in this test's place: each
+	// takes a second or two, and parallel ones would queue for places of
+	// their own behind the package's other tests, keeping this one, and
+	// its key check, waiting.
 	t.Run("batch", func(t *testing.T) {
 		for _, tc := range []struct {
 			name     string
@@ -171,7 +175,6 @@ func TestE2ESecurityTLS(t *testing.T) {
 			{"mutual", mutual, true},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				t.Parallel()
 				cfg := writeFile(t, "", "tls.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
