@@ -55,7 +55,7 @@ func checkConfigError(t *testing.T, err error, field string) *ConfigError {
 }
 
 func TestConfigDefaults(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	c, err := loadConfig("", []string{configTestCommand}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigDerivedDefaultsFollowLeaseTTL(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	c, err := loadConfig("", []string{configTestCommand, "RUNNER_WORKER_LEASE_TTL=9s"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func configTestTLSFiles(t *testing.T) (dir, ca, cert, key string) {
 }
 
 func TestConfigFileFormatsAgree(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	dir, ca, cert, key := configTestTLSFiles(t)
 	docs := map[string]string{
 		"c.yaml": `# every key but redis.addr (exclusive with sentinel)
@@ -344,7 +344,7 @@ func configTestEveryKey(t *testing.T) (raw map[string]string, want map[string]an
 // TestConfigEveryKeyFromEnvAndFlags sets every key through its
 // environment variable, then through --set, and checks each field.
 func TestConfigEveryKeyFromEnvAndFlags(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	raw, want := configTestEveryKey(t)
 	var environ []string
 	for _, k := range configKeys {
@@ -383,7 +383,7 @@ func TestConfigEveryKeyFromEnvAndFlags(t *testing.T) {
 }
 
 func TestConfigEnvNames(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	want := map[string]string{
 		"redis.addr":              "RUNNER_REDIS_ADDR",
 		"redis.tls.ca_file":       "RUNNER_REDIS_TLS_CA_FILE",
@@ -403,7 +403,7 @@ func TestConfigEnvNames(t *testing.T) {
 }
 
 func TestConfigPrecedence(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	file := writeFile(t, "", "c.yaml", `
 redis:
   addr: "file:1"
@@ -446,7 +446,7 @@ task:
 }
 
 func TestConfigListsFromText(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, tc := range []struct {
 		raw  string
 		want []string
@@ -469,7 +469,7 @@ func TestConfigListsFromText(t *testing.T) {
 }
 
 func TestConfigDurations(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, tc := range []struct {
 		raw  string
 		want time.Duration
@@ -640,7 +640,7 @@ func TestConfigInvalid(t *testing.T) {
 		{name: "task stdout level", set: map[string]string{"log.task_stdout": "loud"}, field: "log.task_stdout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			file := ""
 			if tc.file != "" {
 				file = writeFile(t, "", "c.yaml", tc.file)
@@ -685,7 +685,7 @@ func TestConfigUnknownKeys(t *testing.T) {
 		{name: "set", set: map[string]string{"worker.leasettl": "3s"}, want: `config: unknown key "worker.leasettl" in flags`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			file := ""
 			if tc.file != "" {
 				file = writeFile(t, "", "c.yaml", tc.file)
@@ -703,7 +703,7 @@ func TestConfigUnknownKeys(t *testing.T) {
 }
 
 func TestConfigIgnoresOtherEnv(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	env := []string{
 		configTestCommand,
 		"RUNNER_ITEM=k1", "RUNNER_TOKEN=1000001", "RUNNER_ATTEMPT=1", // set for tasks
@@ -743,7 +743,7 @@ func TestConfigFileErrors(t *testing.T) {
 		{"yaml keys not strings", "k.yaml", "1: x\n", `config: parsing "DIR/k.yaml": want a table of keys at the top, got a table with keys that are not strings`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			file := tc.file
 			if tc.body != "" {
 				file = writeFile(t, dir, tc.file, tc.body)
@@ -758,7 +758,7 @@ func TestConfigFileErrors(t *testing.T) {
 }
 
 func TestConfigEmptyFiles(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for name, body := range map[string]string{"e.yaml": "", "e.yml": "# nothing\n", "e.toml": "", "e.json": "{}", "n.json": "null", "n.yaml": "redis:\nworker:\n  concurrency:\n"} {
 		c, err := loadConfig(writeFile(t, "", name, body), []string{configTestCommand}, nil)
 		if err != nil {
@@ -770,7 +770,7 @@ func TestConfigEmptyFiles(t *testing.T) {
 }
 
 func TestConfigSecretsNeverShown(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	env := []string{
 		configTestCommand,
 		"RUNNER_REDIS_PASSWORD=" + configTestSecret,
@@ -820,7 +820,7 @@ func TestConfigSecretsNeverShown(t *testing.T) {
 }
 
 func TestConfigRedacted(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	raw, _ := configTestEveryKey(t)
 	c, err := loadConfig("", nil, raw)
 	if err != nil {
@@ -852,7 +852,7 @@ func TestConfigRedacted(t *testing.T) {
 // runs its task once for an item whose name would be a shell command if it
 // were pasted into the script.
 func TestConfigExample(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	c, err := loadConfig("../../config/example.yaml", nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -893,7 +893,7 @@ func TestConfigExample(t *testing.T) {
 // TestConfigReadme checks config/README.md documents every key and its
 // environment variable.
 func TestConfigReadme(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	doc, err := os.ReadFile("../../config/README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -906,7 +906,7 @@ func TestConfigReadme(t *testing.T) {
 }
 
 func TestConfigRunFlags(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	parse := func(args ...string) (*configFlags, []string, error) {
 		cmd := &cobra.Command{Use: "run", RunE: func(*cobra.Command, []string) error { return nil }}
 		cf := addConfigFlags(cmd, "redis-addr", "mode", "concurrency", "batch-id", "log-level", "admin-listen")
@@ -959,7 +959,7 @@ func TestConfigRunFlags(t *testing.T) {
 // TestConfigEveryProblem: a file with several problems reports each of
 // them, one line each, in key order after the unknown keys.
 func TestConfigEveryProblem(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	file := writeFile(t, "", "c.yaml", `
 worker:
   concurency: 3

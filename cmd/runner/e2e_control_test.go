@@ -45,7 +45,7 @@ func control(t *testing.T, cfg, want string, args ...string) {
 }
 
 func TestE2EPoolControls(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(4)
 	cfg := e.config("controls", items, `worker:
@@ -102,7 +102,7 @@ func TestE2EPoolControls(t *testing.T) {
 }
 
 func TestE2EPoolCancelStopsTheTask(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(1)
 	// The task would run 30s; the refresh that would notice a changed
@@ -140,7 +140,7 @@ func TestE2EPoolCancelStopsTheTask(t *testing.T) {
 // TestE2EPoolWatchAndFilters: pool list keeps the states and names asked
 // for; pool status --watch redraws until interrupted, then exits 0.
 func TestE2EPoolWatchAndFilters(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	cfg := e.config("watch", nil, "", time.Second)
 	if res := runnerCmd(t, procOpts{}, "pool", "add", "-c", cfg, "shard-1", "shard-2", "shard-10", "other"); res.code != 0 {
@@ -195,7 +195,7 @@ func statusJSON(t *testing.T, cfg string) statusReport {
 // from the registry, forgets a kill -9'd one within its expiry (three
 // heartbeats), and names a batch's failed items with their last error.
 func TestE2EPoolStatusRunnersAndFailures(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	const beat = 300 * time.Millisecond
 	// lease_ttl 3s: the lease the killed runner holds blocks its item for
@@ -293,7 +293,7 @@ task:
 // TestE2EPoolMetrics: admin.pool_metrics exports the pool's state on
 // /metrics, and follows a pause and a quarantine.
 func TestE2EPoolMetrics(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	cfg := e.config("metrics", itemNames(3), `worker:
   concurrency: 1

@@ -171,7 +171,7 @@ func inputHostileNames() []string {
 // "runner pool add" on the command line, through "runner run" in batch
 // mode: each must reach its task exactly once, byte for byte, as data.
 func TestE2EInputItemNames(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	ctx := context.Background()
 	root, taskDir, out := inputSandbox(t)
@@ -252,7 +252,7 @@ worker:
 // tasks, and a name too long or holding a NUL byte is a configuration
 // error naming pool.items.
 func TestE2EInputItemNamesInConfig(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	root, taskDir, out := inputSandbox(t)
 	var names []string
 	for _, n := range inputHostileNames() {
@@ -297,7 +297,7 @@ func TestE2EInputItemNamesInConfig(t *testing.T) {
 // pool add" with exit 2 and one line saying why, and the pool is left as
 // it was.
 func TestE2EInputRejectedNames(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	client, ctx := e.client, context.Background()
 	root, taskDir, out := inputSandbox(t)
@@ -384,7 +384,7 @@ func TestE2EInputRejectedNames(t *testing.T) {
 }
 
 func TestE2EPoolCommands(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	cfg := e.config("pool", nil, "", time.Second)
 	pool := func(args ...string) (int, string) {
@@ -463,7 +463,7 @@ type inputWrongTypeCase struct {
 // at once, and every pool command exits 1, each with one line naming the
 // key; the STRING is left as it was.
 func TestE2EInputWrongTypePoolKey(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	client, ctx := e.client, context.Background()
 	root, taskDir, out := inputSandbox(t)
@@ -526,7 +526,7 @@ func TestE2EInputWrongTypePoolKey(t *testing.T) {
 // else wrote. The runner leaves it alone, never runs that item, and keeps
 // serving the others; pool list shows the item as an error.
 func TestE2EInputWrongTypeLockKey(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	ctx := context.Background()
 	items := []string{"a", "b", "c"}
@@ -599,7 +599,7 @@ func TestE2EInputWrongTypeLockKey(t *testing.T) {
 // bounds nor the duration would say anything about the runner. The other
 // e2e tests run the race-built binary.
 func TestE2EInputMillionItems(t *testing.T) {
-	t.Parallel()
+	parallelFirst(t)
 	const (
 		n = 1_000_000
 		// Bounds on peak RSS (VmHWM). pool set holds every item to

@@ -89,7 +89,7 @@ func TestE2ESecurityPasswordAuth(t *testing.T) {
 		{name: "acl user", prefix: "acl-app", username: user, password: userPw},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			var env []string
 			auth := fmt.Sprintf("  username: %q\n", tc.username)
 			if tc.viaEnv {
@@ -118,7 +118,7 @@ batch:
 		{name: "wrong acl password", username: user},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			cfg := writeFile(t, "", "wrong.yaml", fmt.Sprintf(`redis:
   addr: %q
   username: %q
@@ -145,7 +145,7 @@ task:
 // retry and never gets in. The client key appears in no log line, nor in
 // /status or /metrics.
 func TestE2ESecurityTLS(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newTestPKI(t)
 	optional := redistest.StartServerWith(t, redistest.ServerOptions{TLS: p.clientTLS(true), Args: p.serverArgs("optional")})
 	mutual := redistest.StartServerWith(t, redistest.ServerOptions{TLS: p.clientTLS(true), Args: p.serverArgs("yes")})
@@ -297,7 +297,7 @@ func TestE2ESecurityACLPrefixUser(t *testing.T) {
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			e := newE2E(t)
 			ctx := context.Background()
 			const password = "Acl-Pw-63b1e0"
