@@ -164,7 +164,7 @@ var feedOutcomes = []struct {
 }
 
 func TestMetricsExposedWithValues(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	m := newMetrics()
 	_, base := startAdmin(t, m.Registry(), nil, nil)
 
@@ -236,7 +236,7 @@ func TestMetricsExposedWithValues(t *testing.T) {
 }
 
 func TestMetricsStartAtZero(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	mfs := gather(t, newMetrics().Registry())
 
 	wantValue(t, "lockpool_leases_held",
@@ -261,7 +261,7 @@ func TestMetricsStartAtZero(t *testing.T) {
 }
 
 func TestMetricsBucketsSpanMillisecondToHour(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	h := series(t, gather(t, newMetrics().Registry()), "lockpool_task_duration_seconds",
 		dto.MetricType_HISTOGRAM, "outcome", string(worker.OutcomeSuccess)).GetHistogram()
 	b := h.GetBucket()
@@ -274,7 +274,7 @@ func TestMetricsBucketsSpanMillisecondToHour(t *testing.T) {
 }
 
 func TestMetricsOwnRegistry(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// Two observers in one process must not collide, and neither may
 	// touch the global registry.
 	a, b := newMetrics(), newMetrics()
@@ -294,7 +294,7 @@ func TestMetricsOwnRegistry(t *testing.T) {
 }
 
 func TestMetricsConcurrentObservers(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const goroutines, rounds = 8, 500
 	m := newMetrics()
 	job := worker.Job{Item: "x"}
@@ -392,7 +392,7 @@ func TestAdminHealthz(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			_, base := startAdmin(t, nil, tt.ready, nil)
 			start := time.Now()
 			resp, body := do(t, http.MethodGet, base+"/healthz")
@@ -411,7 +411,7 @@ func TestAdminHealthz(t *testing.T) {
 }
 
 func TestAdminHealthzDeadline(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	deadline := make(chan time.Duration, 1)
 	_, base := startAdmin(t, nil, func(ctx context.Context) error {
 		d, ok := ctx.Deadline()
@@ -429,7 +429,7 @@ func TestAdminHealthzDeadline(t *testing.T) {
 }
 
 func TestAdminStatus(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	since := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	want := map[string]any{
 		"runner": "host-a",
@@ -483,7 +483,7 @@ func TestAdminStatus(t *testing.T) {
 }
 
 func TestAdminStatusUnencodable(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	_, base := startAdmin(t, nil, nil, func() any { return map[string]any{"c": make(chan int)} })
 	resp, body := do(t, http.MethodGet, base+"/status")
 	if resp.StatusCode != http.StatusInternalServerError {
@@ -495,7 +495,7 @@ func TestAdminStatusUnencodable(t *testing.T) {
 }
 
 func TestAdminHead(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	_, base := startAdmin(t, nil, nil, nil)
 	for _, path := range []string{"/metrics", "/healthz", "/status"} {
 		resp, body := do(t, http.MethodHead, base+path)
@@ -506,7 +506,7 @@ func TestAdminHead(t *testing.T) {
 }
 
 func TestAdminMethodNotAllowed(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	calls := 0
 	var mu sync.Mutex
 	_, base := startAdmin(t, nil, func(context.Context) error {
@@ -534,7 +534,7 @@ func TestAdminMethodNotAllowed(t *testing.T) {
 }
 
 func TestAdminNotFound(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	_, base := startAdmin(t, nil, nil, nil)
 	for _, path := range []string{"/", "/nope", "/metrics/x", "/status/", "/debug/pprof/", "/debug/vars"} {
 		resp, _ := do(t, http.MethodGet, base+path)
@@ -545,7 +545,7 @@ func TestAdminNotFound(t *testing.T) {
 }
 
 func TestAdminBadAddress(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	busy, _ := startAdmin(t, nil, nil, nil)
 	reg := newMetrics().Registry()
 	ready := func(context.Context) error { return nil }
@@ -564,7 +564,7 @@ func TestAdminBadAddress(t *testing.T) {
 }
 
 func TestAdminShutdown(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s, err := newAdminServer("127.0.0.1:0", newMetrics().Registry(),
 		func(context.Context) error { return nil }, func() any { return nil }, nil)
 	if err != nil {

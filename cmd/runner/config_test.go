@@ -55,7 +55,7 @@ func checkConfigError(t *testing.T, err error, field string) *ConfigError {
 }
 
 func TestConfigDefaults(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	c, err := loadConfig("", []string{configTestCommand}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigDerivedDefaultsFollowLeaseTTL(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	c, err := loadConfig("", []string{configTestCommand, "RUNNER_WORKER_LEASE_TTL=9s"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func configTestTLSFiles(t *testing.T) (dir, ca, cert, key string) {
 }
 
 func TestConfigFileFormatsAgree(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	dir, ca, cert, key := configTestTLSFiles(t)
 	docs := map[string]string{
 		"c.yaml": `# every key but redis.addr (exclusive with sentinel)
@@ -349,7 +349,7 @@ func configTestEveryKey(t *testing.T) (raw map[string]string, want map[string]an
 // TestConfigEveryKeyFromEnvAndFlags sets every key through its
 // environment variable, then through --set, and checks each field.
 func TestConfigEveryKeyFromEnvAndFlags(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	raw, want := configTestEveryKey(t)
 	var environ []string
 	for _, k := range configKeys {
@@ -388,7 +388,7 @@ func TestConfigEveryKeyFromEnvAndFlags(t *testing.T) {
 }
 
 func TestConfigEnvNames(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	want := map[string]string{
 		"redis.addr":              "RUNNER_REDIS_ADDR",
 		"redis.tls.ca_file":       "RUNNER_REDIS_TLS_CA_FILE",
@@ -408,7 +408,7 @@ func TestConfigEnvNames(t *testing.T) {
 }
 
 func TestConfigPrecedence(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	file := writeFile(t, "", "c.yaml", `
 redis:
   addr: "file:1"
@@ -451,7 +451,7 @@ task:
 }
 
 func TestConfigListsFromText(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, tc := range []struct {
 		raw  string
 		want []string
@@ -474,7 +474,7 @@ func TestConfigListsFromText(t *testing.T) {
 }
 
 func TestConfigDurations(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, tc := range []struct {
 		raw  string
 		want time.Duration
@@ -649,7 +649,7 @@ func TestConfigInvalid(t *testing.T) {
 		{name: "task stdout level", set: map[string]string{"log.task_stdout": "loud"}, field: "log.task_stdout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			file := ""
 			if tc.file != "" {
 				file = writeFile(t, "", "c.yaml", tc.file)
@@ -694,7 +694,7 @@ func TestConfigUnknownKeys(t *testing.T) {
 		{name: "set", set: map[string]string{"worker.leasettl": "3s"}, want: `config: unknown key "worker.leasettl" in flags`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			file := ""
 			if tc.file != "" {
 				file = writeFile(t, "", "c.yaml", tc.file)
@@ -712,7 +712,7 @@ func TestConfigUnknownKeys(t *testing.T) {
 }
 
 func TestConfigIgnoresOtherEnv(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	env := []string{
 		configTestCommand,
 		"RUNNER_ITEM=k1", "RUNNER_TOKEN=1000001", "RUNNER_ATTEMPT=1", // set for tasks
@@ -752,7 +752,7 @@ func TestConfigFileErrors(t *testing.T) {
 		{"yaml keys not strings", "k.yaml", "1: x\n", `config: parsing "DIR/k.yaml": want a table of keys at the top, got a table with keys that are not strings`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			file := tc.file
 			if tc.body != "" {
 				file = writeFile(t, dir, tc.file, tc.body)
@@ -767,7 +767,7 @@ func TestConfigFileErrors(t *testing.T) {
 }
 
 func TestConfigEmptyFiles(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for name, body := range map[string]string{"e.yaml": "", "e.yml": "# nothing\n", "e.toml": "", "e.json": "{}", "n.json": "null", "n.yaml": "redis:\nworker:\n  concurrency:\n"} {
 		c, err := loadConfig(writeFile(t, "", name, body), []string{configTestCommand}, nil)
 		if err != nil {
@@ -779,7 +779,7 @@ func TestConfigEmptyFiles(t *testing.T) {
 }
 
 func TestConfigSecretsNeverShown(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	env := []string{
 		configTestCommand,
 		"RUNNER_REDIS_PASSWORD=" + configTestSecret,
@@ -829,7 +829,7 @@ func TestConfigSecretsNeverShown(t *testing.T) {
 }
 
 func TestConfigRedacted(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	raw, _ := configTestEveryKey(t)
 	c, err := loadConfig("", nil, raw)
 	if err != nil {
@@ -862,7 +862,7 @@ func TestConfigRedacted(t *testing.T) {
 // runs its task once for an item whose name would be a shell command if it
 // were pasted into the script.
 func TestConfigExample(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	c, err := loadConfig("../../config/example.yaml", nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -903,7 +903,7 @@ func TestConfigExample(t *testing.T) {
 // TestConfigReadme checks config/README.md documents every key and its
 // environment variable.
 func TestConfigReadme(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	doc, err := os.ReadFile("../../config/README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -916,7 +916,7 @@ func TestConfigReadme(t *testing.T) {
 }
 
 func TestConfigRunFlags(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	parse := func(args ...string) (*configFlags, []string, error) {
 		cmd := &cobra.Command{Use: "run", RunE: func(*cobra.Command, []string) error { return nil }}
 		cf := addConfigFlags(cmd, "redis-addr", "mode", "concurrency", "batch-id", "log-level", "admin-listen")
@@ -969,7 +969,7 @@ func TestConfigRunFlags(t *testing.T) {
 // TestConfigEveryProblem: a file with several problems reports each of
 // them, one line each, in key order after the unknown keys.
 func TestConfigEveryProblem(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	file := writeFile(t, "", "c.yaml", `
 worker:
   concurency: 3

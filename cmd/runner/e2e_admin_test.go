@@ -24,7 +24,7 @@ import (
 // /healthz, /status and /metrics, and that the password appears nowhere:
 // not in the logs, /status or /metrics.
 func TestE2EAdminEndpointAndSecrets(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	const password = "s3cret-Pw-9d1f"
 	user := e.userName("runner")
@@ -84,7 +84,7 @@ log:
 // do its task processes, while one with admin.listen has exactly the one
 // it logged (the control showing the check sees sockets at all).
 func TestE2ESecurityAdminOffUnlessConfigured(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	if runtime.GOOS != "linux" {
 		t.Fatalf("this test reads /proc and needs Linux, got %s", runtime.GOOS)
 	}

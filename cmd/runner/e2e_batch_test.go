@@ -11,7 +11,7 @@ import (
 )
 
 func TestE2EBatchWithAKilledRunner(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(24)
 	extra := `mode: batch

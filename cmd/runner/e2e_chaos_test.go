@@ -61,7 +61,7 @@ func chaosSoakDuration(t *testing.T) time.Duration {
 // stops B's group (SIGTERM, SIGKILL after task.kill_grace, which kills even
 // a stopped process), so B dies without writing.
 func TestE2EPauseRunnerAndTasks(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(2)
 	const ttl = 2 * time.Second
@@ -217,7 +217,7 @@ func (p chaosPause) covers(ev event) bool {
 //     whichever runner started it, and none of the recorder pids the
 //     ledger holds.
 func TestE2EChaosSoak(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	soak := chaosSoakDuration(t)
 	e := newE2E(t)
 	items := itemNames(20)

@@ -55,7 +55,7 @@ func TestE2EHelpEveryCommand(t *testing.T) {
 	for _, path := range paths {
 		name := strings.Join(append([]string{"runner"}, path...), " ")
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			code, stdout, stderr := runnerCmd(t, procOpts{within: 20 * time.Second}, append(slices.Clip(path), "--help")...).split()
 			if code != 0 || stderr != "" {
 				t.Fatalf("%s --help: exit %d, stderr %q", name, code, stderr)
@@ -107,7 +107,7 @@ func TestE2EHelpEveryCommand(t *testing.T) {
 // of a file on its own line (exit 2), never the password; a good file
 // prints ok (exit 0).
 func TestE2EConfigCheckReportsEveryProblem(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	dir := t.TempDir()
 	bad := writeFile(t, dir, "bad.yaml", `
 redis:
@@ -152,7 +152,7 @@ log:
 // TestE2EConfigShowSources: config show tells default, file, env and flag
 // apart and redacts secrets.
 func TestE2EConfigShowSources(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	file := writeFile(t, t.TempDir(), "c.yaml", "worker:\n  concurrency: 3\ntask:\n  command: [\"true\"]\n  env: [\"TOKEN=tok-123\"]\n")
 	env := []string{"RUNNER_WORKER_LEASE_TTL=45s", "RUNNER_REDIS_PASSWORD=hunter2-Sekr3t"}
 	code, stdout, stderr := runnerCmd(t, procOpts{env: env}, "config", "show", "-c", file, "--mode", "batch", "--json").split()
@@ -222,20 +222,20 @@ batch:
 func TestE2EExitCodes(t *testing.T) {
 	t.Parallel()
 	t.Run("0 batch complete", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		if res := runnerCmd(t, procOpts{}, "run", "-c", exitCodeConfig(t, 4, "true", "")); res.code != 0 {
 			t.Errorf("exit %d, want 0:\n%s", res.code, clip(res.out))
 		}
 	})
 	t.Run("1 failed batch items", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		res := runnerCmd(t, procOpts{}, "run", "-c", exitCodeConfig(t, 3, `[ "$RUNNER_ITEM" != item-01 ]`, ""))
 		if res.code != 1 || !strings.Contains(res.stderr, "failed items") {
 			t.Errorf("exit %d, want 1 naming failed items:\n%s", res.code, clip(res.out))
 		}
 	})
 	t.Run("2 usage and configuration", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		for _, args := range [][]string{{"run", "--bogus"}, {"run", "--set", "worker.lease_ttl=30"}, {"pool"}} {
 			if res := runnerCmd(t, procOpts{}, args...); res.code != 2 {
 				t.Errorf("runner %q: exit %d, want 2:\n%s", args, res.code, clip(res.out))
@@ -244,7 +244,7 @@ func TestE2EExitCodes(t *testing.T) {
 	})
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run("3 batch stopped by "+sig.String(), func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			r := startRunner(t, "batch", nil, "run", "-c", exitCodeConfig(t, 6, "echo started; sleep 30", ""))
 			waitFor(t, "two tasks started", 20*time.Second, func() (bool, string) {
 				n := strings.Count(r.out.String(), "runner.task: started")
@@ -260,7 +260,7 @@ func TestE2EExitCodes(t *testing.T) {
 		})
 	}
 	t.Run("0 loop drained", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		r := startRunner(t, "loop", nil, "run", "-c", exitCodeConfig(t, 2, "echo started; sleep 0.2", "mode: loop\n"))
 		waitFor(t, "a task started", 20*time.Second, r.untilLogged("runner.task: started"))
 		r.signal(syscall.SIGTERM)
@@ -272,7 +272,7 @@ func TestE2EExitCodes(t *testing.T) {
 
 // TestE2EJSONLogDurations: durations in JSON logs are strings.
 func TestE2EJSONLogDurations(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	res := runnerCmd(t, procOpts{}, "run", "-c", exitCodeConfig(t, 1, "echo out; echo err >&2", "mode: batch\nlog:\n  format: json\n"))
 	if res.code != 0 {
 		t.Fatalf("exit %d:\n%s", res.code, clip(res.out))
@@ -303,7 +303,7 @@ func TestE2EJSONLogDurations(t *testing.T) {
 // SIGHUP after its file says 4: four tasks run at once, and the two that
 // ran before the reload finish normally (no lease dropped, none lost).
 func TestE2ESIGHUPRaisesConcurrency(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(8)
 	write := func(concurrency int) string {
@@ -367,7 +367,7 @@ func execEnv(t *testing.T, items ...string) (e *e2eEnv, args []string, env []str
 
 // TestE2EExecExitCodes: runner exec exits with its command's code.
 func TestE2EExecExitCodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	_, args, env := execEnv(t, "only")
 	for _, want := range []int{0, 1, 42} {
 		res := runnerCmd(t, procOpts{env: env}, append(args, "--item", "only", "--", "sh", "-c", `echo "$RUNNER_ITEM"; exit `+strconv.Itoa(want))...)
@@ -385,7 +385,7 @@ func TestE2EExecExitCodes(t *testing.T) {
 // (its lock overwritten), the command's process group is killed before
 // the lease could have expired, and exec exits 1 saying so.
 func TestE2EExecKilledWhenLeaseStolen(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e, args, env := execEnv(t, "victim")
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	r := startProc(t, "exec", procOpts{env: env}, append(args, "--item", "victim", "--lease-ttl", "3s", "--",
@@ -415,7 +415,7 @@ func TestE2EExecKilledWhenLeaseStolen(t *testing.T) {
 // TestE2ECompletionScripts: completion scripts come out for bash, zsh and
 // fish (bash's parses), and an unknown shell is a usage error.
 func TestE2ECompletionScripts(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for shell, want := range map[string]string{"bash": "complete -o default -F __start_runner runner", "zsh": "#compdef runner", "fish": "complete -c runner"} {
 		code, stdout, stderr := runnerCmd(t, procOpts{}, "completion", shell).split()
 		if code != 0 || !strings.Contains(stdout, want) {
@@ -439,7 +439,7 @@ func TestE2ECompletionScripts(t *testing.T) {
 // everywhere (displayName); pool remove counts what it removed; pool
 // status in loop mode says nothing of a batch.
 func TestE2EPoolTableOddNames(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	cfg := e.config("table", nil, "", time.Second)
 	names := []string{"plain", "with space", "tab\there", "esc\x1b[31mred", `"quoted"`, "ünïcödé", "-rf", "a-very-long-item-name-that-sets-the-column-width"}
@@ -501,7 +501,7 @@ func TestE2EPoolTableOddNames(t *testing.T) {
 // lease, a cooldown, a quarantine and a foreign lock apart, by the value
 // each item's lock holds (states made with the library, as a runner would).
 func TestE2EPoolStatusCountsHoldsApart(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := []string{"free", "leased", "cooling", "quarantined", "foreign"}
 	cfg := e.config("holds", nil, "", time.Second)

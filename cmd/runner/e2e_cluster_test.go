@@ -119,7 +119,7 @@ func depMeanTook(rs []*runnerProc) time.Duration {
 // items, so blocked workers wait for releases: the sharded wake-up in the
 // pool's slot must reach them, across processes.
 func TestE2EClusterTaggedPool(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	cl := redistest.StartCluster(t, redistest.ClusterOptions{})
 	addrs := cl.Addrs()
 
@@ -340,7 +340,7 @@ func TestE2EClusterTaggedPool(t *testing.T) {
 // prefix without a hash tag: every command must refuse with exit 2 and one
 // line before writing anything.
 func TestE2EClusterUntaggedRefused(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	cl := redistest.StartCluster(t, redistest.ClusterOptions{})
 	addrs := cl.Addrs()
 	e := newE2E(t)

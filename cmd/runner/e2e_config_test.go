@@ -12,7 +12,7 @@ import (
 )
 
 func TestE2EEmbeddedDemo(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	example, err := filepath.Abs("../../config/example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +64,7 @@ func TestE2EInvalidConfigExitsTwoNamingTheField(t *testing.T) {
 		{"worker.lease_ttl", base, []string{"RUNNER_WORKER_LEASE_TTL=-1s"}},
 	} {
 		t.Run(c.field, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			res := runnerCmd(t, procOpts{env: c.env, within: 20 * time.Second}, append([]string{"run"}, c.args...)...)
 			if res.code != 2 {
 				t.Fatalf("exit %d, want 2; output:\n%s", res.code, res.out)

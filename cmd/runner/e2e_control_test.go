@@ -46,7 +46,7 @@ func control(t *testing.T, cfg, want string, args ...string) {
 }
 
 func TestE2EPoolControls(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(4)
 	cfg := e.config("controls", items, `worker:
@@ -103,7 +103,7 @@ func TestE2EPoolControls(t *testing.T) {
 }
 
 func TestE2EPoolCancelStopsTheTask(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(1)
 	// The task would run 30s; the refresh that would notice a changed
@@ -141,7 +141,7 @@ func TestE2EPoolCancelStopsTheTask(t *testing.T) {
 // TestE2EPoolWatchAndFilters: pool list keeps the states and names asked
 // for; pool status --watch redraws until interrupted, then exits 0.
 func TestE2EPoolWatchAndFilters(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	cfg := e.config("watch", nil, "", time.Second)
 	if res := runnerCmd(t, procOpts{}, "pool", "add", "-c", cfg, "shard-1", "shard-2", "shard-10", "other"); res.code != 0 {
@@ -196,10 +196,12 @@ func statusJSON(t *testing.T, cfg string) statusReport {
 // from the registry, forgets a kill -9'd one within its expiry (three
 // heartbeats), and names a batch's failed items with their last error.
 func TestE2EPoolStatusRunnersAndFailures(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	const beat = 300 * time.Millisecond
-	cfg := e.config("fleet", itemNames(4), fmt.Sprintf("worker:\n  concurrency: 1\n  heartbeat: %v\n", beat), 100*time.Millisecond)
+	// lease_ttl 3s: the lease the killed runner holds blocks its item for
+	// the batch below until it expires (30s by default).
+	cfg := e.config("fleet", itemNames(4), fmt.Sprintf("worker:\n  concurrency: 1\n  heartbeat: %v\n  lease_ttl: 3s\n", beat), 100*time.Millisecond)
 	rs := []*runnerProc{startRunner(t, "runner-1", nil, "run", "-c", cfg), startRunner(t, "runner-2", nil, "run", "-c", cfg)}
 	waitFor(t, "two runners in the registry", 10*time.Second, func() (bool, string) {
 		st := statusJSON(t, cfg)
@@ -293,7 +295,7 @@ task:
 // /metrics, and follows a pause and a quarantine; admin.ui serves the
 // dashboard there too.
 func TestE2EPoolMetrics(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	cfg := e.config("metrics", itemNames(3), `worker:
   concurrency: 1

@@ -29,7 +29,7 @@ import (
 // accepted it sees the server evict keys and reports it, in the log and on
 // /healthz.
 func TestE2EEvictionRefused(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	lru := redistest.StartServer(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
 	vol := redistest.StartServer(t, "--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru")
 	items := itemNames(3)
@@ -171,7 +171,7 @@ func TestE2EEvictionRefused(t *testing.T) {
 // behind. Their entries must be pruned, and no key is per-process: the
 // pool's keys stay a fixed set however many processes ran.
 func TestE2EKillSoakNoGrowingKeys(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := redistest.StartServer(t)
 	e := newE2EOn(t, srv)
 	items := itemNames(3)

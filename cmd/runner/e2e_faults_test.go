@@ -50,12 +50,12 @@ func faultWorkerYAML(concurrency int, shutdownGrace time.Duration) string {
 }
 
 func TestE2EFaultPartitionCut(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	testFaultPartition(t, false)
 }
 
 func TestE2EFaultPartitionStall(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	testFaultPartition(t, true)
 }
 
@@ -184,7 +184,7 @@ func testFaultPartition(t *testing.T, stall bool) {
 }
 
 func TestE2EFaultSlowRedisKeepsLeases(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// A server of its own: CLIENT PAUSE stops every client of the server.
 	srv := redistest.StartServer(t)
 	e := newE2EOn(t, srv)
@@ -283,7 +283,7 @@ func TestE2EFaultSlowRedisKeepsLeases(t *testing.T) {
 }
 
 func TestE2EFaultRedisDownAtStart(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// A server of its own, stopped before the runner starts: its port is
 	// the runner's redis.addr, and Restart brings it up on that port.
 	srv := redistest.StartServer(t)
@@ -374,7 +374,7 @@ func TestE2EFaultRedisDownAtStart(t *testing.T) {
 // ledger. The fencing counter is copied out the same way: every token
 // issued before the restart is at most its value.
 func TestE2ERestartWithoutPersistence(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := redistest.StartServer(t)
 	e := newE2EOn(t, srv)
 	items := itemNames(4)

@@ -7,9 +7,11 @@ package main
 // (internal/e2erecorder), which writes every run into a ledger LIST in
 // Redis through a fencing guard, with the ledger server's time.
 //
-// This file: the build (TestMain), a test's pool and ledger (e2eEnv), the
-// runner configs, the ledger checks (no two live holders, tokens
-// increasing, nothing rejected), and leases read from Redis.
+// This file: the build (TestMain), how many tests run at once (parallel,
+// which every test of the package calls instead of t.Parallel), a test's
+// pool and ledger (e2eEnv), the runner configs, the ledger checks (no two
+// live holders, tokens increasing, nothing rejected), and leases read
+// from Redis.
 // e2e_harness_procs_test.go: runner processes, their output, /proc, and
 // freezing a runner. e2e_harness_wait_test.go: the one wait, background
 // polling, the admin endpoint's client.
@@ -18,26 +20,33 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lockpool/lockpool/internal/faultproxy"
 	"github.com/lockpool/lockpool/internal/redistest"
 	"github.com/lockpool/lockpool/pkg/keyspace"
 )
 
-// runnerBin is the runner binary built once by TestMain (with -race), and
-// recorderBin the task every test runs (internal/e2erecorder, without).
-var runnerBin, recorderBin string
+// runnerBin is the runner binary built once by TestMain (with -race),
+// plainRunnerBin the same without -race (for peak-memory bounds, which a
+// race build's shadow memory would blow), and recorderBin the task every
+// test runs (internal/e2erecorder, without).
+var runnerBin, plainRunnerBin, recorderBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
@@ -48,30 +57,106 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		runnerBin = filepath.Join(dir, "runner")
-		args := []string{"build", "-o", runnerBin}
+		plainRunnerBin = filepath.Join(dir, "runner-norace")
+		recorderBin = filepath.Join(dir, "recorder")
+		var race []string
 		if raceEnabled {
-			args = append(args, "-race")
+			race = []string{"-race"}
 		}
-		build := exec.Command("go", append(args, ".")...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: building the runner binary:", err)
-			return 1
+		// The three builds run at once: each is mostly a link, which
+		// uses one CPU, and no test starts before they are done.
+		var g errgroup.Group
+		build := func(what string, args ...string) {
+			g.Go(func() error {
+				cmd := exec.Command("go", append([]string{"build"}, args...)...)
+				cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+				if err := cmd.Run(); err != nil {
+					return fmt.Errorf("building %s: %w", what, err)
+				}
+				return nil
+			})
 		}
+		build("the runner binary", slices.Concat([]string{"-o", runnerBin}, race, []string{"."})...)
+		build("the runner binary without -race", "-o", plainRunnerBin, ".")
 		// The recorder, every task of these tests, is built without -race:
 		// a loaded 2-core machine starts thousands of them, and a race
 		// build costs several times the CPU to start.
-		recorderBin = filepath.Join(dir, "recorder")
-		build = exec.Command("go", "build", "-o", recorderBin, "../../internal/e2erecorder")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: building the recorder:", err)
+		build("the recorder", "-o", recorderBin, "../../internal/e2erecorder")
+		if err := g.Wait(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
 			return 1
 		}
+		openGate()
 		redistest.Main(m) // exits
 		return 0
 	}()
 	os.Exit(code)
+}
+
+// gate holds a place for each test of this package running at once (see
+// parallel); openGate sizes it. first counts the tests that run before it
+// opens (parallelFirst).
+var (
+	gate  chan struct{}
+	first sync.WaitGroup
+)
+
+// openGate makes the gate, not go test, bound how many tests run at once:
+// -parallel places when given, else 4 per CPU, since most tests here wait
+// on their processes (leases expiring, failovers, restarts) and
+// GOMAXPROCS of them at a time leave the CPUs idle. go test's own bound
+// is lifted so that every test reaches the gate, and a long one starts at
+// once (parallelLong).
+func openGate() {
+	flag.Parse()
+	places := 4 * runtime.GOMAXPROCS(0)
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name == "test.parallel" {
+			places, _ = strconv.Atoi(f.Value.String())
+		}
+	})
+	if places < 1 {
+		return // m.Run reports the bad -parallel
+	}
+	gate = make(chan struct{}, places)
+	_ = flag.Set("test.parallel", strconv.Itoa(math.MaxInt32))
+}
+
+// parallel is t.Parallel for every test of this package: the test then
+// waits for a place at the gate, first come first served, and keeps it
+// until it and its cleanups end, so its elapsed time includes that wait
+// (logged when it was long). A test with parallel subtests calls
+// t.Parallel and leaves the places to them: holding one while they wait
+// for theirs could leave them none.
+func parallel(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	start := time.Now()
+	first.Wait()
+	gate <- struct{}{}
+	if waited := time.Since(start); waited > time.Second {
+		t.Logf("waited %v for one of the %d places to run (parallel)", waited.Round(time.Millisecond), cap(gate))
+	}
+	t.Cleanup(func() { <-gate })
+}
+
+// parallelLong is parallel for a test that takes half a minute or more by
+// design (a soak, a series of failovers): it runs at once, beside the
+// gate's places. The package takes at least as long as its longest test,
+// so every second such a test waits for a place adds a second to it, and
+// go test starts parallel tests in no set order.
+func parallelLong(t *testing.T) { t.Parallel() }
+
+// parallelFirst is parallel for a test that needs a quiet machine: it
+// runs at once, and the gate opens when it ends, so only the long tests
+// run beside it. It is for a long test made of many round trips, each of
+// which waits for the scheduler to wake a process: on a machine loaded by
+// the gate's tests it is many times slower (a million items in chunks of
+// 1000: 3s alone, 50s among them).
+func parallelFirst(t *testing.T) {
+	first.Add(1) // before t.Parallel: no test waits at the gate yet
+	t.Parallel()
+	t.Cleanup(first.Done)
 }
 
 const (

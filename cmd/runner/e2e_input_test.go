@@ -13,7 +13,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -172,7 +171,7 @@ func inputHostileNames() []string {
 // "runner pool add" on the command line, through "runner run" in batch
 // mode: each must reach its task exactly once, byte for byte, as data.
 func TestE2EInputItemNames(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	ctx := context.Background()
 	root, taskDir, out := inputSandbox(t)
@@ -253,7 +252,7 @@ worker:
 // tasks, and a name too long or holding a NUL byte is a configuration
 // error naming pool.items.
 func TestE2EInputItemNamesInConfig(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	root, taskDir, out := inputSandbox(t)
 	var names []string
 	for _, n := range inputHostileNames() {
@@ -298,7 +297,7 @@ func TestE2EInputItemNamesInConfig(t *testing.T) {
 // pool add" with exit 2 and one line saying why, and the pool is left as
 // it was.
 func TestE2EInputRejectedNames(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	client, ctx := e.client, context.Background()
 	root, taskDir, out := inputSandbox(t)
@@ -385,7 +384,7 @@ func TestE2EInputRejectedNames(t *testing.T) {
 }
 
 func TestE2EPoolCommands(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	cfg := e.config("pool", nil, "", time.Second)
 	pool := func(args ...string) (int, string) {
@@ -464,7 +463,7 @@ type inputWrongTypeCase struct {
 // at once, and every pool command exits 1, each with one line naming the
 // key; the STRING is left as it was.
 func TestE2EInputWrongTypePoolKey(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	client, ctx := e.client, context.Background()
 	root, taskDir, out := inputSandbox(t)
@@ -527,7 +526,7 @@ func TestE2EInputWrongTypePoolKey(t *testing.T) {
 // else wrote. The runner leaves it alone, never runs that item, and keeps
 // serving the others; pool list shows the item as an error.
 func TestE2EInputWrongTypeLockKey(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	ctx := context.Background()
 	items := []string{"a", "b", "c"}
@@ -600,7 +599,7 @@ func TestE2EInputWrongTypeLockKey(t *testing.T) {
 // bounds nor the duration would say anything about the runner. The other
 // e2e tests run the race-built binary.
 func TestE2EInputMillionItems(t *testing.T) {
-	t.Parallel()
+	parallelFirst(t)
 	const (
 		n = 1_000_000
 		// Bounds on peak RSS (VmHWM). pool set holds every item to
@@ -609,11 +608,6 @@ func TestE2EInputMillionItems(t *testing.T) {
 		setBoundMB    = 256
 		streamBoundMB = 64
 	)
-	bin := filepath.Join(t.TempDir(), "runner")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if outb, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the runner without -race: %v\n%s", err, outb)
-	}
 	srv := redistest.StartServer(t)
 	client := srv.Client(t)
 	ctx := context.Background()
@@ -640,7 +634,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 		pw.CloseWithError(bw.Flush())
 	}()
 	start := time.Now()
-	set := startProc(t, "pool set", procOpts{bin: bin, stdin: pr, sampleRSS: true}, "pool", "set", "-c", cfg, "-")
+	set := startProc(t, "pool set", procOpts{bin: plainRunnerBin, stdin: pr, sampleRSS: true}, "pool", "set", "-c", cfg, "-")
 	if code := set.wait(60 * time.Second); code != 0 || set.stdout.String() != fmt.Sprintf("%d items set as the pool\n", n) {
 		t.Fatalf("pool set -: exit %d, stdout %q", code, set.stdout.String())
 	}
@@ -653,7 +647,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 	// pool list --json, parsed as it streams.
 	start = time.Now()
 	lr, lw := io.Pipe()
-	list := startProc(t, "pool list", procOpts{bin: bin, stdout: lw, sampleRSS: true}, "pool", "list", "--json", "-c", cfg)
+	list := startProc(t, "pool list", procOpts{bin: plainRunnerBin, stdout: lw, sampleRSS: true}, "pool", "list", "--json", "-c", cfg)
 	go func() {
 		<-list.done
 		lw.Close()
@@ -712,7 +706,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 	checkRSS("pool list --json", list, streamBoundMB)
 
 	// pool status counts them.
-	status := startProc(t, "pool status", procOpts{bin: bin}, "pool", "status", "--json", "-c", cfg)
+	status := startProc(t, "pool status", procOpts{bin: plainRunnerBin}, "pool", "status", "--json", "-c", cfg)
 	var st statusReport
 	if code := status.wait(60 * time.Second); code != 0 || json.Unmarshal([]byte(status.stdout.String()), &st) != nil {
 		t.Fatalf("pool status --json: exit %d: %q %s", code, status.stdout.String(), status.stderr.String())
@@ -723,7 +717,7 @@ func TestE2EInputMillionItems(t *testing.T) {
 
 	// A runner serves the pool: some items run within seconds.
 	start = time.Now()
-	run := startProc(t, "runner", procOpts{bin: bin, dir: filepath.Join(root, "cwd")}, "run", "-c", cfg)
+	run := startProc(t, "runner", procOpts{bin: plainRunnerBin, dir: filepath.Join(root, "cwd")}, "run", "-c", cfg)
 	const runs = 100
 	var first time.Duration
 	waitFor(t, fmt.Sprintf("%d runs", runs), 30*time.Second, func() (bool, string) {

@@ -16,7 +16,7 @@ import (
 )
 
 func TestE2ELoopThreeRunnersNoOverlap(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(12)
 	cfg := e.config("loop", items, `worker:
@@ -57,7 +57,7 @@ func TestE2ELoopThreeRunnersNoOverlap(t *testing.T) {
 }
 
 func TestE2EKilledRunnersItemsAreTakenOver(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	// Fewer items than workers, so the survivors have idle workers waiting
 	// when the victim's leases expire: the bound is then the TTL, not the
@@ -108,7 +108,7 @@ func TestE2EKilledRunnersItemsAreTakenOver(t *testing.T) {
 }
 
 func TestE2ESigtermDrainsAndFreesItems(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	items := itemNames(4)
 	cfg := e.config("drain", items, `worker:
@@ -132,7 +132,7 @@ func TestE2ESigtermDrainsAndFreesItems(t *testing.T) {
 }
 
 func TestE2ELostLeaseStopsTheTask(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	const refresh = 200 * time.Millisecond
 	cfg := e.config("lost", []string{"only"}, fmt.Sprintf(`worker:

@@ -98,7 +98,7 @@ type persistFault struct {
 // the snapshot, which misses the grants and refreshes made since, and
 // whose fencing counter is behind.
 func TestE2ERestartFromSnapshot(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	testRestartFromFiles(t, persistFault{
 		args: []string{"--save", "", "--appendonly", "no"},
 		// A snapshot may be minutes old; but at most the shortest task
@@ -136,7 +136,7 @@ func TestE2ERestartFromSnapshot(t *testing.T) {
 // kill -9 it cuts the file back to that size, which is what survives an
 // OS crash whose last fsync covered the file up to T, and restarts.
 func TestE2ERestartFromAOFEverysecCrash(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	var incr string
 	var size int64
 	testRestartFromFiles(t, persistFault{

@@ -89,7 +89,7 @@ func TestE2ESecurityPasswordAuth(t *testing.T) {
 		{name: "acl user", prefix: "acl-app", username: user, password: userPw},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			var env []string
 			auth := fmt.Sprintf("  username: %q\n", tc.username)
 			if tc.viaEnv {
@@ -118,7 +118,7 @@ batch:
 		{name: "wrong acl password", username: user},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			cfg := writeFile(t, "", "wrong.yaml", fmt.Sprintf(`redis:
   addr: %q
   username: %q
@@ -145,7 +145,7 @@ task:
 // retry and never gets in. The client key appears in no log line, nor in
 // /status or /metrics.
 func TestE2ESecurityTLS(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newTestPKI(t)
 	optional := redistest.StartServerWith(t, redistest.ServerOptions{TLS: p.clientTLS(true), Args: p.serverArgs("optional")})
 	mutual := redistest.StartServerWith(t, redistest.ServerOptions{TLS: p.clientTLS(true), Args: p.serverArgs("yes")})
@@ -161,6 +161,10 @@ func TestE2ESecurityTLS(t *testing.T) {
 		return s
 	}
 
+	// The subtests run one after another, in this test's place: each
+	// takes a second or two, and parallel ones would queue for places of
+	// their own behind the package's other tests, keeping this one, and
+	// its key check, waiting.
 	t.Run("batch", func(t *testing.T) {
 		for _, tc := range []struct {
 			name     string
@@ -171,7 +175,6 @@ func TestE2ESecurityTLS(t *testing.T) {
 			{"mutual", mutual, true},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				t.Parallel()
 				cfg := writeFile(t, "", "tls.yaml", fmt.Sprintf(`redis:
   addr: %q
 %spool:
@@ -294,7 +297,7 @@ func TestE2ESecurityACLPrefixUser(t *testing.T) {
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			e := newE2E(t)
 			ctx := context.Background()
 			const password = "Acl-Pw-63b1e0"

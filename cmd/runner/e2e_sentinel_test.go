@@ -233,7 +233,7 @@ func sentinelDump(evs []event, switches []sentinelSwitch) string {
 // first new grant, first new begin) and, for the runs it cut, their loss
 // and when their items ran again.
 func TestE2ESentinelFailovers(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	testStart := time.Now()
 	e := newE2E(t)
 	s := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 1})
@@ -681,7 +681,7 @@ func watchReplication(t *testing.T, addrs []string) (stop func() []sentinelReplE
 // a lease up after lease_ttl - safety_margin (2.4s here) without an
 // acknowledged refresh (seen on a loaded machine).
 func TestE2ESentinelMinReplicasAcked(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	testStart := time.Now()
 	e := newE2E(t)
 	s := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 2})
