@@ -106,7 +106,7 @@ func pageTimes(t *testing.T, ctx context.Context) string {
 }
 
 func TestE2EDashboardInBrowser(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	const token = "browser-token"
 	e.failItem = "item-02"
@@ -254,9 +254,11 @@ func TestE2EDashboardInBrowser(t *testing.T) {
 // TestE2EDashboardMillionItems: with 1,000,000 items (50 leased by a
 // runner, 10 quarantined) the page shows the counts, and its first items
 // page and filtered searches answer within 300 ms (plus the scheduling
-// delay the test saw, as the machine may be loaded).
+// delay the test saw, as the machine may be loaded). It times the product:
+// runner ui is the build without -race, and the test runs before the
+// gate's tests load the machine (parallelFirst).
 func TestE2EDashboardMillionItems(t *testing.T) {
-	t.Parallel()
+	parallelFirst(t)
 	e := newE2EOn(t, redistest.StartServer(t))
 	const n = 1_000_000
 	ctx := context.Background()
@@ -284,7 +286,7 @@ func TestE2EDashboardMillionItems(t *testing.T) {
 	}
 	t.Logf("1,000,000 items added in %v", time.Since(start).Round(time.Millisecond))
 	cfg := e.config("million", nil, "", time.Second)
-	base := startUI(t, cfg, nil)
+	base := startUIWith(t, cfg, procOpts{bin: plainRunnerBin})
 	bctx, _ := browser(t)
 	bctx, cancel := context.WithTimeout(bctx, 60*time.Second)
 	defer cancel()

@@ -38,7 +38,13 @@ func post(t *testing.T, url, body string, header map[string]string) int {
 // startUI starts runner ui on cfg with env, and returns its base URL.
 func startUI(t *testing.T, cfg string, env []string) string {
 	t.Helper()
-	p := startProc(t, "runner ui", procOpts{env: env}, "ui", "-c", cfg, "--listen", "127.0.0.1:0")
+	return startUIWith(t, cfg, procOpts{env: env})
+}
+
+// startUIWith is startUI with the process's options (the binary).
+func startUIWith(t *testing.T, cfg string, o procOpts) string {
+	t.Helper()
+	p := startProc(t, "runner ui", o, "ui", "-c", cfg, "--listen", "127.0.0.1:0")
 	var base string
 	re := regexp.MustCompile(`dashboard on (http://\S+)/`)
 	waitFor(t, "runner ui listening", 20*time.Second, func() (bool, string) {
@@ -51,7 +57,7 @@ func startUI(t *testing.T, cfg string, env []string) string {
 }
 
 func TestE2EDashboardServer(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := newE2E(t)
 	cfg := e.config("ui", itemNames(3), "", time.Second)
 	if res := runnerCmd(t, procOpts{}, append([]string{"pool", "add", "-c", cfg, "--"}, itemNames(3)...)...); res.code != 0 {

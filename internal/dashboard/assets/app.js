@@ -27,10 +27,16 @@ function dur(ms) {
 }
 function ago(iso) { return iso ? dur(serverNow() - Date.parse(iso)) + " ago" : ""; }
 
-function showError(msg) {
+// showError shows (or, with "", clears) the error of one source: the
+// status stream, the items, the item page or the last action. Each clears
+// only its own, so a status that reads fine does not hide a refused action.
+const errors = new Map();
+function showError(msg, source = "status") {
+  if (msg) errors.set(source, msg);
+  else errors.delete(source);
   const e = $("error");
-  e.textContent = msg || "";
-  e.hidden = !msg;
+  e.textContent = [...errors.values()].join("\n");
+  e.hidden = errors.size === 0;
 }
 
 function cell(tr, value, cls) {
@@ -201,10 +207,11 @@ async function loadItems(reset) {
     try {
       page = await getJSON("/api/items?" + q);
     } catch (err) {
-      if (mine === state.loading) { showError("items: " + err.message); state.loading = 0; }
+      if (mine === state.loading) { showError("items: " + err.message, "items"); state.loading = 0; }
       return;
     }
     if (mine !== state.loading) return; // a newer read took over
+    showError("", "items");
     if (reset && first) {
       tb.replaceChildren();
       // How long the first answer took, and when the page first showed items.
@@ -265,10 +272,11 @@ async function loadItem() {
   try {
     it = await getJSON("/api/item?name=" + encodeURIComponent(name));
   } catch (err) {
-    if (name === state.item) showError(`item ${name}: ${err.message}`);
+    if (name === state.item) showError(`item ${name}: ${err.message}`, "item");
     return;
   }
   if (name !== state.item) return;
+  showError("", "item");
   state.skew = Date.parse(it.now) - Date.now();
   $("itemname").textContent = it.item;
   $("itempage").dataset.status = it.status;
@@ -291,7 +299,8 @@ function route() {
   state.item = m ? decodeURIComponent(m[1]) : "";
   $("overview").hidden = !!state.item;
   $("itempage").hidden = !state.item;
-  showError("");
+  showError("", "item");
+  showError("", "action");
   if (state.item) {
     $("stderr").textContent = "";
     loadItem();
@@ -310,7 +319,7 @@ async function act(name, item) {
     body: JSON.stringify(body),
   });
   const out = await res.json();
-  showError(res.ok ? "" : `${name}: ${out.error}`);
+  showError(res.ok ? "" : `${name}: ${out.error}`, "action");
   if (state.item) loadItem();
   else loadItems(true);
 }
