@@ -182,7 +182,7 @@ func TestE2EKillSoakNoGrowingKeys(t *testing.T) {
 	allowed := map[string]bool{}
 	for _, k := range []string{ks.Members(), ks.Epoch(), ks.Index(), ks.IndexBucket(0), ks.IndexCount(), ks.Fence(), ks.Bindings(), ks.Waiters(), ks.Reserved(),
 		ks.Foreign(), ks.SyncState(), ks.Failures(), ks.ItemsMarker(),
-		ks.Runners(), ks.RunnerInfo(), ks.History(), ks.HistoryExpiry()} {
+		ks.Runners(), ks.RunnerInfo(), ks.Throughput(), ks.History(), ks.HistoryExpiry()} {
 		allowed[k] = true
 	}
 	for _, it := range items {
