@@ -163,6 +163,12 @@ type Runner struct {
 	// OldestLeaseMS is the age, in ms, of the oldest lease it held at the
 	// heartbeat (0 when it held none).
 	OldestLeaseMS int64 `json:"oldest_lease_ms,omitempty"`
+	// First marks a pool's first heartbeat of a Run: the store adds its
+	// Grants and Runs whole to the fleet's throughput (later heartbeats
+	// add what grew since the stored report, and a heartbeat that finds
+	// no report of its instance, its registration having expired, adds
+	// nothing). Not stored.
+	First bool `json:"-"`
 	// Beat is when the store received the last heartbeat, Expires when
 	// the registration ends without another, both by the store's clock.
 	Beat    time.Time `json:"beat,omitzero"`

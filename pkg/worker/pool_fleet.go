@@ -30,16 +30,17 @@ func newInstance() string {
 
 // register keeps the pool in the fleet's registry: a heartbeat now and
 // every Config.Heartbeat, from a goroutine the returned stop ends and
-// waits for before it leaves the registry.
+// waits for before a last heartbeat (so the fleet's throughput counts the
+// runs since the one before) and leaving the registry.
 func (p *Pool) register() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	warned := false
+	var last rate
 	go func() {
 		defer close(done)
 		t := time.NewTicker(p.cfg.Heartbeat)
 		defer t.Stop()
-		warned := false
-		var last rate
 		for {
 			p.beat(ctx, &warned, &last)
 			select {
@@ -54,16 +55,19 @@ func (p *Pool) register() (stop func()) {
 		<-done
 		lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
 		defer lcancel()
+		p.beat(lctx, &warned, &last)
 		if err := p.store.Leave(lctx, p.cfg.ID, p.instance); err != nil {
 			p.log.Warn("cannot leave the runner registry; the entry expires on its own", "in", registrationBeats*p.cfg.Heartbeat, "error", err)
 		}
 	}
 }
 
-// rate is the runs a pool had finished at a heartbeat, and when.
+// rate is the runs a pool had finished at a heartbeat, and when; sent
+// says whether a heartbeat of the pool's Run went through.
 type rate struct {
 	runs int64
 	at   time.Time
+	sent bool
 }
 
 // beat sends one heartbeat; a failure is logged, and the next one
@@ -76,8 +80,12 @@ func (p *Pool) beat(ctx context.Context, warned *bool, last *rate) {
 	if !last.at.IsZero() {
 		r.RunsPerSec = float64(r.Runs-last.runs) / now.Sub(last.at).Seconds()
 	}
-	*last = rate{runs: r.Runs, at: now}
+	// Until one heartbeat went through, each is the first: its counts
+	// (what the pool did before it) go to the throughput whole.
+	r.First = !last.sent
+	*last = rate{runs: r.Runs, at: now, sent: last.sent}
 	other, err := p.store.Heartbeat(bctx, r, registrationBeats*p.cfg.Heartbeat)
+	last.sent = last.sent || err == nil
 	switch {
 	case err != nil && ctx.Err() == nil:
 		p.log.Warn("cannot renew the runner registration", "error", err)

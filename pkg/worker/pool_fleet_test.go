@@ -117,6 +117,30 @@ var fleetPoolBehaviours = []poolBehaviour{
 		})
 		must(t, stop(5*time.Second))
 	}},
+	{"throughput-counts-the-runs-since-the-last-heartbeat-on-stop", func(t *testing.T, b backend) {
+		// One heartbeat at the start (which counts nothing) and none
+		// after, for the test's length: only the pool's last heartbeat,
+		// as Run returns, can count its runs.
+		a, st, _ := b.build(t, items(4))
+		var ran atomic.Int64
+		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
+			ran.Add(1)
+			return nil
+		}), worker.Config{Concurrency: 2, LeaseTTL: 2 * time.Second, Heartbeat: 10 * time.Minute})
+		must(t, err)
+		stop, _ := runPool(t, p)
+		redistest.Eventually(t, "20 runs", 10*time.Second, func() bool { return ran.Load() >= 20 })
+		must(t, stop(5*time.Second))
+		pts, err := st.Throughput(context.Background())
+		must(t, err)
+		var runs, grants int64
+		for _, pt := range pts {
+			runs, grants = runs+pt.Runs, grants+pt.Grants
+		}
+		if n := ran.Load(); runs < n || grants < runs {
+			t.Fatalf("throughput after Run returned: %d grants, %d runs; want the %d task runs counted", grants, runs, n)
+		}
+	}},
 	{"batch-history-names-failed-items-with-their-errors", func(t *testing.T, b backend) {
 		its := items(5)
 		a, st, _ := b.build(t, its)

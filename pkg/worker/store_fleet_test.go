@@ -247,8 +247,10 @@ var fleetBehaviours = []storeBehaviour{
 		}
 		r := worker.Runner{ID: "a", Instance: "i1", Mode: worker.ModeLoop, Concurrency: 2, Grants: 7, Runs: 5}
 		before := e.clock()
-		// A first heartbeat counts nothing (its counts are from before
-		// any bucket), nor does one of another instance under the same id.
+		// A heartbeat that finds no report of its instance counts
+		// nothing (its registration expired: its counts are from before),
+		// nor does one of another instance under the same id; a pool's
+		// first heartbeat (First) counts its counts whole.
 		beat := func(r worker.Runner) {
 			t.Helper()
 			if _, err := e.store.Heartbeat(e.ctx, r, time.Minute); err != nil {
@@ -263,6 +265,7 @@ var fleetBehaviours = []storeBehaviour{
 		other := worker.Runner{ID: "a", Instance: "i2", Mode: worker.ModeLoop, Concurrency: 1, Grants: 1000, Runs: 1000}
 		beat(other)
 		beat(worker.Runner{ID: "b", Instance: "j", Mode: worker.ModeLoop, Concurrency: 1, Grants: 500, Runs: 500})
+		beat(worker.Runner{ID: "c", Instance: "k", Mode: worker.ModeLoop, Concurrency: 1, Grants: 3, Runs: 2, First: true})
 		// A counter that went back (a report not of this process) adds nothing.
 		other.Grants, other.Runs = 3, 4
 		beat(other)
@@ -279,8 +282,8 @@ var fleetBehaviours = []storeBehaviour{
 				t.Fatalf("points not oldest first: %+v", pts)
 			}
 		}
-		if grants != 13 || runs != 10 || len(pts) == 0 || len(pts) > 2 {
-			t.Fatalf("Throughput = %+v: %d grants and %d runs; want the first instance's 13 and 10 since its first heartbeat, in 1 or 2 buckets", pts, grants, runs)
+		if grants != 13+3 || runs != 10+2 || len(pts) == 0 || len(pts) > 2 {
+			t.Fatalf("Throughput = %+v: %d grants and %d runs; want a's 13 and 10 since its first heartbeat and c's first 3 and 2, in 1 or 2 buckets", pts, grants, runs)
 		}
 		if e.redis != nil {
 			base := e.prefix + "|" + lock.DefaultPoolSuffix

@@ -118,9 +118,13 @@ func (s *MemoryStore) Heartbeat(ctx context.Context, r Runner, ttl time.Duration
 	if ok && old.Expires.After(now) && old.Instance != r.Instance {
 		other = old.Instance
 	}
-	if ok && old.Instance == r.Instance {
+	switch {
+	case r.First:
+		s.st.addThroughput(now, r.Grants, r.Runs)
+	case ok && old.Instance == r.Instance:
 		s.st.addThroughput(now, r.Grants-old.Grants, r.Runs-old.Runs)
 	}
+	r.First = false
 	r.Host = history.Head(r.Host, 256)
 	r.Beat, r.Expires = now, now.Add(time.Duration(ttl.Milliseconds())*time.Millisecond)
 	s.st.runners[r.ID] = r

@@ -184,7 +184,7 @@ func (s *RedisStore) Heartbeat(ctx context.Context, r Runner, ttl time.Duration)
 		return "", fmt.Errorf("worker: %s %q: %w", op, r.ID, err)
 	}
 	res, err := heartbeatScript.Run(ctx, s.client, []string{s.keys.Runners(), s.keys.RunnerInfo(), s.keys.Throughput()},
-		r.ID, r.Instance, report, ttl.Milliseconds(), r.Grants, r.Runs).Slice()
+		r.ID, r.Instance, report, ttl.Milliseconds(), r.Grants, r.Runs, map[bool]string{true: "1", false: "0"}[r.First]).Slice()
 	if err != nil {
 		return "", redisErr(op, "runner "+strconv.Quote(r.ID), "", err)
 	}

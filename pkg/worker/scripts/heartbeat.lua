@@ -10,12 +10,14 @@
 -- ARGV[4]: how long the registration lasts     <ms>
 -- ARGV[5]: the leases it was granted so far
 -- ARGV[6]: the runs it finished so far
+-- ARGV[7]: '1' on the process's first heartbeat, else '0'
 -- Returns {now_ms, other}: the server's time, and the instance of another
 -- live process that was registered under the same id ('' for none).
 -- What the process was granted and finished since its previous heartbeat
 -- (its counts less those of its stored report, when that is the same
--- instance's) is added to the throughput ring; a first heartbeat adds
--- nothing (a process registers as it starts, before its first grant).
+-- instance's) is added to the throughput ring; a first heartbeat (ARGV[7])
+-- adds its counts whole, and one that finds no report of its instance (its
+-- registration expired) adds nothing.
 -- Refuses with WRONGTYPE, naming the key, when any key holds another type.
 local wrong = typecheck({'zset', 'hash', 'hash'})
 if wrong then
@@ -29,7 +31,9 @@ local inst, report = string.match(old, '^%d+:([^:]*):(.*)$')
 if exp > now and inst ~= ARGV[2] then
   other = inst or ''
 end
-if inst == ARGV[2] then
+if ARGV[7] == '1' then
+  throughput(KEYS[3], now, tonumber(ARGV[5]), tonumber(ARGV[6]))
+elseif inst == ARGV[2] then
   local ok, was = pcall(cjson.decode, report)
   if ok and type(was) == 'table' then
     throughput(KEYS[3], now, tonumber(ARGV[5]) - (tonumber(was.grants) or 0), tonumber(ARGV[6]) - (tonumber(was.runs) or 0))
