@@ -118,9 +118,10 @@ var fleetPoolBehaviours = []poolBehaviour{
 		must(t, stop(5*time.Second))
 	}},
 	{"throughput-counts-the-runs-since-the-last-heartbeat-on-stop", func(t *testing.T, b backend) {
-		// One heartbeat at the start (which counts nothing) and none
-		// after, for the test's length: only the pool's last heartbeat,
-		// as Run returns, can count its runs.
+		// One heartbeat at the start (counting what the pool did before
+		// it: a few runs at most) and none after, for the test's length:
+		// only the pool's last heartbeat, as Run returns, can count the
+		// 20 runs.
 		a, st, _ := b.build(t, items(4))
 		var ran atomic.Int64
 		p, err := worker.New(a, st, worker.TaskFunc(func(ctx context.Context, job worker.Job) error {
