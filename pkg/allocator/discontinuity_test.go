@@ -261,6 +261,11 @@ func TestDiscontinuityRecordDeleted(t *testing.T) {
 	must(t, pool.Extend(ctx, []string{"a"}))
 	l := mustTryOn(t, ctx, a, "w", allocator.AcquireOptions{})
 	must(t, l.Release(ctx))
+	// a knew the pool: left running, its background sync would see the
+	// record fresh writes and start a generation of its own (as
+	// TestDiscontinuityRecordRecreated checks), which fresh could learn
+	// before its Dataset is read (seen under make test).
+	must(t, a.Close())
 	must(t, c.Del(ctx, pool.Keys().Epoch()).Err())
 
 	fresh, err := allocator.NewRedis(pool, allocator.Config{LeaseTTL: 200 * time.Millisecond})
