@@ -59,20 +59,22 @@ func (c *Config) validate(origin configOrigins, probs *problems) {
 	if c.Admin.Listen != "" {
 		add(checkConfigAddr("admin.listen", c.Admin.Listen))
 	}
-	if c.Admin.PoolMetrics {
+	// What the admin endpoint serves of the whole pool needs the endpoint,
+	// and a pool in Redis.
+	for _, f := range []struct {
+		on         bool
+		key, what  string
+		embeddedNo string
+	}{
+		{c.Admin.PoolMetrics, "admin.pool_metrics", "the metrics are", "the embedded pool's runner already reports its own state"},
+		{c.Admin.UI, "admin.ui", "the dashboard is", "the dashboard reads the pool from Redis (the embedded pool's runner reports its own state on /status)"},
+	} {
 		switch {
+		case !f.on:
 		case c.Admin.Listen == "":
-			add(configErrorf("admin.pool_metrics", "needs admin.listen: the metrics are served there"))
+			add(configErrorf(f.key, "needs admin.listen: %s served there", f.what))
 		case c.embedded():
-			add(configErrorf("admin.pool_metrics", "needs redis.addr: the embedded pool's runner already reports its own state"))
-		}
-	}
-	if c.Admin.UI {
-		switch {
-		case c.Admin.Listen == "":
-			add(configErrorf("admin.ui", "needs admin.listen: the dashboard is served there"))
-		case c.embedded():
-			add(configErrorf("admin.ui", "needs redis.addr: the dashboard reads the pool from Redis (the embedded pool's runner reports its own state on /status)"))
+			add(configErrorf(f.key, "needs redis.addr: %s", f.embeddedNo))
 		}
 	}
 	if c.UI.Listen != "" {

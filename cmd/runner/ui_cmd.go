@@ -191,21 +191,18 @@ type uiItem struct {
 	Now time.Time `json:"now"`
 }
 
-// Item reads one item: that it is a member, its lock, its last run.
+// Item reads one item: that it is a member and its lock (the lookup of
+// an exact name in the items table), and its last run.
 func (s *uiSource) Item(ctx context.Context, name string) (any, error) {
 	if err := lock.ValidateKey(name); err != nil {
 		return nil, fmt.Errorf("%w: %v", dashboard.ErrNoItem, err)
 	}
-	ok, err := s.client.SIsMember(ctx, s.pool.Keys().Members(), name).Result()
+	infos, err := s.lookup(ctx, listFilter{match: name})
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
+	if len(infos) == 0 {
 		return nil, fmt.Errorf("%w: %q is not in pool %s", dashboard.ErrNoItem, name, displayName(s.pool.Keys().Base()))
-	}
-	infos, err := describe(ctx, s.client, s.pool, []string{name})
-	if err != nil {
-		return nil, err
 	}
 	it := uiItem{itemInfo: infos[0]}
 	h, found, err := s.store.LastRun(ctx, name)

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,6 +125,22 @@ const (
 	ThroughputBucket = 10 * time.Second
 	ThroughputWindow = time.Hour
 )
+
+// throughputSlots is how many buckets the window holds: the ring's size.
+const throughputSlots = int64(ThroughputWindow / ThroughputBucket)
+
+// throughputBucket is the number of the ThroughputBucket holding t.
+func throughputBucket(t time.Time) int64 { return t.UnixMilli() / ThroughputBucket.Milliseconds() }
+
+// throughputFirst is the number of the first bucket of the window ending
+// at now.
+func throughputFirst(now time.Time) int64 { return throughputBucket(now) - throughputSlots + 1 }
+
+// sortThroughput orders points oldest first.
+func sortThroughput(pts []ThroughputPoint) []ThroughputPoint {
+	slices.SortFunc(pts, func(a, b ThroughputPoint) int { return a.At.Compare(b.At) })
+	return pts
+}
 
 // ThroughputPoint is what the fleet did in one ThroughputBucket starting
 // At (by the store's clock): leases granted and task runs finished.

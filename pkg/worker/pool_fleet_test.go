@@ -51,12 +51,7 @@ var fleetPoolBehaviours = []poolBehaviour{
 			t.Fatalf("registration: %d grants for %d runs and %d held", me.Grants, me.Runs, me.Held)
 		}
 		redistest.Eventually(t, "the fleet's throughput counts the runs", 10*time.Second, func() bool {
-			pts, err := st.Throughput(ctx)
-			must(t, err)
-			var runs, grants int64
-			for _, pt := range pts {
-				runs, grants = runs+pt.Runs, grants+pt.Grants
-			}
+			grants, runs := throughputTotals(t, st)
 			return runs >= 6 && grants >= runs
 		})
 		host, _ := os.Hostname()
@@ -132,12 +127,7 @@ var fleetPoolBehaviours = []poolBehaviour{
 		stop, _ := runPool(t, p)
 		redistest.Eventually(t, "20 runs", 10*time.Second, func() bool { return ran.Load() >= 20 })
 		must(t, stop(5*time.Second))
-		pts, err := st.Throughput(context.Background())
-		must(t, err)
-		var runs, grants int64
-		for _, pt := range pts {
-			runs, grants = runs+pt.Runs, grants+pt.Grants
-		}
+		grants, runs := throughputTotals(t, st)
 		if n := ran.Load(); runs < n || grants < runs {
 			t.Fatalf("throughput after Run returned: %d grants, %d runs; want the %d task runs counted", grants, runs, n)
 		}
@@ -246,4 +236,16 @@ var fleetPoolBehaviours = []poolBehaviour{
 			}
 		}
 	}},
+}
+
+// throughputTotals is the grants and runs of the fleet's whole throughput
+// window.
+func throughputTotals(t *testing.T, r worker.Registry) (grants, runs int64) {
+	t.Helper()
+	pts, err := r.Throughput(context.Background())
+	must(t, err)
+	for _, pt := range pts {
+		grants, runs = grants+pt.Grants, runs+pt.Runs
+	}
+	return grants, runs
 }

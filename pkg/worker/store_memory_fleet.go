@@ -177,7 +177,7 @@ func (s *MemoryStore) Throughput(ctx context.Context) ([]ThroughputPoint, error)
 		return nil, err
 	}
 	defer s.st.mu.Unlock()
-	first := throughputBucket(msClock(now)) - int64(ThroughputWindow/ThroughputBucket) + 1
+	first := throughputFirst(msClock(now))
 	var out []ThroughputPoint
 	for b, pt := range s.st.rate {
 		if b < first {
@@ -186,12 +186,8 @@ func (s *MemoryStore) Throughput(ctx context.Context) ([]ThroughputPoint, error)
 		}
 		out = append(out, pt)
 	}
-	slices.SortFunc(out, func(a, b ThroughputPoint) int { return a.At.Compare(b.At) })
-	return out, nil
+	return sortThroughput(out), nil
 }
-
-// throughputBucket is the number of the ThroughputBucket holding t.
-func throughputBucket(t time.Time) int64 { return t.UnixMilli() / ThroughputBucket.Milliseconds() }
 
 // addThroughput adds a heartbeat's grants and runs to the bucket of now,
 // as registry.lua's throughput() does (the ring's older buckets are
@@ -202,7 +198,7 @@ func (st *memStoreState) addThroughput(now time.Time, grants, runs int64) {
 	}
 	b := throughputBucket(now)
 	for old := range st.rate {
-		if old <= b-int64(ThroughputWindow/ThroughputBucket) {
+		if old <= b-throughputSlots {
 			delete(st.rate, old)
 		}
 	}

@@ -184,7 +184,8 @@ func (s *RedisStore) Heartbeat(ctx context.Context, r Runner, ttl time.Duration)
 		return "", fmt.Errorf("worker: %s %q: %w", op, r.ID, err)
 	}
 	res, err := heartbeatScript.Run(ctx, s.client, []string{s.keys.Runners(), s.keys.RunnerInfo(), s.keys.Throughput()},
-		r.ID, r.Instance, report, ttl.Milliseconds(), r.Grants, r.Runs, map[bool]string{true: "1", false: "0"}[r.First]).Slice()
+		r.ID, r.Instance, report, ttl.Milliseconds(), r.Grants, r.Runs, map[bool]string{true: "1", false: "0"}[r.First],
+		ThroughputBucket.Milliseconds(), throughputSlots).Slice()
 	if err != nil {
 		return "", redisErr(op, "runner "+strconv.Quote(r.ID), "", err)
 	}
@@ -246,21 +247,18 @@ func (s *RedisStore) Throughput(ctx context.Context) ([]ThroughputPoint, error) 
 // throughputSeries reads the ring's fields and values (field, value, ...)
 // into the points of the window ending at now, oldest first.
 func throughputSeries(ring []string, now time.Time) ([]ThroughputPoint, error) {
-	bucket := ThroughputBucket.Milliseconds()
-	last := throughputBucket(now)
-	first := last - int64(ThroughputWindow/ThroughputBucket) + 1
+	first := throughputFirst(now)
 	var out []ThroughputPoint
 	for i := 0; i+1 < len(ring); i += 2 {
 		var b, g, r int64
 		if n, err := fmt.Sscanf(ring[i+1], "%d:%d:%d", &b, &g, &r); err != nil || n != 3 {
 			return nil, fmt.Errorf("worker: Throughput: %w: bucket %q holds %.40q", history.ErrCorrupt, ring[i], ring[i+1])
 		}
-		if b >= first && b <= last {
-			out = append(out, ThroughputPoint{At: time.UnixMilli(b * bucket), Grants: g, Runs: r})
+		if b >= first && b <= first+throughputSlots-1 {
+			out = append(out, ThroughputPoint{At: time.UnixMilli(b * ThroughputBucket.Milliseconds()), Grants: g, Runs: r})
 		}
 	}
-	slices.SortFunc(out, func(a, b ThroughputPoint) int { return a.At.Compare(b.At) })
-	return out, nil
+	return sortThroughput(out), nil
 }
 
 // encodeRunner is r's report as stored: JSON, without what the store

@@ -11,6 +11,8 @@
 -- ARGV[5]: the leases it was granted so far
 -- ARGV[6]: the runs it finished so far
 -- ARGV[7]: '1' on the process's first heartbeat, else '0'
+-- ARGV[8]: the throughput ring's bucket        <ms>
+-- ARGV[9]: the throughput ring's buckets
 -- Returns {now_ms, other}: the server's time, and the instance of another
 -- live process that was registered under the same id ('' for none).
 -- What the process was granted and finished since its previous heartbeat
@@ -31,12 +33,13 @@ local inst, report = string.match(old, '^%d+:([^:]*):(.*)$')
 if exp > now and inst ~= ARGV[2] then
   other = inst or ''
 end
+local bucket, slots = tonumber(ARGV[8]), tonumber(ARGV[9])
 if ARGV[7] == '1' then
-  throughput(KEYS[3], now, tonumber(ARGV[5]), tonumber(ARGV[6]))
+  throughput(KEYS[3], now, tonumber(ARGV[5]), tonumber(ARGV[6]), bucket, slots)
 elseif inst == ARGV[2] then
   local ok, was = pcall(cjson.decode, report)
   if ok and type(was) == 'table' then
-    throughput(KEYS[3], now, tonumber(ARGV[5]) - (tonumber(was.grants) or 0), tonumber(ARGV[6]) - (tonumber(was.runs) or 0))
+    throughput(KEYS[3], now, tonumber(ARGV[5]) - (tonumber(was.grants) or 0), tonumber(ARGV[6]) - (tonumber(was.runs) or 0), bucket, slots)
   end
 end
 redis.call('HSET', KEYS[2], ARGV[1], string.format('%d:%s:%s', now, ARGV[2], ARGV[3]))

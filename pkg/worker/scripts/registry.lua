@@ -24,23 +24,25 @@ local function registry(runners, info, now)
   redis.call('PEXPIRE', info, ttl)
 end
 
--- throughput(key, now, grants, runs) adds a process's grants and finished
--- runs since its last heartbeat to the fleet's throughput ring: the HASH
--- key, with one field per 10 s bucket of the last hour (the bucket's
--- number modulo 360), each '<bucket>:<grants>:<runs>'. A field of a bucket
--- an hour old is overwritten, not added to, so the HASH holds 360 fields
--- at most; the key expires an hour after the last heartbeat that counted
--- something.
-local function throughput(key, now, grants, runs)
+-- throughput(key, now, grants, runs, bucket, slots) adds a process's
+-- grants and finished runs since its last heartbeat to the fleet's
+-- throughput ring: the HASH key, with one field per bucket (ms) of the
+-- last slots buckets (the bucket's number modulo slots), each
+-- '<bucket>:<grants>:<runs>'. A field of a bucket a whole ring old is
+-- overwritten, not added to, so the HASH holds slots fields at most; the
+-- key expires a ring's span (plus a bucket) after the last heartbeat that
+-- counted something. pkg/worker's ThroughputBucket and ThroughputWindow
+-- give bucket and slots.
+local function throughput(key, now, grants, runs, bucket, slots)
   if grants <= 0 and runs <= 0 then
     return
   end
-  local b = math.floor(now / 10000)
-  local f = tostring(b % 360)
+  local b = math.floor(now / bucket)
+  local f = tostring(b % slots)
   local ob, og, orun = string.match(redis.call('HGET', key, f) or '', '^(%d+):(%d+):(%d+)$')
   if tonumber(ob) ~= b then
     og, orun = 0, 0
   end
   redis.call('HSET', key, f, string.format('%d:%d:%d', b, tonumber(og) + math.max(0, grants), tonumber(orun) + math.max(0, runs)))
-  redis.call('PEXPIRE', key, 3610000)
+  redis.call('PEXPIRE', key, (slots + 1) * bucket)
 end

@@ -3,8 +3,8 @@
 -- KEYS[1]: the fleet's throughput ring         <base>|fleet:rate
 -- No ARGV.
 -- Returns {now_ms, field, value, ...}: the server's time, then the ring's
--- fields ('<bucket mod 360>' -> '<bucket>:<grants>:<runs>', see registry's
--- throughput()); the caller keeps the buckets of the last hour.
+-- fields ('<bucket mod slots>' -> '<bucket>:<grants>:<runs>', see
+-- registry's throughput()); the caller keeps the buckets of its window.
 -- Refuses with WRONGTYPE, naming the key, when the key holds another type.
 local wrong = typecheck({'hash'})
 if wrong then
